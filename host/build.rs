@@ -1,0 +1,63 @@
+//! Builds the bundled plugins (plugins/) and the test fixtures (tests/fixtures/) for
+//! wasm32-wasip2, in the same workspace, so that `cargo build` and `cargo test` build host and
+//! plugins in one step. The bundled plugins are embedded in the binary; the fixtures are only
+//! used by tests (their folder is exported as `TOOLHOST_WASM_DIR`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// A cargo profile of the workspace, tuned for small plugins.
+const PROFILE: &str = "plugin";
+const PACKAGES: &[&str] = &["toolhost-files", "fixture-hostile", "fixture-bad-schema", "fixture-wrong-version"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_path_buf();
+    for watched in ["wit", "plugins", "tests/fixtures", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+    let target_root = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+    let target_dir = target_root.join("wasm-plugins");
+    ensure_wasm_target();
+    build_plugins(&workspace, &target_dir);
+    let out = target_dir.join(WASM_TARGET).join(PROFILE);
+    println!("cargo:rustc-env=TOOLHOST_WASM_DIR={}", out.display());
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when it is missing.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().expect("rustc runs");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(WASM_TARGET).exists() {
+        return;
+    }
+    let installed = Command::new("rustup").args(["target", "add", WASM_TARGET]).status();
+    if !matches!(installed, Ok(status) if status.success()) {
+        panic!("the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed; install it and build again");
+    }
+}
+
+fn build_plugins(workspace: &Path, target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--profile", PROFILE, "--target", WASM_TARGET, "--target-dir"])
+        .arg(target_dir);
+    for package in PACKAGES {
+        command.args(["-p", package]);
+    }
+    if std::env::var_os("CARGO_NET_OFFLINE").is_some() {
+        command.arg("--offline");
+    }
+    // Flags meant for the host build must not leak into the wasm build.
+    for variable in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+        command.env_remove(variable);
+    }
+    let status = command.status().expect("cargo runs");
+    if !status.success() {
+        panic!("building the plugins for {WASM_TARGET} failed (see the errors above)");
+    }
+}

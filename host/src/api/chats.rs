@@ -1,0 +1,159 @@
+//! `/api/v1/chats`: create, list, get, messages.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::error::ApiJson;
+use super::{ApiError, AppState};
+use crate::chat::parts::{MessagePart, fallback_title, validate_user_content};
+use crate::chat::service::{BusyBehavior, SendError, SendOutcome};
+use crate::plugins::ChatKind;
+use crate::store::{Chat, NewChat};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChat {
+    content: Vec<MessagePart>,
+    model: Option<String>,
+    workspace_id: Option<String>,
+}
+
+pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson(body): ApiJson<CreateChat>) -> Result<(StatusCode, Json<Chat>), ApiError> {
+    validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
+    let (chat, _message) = state
+        .store
+        .create_chat(NewChat {
+            owner_id: user.id,
+            parent_chat_id: None,
+            root_chat_id: None,
+            kind: ChatKind::Root,
+            workspace_id: body.workspace_id,
+            title: fallback_title(&body.content),
+            model: body.model.or(state.default_model.clone()),
+            content: body.content,
+        })
+        .await?;
+    state.chats.hub.notify(crate::chat::events::WatchEvent::Created { chat: chat.clone() });
+    state.chats.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(chat)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    archived: bool,
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: i64,
+}
+
+pub async fn list(State(state): State<AppState>, Caller(user): Caller, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) || query.offset < 0 {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 200 and `offset` at least 0"));
+    }
+    let chats = state.store.list_chats(&user.id, query.archived, limit, query.offset).await?;
+    Ok(Json(json!({ "chats": chats })))
+}
+
+/// The caller's chat, or 404 (also for other people's chats: their existence is not revealed).
+pub(super) async fn owned(state: &AppState, user_id: &str, id: &str) -> Result<Chat, ApiError> {
+    state.store.owned_chat(user_id, id).await?.ok_or_else(|| ApiError::not_found(format!("no chat `{id}`")))
+}
+
+pub async fn get(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Chat>, ApiError> {
+    Ok(Json(owned(&state, &user.id, &id).await?))
+}
+
+pub async fn messages(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    let messages: Vec<_> = state.store.messages(&chat.id, 0).await?.iter().map(|m| m.public()).collect();
+    let queued = state.store.queued_messages(&chat.id).await?;
+    Ok(Json(json!({ "messages": messages, "queued_messages": queued })))
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    content: Vec<MessagePart>,
+    #[serde(default)]
+    busy_behavior: BusyBehavior,
+}
+
+/// Sends a message: it starts a turn when the chat is idle, or is queued (and with
+/// `busy_behavior: interrupt`, stops the running turn so it runs next).
+pub async fn send(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>, ApiJson(body): ApiJson<SendMessage>) -> Result<Json<SendOutcome>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
+    match state.chats.send(&chat, body.content, body.busy_behavior).await {
+        Ok(outcome) => Ok(Json(outcome)),
+        Err(SendError::QueueFull(n)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", SendError::QueueFull(n).to_string())),
+        Err(SendError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Stops the running turn, keeping what was streamed; the chat is left waiting.
+pub async fn interrupt(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Chat>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    state.chats.interrupt(&chat.id).await?;
+    Ok(Json(owned(&state, &user.id, &id).await?))
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessage {
+    content: Vec<MessagePart>,
+}
+
+/// Edits a user message: later messages and the queue are dropped and the chat runs again.
+pub async fn edit(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((id, message_id)): Path<(String, i64)>,
+    ApiJson(body): ApiJson<EditMessage>,
+) -> Result<Json<Value>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
+    match state.store.message_role(&chat.id, message_id).await?.as_deref() {
+        None => return Err(ApiError::not_found(format!("chat `{id}` has no message {message_id}"))),
+        Some("user") => {}
+        Some(role) => return Err(ApiError::bad_request(format!("message {message_id} is a `{role}` message; only user messages can be edited"))),
+    }
+    let message = state.chats.edit(&chat.id, message_id, &body.content).await?;
+    Ok(Json(json!({ "message": message.public() })))
+}
+
+pub async fn delete_queued(State(state): State<AppState>, Caller(user): Caller, Path((id, queued_id)): Path<(String, i64)>) -> Result<StatusCode, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    if state.chats.delete_queued(&chat.id, queued_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("chat `{id}` has no queued message {queued_id}")))
+    }
+}
+
+pub async fn promote_queued(State(state): State<AppState>, Caller(user): Caller, Path((id, queued_id)): Path<(String, i64)>) -> Result<Json<Chat>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    if !state.chats.promote(&chat.id, queued_id).await? {
+        return Err(ApiError::not_found(format!("chat `{id}` has no queued message {queued_id}")));
+    }
+    Ok(Json(owned(&state, &user.id, &id).await?))
+}
+
+pub async fn archive(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    state.chats.set_archived(&chat.id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unarchive(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    state.chats.set_archived(&chat.id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,65 @@
+//! The HTTP API under `/api/v1`: one file per resource, one JSON error shape.
+
+mod auth;
+mod chats;
+mod error;
+mod health;
+mod openapi;
+mod stream;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post};
+use std::sync::Arc;
+
+use crate::chat::service::ChatService;
+use crate::store::Store;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub chats: Arc<ChatService>,
+    pub limits: ApiLimits,
+    /// The model new chats use unless they name one.
+    pub default_model: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    /// Largest user message (all parts together), in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> ApiLimits {
+        ApiLimits { max_message_bytes: 256 * 1024 }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    // Room for JSON framing and escapes around the largest accepted message.
+    let body_limit = state.limits.max_message_bytes * 2 + 64 * 1024;
+    let api = Router::new()
+        .route("/chats", get(chats::list).post(chats::create))
+        .route("/chats/watch", get(stream::watch))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/chats/{id}", get(chats::get))
+        .route("/chats/{id}/messages", get(chats::messages).post(chats::send))
+        .route("/chats/{id}/interrupt", post(chats::interrupt))
+        .route("/chats/{id}/messages/{message_id}", patch(chats::edit))
+        .route("/chats/{id}/queue/{queued_id}", delete(chats::delete_queued))
+        .route("/chats/{id}/queue/{queued_id}/promote", post(chats::promote_queued))
+        .route("/chats/{id}/archive", post(chats::archive))
+        .route("/chats/{id}/unarchive", post(chats::unarchive))
+        .route("/chats/{id}/stream", get(stream::stream));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,224 @@
+//! Live streams: a chat's events (`GET /api/v1/chats/{id}/stream?after=SEQ`) and the caller's
+//! chat changes (`GET /api/v1/chats/watch`), each as Server-Sent Events or as a WebSocket
+//! (when the request asks to upgrade).
+//!
+//! A chat stream starts with a snapshot (status, messages after the cursor, the in-flight
+//! step's parts after the cursor, the queue), then live events. Each event's sequence number is
+//! its SSE `id`, so a client (or a browser's EventSource, through `Last-Event-ID`) that
+//! reconnects gets every later event exactly once. Snapshot state events (status, queue) carry
+//! no id: they describe state rather than advance the cursor.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::header;
+use axum::body::{Body, Bytes};
+use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::sync::Arc;
+use serde::Deserialize;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::auth::Caller;
+use super::chats::owned;
+use super::{ApiError, AppState};
+use crate::chat::events::{ChatEvent, EventBody, Published};
+
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// One event on the wire: its id (when it advances the cursor), and the event serialized once.
+struct Outgoing {
+    id: Option<i64>,
+    event: Arc<Published>,
+}
+
+impl Outgoing {
+    fn of(event: &ChatEvent, with_id: bool) -> Outgoing {
+        Outgoing { id: with_id.then_some(event.seq), event: Published::new(event) }
+    }
+
+    fn shared(event: Arc<Published>) -> Outgoing {
+        Outgoing { id: Some(event.seq), event }
+    }
+
+    fn raw(kind: &str, json: String) -> Outgoing {
+        Outgoing { id: None, event: Arc::new(Published { seq: 0, kind: kind.to_string(), json }) }
+    }
+
+    fn error(message: String) -> Outgoing {
+        Outgoing::raw("error", serde_json::json!({"type": "error", "message": message}).to_string())
+    }
+
+    /// Appends the SSE frame. The JSON is compact, so it never holds a newline.
+    fn encode_sse(&self, buffer: &mut Vec<u8>) {
+        use std::io::Write;
+        if let Some(id) = self.id {
+            let _ = write!(buffer, "id: {id}\n");
+        }
+        let _ = write!(buffer, "event: {}\ndata: {}\n\n", self.event.kind, self.event.json);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    after: Option<i64>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let chat = owned(&state, &user.id, &id).await?;
+    let last_event_id = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let after = last_event_id.or(query.after).unwrap_or(0).max(0);
+    let events = chat_events(&state, &chat.id, after).await?;
+    respond(&state, request, events).await
+}
+
+/// The snapshot, then live events, exactly once from `after`.
+async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxStream<'static, Outgoing>, ApiError> {
+    let store = &state.chats.store;
+    // Snapshot and subscription under the channel lock: nothing is published in between.
+    let channel = state.chats.hub.channel(chat_id);
+    let guard = channel.lock().await;
+    let chat = store.chat(chat_id).await?.ok_or_else(|| ApiError::not_found(format!("no chat `{chat_id}`")))?;
+    let mut snapshot = vec![Outgoing::of(&ChatEvent { seq: after, body: EventBody::Status { status: chat.status, last_error: chat.last_error.clone() } }, false)];
+    let mut cursor = after;
+    for message in store.messages(chat_id, after).await? {
+        cursor = cursor.max(message.seq);
+        snapshot.push(Outgoing::of(&ChatEvent { seq: message.seq, body: EventBody::Message { message: message.public() } }, true));
+    }
+    for part in guard.in_flight_after(after) {
+        cursor = cursor.max(part.seq);
+        snapshot.push(Outgoing::shared(part));
+    }
+    let queued = store.queued_messages(chat_id).await?;
+    if !queued.is_empty() {
+        snapshot.push(Outgoing::of(&ChatEvent { seq: after, body: EventBody::QueueUpdate { queued_messages: queued } }, false));
+    }
+    let live = BroadcastStream::new(guard.subscribe());
+    drop(guard);
+
+    let live = live.scan((cursor, false), |(cursor, ended), received| {
+        if *ended {
+            return std::future::ready(None);
+        }
+        let out = match received {
+            // Live events already in the snapshot are skipped: exactly once.
+            Ok(event) if event.seq > *cursor => {
+                *cursor = event.seq;
+                Some(Outgoing::shared(event))
+            }
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(_)) => {
+                // A slow subscriber never holds up the turn: it is told where to resume.
+                *ended = true;
+                Some(Outgoing::error(format!("this subscriber fell behind; reconnect with after={cursor}")))
+            }
+        };
+        std::future::ready(Some(out))
+    });
+    Ok(futures::stream::iter(snapshot).chain(live.filter_map(std::future::ready)).boxed())
+}
+
+/// `GET /api/v1/chats/watch`: created, status_change, title_change, archived and unarchived
+/// events of the caller's chats, live (no replay).
+pub async fn watch(State(state): State<AppState>, Caller(user): Caller, request: Request) -> Result<Response, ApiError> {
+    let owner = user.id.clone();
+    let events = BroadcastStream::new(state.chats.hub.watch())
+        .scan(false, move |ended, received| {
+            if *ended {
+                return std::future::ready(None);
+            }
+            let out = match received {
+                Ok(event) if event.chat().owner_id == owner => {
+                    let value = serde_json::to_value(&event).unwrap_or_default();
+                    Some(Outgoing::raw(value["type"].as_str().unwrap_or_default(), value.to_string()))
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(_)) => {
+                    *ended = true;
+                    Some(Outgoing::error("this subscriber fell behind; reconnect and reload the chat list".into()))
+                }
+            };
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready)
+        .boxed();
+    respond(&state, request, events).await
+}
+
+/// Serves `events` as a WebSocket when the request asks to upgrade, otherwise as SSE.
+async fn respond(state: &AppState, request: Request, events: BoxStream<'static, Outgoing>) -> Result<Response, ApiError> {
+    let wants_upgrade = request.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_upgrade {
+        let (mut parts, _) = request.into_parts();
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        return Ok(upgrade.on_upgrade(move |socket| send_over_websocket(socket, events)).into_response());
+    }
+    Ok(sse(events))
+}
+
+/// SSE written by hand so that events already waiting go out in one write: with a thousand
+/// subscribers, a write per event per subscriber is what costs.
+fn sse(events: BoxStream<'static, Outgoing>) -> Response {
+    let batches = events.ready_chunks(256);
+    let body = futures::stream::unfold(batches, |mut batches| async move {
+        tokio::select! {
+            batch = batches.next() => batch.map(|batch| {
+                let mut buffer = Vec::with_capacity(batch.len() * 128);
+                for out in &batch {
+                    out.encode_sse(&mut buffer);
+                }
+                (Ok::<_, Infallible>(Bytes::from(buffer)), batches)
+            }),
+            // A comment line keeps proxies from closing an idle stream.
+            _ = tokio::time::sleep(PING_INTERVAL) => Some((Ok(Bytes::from_static(b": ping\n\n")), batches)),
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Each event is a text frame of its JSON (which carries `seq`); pings keep proxies open.
+async fn send_over_websocket(mut socket: WebSocket, mut events: BoxStream<'static, Outgoing>) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            next = events.next() => match next {
+                Some(out) => {
+                    if socket.send(WsMessage::Text(out.event.json.clone().into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = socket.send(WsMessage::Close(None)).await;
+                    return;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Capability modules: each WIT capability interface a plugin may import is one module with the
+//! same small shape. It links its host functions into the linker, checks the call's grant
+//! before doing anything, and keeps its per-call state in [`CallState`].
+//!
+//! The runtime knows none of them by name: adding a capability means adding a module here and
+//! listing it in [`add_all_to_linker`] and [`PROVIDED`].
+
+pub mod log;
+pub mod progress;
+pub mod workspace_fs;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::plugins::CallLimiter;
+
+/// One WIT capability interface: its host functions and the grant that guards them.
+pub trait Capability {
+    /// The interface name, e.g. `workspace-fs`: what policy grants and `plugin inspect` shows.
+    const NAME: &'static str;
+    /// Links the interface's host functions.
+    fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()>;
+}
+
+/// Names of the capability interfaces this host provides.
+pub const PROVIDED: &[&str] = &[log::Log::NAME, progress::Progress::NAME, workspace_fs::WorkspaceFs::NAME];
+
+/// Links every capability interface, and a locked-down WASI (no files, no network, no
+/// environment) that language runtimes need to start.
+pub fn add_all_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    log::Log::add_to_linker(linker)?;
+    progress::Progress::add_to_linker(linker)?;
+    workspace_fs::WorkspaceFs::add_to_linker(linker)?;
+    Ok(())
+}
+
+/// The capabilities a plugin may use in one call, as decided by policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    capabilities: BTreeSet<String>,
+}
+
+impl Grants {
+    /// Grants exactly the named capabilities.
+    pub fn of<I, S>(capabilities: I) -> Grants
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Grants { capabilities: capabilities.into_iter().map(Into::into).collect() }
+    }
+
+    /// Grants nothing.
+    pub fn none() -> Grants {
+        Grants::default()
+    }
+
+    pub fn allows(&self, capability: &str) -> bool {
+        self.capabilities.contains(capability)
+    }
+
+    /// `Ok` when granted; otherwise the message a plugin (and so the model) receives.
+    pub fn require(&self, capability: &str, plugin: &str) -> Result<(), String> {
+        if self.allows(capability) {
+            Ok(())
+        } else {
+            Err(format!(
+                "plugin `{plugin}` is not granted the `{capability}` capability for this chat; an admin can grant it in the tool policy"
+            ))
+        }
+    }
+}
+
+/// Receives progress reports of running calls.
+pub type ProgressSink = Arc<dyn Fn(progress::ProgressUpdate) + Send + Sync>;
+
+/// Who a call is for; carried into log lines and error messages.
+#[derive(Clone, Debug)]
+pub struct CallIdentity {
+    pub plugin: String,
+    pub tool: String,
+    pub chat_id: String,
+    pub call_id: String,
+}
+
+/// Everything a single tool call carries into the sandbox. One per call, dropped with it.
+pub struct CallState {
+    pub identity: CallIdentity,
+    pub grants: Grants,
+    pub(crate) limiter: CallLimiter,
+    pub(crate) log: log::LogState,
+    pub(crate) progress: progress::ProgressState,
+    pub(crate) fs: workspace_fs::FsState,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl CallState {
+    /// A fresh state whose WASI stdout and stderr go to `output` (kept for crash reports).
+    pub(crate) fn new(
+        identity: CallIdentity,
+        grants: Grants,
+        limiter: CallLimiter,
+        workspace: Option<PathBuf>,
+        progress: Option<ProgressSink>,
+        output: MemoryOutputPipe,
+    ) -> CallState {
+        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output).build();
+        CallState {
+            identity,
+            grants,
+            limiter,
+            log: log::LogState::default(),
+            progress: progress::ProgressState::new(progress),
+            fs: workspace_fs::FsState::new(workspace),
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,225 @@
+//! Capability `workspace-fs`: files in the workspace bound to the calling chat.
+//!
+//! Confinement is done by `cap-std`, which resolves every path beneath the workspace root
+//! with `openat`-style lookups: a `..` or a symbolic link that would leave the root is refused
+//! by the kernel-facing layer, not by string checks that a race could defeat. On top of that,
+//! absolute paths and any `..` component are refused up front with a message the model can act on.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, FileType};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{Capability, CallState};
+use crate::plugins::bindings::toolhost::plugin::workspace_fs::{
+    self as wit, DirEntry, EntryKind, FsError, Metadata,
+};
+
+/// Most bytes one `read` returns, whatever the plugin asks for.
+const MAX_READ_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct WorkspaceFs;
+
+impl Capability for WorkspaceFs {
+    const NAME: &'static str = "workspace-fs";
+
+    fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
+    }
+}
+
+/// The call's workspace root, opened on first use.
+pub(crate) struct FsState {
+    root: Option<PathBuf>,
+    dir: Option<Dir>,
+}
+
+impl FsState {
+    pub(crate) fn new(root: Option<PathBuf>) -> FsState {
+        FsState { root, dir: None }
+    }
+}
+
+impl CallState {
+    /// Checks the grant and the path, and returns the workspace directory and the relative path.
+    fn workspace_path<'p>(&mut self, path: &'p str) -> Result<(&Dir, &'p Path), FsError> {
+        self.grants.require(WorkspaceFs::NAME, &self.identity.plugin).map_err(FsError::Denied)?;
+        let relative = confine(path)?;
+        if self.fs.dir.is_none() {
+            let root = self.fs.root.as_ref().ok_or(FsError::NoWorkspace)?;
+            let dir = Dir::open_ambient_dir(root, ambient_authority())
+                .map_err(|e| FsError::Io(format!("the workspace root cannot be opened: {e}")))?;
+            self.fs.dir = Some(dir);
+        }
+        let dir = self.fs.dir.as_ref().ok_or(FsError::NoWorkspace)?;
+        Ok((dir, relative))
+    }
+}
+
+/// Refuses absolute paths and `..` before any lookup; an empty path or `.` is the root.
+fn confine(path: &str) -> Result<&Path, FsError> {
+    let p = Path::new(if path.is_empty() { "." } else { path });
+    for component in p.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(FsError::Denied(format!(
+                    "`{path}` is absolute; give a path relative to the workspace root, e.g. `src/main.rs`"
+                )));
+            }
+            Component::ParentDir => {
+                return Err(FsError::Denied(format!(
+                    "`{path}` contains `..`; paths must stay inside the workspace"
+                )));
+            }
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(p)
+}
+
+fn fs_error(path: &str, e: io::Error) -> FsError {
+    match e.kind() {
+        io::ErrorKind::NotFound => FsError::NotFound(format!("`{path}` does not exist")),
+        io::ErrorKind::PermissionDenied => FsError::Denied(format!(
+            "`{path}` leads outside the workspace (through a symbolic link) or is not accessible"
+        )),
+        io::ErrorKind::AlreadyExists => FsError::AlreadyExists(format!("`{path}` already exists")),
+        io::ErrorKind::NotADirectory => {
+            FsError::NotADirectory(format!("a part of `{path}` is not a directory"))
+        }
+        io::ErrorKind::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
+        io::ErrorKind::DirectoryNotEmpty => FsError::Io(format!(
+            "`{path}` is a directory that is not empty; remove it with recursive set"
+        )),
+        _ => FsError::Io(format!("`{path}`: {e}")),
+    }
+}
+
+fn entry_kind(file_type: FileType) -> EntryKind {
+    if file_type.is_symlink() {
+        EntryKind::Symlink
+    } else if file_type.is_dir() {
+        EntryKind::Directory
+    } else if file_type.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    }
+}
+
+/// A name for the temporary file an atomic write goes through, unique within this process.
+fn temporary_name(target: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = format!(".{name}.toolhost-{}-{n}.tmp", std::process::id());
+    match target.parent() {
+        Some(parent) => parent.join(temp),
+        None => PathBuf::from(temp),
+    }
+}
+
+impl wit::Host for CallState {
+    fn read(&mut self, path: String, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        let mut file = dir.open(relative).map_err(|e| fs_error(&path, e))?;
+        let meta = file.metadata().map_err(|e| fs_error(&path, e))?;
+        if meta.is_dir() {
+            return Err(FsError::IsADirectory(format!("`{path}` is a directory")));
+        }
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).map_err(|e| fs_error(&path, e))?;
+        }
+        // Size the buffer from the file's length so a small file is read in one go.
+        let wanted = max_bytes.min(MAX_READ_BYTES);
+        let expected = meta.len().saturating_sub(offset).min(wanted);
+        let mut data = Vec::with_capacity(expected as usize + 1);
+        file.take(wanted).read_to_end(&mut data).map_err(|e| fs_error(&path, e))?;
+        Ok(data)
+    }
+
+    fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        if relative.file_name().is_none() {
+            return Err(FsError::IsADirectory(format!("`{path}` names a directory, not a file")));
+        }
+        // Write beside the target, then rename over it: readers never see half a file.
+        let temp = temporary_name(relative);
+        dir.write(&temp, &data).map_err(|e| fs_error(&path, e))?;
+        dir.rename(&temp, dir, relative).map_err(|e| {
+            let _ = dir.remove_file(&temp);
+            fs_error(&path, e)
+        })
+    }
+
+    fn read_dir(&mut self, path: String) -> Result<Vec<DirEntry>, FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        let mut entries = Vec::new();
+        for entry in dir.read_dir(relative).map_err(|e| fs_error(&path, e))? {
+            let entry = entry.map_err(|e| fs_error(&path, e))?;
+            let file_type = entry.file_type().map_err(|e| fs_error(&path, e))?;
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            entries.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                kind: entry_kind(file_type),
+                size,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    fn stat(&mut self, path: String) -> Result<Metadata, FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        let meta = dir.symlink_metadata(relative).map_err(|e| fs_error(&path, e))?;
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        Ok(Metadata {
+            kind: entry_kind(meta.file_type()),
+            size: meta.len(),
+            modified_ms,
+            readonly: meta.permissions().readonly(),
+        })
+    }
+
+    fn remove(&mut self, path: String, recursive: bool) -> Result<(), FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        if relative.components().all(|c| matches!(c, Component::CurDir)) {
+            return Err(FsError::Denied("the workspace root itself cannot be removed".into()));
+        }
+        let meta = dir.symlink_metadata(relative).map_err(|e| fs_error(&path, e))?;
+        let result = if !meta.is_dir() {
+            dir.remove_file(relative)
+        } else if recursive {
+            dir.remove_dir_all(relative)
+        } else {
+            dir.remove_dir(relative)
+        };
+        result.map_err(|e| fs_error(&path, e))
+    }
+
+    fn mkdir(&mut self, path: String, parents: bool) -> Result<(), FsError> {
+        let (dir, relative) = self.workspace_path(&path)?;
+        let result = if parents { dir.create_dir_all(relative) } else { dir.create_dir(relative) };
+        result.map_err(|e| fs_error(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_paths_and_parent_components_are_denied_before_any_lookup() {
+        assert!(matches!(confine("/etc/passwd"), Err(FsError::Denied(m)) if m.contains("absolute")));
+        assert!(matches!(confine("a/../../b"), Err(FsError::Denied(m)) if m.contains("..")));
+        assert_eq!(confine("").unwrap(), Path::new("."));
+        assert_eq!(confine("src/./main.rs").unwrap(), Path::new("src/./main.rs"));
+    }
+}

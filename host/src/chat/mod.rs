@@ -1,0 +1,8 @@
+//! Chats: the message model, events, the service the API and worker share, and the worker that
+//! runs turns.
+
+pub mod events;
+pub mod parts;
+pub mod service;
+mod turn;
+pub mod worker;

@@ -1,0 +1,247 @@
+//! What the API and the worker both do to chats: send, queue, interrupt, and the registry of
+//! runs in this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{ChannelGuard, EventBody, EventHub, WatchEvent};
+use super::parts::MessagePart;
+use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError};
+
+/// What to do with a message sent while the chat is busy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BusyBehavior {
+    /// Run it after the current turn.
+    #[default]
+    Queue,
+    /// Stop the current turn and run it next.
+    Interrupt,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SendOutcome {
+    pub queued: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_message: Option<QueuedMessage>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the chat's queue is full ({0} messages); wait for the turn to finish or delete a queued message")]
+    QueueFull(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a run was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Interrupt,
+    Shutdown,
+    /// The chat was taken from the run (its history was edited): store nothing more.
+    Superseded,
+}
+
+/// Cancellation handles of the runs in this process.
+#[derive(Default)]
+pub struct Runs {
+    runs: Mutex<HashMap<String, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>>,
+}
+
+impl Runs {
+    pub(crate) fn register(&self, chat_id: &str) -> (CancellationToken, Arc<Mutex<Option<StopReason>>>) {
+        let entry = (CancellationToken::new(), Arc::new(Mutex::new(None)));
+        self.lock().insert(chat_id.to_string(), entry.clone());
+        entry
+    }
+
+    pub(crate) fn finish(&self, chat_id: &str) {
+        self.lock().remove(chat_id);
+    }
+
+    pub(crate) fn stop(&self, chat_id: &str, reason: StopReason) {
+        if let Some((token, why)) = self.lock().get(chat_id) {
+            *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            token.cancel();
+        }
+    }
+
+    pub(crate) fn stop_all(&self, reason: StopReason) {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        for id in ids {
+            self.stop(&id, reason);
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Shared by the API and the worker.
+pub struct ChatService {
+    pub store: Store,
+    pub hub: EventHub,
+    pub runs: Runs,
+    /// Wakes the worker when a chat becomes pending.
+    pub wake: Notify,
+}
+
+impl ChatService {
+    pub fn new(store: Store) -> Arc<ChatService> {
+        Arc::new(ChatService { store, hub: EventHub::default(), runs: Runs::default(), wake: Notify::new() })
+    }
+
+    /// Sends a user message: it starts a turn when the chat is idle, or waits in the queue.
+    pub async fn send(&self, chat: &Chat, content: Vec<MessagePart>, busy: BusyBehavior) -> Result<SendOutcome, SendError> {
+        let channel = self.hub.channel(&chat.id);
+        let mut guard = channel.lock().await;
+        let status = self.store.chat_state(&chat.id).await?.map(|(status, _)| status).unwrap_or(chat.status);
+        match status {
+            ChatStatus::Waiting | ChatStatus::Error => {
+                let message = self.start_turn_with(&mut guard, &chat.id, &content, None).await?;
+                Ok(SendOutcome { queued: false, message, queued_message: None })
+            }
+            ChatStatus::Pending | ChatStatus::Running => {
+                let queued = self.store.enqueue(&chat.id, &content).await?.ok_or(SendError::QueueFull(crate::store::MAX_QUEUED))?;
+                self.publish_queue(&mut guard, &chat.id).await?;
+                if busy == BusyBehavior::Interrupt {
+                    self.interrupt_locked(&mut guard, &chat.id, status).await?;
+                }
+                Ok(SendOutcome { queued: true, message: None, queued_message: Some(queued) })
+            }
+        }
+    }
+
+    /// Replaces a user message and runs the chat again from there: later messages and the
+    /// queue are dropped, and a running turn is stopped without storing anything more.
+    pub async fn edit(&self, chat_id: &str, message_id: i64, content: &[MessagePart]) -> Result<Message, StoreError> {
+        let channel = self.hub.channel(chat_id);
+        let mut guard = channel.lock().await;
+        let seq = guard.next_seq(&self.store).await?;
+        let message = self.store.edit_user_message(chat_id, message_id, seq, content).await?;
+        self.runs.stop(chat_id, StopReason::Superseded);
+        guard.clear_in_flight();
+        guard.publish(super::events::ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+        guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
+        self.publish_queue(&mut guard, chat_id).await?;
+        self.wake.notify_one();
+        Ok(message)
+    }
+
+    /// Deletes a queued message; false when there is none with that id.
+    pub async fn delete_queued(&self, chat_id: &str, queued_id: i64) -> Result<bool, StoreError> {
+        let channel = self.hub.channel(chat_id);
+        let mut guard = channel.lock().await;
+        if !self.store.delete_queued(chat_id, queued_id).await? {
+            return Ok(false);
+        }
+        self.publish_queue(&mut guard, chat_id).await?;
+        Ok(true)
+    }
+
+    /// Runs a queued message next: it goes to the front of the queue, and a running turn is
+    /// interrupted (keeping what was streamed) so that it runs now.
+    pub async fn promote(&self, chat_id: &str, queued_id: i64) -> Result<bool, StoreError> {
+        let channel = self.hub.channel(chat_id);
+        let mut guard = channel.lock().await;
+        if !self.store.promote_queued(chat_id, queued_id).await? {
+            return Ok(false);
+        }
+        let Some((status, _)) = self.store.chat_state(chat_id).await? else { return Ok(false) };
+        match status {
+            ChatStatus::Running => self.interrupt_locked(&mut guard, chat_id, status).await?,
+            ChatStatus::Waiting | ChatStatus::Error => {
+                if let Some(next) = self.store.pop_queued(chat_id).await? {
+                    self.start_turn_with(&mut guard, chat_id, &next.content, None).await?;
+                }
+            }
+            ChatStatus::Pending => {}
+        }
+        self.publish_queue(&mut guard, chat_id).await?;
+        Ok(true)
+    }
+
+    /// Archives (or unarchives) a chat and its descendants; archiving stops their turns.
+    pub async fn set_archived(&self, chat_id: &str, archived: bool) -> Result<(), StoreError> {
+        let ids = self.store.set_archived(chat_id, archived).await?;
+        for id in ids {
+            if archived {
+                self.interrupt(&id).await?;
+            }
+            if let Some(chat) = self.store.chat(&id).await? {
+                self.hub.notify(if archived { WatchEvent::Archived { chat } } else { WatchEvent::Unarchived { chat } });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the chat's turn; the worker keeps what was streamed and then runs the next queued
+    /// message, if any.
+    pub async fn interrupt(&self, chat_id: &str) -> Result<(), StoreError> {
+        let channel = self.hub.channel(chat_id);
+        let mut guard = channel.lock().await;
+        let Some((status, _)) = self.store.chat_state(chat_id).await? else { return Ok(()) };
+        self.interrupt_locked(&mut guard, chat_id, status).await
+    }
+
+    async fn interrupt_locked(&self, guard: &mut ChannelGuard<'_>, chat_id: &str, status: ChatStatus) -> Result<(), StoreError> {
+        match status {
+            ChatStatus::Running => {
+                // The worker still owns the chat until it has stored the partial step.
+                self.store.mark_interrupted(chat_id).await?;
+                guard.emit(&self.store, EventBody::Status { status: ChatStatus::Waiting, last_error: None }).await?;
+                self.runs.stop(chat_id, StopReason::Interrupt);
+            }
+            ChatStatus::Pending => {
+                // Not started: the next queued message (if any) joins the turn about to run.
+                if let Some(next) = self.store.pop_queued(chat_id).await? {
+                    self.start_turn_with(guard, chat_id, &next.content, None).await?;
+                    self.publish_queue(guard, chat_id).await?;
+                }
+            }
+            ChatStatus::Waiting | ChatStatus::Error => {}
+        }
+        Ok(())
+    }
+
+    /// Stores a user message and makes the chat pending (under the channel lock).
+    pub(crate) async fn start_turn_with(
+        &self,
+        guard: &mut ChannelGuard<'_>,
+        chat_id: &str,
+        content: &[MessagePart],
+        owner: Option<&str>,
+    ) -> Result<Option<Message>, StoreError> {
+        let seq = guard.next_seq(&self.store).await?;
+        let message = self.store.insert_message(chat_id, owner, seq, "user", content, None, None).await?;
+        if let Some(message) = &message {
+            guard.publish(super::events::ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+        }
+        self.store.set_status(chat_id, ChatStatus::Pending, None).await?;
+        guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
+        self.wake.notify_one();
+        Ok(message)
+    }
+
+    pub(crate) async fn publish_queue(&self, guard: &mut ChannelGuard<'_>, chat_id: &str) -> Result<(), StoreError> {
+        let queued_messages = self.store.queued_messages(chat_id).await?;
+        guard.emit(&self.store, EventBody::QueueUpdate { queued_messages }).await?;
+        Ok(())
+    }
+}

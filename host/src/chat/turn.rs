@@ -1,0 +1,383 @@
+//! One chat's turn: prompt the model, stream its answer, run the tools it asks for, store each
+//! step, and go on while it asks for tools.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::events::{ChatEvent, EventBody, PartDelta};
+use super::parts::MessagePart;
+use super::service::StopReason;
+use super::worker::Worker;
+use crate::llm::{FinishReason, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
+use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
+use crate::store::{Chat, ChatStatus, Message, TokenUsage};
+
+const SYSTEM_PROMPT: &str = "You are a capable software agent. Use the tools you are given to inspect and change files \
+in the workspace; read before you edit, keep edits minimal, and say briefly what you did.";
+
+/// How a turn ended, when it did not simply finish.
+enum Stop {
+    Interrupted,
+    Shutdown,
+    /// Another worker owns the chat now; this run must not touch it.
+    LostOwnership,
+    Failed(String),
+}
+
+impl From<crate::store::StoreError> for Stop {
+    fn from(e: crate::store::StoreError) -> Stop {
+        Stop::Failed(format!("the server could not store the turn: {e}"))
+    }
+}
+
+pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
+    let span = tracing::info_span!("turn", chat_id = %chat.id);
+    async {
+        let (cancel, reason) = worker.service.runs.register(&chat.id);
+        {
+            let channel = worker.service.hub.channel(&chat.id);
+            let mut guard = channel.lock().await;
+            guard.emit(&worker.service.store, EventBody::Status { status: ChatStatus::Running, last_error: None }).await.ok();
+        }
+        // The turn watches `cancel` itself, so that an interrupt keeps what was streamed.
+        let outcome = turn(worker, &chat, &cancel, &reason).await;
+        worker.service.runs.finish(&chat.id);
+        match outcome {
+            Ok(()) | Err(Stop::Interrupted) => finish(worker, &chat).await,
+            Err(Stop::Shutdown) | Err(Stop::LostOwnership) => {}
+            Err(Stop::Failed(message)) => fail(worker, &chat, &message).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn stop_reason(reason: &std::sync::Mutex<Option<StopReason>>) -> Stop {
+    match *reason.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some(StopReason::Shutdown) => Stop::Shutdown,
+        Some(StopReason::Superseded) => Stop::LostOwnership,
+        Some(StopReason::Interrupt) | None => Stop::Interrupted,
+    }
+}
+
+/// The parts of the assistant message being streamed.
+#[derive(Default)]
+struct Step {
+    parts: Vec<MessagePart>,
+    /// Raw argument text of each tool call, by the part's position.
+    raw_args: BTreeMap<usize, String>,
+    /// Position of each tool call by the model's index.
+    calls: BTreeMap<u32, usize>,
+    finish: Option<FinishReason>,
+    usage: Usage,
+}
+
+impl Step {
+    /// Applies one streamed event; returns the delta clients see.
+    fn apply(&mut self, event: StreamEvent) -> Option<PartDelta> {
+        match event {
+            StreamEvent::Text(text) => {
+                let index = self.append_text(text.clone(), false);
+                Some(PartDelta::Text { index, text })
+            }
+            StreamEvent::Reasoning(text) => {
+                let index = self.append_text(text.clone(), true);
+                Some(PartDelta::Reasoning { index, text })
+            }
+            StreamEvent::ToolCall { index, id, name, arguments } => {
+                let position = *self.calls.entry(index).or_insert_with(|| {
+                    self.parts.push(MessagePart::ToolCall { tool_call_id: String::new(), tool_name: String::new(), args: Value::Null, provider_metadata: None });
+                    self.parts.len() - 1
+                });
+                if let MessagePart::ToolCall { tool_call_id, tool_name, .. } = &mut self.parts[position] {
+                    if let Some(id) = &id {
+                        tool_call_id.push_str(id);
+                    }
+                    if let Some(name) = &name {
+                        tool_name.push_str(name);
+                    }
+                }
+                self.raw_args.entry(position).or_default().push_str(&arguments);
+                Some(PartDelta::ToolCall { index: position, tool_call_id: id, tool_name: name, args_delta: arguments })
+            }
+            StreamEvent::Usage(usage) => {
+                self.usage = usage;
+                None
+            }
+            StreamEvent::Finish(reason) => {
+                self.finish = Some(reason);
+                None
+            }
+        }
+    }
+
+    fn append_text(&mut self, text: String, reasoning: bool) -> usize {
+        match self.parts.last_mut() {
+            Some(MessagePart::Text { text: existing, .. }) if !reasoning => existing.push_str(&text),
+            Some(MessagePart::Reasoning { text: existing, .. }) if reasoning => existing.push_str(&text),
+            _ if reasoning => self.parts.push(MessagePart::Reasoning { text, provider_metadata: None }),
+            _ => self.parts.push(MessagePart::text(text)),
+        }
+        self.parts.len() - 1
+    }
+
+    /// The stored form: tool call arguments parsed (kept as text when they are not JSON), and
+    /// a call id made up where the provider sent none.
+    fn into_parts(mut self) -> Vec<MessagePart> {
+        for (position, raw) in &self.raw_args {
+            if let MessagePart::ToolCall { tool_call_id, args, .. } = &mut self.parts[*position] {
+                *args = if raw.trim().is_empty() {
+                    Value::Object(Default::default())
+                } else {
+                    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()))
+                };
+                if tool_call_id.is_empty() {
+                    *tool_call_id = format!("call_{position}");
+                }
+            }
+        }
+        self.parts
+    }
+}
+
+fn prompt(history: &[Message]) -> Vec<PromptMessage> {
+    history
+        .iter()
+        .map(|m| PromptMessage {
+            role: match m.role.as_str() {
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                _ => Role::User,
+            },
+            content: m.content.clone(),
+        })
+        .collect()
+}
+
+async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::CancellationToken, reason: &std::sync::Mutex<Option<StopReason>>) -> Result<(), Stop> {
+    let store = &worker.service.store;
+    let model = chat.model.clone().or_else(|| worker.settings.default_model.clone()).ok_or_else(|| {
+        Stop::Failed("no model is configured: start the server with --model NAME (or TOOLHOST_MODEL), or name a model when creating the chat".into())
+    })?;
+    let tools: Vec<_> = worker.runtime.tools().cloned().collect();
+    for _ in 0..worker.settings.max_steps {
+        let history = store.messages(&chat.id, 0).await?;
+        let request = ModelRequest { model: model.clone(), system: Some(SYSTEM_PROMPT.to_string()), messages: prompt(&history), tools: tools.clone() };
+        let mut stream = worker.provider.stream(request);
+        let mut step = Step::default();
+        let channel = worker.service.hub.channel(&chat.id);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let stop = stop_reason(reason);
+                    if matches!(stop, Stop::Interrupted) {
+                        store_partial(worker, chat, step).await?;
+                    }
+                    return Err(stop);
+                }
+                next = stream.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Ok(event)) => {
+                    if let Some(part) = step.apply(event) {
+                        let mut guard = channel.lock().await;
+                        guard.emit(store, EventBody::MessagePart { part }).await?;
+                    }
+                }
+                Some(Err(error)) => {
+                    store_partial(worker, chat, step).await?;
+                    return Err(Stop::Failed(error.to_string()));
+                }
+            }
+        }
+        if step.finish.is_none() {
+            store_partial(worker, chat, step).await?;
+            return Err(Stop::Failed("the model's stream ended before the model finished its answer; send a message to try again".into()));
+        }
+        let usage = step.usage;
+        let parts = step.into_parts();
+        let calls: Vec<(String, String, Value)> = parts
+            .iter()
+            .filter_map(|p| match p {
+                MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => Some((tool_call_id.clone(), tool_name.clone(), args.clone())),
+                _ => None,
+            })
+            .collect();
+        let token_usage = TokenUsage { input: usage.input_tokens, output: usage.output_tokens, reasoning: usage.reasoning_tokens, cache_read: usage.cache_read_tokens };
+        store_message(worker, chat, "assistant", &parts, Some(&model), Some(token_usage)).await?;
+        // Some local servers end a tool-calling answer with "stop": the calls decide, not the reason.
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let results = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let stop = stop_reason(reason);
+                if matches!(stop, Stop::Interrupted) {
+                    let interrupted: Vec<MessagePart> = calls.iter().map(|(id, name, _)| MessagePart::ToolResult {
+                        tool_call_id: id.clone(), tool_name: name.clone(),
+                        result: Value::String("the person interrupted the turn before this tool call finished".into()), is_error: true,
+                    }).collect();
+                    store_message(worker, chat, "tool", &interrupted, None, None).await?;
+                }
+                return Err(stop);
+            }
+            results = run_tools(worker, chat, &calls) => results,
+        };
+        store_message(worker, chat, "tool", &results, None, None).await?;
+    }
+    Err(Stop::Failed(format!("the turn reached its limit of {} model calls; send a message to continue", worker.settings.max_steps)))
+}
+
+/// Runs a step's tool calls concurrently; results come back in call order.
+async fn run_tools(worker: &Worker, chat: &Chat, calls: &[(String, String, Value)]) -> Vec<MessagePart> {
+    let workspace = worker.settings.workspaces_dir.join(&chat.root_chat_id);
+    if let Err(e) = std::fs::create_dir_all(&workspace) {
+        tracing::error!(error = %e, path = %workspace.display(), "cannot create the chat's workspace");
+    }
+    let runs = calls.iter().map(|(id, name, args)| {
+        let workspace = workspace.clone();
+        async move {
+            let (result, is_error) = match args {
+                Value::Object(_) => {
+                    let request = CallRequest {
+                        tool: name.clone(),
+                        arguments: args.clone(),
+                        context: CallContext {
+                            chat_id: chat.id.clone(),
+                            root_chat_id: chat.root_chat_id.clone(),
+                            parent_chat_id: chat.parent_chat_id.clone(),
+                            kind: chat.kind,
+                            user_id: chat.owner_id.clone(),
+                            call_id: id.clone(),
+                        },
+                        workspace: Some(workspace),
+                        grants: None,
+                        progress: None,
+                    };
+                    match worker.runtime.call(request).await {
+                        Ok(output) => (output_text(&output), output.is_error),
+                        Err(error) => (error.to_string(), true),
+                    }
+                }
+                Value::String(raw) => (format!("the arguments of `{name}` are not valid JSON ({raw:.200}); send a JSON object"), true),
+                other => (format!("the arguments of `{name}` must be a JSON object, not {other}"), true),
+            };
+            MessagePart::ToolResult { tool_call_id: id.clone(), tool_name: name.clone(), result: Value::String(result), is_error }
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+/// A tool's output as the text the model reads.
+fn output_text(output: &ToolOutput) -> String {
+    output
+        .content
+        .iter()
+        .map(|part| match part {
+            ContentPart::Text { text } => text.clone(),
+            ContentPart::Json { json } => json.to_string(),
+            ContentPart::Image { mime_type, .. } => format!("[image: {mime_type}]"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stores a message if this worker still owns the chat, and publishes it.
+async fn store_message(worker: &Worker, chat: &Chat, role: &str, parts: &[MessagePart], model: Option<&str>, usage: Option<TokenUsage>) -> Result<Message, Stop> {
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    let seq = guard.next_seq(store).await?;
+    let Some(message) = store.insert_message(&chat.id, Some(&worker.id), seq, role, parts, model, usage).await? else {
+        guard.clear_in_flight();
+        return Err(Stop::LostOwnership);
+    };
+    guard.clear_in_flight();
+    guard.publish(ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+    Ok(message)
+}
+
+/// Keeps what was streamed of an unfinished step; its tool calls get an "interrupted" result.
+async fn store_partial(worker: &Worker, chat: &Chat, step: Step) -> Result<(), Stop> {
+    let parts = step.into_parts();
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let calls: Vec<MessagePart> = parts
+        .iter()
+        .filter_map(|p| match p {
+            MessagePart::ToolCall { tool_call_id, tool_name, .. } => Some(MessagePart::ToolResult {
+                tool_call_id: tool_call_id.clone(),
+                tool_name: tool_name.clone(),
+                result: Value::String("the turn stopped before this tool call ran".into()),
+                is_error: true,
+            }),
+            _ => None,
+        })
+        .collect();
+    store_message(worker, chat, "assistant", &parts, chat.model.as_deref(), None).await?;
+    if !calls.is_empty() {
+        store_message(worker, chat, "tool", &calls, None, None).await?;
+    }
+    Ok(())
+}
+
+/// The turn is over (finished or interrupted): run the next queued message, or wait.
+async fn finish(worker: &Worker, chat: &Chat) {
+    let service = &worker.service;
+    let store = &service.store;
+    let channel = service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    let result: Result<(), crate::store::StoreError> = async {
+        let Some((status, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
+        if owner.as_deref() != Some(worker.id.as_str()) {
+            return Ok(());
+        }
+        match status {
+            ChatStatus::Running | ChatStatus::Waiting => {
+                if let Some(next) = store.pop_queued(&chat.id).await? {
+                    service.start_turn_with(&mut guard, &chat.id, &next.content, Some(&worker.id)).await?;
+                    service.publish_queue(&mut guard, &chat.id).await?;
+                } else {
+                    store.set_status(&chat.id, ChatStatus::Waiting, None).await?;
+                    if status == ChatStatus::Running {
+                        guard.emit(store, EventBody::Status { status: ChatStatus::Waiting, last_error: None }).await?;
+                    }
+                }
+            }
+            ChatStatus::Pending | ChatStatus::Error => store.set_status(&chat.id, status, None).await?,
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not finish the turn; the chat is recovered when its heartbeat goes stale");
+    }
+}
+
+async fn fail(worker: &Worker, chat: &Chat, message: &str) {
+    tracing::warn!(error = message, "turn failed");
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    let result: Result<(), crate::store::StoreError> = async {
+        let Some((_, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
+        if owner.as_deref() != Some(worker.id.as_str()) {
+            return Ok(());
+        }
+        store.set_status(&chat.id, ChatStatus::Error, Some(message)).await?;
+        guard.emit(store, EventBody::Error { message: message.to_string() }).await?;
+        guard.emit(store, EventBody::Status { status: ChatStatus::Error, last_error: Some(message.to_string()) }).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not record the failed turn");
+    }
+}

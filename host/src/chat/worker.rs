@@ -1,0 +1,128 @@
+//! The worker: takes pending chats, runs their turns, heartbeats, recovers chats whose worker
+//! died, and hands its chats back on shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::service::{ChatService, StopReason};
+use super::turn;
+use crate::llm::Provider;
+use crate::plugins::PluginRuntime;
+use crate::store::now_ms;
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Root of the scratch workspaces (one per root chat) until workspaces are a feature.
+    pub workspaces_dir: PathBuf,
+    /// The model used when a chat names none.
+    pub default_model: Option<String>,
+    pub max_steps: usize,
+    pub max_concurrent_chats: usize,
+    pub heartbeat: Duration,
+    /// A running chat whose heartbeat is older than this is given back to pending.
+    pub stale_after: Duration,
+    /// How often to look for pending chats when nothing wakes the worker.
+    pub poll: Duration,
+    /// At start, take back every running chat at once. Right for SQLite, where this is the only
+    /// server; with PostgreSQL other replicas may be running them, so staleness decides.
+    pub recover_all_on_start: bool,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> WorkerSettings {
+        WorkerSettings {
+            workspaces_dir: PathBuf::from("workspaces"),
+            default_model: None,
+            max_steps: 100,
+            max_concurrent_chats: 256,
+            heartbeat: Duration::from_secs(10),
+            stale_after: Duration::from_secs(60),
+            poll: Duration::from_secs(2),
+            recover_all_on_start: false,
+        }
+    }
+}
+
+pub struct Worker {
+    pub id: String,
+    pub service: Arc<ChatService>,
+    pub runtime: Arc<PluginRuntime>,
+    pub provider: Arc<dyn Provider>,
+    pub settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled, then stops its runs and releases their chats.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let store = &self.service.store;
+        if self.settings.recover_all_on_start {
+            match store.recover_all_running().await {
+                Ok(n) if n > 0 => tracing::warn!(chats = n, "resuming chats that were running when the server last stopped"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot resume chats that were running when the server last stopped"),
+            }
+        }
+        self.recover().await;
+        let mut runs = JoinSet::new();
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
+        let mut recovery = tokio::time::interval(self.settings.stale_after / 2);
+        loop {
+            while runs.len() < self.settings.max_concurrent_chats {
+                match store.acquire_chat(&self.id).await {
+                    Ok(Some(chat)) => {
+                        let worker = self.clone();
+                        runs.spawn(async move { turn::run_chat(&worker, chat).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot acquire pending chats");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.service.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                Some(_) = runs.join_next(), if !runs.is_empty() => {}
+                _ = heartbeat.tick() => self.heartbeat_all().await,
+                _ = recovery.tick() => self.recover().await,
+            }
+        }
+        self.service.runs.stop_all(StopReason::Shutdown);
+        while runs.join_next().await.is_some() {}
+        match store.release_worker(&self.id).await {
+            Ok(n) if n > 0 => tracing::info!(chats = n, "gave running chats back to pending for the next start"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not give running chats back on shutdown; they are recovered when their heartbeat goes stale"),
+        }
+    }
+
+    async fn recover(&self) {
+        let stale_before = now_ms() - self.settings.stale_after.as_millis() as i64;
+        match self.service.store.recover_stale(stale_before).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(chats = ?ids, "recovered chats whose worker stopped heartbeating");
+                self.service.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "stale chat recovery failed"),
+        }
+    }
+
+    async fn heartbeat_all(&self) {
+        self.service.hub.sweep();
+        for chat_id in self.service.runs.ids() {
+            match self.service.store.heartbeat(&chat_id, &self.id).await {
+                Ok(true) => {}
+                // Someone else took the chat, or it stopped running: the run stops.
+                Ok(false) => self.service.runs.stop(&chat_id, StopReason::Interrupt),
+                Err(e) => tracing::warn!(chat_id, error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}

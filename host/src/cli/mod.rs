@@ -1,0 +1,215 @@
+//! The `toolhost` command line.
+
+mod bench;
+mod native;
+mod plugin;
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+use crate::plugins::ChatKind;
+
+#[derive(Debug, Parser)]
+#[command(name = "toolhost", version, about = "A self-hosted AI agent server whose tools are sandboxed WebAssembly components")]
+pub struct Cli {
+    /// TOML configuration file (values in it lose to environment variables and flags).
+    #[arg(long, global = true, env = "TOOLHOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where Toolhost keeps its state and caches [default: ~/.local/share/toolhost].
+    #[arg(long, global = true, env = "TOOLHOST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Load every `*.wasm` plugin in DIR, after the bundled ones.
+    #[arg(long, global = true, env = "TOOLHOST_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Database: postgres://USER@HOST/DB [default: SQLite in the data directory].
+    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:7420].
+        #[arg(long, env = "TOOLHOST_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+        /// Model new chats use unless they name one.
+        #[arg(long, env = "TOOLHOST_MODEL", value_name = "NAME")]
+        model: Option<String>,
+    },
+    /// Create or update the database schema.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Inspect, call, benchmark and scaffold tool plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// The native (unsandboxed) read_file, one call per process: the baseline `plugin bench`
+    /// compares spawning a process per call against.
+    #[command(name = "__native-read-file", hide = true)]
+    NativeReadFile {
+        #[arg(long)]
+        workspace: PathBuf,
+        #[arg(long)]
+        args: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user.
+    Create {
+        name: String,
+        /// Let the user manage server-wide settings.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token for a user and print it (it cannot be shown again).
+    Create {
+        /// The user's name.
+        user: String,
+        /// What the token is for.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List loaded plugins (version, hash, capabilities, tools) and refused ones.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one component file on its own and show what it is, imports and offers.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one tool call and print its result as JSON.
+    Call(CallArgs),
+    /// Call a tool repeatedly and report latency; the last line is JSON.
+    Bench(BenchArgs),
+    /// Create a new plugin crate that builds with one command.
+    New {
+        /// Plugin name: lowercase letters, digits and `-`, starting with a letter.
+        name: String,
+        /// Folder to create the crate in [default: current folder].
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        path: PathBuf,
+        /// Path of the toolhost-plugin SDK crate [default: the one this binary was built from].
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CallArgs {
+    /// Tool name, e.g. `read_file`.
+    pub tool: String,
+    /// The tool's arguments as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub args: String,
+    /// Workspace root the call may use through `workspace-fs`.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Kind of chat the call is made for.
+    #[arg(long, value_enum, default_value_t = ChatKind::Root)]
+    pub kind: ChatKind,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub call: CallArgs,
+    /// Number of measured calls.
+    #[arg(long, default_value_t = 2000)]
+    pub calls: u32,
+}
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        let (listen, model) = match &self.command {
+            Command::Serve { listen, model } => (listen.clone(), model.clone()),
+            _ => (None, None),
+        };
+        Overrides {
+            config_file: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            plugins_dir: self.plugins_dir.clone(),
+            database_url: self.database_url.clone(),
+            listen,
+            model,
+        }
+    }
+}
+
+/// Runs the command; `Err` is an unexpected failure, reported as one line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let overrides = cli.overrides();
+    match cli.command {
+        Command::Plugin(PluginCommand::New { name, path, sdk }) => scaffold::new_plugin(&name, &path, sdk.as_deref()),
+        Command::Plugin(command) => {
+            let config = Config::load(&overrides)?;
+            match command {
+                PluginCommand::List { json } => plugin::list(&config, json).await,
+                PluginCommand::Inspect { file, json } => plugin::inspect(&config, &file, json).await,
+                PluginCommand::Call(args) => plugin::call(&config, &args).await,
+                PluginCommand::Bench(args) => bench::bench(&config, &args).await,
+                PluginCommand::New { .. } => unreachable!("handled above"),
+            }
+        }
+        Command::NativeReadFile { workspace, args } => native::read_file_process(&workspace, &args),
+        Command::Serve { .. } => {
+            crate::server::serve(&Config::load(&overrides)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            crate::server::open_store(&Config::load(&overrides)?).await?;
+            eprintln!("toolhost: the database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users(UsersCommand::Create { name, admin }) => {
+            let store = crate::server::open_store(&Config::load(&overrides)?).await?;
+            match store.create_user(&name, admin).await {
+                Ok(user) => {
+                    println!("{}", serde_json::to_string(&user)?);
+                    eprintln!("toolhost: created {} `{name}`; create a token with `toolhost tokens create {name}`", if admin { "admin" } else { "user" });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::store::StoreError::Conflict(message)) => refuse(message),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Tokens(TokensCommand::Create { user, label }) => {
+            let store = crate::server::open_store(&Config::load(&overrides)?).await?;
+            let Some(found) = store.find_user(&user).await? else {
+                return refuse(format!("there is no user `{user}`; create one with `toolhost users create {user}`"));
+            };
+            println!("{}", store.create_token(&found, &label).await?);
+            eprintln!("toolhost: this token is shown once; send it as `Authorization: Bearer TOKEN`");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints `message` as the one-line reason and returns the exit code for a refused request.
+fn refuse(message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    eprintln!("toolhost: {message}");
+    Ok(ExitCode::from(2))
+}

@@ -1,0 +1,190 @@
+//! One configuration, assembled from a TOML file, then the environment, then flags (flags win).
+//! The environment and flags are read by clap (`TOOLHOST_*` variables); this module reads the
+//! file and fills in the defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptions};
+
+/// The TOML file, e.g.:
+///
+/// ```toml
+/// data_dir = "/var/lib/toolhost"
+/// plugins_dir = "/etc/toolhost/plugins"
+///
+/// [plugins]
+/// max_concurrent_calls = 128
+///
+/// [plugins.defaults]
+/// timeout_ms = 30000
+/// memory_mib = 128
+///
+/// [plugins.limits.files]
+/// timeout_ms = 10000
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub plugins_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub model: Option<String>,
+    pub plugins: PluginsConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest user message, all parts together.
+    pub max_message_kib: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig { max_message_kib: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    pub max_concurrent_calls: u32,
+    pub defaults: PluginLimits,
+    /// Limits by plugin name; unset fields come from `defaults`.
+    pub limits: BTreeMap<String, PluginLimitsPatch>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> PluginsConfig {
+        PluginsConfig { max_concurrent_calls: 128, defaults: PluginLimits::default(), limits: BTreeMap::new() }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where Toolhost keeps its state (database, caches).
+    pub data_dir: PathBuf,
+    /// Extra plugins: every `*.wasm` in it.
+    pub plugins_dir: Option<PathBuf>,
+    /// `postgres://...`, or `None` for SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Address `serve` listens on.
+    pub listen: String,
+    /// The model new chats use unless they name one.
+    pub model: Option<String>,
+    pub plugins: PluginsConfig,
+    pub api: ApiConfig,
+}
+
+/// Values given on the command line or in the environment, which beat the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub plugins_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub model: Option<String>,
+}
+
+/// Where `serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+impl Config {
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(default_data_dir);
+        let config = Config {
+            data_dir,
+            plugins_dir: overrides.plugins_dir.clone().or(file.plugins_dir),
+            database_url: overrides.database_url.clone().or(file.database_url),
+            listen: overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            model: overrides.model.clone().or(file.model),
+            plugins: file.plugins,
+            api: file.api,
+        };
+        config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if config.plugins.max_concurrent_calls == 0 {
+            anyhow::bail!("configuration: plugins.max_concurrent_calls must be at least 1");
+        }
+        Ok(config)
+    }
+
+    /// The database to use: the configured URL, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
+    }
+
+    pub fn limits(&self) -> LimitsConfig {
+        LimitsConfig { defaults: self.plugins.defaults.clone(), per_plugin: self.plugins.limits.clone() }
+    }
+
+    /// Compiled plugin code, keyed by component and engine.
+    pub fn component_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache").join("components")
+    }
+
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            cache_dir: Some(self.component_cache_dir()),
+            plugins_dir: self.plugins_dir.clone(),
+            include_bundled: true,
+            limits: self.limits(),
+            max_concurrent_calls: self.plugins.max_concurrent_calls,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the config file `{}`: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("the config file `{}` is invalid: {e}", path.display()))
+}
+
+/// `$XDG_DATA_HOME/toolhost` (usually `~/.local/share/toolhost`), or `./toolhost-data`.
+fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir().map(|d| d.join("toolhost")).unwrap_or_else(|| PathBuf::from("toolhost-data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_per_plugin_limits_inherit_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("toolhost.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nplugins_dir = \"/plugins/file\"\n[plugins.defaults]\nmemory_mib = 64\n[plugins.limits.files]\ntimeout_ms = 500\n",
+        )
+        .unwrap();
+        let overrides = Overrides { config_file: Some(file), data_dir: Some("/from/flag".into()), ..Default::default() };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.plugins_dir, Some(PathBuf::from("/plugins/file")));
+        let files = config.limits().for_plugin("files");
+        assert_eq!((files.timeout_ms, files.memory_mib), (500, 64));
+    }
+
+    #[test]
+    fn an_unknown_key_or_an_impossible_limit_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[plugins.defaults]\nmemory_gib = 1\n").unwrap();
+        let err = Config::load(&Overrides { config_file: Some(file.clone()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("memory_gib"), "{err}");
+        std::fs::write(&file, "[plugins.defaults]\nmemory_mib = 999999\n").unwrap();
+        let err = Config::load(&Overrides { config_file: Some(file), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("memory_mib"), "{err}");
+    }
+}

@@ -1,0 +1,21 @@
+//! Toolhost: a self-hosted AI agent server whose tools are sandboxed WebAssembly components.
+//!
+//! This crate holds the server and its CLI. Module map:
+//! - [`plugins`]: the plugin runtime (engine, limits, one instance per call) and registry
+//!   (loading, validation, compiled-component cache).
+//! - [`capabilities`]: one module per WIT capability interface; the only doors out of a sandbox.
+//! - [`config`]: one configuration, from file < environment < flags.
+//! - [`store`]: the only place that speaks SQL (SQLite or PostgreSQL).
+//! - [`api`]: the HTTP API; [`server`] runs it.
+//! - [`chat`]: the chat model (message parts) and the turn loop.
+//! - [`cli`]: the `toolhost` commands.
+
+pub mod api;
+pub mod capabilities;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod llm;
+pub mod plugins;
+pub mod server;
+pub mod store;

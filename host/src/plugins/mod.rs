@@ -1,0 +1,25 @@
+//! The plugin runtime and registry.
+//!
+//! - [`registry`] loads components (bundled and from a directory), checks them, and keeps
+//!   what each one offers.
+//! - [`runtime`] runs one tool call: a fresh store and instance per call, under the plugin's
+//!   limits, with the call's grants.
+//! - [`cache`] keeps compiled components on disk so a restart does not recompile.
+//! - [`inspect`] reads the facts of a component: its WIT version and the capabilities it imports.
+
+pub mod bindings;
+pub mod bundled;
+mod cache;
+mod errors;
+mod inspect;
+mod limits;
+mod output;
+mod registry;
+mod runtime;
+
+pub use errors::{CallError, LimitHit, LoadError, Refusal};
+pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION};
+pub use limits::{CallLimiter, LimitsConfig, PluginLimits, PluginLimitsPatch};
+pub use output::{ContentPart, ToolOutput};
+pub use registry::{PluginInfo, PluginSource, RuntimeOptions, ToolAnnotations, ToolInfo};
+pub use runtime::{CallContext, CallRequest, ChatKind, PluginRuntime};

@@ -1,0 +1,100 @@
+//! `toolhost serve`: the store, the API, and a clean shutdown.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiLimits, AppState};
+use crate::chat::service::ChatService;
+use crate::chat::worker::{Worker, WorkerSettings};
+use crate::llm::openai::OpenAi;
+use crate::plugins::PluginRuntime;
+use crate::config::Config;
+use crate::store::Store;
+
+/// Opens the database (creating and migrating it if needed) as configured.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory `{}`", config.data_dir.display()))?;
+    }
+    let url = config.database_url();
+    Store::open(&url).await.with_context(|| format!("cannot open the database ({})", redact(&url)))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+pub async fn serve(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    if store.count_users().await? == 0 {
+        eprintln!(
+            "toolhost: the database has no users yet. Create an admin and a token for it:\n  toolhost users create admin --admin\n  toolhost tokens create admin"
+        );
+    }
+    let runtime = Arc::new(PluginRuntime::load(config.runtime_options()).await?);
+    for refusal in runtime.refused() {
+        eprintln!("toolhost: plugin refused: {refusal}");
+    }
+    let chats = ChatService::new(store.clone());
+    let worker = Arc::new(Worker {
+        id: format!("worker-{}", crate::store::new_id()),
+        service: chats.clone(),
+        runtime,
+        provider: Arc::new(OpenAi::from_env()),
+        settings: WorkerSettings {
+            workspaces_dir: config.data_dir.join("workspaces"),
+            default_model: config.model.clone(),
+            recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
+            ..WorkerSettings::default()
+        },
+    });
+    let stop_worker = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+    let state = AppState {
+        store: store.clone(),
+        chats,
+        limits: ApiLimits { max_message_bytes: config.api.max_message_kib * 1024 },
+        default_model: config.model.clone(),
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; pick another address with --listen", config.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
+    eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    stop_worker.cancel();
+    let _ = worker_task.await;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

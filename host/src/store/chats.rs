@@ -1,0 +1,265 @@
+//! Chats, their messages and their queues.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, StoreResult, new_id, now_ms};
+use crate::chat::parts::MessagePart;
+use crate::plugins::ChatKind;
+
+/// Where a chat is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatStatus {
+    /// Waiting for a worker to run its turn.
+    Pending,
+    Running,
+    /// Idle: the turn is over, waiting for the person.
+    Waiting,
+    /// The last turn failed; see `last_error`.
+    Error,
+}
+
+impl ChatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatStatus::Pending => "pending",
+            ChatStatus::Running => "running",
+            ChatStatus::Waiting => "waiting",
+            ChatStatus::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> StoreResult<ChatStatus> {
+        Ok(match text {
+            "pending" => ChatStatus::Pending,
+            "running" => ChatStatus::Running,
+            "waiting" => ChatStatus::Waiting,
+            "error" => ChatStatus::Error,
+            other => return Err(StoreError::Corrupt(format!("unknown chat status `{other}`"))),
+        })
+    }
+}
+
+fn kind_str(kind: ChatKind) -> &'static str {
+    match kind {
+        ChatKind::Root => "root",
+        ChatKind::Subagent => "subagent",
+        ChatKind::ComputerUse => "computer-use",
+    }
+}
+
+fn parse_kind(text: &str) -> StoreResult<ChatKind> {
+    Ok(match text {
+        "root" => ChatKind::Root,
+        "subagent" => ChatKind::Subagent,
+        "computer-use" => ChatKind::ComputerUse,
+        other => return Err(StoreError::Corrupt(format!("unknown chat kind `{other}`"))),
+    })
+}
+
+/// A chat's metadata (no messages).
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Chat {
+    pub id: String,
+    pub owner_id: String,
+    pub parent_chat_id: Option<String>,
+    pub root_chat_id: String,
+    pub kind: ChatKind,
+    pub workspace_id: Option<String>,
+    pub title: String,
+    pub model: Option<String>,
+    pub status: ChatStatus,
+    pub last_error: Option<String>,
+    pub archived: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The sequence number of the chat's latest durable event.
+    pub last_seq: i64,
+    #[serde(skip)]
+    pub worker_id: Option<String>,
+}
+
+pub(super) const CHAT_COLUMNS: &str = "id, owner_id, parent_chat_id, root_chat_id, kind, workspace_id, title, model, status, \
+     last_error, archived, created_at, updated_at, last_seq, worker_id";
+
+pub(super) fn chat_from(row: &AnyRow) -> StoreResult<Chat> {
+    Ok(Chat {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        parent_chat_id: row.try_get("parent_chat_id")?,
+        root_chat_id: row.try_get("root_chat_id")?,
+        kind: parse_kind(&row.try_get::<String, _>("kind")?)?,
+        workspace_id: row.try_get("workspace_id")?,
+        title: row.try_get("title")?,
+        model: row.try_get("model")?,
+        status: ChatStatus::parse(&row.try_get::<String, _>("status")?)?,
+        last_error: row.try_get("last_error")?,
+        archived: row.try_get::<i64, _>("archived")? != 0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_seq: row.try_get("last_seq")?,
+        worker_id: row.try_get("worker_id")?,
+    })
+}
+
+/// A durable message.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Message {
+    pub id: i64,
+    pub chat_id: String,
+    /// The chat event sequence number at which this message was published.
+    pub seq: i64,
+    pub role: String,
+    pub content: Vec<MessagePart>,
+    pub model: Option<String>,
+    pub created_at: i64,
+}
+
+impl Message {
+    /// The message as API clients see it.
+    pub fn public(&self) -> Message {
+        Message { content: self.content.iter().map(MessagePart::public).collect(), ..self.clone() }
+    }
+}
+
+pub(super) fn message_from(row: &AnyRow) -> StoreResult<Message> {
+    let content: String = row.try_get("content")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        chat_id: row.try_get("chat_id")?,
+        seq: row.try_get("seq")?,
+        role: row.try_get("role")?,
+        content: serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("message content: {e}")))?,
+        model: row.try_get("model")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A message waiting for the running turn to end.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct QueuedMessage {
+    pub id: i64,
+    pub chat_id: String,
+    pub content: Vec<MessagePart>,
+    pub created_at: i64,
+}
+
+pub(super) fn queued_from(row: &AnyRow) -> StoreResult<QueuedMessage> {
+    let content: String = row.try_get("content")?;
+    Ok(QueuedMessage {
+        id: row.try_get("id")?,
+        chat_id: row.try_get("chat_id")?,
+        content: serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("queued content: {e}")))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// What creating a chat needs.
+pub struct NewChat {
+    pub owner_id: String,
+    pub parent_chat_id: Option<String>,
+    pub root_chat_id: Option<String>,
+    pub kind: ChatKind,
+    pub workspace_id: Option<String>,
+    pub title: String,
+    pub model: Option<String>,
+    pub content: Vec<MessagePart>,
+}
+
+pub(super) fn to_json(content: &[MessagePart]) -> String {
+    serde_json::to_string(content).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Creates a chat with its first user message, pending for a worker.
+    pub async fn create_chat(&self, new: NewChat) -> StoreResult<(Chat, Message)> {
+        let id = new_id();
+        let now = now_ms();
+        let root = new.root_chat_id.clone().unwrap_or_else(|| id.clone());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, kind, workspace_id, title, model, status, archived, last_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, 1, $9, $9)",
+        )
+        .bind(&id)
+        .bind(&new.owner_id)
+        .bind(&new.parent_chat_id)
+        .bind(&root)
+        .bind(kind_str(new.kind))
+        .bind(&new.workspace_id)
+        .bind(&new.title)
+        .bind(&new.model)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let message_id: i64 = sqlx::query(
+            "INSERT INTO chat_messages (chat_id, seq, role, content, created_at) VALUES ($1, 1, 'user', $2, $3) RETURNING id",
+        )
+        .bind(&id)
+        .bind(to_json(&new.content))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        // Read back inside the transaction: once committed, a worker may already have
+        // claimed the chat, and the creator must see it as it was created.
+        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(&id).fetch_one(&mut *tx).await?;
+        let chat = chat_from(&row)?;
+        tx.commit().await?;
+        let message = Message { id: message_id, chat_id: id, seq: 1, role: "user".into(), content: new.content, model: None, created_at: now };
+        Ok((chat, message))
+    }
+
+    /// A chat by id, whoever owns it (for the worker; the API uses [`Store::owned_chat`]).
+    pub async fn chat(&self, id: &str) -> StoreResult<Option<Chat>> {
+        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(chat_from).transpose()
+    }
+
+    /// A chat by id if `owner_id` owns it.
+    pub async fn owned_chat(&self, owner_id: &str, id: &str) -> StoreResult<Option<Chat>> {
+        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1 AND owner_id = $2"))
+            .bind(id)
+            .bind(owner_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(chat_from).transpose()
+    }
+
+    /// An owner's chats, most recently updated first.
+    pub async fn list_chats(&self, owner_id: &str, archived: bool, limit: i64, offset: i64) -> StoreResult<Vec<Chat>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE owner_id = $1 AND archived = $2 ORDER BY updated_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(owner_id)
+        .bind(i64::from(archived))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chat_from).collect()
+    }
+
+    /// A chat's messages with a sequence number above `after_seq`, in order.
+    pub async fn messages(&self, chat_id: &str, after_seq: i64) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT id, chat_id, seq, role, content, model, created_at FROM chat_messages WHERE chat_id = $1 AND seq > $2 ORDER BY id",
+        )
+        .bind(chat_id)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from).collect()
+    }
+
+    pub async fn queued_messages(&self, chat_id: &str) -> StoreResult<Vec<QueuedMessage>> {
+        let rows = sqlx::query("SELECT id, chat_id, content, created_at FROM chat_queued_messages WHERE chat_id = $1 ORDER BY id")
+            .bind(chat_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(queued_from).collect()
+    }
+}

@@ -1,0 +1,276 @@
+//! What the worker and the send/interrupt paths write: acquiring chats, heartbeats, recovery,
+//! messages with their sequence numbers, status changes and the queue.
+
+use sqlx::Row;
+
+use super::chats::{CHAT_COLUMNS, chat_from, message_from, queued_from, to_json};
+use super::{Backend, Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult, now_ms};
+use crate::chat::parts::MessagePart;
+
+/// Most messages waiting behind a running turn.
+pub const MAX_QUEUED: i64 = 20;
+
+/// Token counts stored with a message.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokenUsage {
+    pub input: i64,
+    pub output: i64,
+    pub reasoning: i64,
+    pub cache_read: i64,
+}
+
+impl Store {
+    pub async fn chat_last_seq(&self, chat_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT last_seq FROM chats WHERE id = $1").bind(chat_id).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(row) => row.try_get("last_seq")?,
+            None => 0,
+        })
+    }
+
+    /// Takes the oldest pending chat for `worker_id`, if any.
+    pub async fn acquire_chat(&self, worker_id: &str) -> StoreResult<Option<Chat>> {
+        // PostgreSQL: replicas skip rows another one is taking. SQLite: one writer at a time.
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE chats SET status = 'running', worker_id = $1, started_at = $2, heartbeat_at = $2, last_error = NULL, updated_at = $2 \
+             WHERE id = (SELECT id FROM chats WHERE status = 'pending' AND archived = 0 ORDER BY updated_at, id LIMIT 1 {lock}) \
+             AND status = 'pending' RETURNING {CHAT_COLUMNS}"
+        ))
+        .bind(worker_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(chat_from).transpose()
+    }
+
+    /// Records that `worker_id` still runs the chat; false when it no longer owns it.
+    pub async fn heartbeat(&self, chat_id: &str, worker_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE chats SET heartbeat_at = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running'")
+            .bind(now_ms())
+            .bind(chat_id)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Running chats whose worker stopped heartbeating before `stale_before` go back to pending.
+    pub async fn recover_stale(&self, stale_before: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 \
+             WHERE status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < $2) RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(stale_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+    }
+
+    /// On shutdown: this worker's running chats go back to pending, for another worker.
+    pub async fn release_worker(&self, worker_id: &str) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 WHERE worker_id = $2 AND status = 'running'")
+            .bind(now_ms())
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores a message numbered `seq`. With `owner`, only if that worker still owns the chat
+    /// (`None` is returned otherwise, and nothing is written).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_message(
+        &self,
+        chat_id: &str,
+        owner: Option<&str>,
+        seq: i64,
+        role: &str,
+        content: &[MessagePart],
+        model: Option<&str>,
+        usage: Option<TokenUsage>,
+    ) -> StoreResult<Option<Message>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let touched = sqlx::query("UPDATE chats SET last_seq = $1, updated_at = $2 WHERE id = $3 AND ($4 IS NULL OR worker_id = $4)")
+            .bind(seq)
+            .bind(now)
+            .bind(chat_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        if touched.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let usage = usage.unwrap_or_default();
+        let row = sqlx::query(
+            "INSERT INTO chat_messages (chat_id, seq, role, content, model, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, chat_id, seq, role, content, model, created_at",
+        )
+        .bind(chat_id)
+        .bind(seq)
+        .bind(role)
+        .bind(to_json(content))
+        .bind(model)
+        .bind(usage.input)
+        .bind(usage.output)
+        .bind(usage.reasoning)
+        .bind(usage.cache_read)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(message_from(&row)?))
+    }
+
+    /// Sets a chat's status. `pending`, `waiting` and `error` release the worker.
+    pub async fn set_status(&self, chat_id: &str, status: ChatStatus, last_error: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE chats SET status = $1, last_error = $2, worker_id = CASE WHEN $1 = 'running' THEN worker_id ELSE NULL END, updated_at = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(last_error)
+            .bind(now_ms())
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An interrupted running chat: waiting, still owned by its worker until it has stored the
+    /// partial step.
+    pub async fn mark_interrupted(&self, chat_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE chats SET status = 'waiting', last_error = NULL, updated_at = $1 WHERE id = $2 AND status = 'running'")
+            .bind(now_ms())
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Queues a message behind the running turn; `None` when the queue is full.
+    pub async fn enqueue(&self, chat_id: &str, content: &[MessagePart]) -> StoreResult<Option<QueuedMessage>> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM chat_queued_messages WHERE chat_id = $1")
+            .bind(chat_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        if count >= MAX_QUEUED {
+            return Ok(None);
+        }
+        let row = sqlx::query("INSERT INTO chat_queued_messages (chat_id, content, created_at) VALUES ($1, $2, $3) RETURNING id, chat_id, content, created_at")
+            .bind(chat_id)
+            .bind(to_json(content))
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(queued_from(&row)?))
+    }
+
+    /// Removes and returns the oldest queued message.
+    pub async fn pop_queued(&self, chat_id: &str) -> StoreResult<Option<QueuedMessage>> {
+        let row = sqlx::query(
+            "DELETE FROM chat_queued_messages WHERE id = (SELECT id FROM chat_queued_messages WHERE chat_id = $1 ORDER BY promoted DESC, id LIMIT 1) \
+             RETURNING id, chat_id, content, created_at",
+        )
+            .bind(chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(queued_from).transpose()
+    }
+
+    /// Deletes a queued message; false when the chat has no such queued message.
+    pub async fn delete_queued(&self, chat_id: &str, queued_id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM chat_queued_messages WHERE id = $1 AND chat_id = $2").bind(queued_id).bind(chat_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves a queued message to the front of the queue; false when there is no such message.
+    pub async fn promote_queued(&self, chat_id: &str, queued_id: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let top: i64 = sqlx::query("SELECT COALESCE(MAX(promoted), 0) AS top FROM chat_queued_messages WHERE chat_id = $1")
+            .bind(chat_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("top")?;
+        let done = sqlx::query("UPDATE chat_queued_messages SET promoted = $1 WHERE id = $2 AND chat_id = $3")
+            .bind(top + 1)
+            .bind(queued_id)
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a user message, deletes every later message and the queue, and makes the chat
+    /// pending (taking it from any worker). The edited message gets sequence number `seq`.
+    pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, seq: i64, content: &[MessagePart]) -> StoreResult<Message> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE chat_messages SET content = $1, seq = $2 WHERE id = $3 AND chat_id = $4 AND role = 'user' \
+             RETURNING id, chat_id, seq, role, content, model, created_at",
+        )
+        .bind(to_json(content))
+        .bind(seq)
+        .bind(message_id)
+        .bind(chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(format!("message {message_id} is not a user message of this chat")));
+        };
+        sqlx::query("DELETE FROM chat_messages WHERE chat_id = $1 AND id > $2").bind(chat_id).bind(message_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM chat_queued_messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, last_error = NULL, last_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now)
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        message_from(&row)
+    }
+
+    /// The role of a chat's message, if it exists.
+    pub async fn message_role(&self, chat_id: &str, message_id: i64) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT role FROM chat_messages WHERE id = $1 AND chat_id = $2").bind(message_id).bind(chat_id).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("role")?),
+            None => None,
+        })
+    }
+
+    /// Archives or unarchives a chat and all its descendants; returns their ids.
+    pub async fn set_archived(&self, chat_id: &str, archived: bool) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "WITH RECURSIVE tree(id) AS (SELECT id FROM chats WHERE id = $1 UNION ALL SELECT c.id FROM chats c JOIN tree t ON c.parent_chat_id = t.id) \
+             UPDATE chats SET archived = $2, updated_at = $3 WHERE id IN (SELECT id FROM tree) RETURNING id",
+        )
+        .bind(chat_id)
+        .bind(i64::from(archived))
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
+    }
+
+    /// Every running chat goes back to pending (a lone SQLite server starting: nobody else
+    /// can be running them).
+    pub async fn recover_all_running(&self) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 WHERE status = 'running'")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The status and owner of a chat, fresh from the database.
+    pub async fn chat_state(&self, chat_id: &str) -> StoreResult<Option<(ChatStatus, Option<String>)>> {
+        Ok(self.chat(chat_id).await?.map(|c| (c.status, c.worker_id)))
+    }
+}

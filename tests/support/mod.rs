@@ -1,0 +1,191 @@
+//! Shared test set-up: a real server on an ephemeral port over a real database (SQLite in a
+//! temporary folder, or a fresh PostgreSQL database on 127.0.0.1:5432).
+
+#![allow(dead_code)]
+
+pub mod fake_llm;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use toolhost::api::{self, ApiLimits, AppState};
+use toolhost::chat::service::ChatService;
+use toolhost::chat::worker::{Worker, WorkerSettings};
+use toolhost::llm::openai::OpenAi;
+use toolhost::plugins::{PluginRuntime, RuntimeOptions};
+use toolhost::store::Store;
+
+use fake_llm::FakeLlm;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one async spec against both backends, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($spec:ident) => {
+        mod $spec {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$spec(crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$spec(crate::support::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server tests use; CI machines have it on 127.0.0.1:5432 with trust auth.
+fn postgres_admin_url() -> String {
+    std::env::var("TOOLHOST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test.
+pub struct TestDatabase {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: TempDir,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => TestDatabase { url: Store::sqlite_url(dir.path()), pg_name: None, _dir: dir },
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                let admin = postgres_admin_url();
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL tests need a server at {admin} (set TOOLHOST_TEST_POSTGRES_URL to use another): {e}")
+                });
+                let name = format!("toolhost_test_{}", uuid::Uuid::now_v7().simple());
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap();
+                TestDatabase { url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL database (a failed test leaves it behind, named toolhost_test_*).
+    pub async fn drop_database(self) {
+        if let Some(name) = &self.pg_name {
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&postgres_admin_url()).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub llm: FakeLlm,
+    /// Root of the chats' scratch workspaces.
+    pub workspaces: TempDir,
+    database: TestDatabase,
+    task: tokio::task::JoinHandle<()>,
+    stop_worker: CancellationToken,
+    worker_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, WorkerSettings::default()).await
+    }
+
+    /// A server with its worker, talking to a fresh fake model.
+    pub async fn start_with(backend: Backend, settings: WorkerSettings) -> TestServer {
+        TestServer::start_on(TestDatabase::create(backend).await, settings).await
+    }
+
+    /// A server over an existing test database.
+    pub async fn start_on(database: TestDatabase, settings: WorkerSettings) -> TestServer {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let store = Store::open(&database.url).await.unwrap();
+        let llm = FakeLlm::start().await;
+        let workspaces = tempfile::tempdir().unwrap();
+        let chats = ChatService::new(store.clone());
+        let runtime = Arc::new(PluginRuntime::load(RuntimeOptions::default()).await.unwrap());
+        let worker = Arc::new(Worker {
+            id: format!("test-worker-{}", uuid::Uuid::now_v7().simple()),
+            service: chats.clone(),
+            runtime,
+            provider: Arc::new(OpenAi::with_silence_limit(Some(llm.base_url.clone()), None, Duration::from_secs(2))),
+            settings: WorkerSettings {
+                workspaces_dir: workspaces.path().to_path_buf(),
+                default_model: Some("test-model".into()),
+                poll: Duration::from_millis(100),
+                ..settings
+            },
+        });
+        let stop_worker = CancellationToken::new();
+        let worker_task = Some(tokio::spawn(worker.run(stop_worker.clone())));
+        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, default_model: Some("test-model".into()) };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, api::router(state)).await.unwrap();
+        });
+        TestServer { base: format!("http://{address}"), store, http: reqwest::Client::new(), llm, workspaces, database, task, stop_worker, worker_task }
+    }
+
+    /// POSTs JSON as `token`; returns the status and the JSON body.
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let response = self.http.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (reqwest::StatusCode, Value) {
+        let response = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits (up to 20 s) until the chat's status is `status`; returns the chat.
+    pub async fn wait_for_status(&self, token: &str, chat_id: &str, status: &str) -> Value {
+        for _ in 0..400 {
+            let (_, chat) = self.get(token, &format!("/api/v1/chats/{chat_id}")).await;
+            if chat["status"] == status {
+                return chat;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, chat) = self.get(token, &format!("/api/v1/chats/{chat_id}")).await;
+        panic!("chat {chat_id} never reached `{status}`: {chat}");
+    }
+
+    /// Stops the worker as a shutdown does.
+    pub async fn stop_worker(&mut self) {
+        self.stop_worker.cancel();
+        if let Some(task) = self.worker_task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// A new user and a token for them.
+    pub async fn user(&self, name: &str, admin: bool) -> String {
+        let user = self.store.create_user(name, admin).await.unwrap();
+        self.store.create_token(&user, "test").await.unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn finish(mut self) {
+        self.stop_worker().await;
+        self.task.abort();
+        self.store.close().await;
+        self.database.drop_database().await;
+    }
+}
