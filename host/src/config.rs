@@ -24,6 +24,17 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 ///
 /// [plugins.limits.files]
 /// timeout_ms = 10000
+///
+/// [providers.work-anthropic]
+/// kind = "anthropic"
+/// api_key_env = "WORK_ANTHROPIC_KEY"   # the variable holding the key; never the key itself
+///
+/// [models.sonnet]
+/// provider = "work-anthropic"
+/// model = "claude-sonnet-4-5"
+/// context_window = 200000
+/// pricing = { input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3.75 }
+/// default = true
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,8 +44,42 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub listen: Option<String>,
     pub model: Option<String>,
+    /// The key that seals provider API keys at rest (see `secrets`).
+    pub secret_key_file: Option<PathBuf>,
     pub plugins: PluginsConfig,
     pub api: ApiConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// A provider seeded at start (`source: config`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: crate::llm::ProviderKind,
+    pub base_url: Option<String>,
+    /// The environment variable that holds the API key (default: the kind's own,
+    /// `OPENAI_API_KEY` or `ANTHROPIC_API_KEY`).
+    pub api_key_env: Option<String>,
+}
+
+/// A model config seeded at start (`source: config`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: String,
+    /// The provider's name for the model (default: the config's name).
+    pub model: Option<String>,
+    pub context_window: Option<i64>,
+    pub max_output_tokens: Option<i64>,
+    pub thinking_budget_tokens: Option<i64>,
+    pub compaction_threshold: Option<f64>,
+    pub pricing: Option<crate::store::Pricing>,
+    #[serde(default)]
+    pub default: bool,
+    /// Use this model to write chat titles.
+    #[serde(default)]
+    pub title_model: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,8 +123,11 @@ pub struct Config {
     pub listen: String,
     /// The model new chats use unless they name one.
     pub model: Option<String>,
+    pub secret_key_file: Option<PathBuf>,
     pub plugins: PluginsConfig,
     pub api: ApiConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
 }
 
 /// Values given on the command line or in the environment, which beat the file.
@@ -109,8 +157,11 @@ impl Config {
             database_url: overrides.database_url.clone().or(file.database_url),
             listen: overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             model: overrides.model.clone().or(file.model),
+            secret_key_file: file.secret_key_file,
             plugins: file.plugins,
             api: file.api,
+            providers: file.providers,
+            models: file.models,
         };
         config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if config.plugins.max_concurrent_calls == 0 {

@@ -8,14 +8,19 @@
 //! - [`store`]: the only place that speaks SQL (SQLite or PostgreSQL).
 //! - [`api`]: the HTTP API; [`server`] runs it.
 //! - [`chat`]: the chat model (message parts) and the turn loop.
+//! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
+//! - [`catalog`]: providers and model configs as admins administer them.
+//! - [`secrets`]: API keys sealed at rest.
 //! - [`cli`]: the `toolhost` commands.
 
 pub mod api;
 pub mod capabilities;
+pub mod catalog;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod llm;
 pub mod plugins;
+pub mod secrets;
 pub mod server;
 pub mod store;

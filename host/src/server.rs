@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiLimits, AppState};
 use crate::chat::service::ChatService;
 use crate::chat::worker::{Worker, WorkerSettings};
-use crate::llm::openai::OpenAi;
+use crate::catalog::{Catalog, seed};
+use crate::secrets::SecretBox;
 use crate::plugins::PluginRuntime;
 use crate::config::Config;
 use crate::store::Store;
@@ -35,6 +36,20 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The providers and models, with the configuration's applied.
+async fn open_catalog(config: &Config, store: &Store) -> anyhow::Result<Catalog> {
+    let secrets = SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?;
+    let catalog = Catalog::new(store.clone(), secrets, crate::llm::silence_limit_from_env());
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    seed::seed(&catalog, config, &env).await.context("cannot apply the configured providers and models")?;
+    for model in catalog.models().await? {
+        if let Some(reason) = &model.availability.unavailable_reason {
+            eprintln!("toolhost: model `{}` is not usable: {reason}", model.name);
+        }
+    }
+    Ok(catalog)
+}
+
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     if store.count_users().await? == 0 {
@@ -46,15 +61,15 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     for refusal in runtime.refused() {
         eprintln!("toolhost: plugin refused: {refusal}");
     }
+    let catalog = Arc::new(open_catalog(config, &store).await?);
     let chats = ChatService::new(store.clone());
     let worker = Arc::new(Worker {
         id: format!("worker-{}", crate::store::new_id()),
         service: chats.clone(),
         runtime,
-        provider: Arc::new(OpenAi::from_env()),
+        catalog: catalog.clone(),
         settings: WorkerSettings {
             workspaces_dir: config.data_dir.join("workspaces"),
-            default_model: config.model.clone(),
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
             ..WorkerSettings::default()
         },
@@ -65,7 +80,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         store: store.clone(),
         chats,
         limits: ApiLimits { max_message_bytes: config.api.max_message_kib * 1024 },
-        default_model: config.model.clone(),
+        catalog,
     };
     let listener = TcpListener::bind(&config.listen)
         .await

@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 use toolhost::api::{self, ApiLimits, AppState};
 use toolhost::chat::service::ChatService;
 use toolhost::chat::worker::{Worker, WorkerSettings};
-use toolhost::llm::openai::OpenAi;
+use toolhost::catalog::{Catalog, ModelInput, NewProvider};
+use toolhost::llm::ProviderKind;
+use toolhost::llm::retry::RetryPolicy;
+use toolhost::secrets::SecretBox;
+use toolhost::store::Source;
 use toolhost::plugins::{PluginRuntime, RuntimeOptions};
 use toolhost::store::Store;
 
@@ -93,13 +97,19 @@ pub struct TestServer {
     pub workspaces: TempDir,
     database: TestDatabase,
     task: tokio::task::JoinHandle<()>,
+    pub catalog: Arc<Catalog>,
     stop_worker: CancellationToken,
     worker_task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Worker settings for tests: retries after milliseconds, not seconds.
+pub fn test_settings() -> WorkerSettings {
+    WorkerSettings { retry: RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }, ..WorkerSettings::default() }
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
-        TestServer::start_with(backend, WorkerSettings::default()).await
+        TestServer::start_with(backend, test_settings()).await
     }
 
     /// A server with its worker, talking to a fresh fake model.
@@ -115,27 +125,32 @@ impl TestServer {
         let workspaces = tempfile::tempdir().unwrap();
         let chats = ChatService::new(store.clone());
         let runtime = Arc::new(PluginRuntime::load(RuntimeOptions::default()).await.unwrap());
+        let catalog = Arc::new(Catalog::new(store.clone(), SecretBox::from_key([42; 32]), Duration::from_secs(2)));
+        // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
+        let fake = NewProvider { name: "fake".into(), kind: ProviderKind::Openai, base_url: Some(llm.base_url.clone()), api_key: None };
+        catalog.create_provider(fake, Source::Api).await.unwrap();
+        let model = ModelInput { name: Some("test-model".into()), provider: Some("fake".into()), context_window: Some(100_000), ..ModelInput::default() };
+        catalog.save_model(None, model, Source::Api).await.unwrap();
         let worker = Arc::new(Worker {
             id: format!("test-worker-{}", uuid::Uuid::now_v7().simple()),
             service: chats.clone(),
             runtime,
-            provider: Arc::new(OpenAi::with_silence_limit(Some(llm.base_url.clone()), None, Duration::from_secs(2))),
+            catalog: catalog.clone(),
             settings: WorkerSettings {
                 workspaces_dir: workspaces.path().to_path_buf(),
-                default_model: Some("test-model".into()),
                 poll: Duration::from_millis(100),
                 ..settings
             },
         });
         let stop_worker = CancellationToken::new();
         let worker_task = Some(tokio::spawn(worker.run(stop_worker.clone())));
-        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, default_model: Some("test-model".into()) };
+        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, api::router(state)).await.unwrap();
         });
-        TestServer { base: format!("http://{address}"), store, http: reqwest::Client::new(), llm, workspaces, database, task, stop_worker, worker_task }
+        TestServer { base: format!("http://{address}"), store, catalog, http: reqwest::Client::new(), llm, workspaces, database, task, stop_worker, worker_task }
     }
 
     /// POSTs JSON as `token`; returns the status and the JSON body.

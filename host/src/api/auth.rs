@@ -10,6 +10,21 @@ use crate::store::User;
 /// The authenticated caller.
 pub struct Caller(pub User);
 
+/// Proof that the caller is an admin.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let Caller(user) = Caller::from_request_parts(parts, state).await?;
+        if !user.is_admin {
+            return Err(ApiError::forbidden("only admins may do this; an operator makes admins with `toolhost users create NAME --admin`"));
+        }
+        Ok(Admin)
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

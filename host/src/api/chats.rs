@@ -24,6 +24,13 @@ pub struct CreateChat {
 
 pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson(body): ApiJson<CreateChat>) -> Result<(StatusCode, Json<Chat>), ApiError> {
     validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
+    let model = match body.model {
+        Some(name) => {
+            state.catalog.check_model_name(&name).await?;
+            Some(name)
+        }
+        None => state.catalog.default_model_name().await?,
+    };
     let (chat, _message) = state
         .store
         .create_chat(NewChat {
@@ -33,7 +40,7 @@ pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson
             kind: ChatKind::Root,
             workspace_id: body.workspace_id,
             title: fallback_title(&body.content),
-            model: body.model.or(state.default_model.clone()),
+            model,
             content: body.content,
         })
         .await?;

@@ -1,11 +1,14 @@
 //! The HTTP API under `/api/v1`: one file per resource, one JSON error shape.
 
 mod auth;
+mod catalog;
 mod chats;
 mod error;
 mod health;
 mod openapi;
+mod prompts;
 mod stream;
+mod usage;
 
 pub use error::ApiError;
 
@@ -14,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post};
 use std::sync::Arc;
 
+use crate::catalog::Catalog;
 use crate::chat::service::ChatService;
 use crate::store::Store;
 
@@ -23,8 +27,7 @@ pub struct AppState {
     pub store: Store,
     pub chats: Arc<ChatService>,
     pub limits: ApiLimits,
-    /// The model new chats use unless they name one.
-    pub default_model: Option<String>,
+    pub catalog: Arc<Catalog>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,7 +57,14 @@ pub fn router(state: AppState) -> Router {
         .route("/chats/{id}/queue/{queued_id}/promote", post(chats::promote_queued))
         .route("/chats/{id}/archive", post(chats::archive))
         .route("/chats/{id}/unarchive", post(chats::unarchive))
-        .route("/chats/{id}/stream", get(stream::stream));
+        .route("/chats/{id}/stream", get(stream::stream))
+        .route("/providers", get(catalog::list_providers).post(catalog::create_provider))
+        .route("/providers/{id}", patch(catalog::update_provider).delete(catalog::delete_provider))
+        .route("/models", get(catalog::list_models).post(catalog::create_model))
+        .route("/models/{id}", patch(catalog::update_model).delete(catalog::delete_model))
+        .route("/usage", get(usage::usage))
+        .route("/settings/system-prompt", get(prompts::get_system_prompt).put(prompts::put_system_prompt))
+        .route("/users/me/prompt", get(prompts::get_user_prompt).put(prompts::put_user_prompt));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -40,6 +40,9 @@ pub enum EventBody {
     MessagePart { part: PartDelta },
     QueueUpdate { queued_messages: Vec<QueuedMessage> },
     Error { message: String },
+    /// A model call failed and is tried again after `delay_ms`. When `discarded_output` is
+    /// true, the parts streamed since the last message are dropped: the retry streams anew.
+    Retry { attempt: u32, delay_ms: u64, error: String, error_kind: crate::llm::ErrorKind, retrying_at: i64, discarded_output: bool },
 }
 
 /// An event as it goes out: serialized once, shared by every subscriber.
@@ -209,7 +212,9 @@ impl ChannelGuard<'_> {
     /// Sends an event to live subscribers; a part is also kept for reconnecting clients.
     pub fn publish(&mut self, event: ChatEvent) {
         let published = Published::new(&event);
-        if matches!(event.body, EventBody::MessagePart { .. }) {
+        // A retry goes with the in-flight parts: a client resuming after it must learn that
+        // the parts it has of this step were dropped.
+        if matches!(event.body, EventBody::MessagePart { .. } | EventBody::Retry { .. }) {
             self.state.in_flight.push(published.clone());
         }
         let _ = self.channel.live.send(published);

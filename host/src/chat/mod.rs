@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod parts;
+pub mod prompt;
 pub mod service;
 mod turn;
 pub mod worker;

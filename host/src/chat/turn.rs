@@ -11,12 +11,10 @@ use super::events::{ChatEvent, EventBody, PartDelta};
 use super::parts::MessagePart;
 use super::service::StopReason;
 use super::worker::Worker;
-use crate::llm::{FinishReason, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
+use crate::catalog::Resolved;
+use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
 use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
 use crate::store::{Chat, ChatStatus, Message, TokenUsage};
-
-const SYSTEM_PROMPT: &str = "You are a capable software agent. Use the tools you are given to inspect and change files \
-in the workspace; read before you edit, keep edits minimal, and say briefly what you did.";
 
 /// How a turn ended, when it did not simply finish.
 enum Stop {
@@ -87,6 +85,20 @@ impl Step {
                 let index = self.append_text(text.clone(), true);
                 Some(PartDelta::Reasoning { index, text })
             }
+            StreamEvent::ReasoningSignature(signature) => {
+                match self.parts.last_mut() {
+                    Some(MessagePart::Reasoning { provider_metadata, .. }) => {
+                        *provider_metadata = Some(serde_json::json!({"anthropic": {"signature": signature}}));
+                    }
+                    _ => tracing::warn!("a reasoning signature arrived without reasoning; dropped"),
+                }
+                None
+            }
+            StreamEvent::RedactedReasoning(data) => {
+                let metadata = serde_json::json!({"anthropic": {"redacted": data}});
+                self.parts.push(MessagePart::Reasoning { text: String::new(), provider_metadata: Some(metadata) });
+                None
+            }
             StreamEvent::ToolCall { index, id, name, arguments } => {
                 let position = *self.calls.entry(index).or_insert_with(|| {
                     self.parts.push(MessagePart::ToolCall { tool_call_id: String::new(), tool_name: String::new(), args: Value::Null, provider_metadata: None });
@@ -104,7 +116,7 @@ impl Step {
                 Some(PartDelta::ToolCall { index: position, tool_call_id: id, tool_name: name, args_delta: arguments })
             }
             StreamEvent::Usage(usage) => {
-                self.usage = usage;
+                self.usage.merge(usage);
                 None
             }
             StreamEvent::Finish(reason) => {
@@ -114,10 +126,16 @@ impl Step {
         }
     }
 
+    /// Whether anything of this step reached clients.
+    fn has_output(&self) -> bool {
+        !self.parts.is_empty()
+    }
+
     fn append_text(&mut self, text: String, reasoning: bool) -> usize {
         match self.parts.last_mut() {
             Some(MessagePart::Text { text: existing, .. }) if !reasoning => existing.push_str(&text),
-            Some(MessagePart::Reasoning { text: existing, .. }) if reasoning => existing.push_str(&text),
+            // A signed reasoning block is closed: more reasoning starts a new one.
+            Some(MessagePart::Reasoning { text: existing, provider_metadata: None }) if reasoning => existing.push_str(&text),
             _ if reasoning => self.parts.push(MessagePart::Reasoning { text, provider_metadata: None }),
             _ => self.parts.push(MessagePart::text(text)),
         }
@@ -159,46 +177,23 @@ fn prompt(history: &[Message]) -> Vec<PromptMessage> {
 
 async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::CancellationToken, reason: &std::sync::Mutex<Option<StopReason>>) -> Result<(), Stop> {
     let store = &worker.service.store;
-    let model = chat.model.clone().or_else(|| worker.settings.default_model.clone()).ok_or_else(|| {
-        Stop::Failed("no model is configured: start the server with --model NAME (or TOOLHOST_MODEL), or name a model when creating the chat".into())
-    })?;
+    let model = worker.catalog.resolve(chat.model.as_deref()).await.map_err(|e| Stop::Failed(e.to_string()))?;
+    let model_name = model.record.name.clone();
     let tools: Vec<_> = worker.runtime.tools().cloned().collect();
+    let workspace = worker.settings.workspaces_dir.join(&chat.root_chat_id);
+    let system = super::prompt::system_prompt(store, chat, Some(&workspace)).await?;
     for _ in 0..worker.settings.max_steps {
         let history = store.messages(&chat.id, 0).await?;
-        let request = ModelRequest { model: model.clone(), system: Some(SYSTEM_PROMPT.to_string()), messages: prompt(&history), tools: tools.clone() };
-        let mut stream = worker.provider.stream(request);
-        let mut step = Step::default();
-        let channel = worker.service.hub.channel(&chat.id);
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    let stop = stop_reason(reason);
-                    if matches!(stop, Stop::Interrupted) {
-                        store_partial(worker, chat, step).await?;
-                    }
-                    return Err(stop);
-                }
-                next = stream.next() => next,
-            };
-            match next {
-                None => break,
-                Some(Ok(event)) => {
-                    if let Some(part) = step.apply(event) {
-                        let mut guard = channel.lock().await;
-                        guard.emit(store, EventBody::MessagePart { part }).await?;
-                    }
-                }
-                Some(Err(error)) => {
-                    store_partial(worker, chat, step).await?;
-                    return Err(Stop::Failed(error.to_string()));
-                }
-            }
-        }
-        if step.finish.is_none() {
-            store_partial(worker, chat, step).await?;
-            return Err(Stop::Failed("the model's stream ended before the model finished its answer; send a message to try again".into()));
-        }
+        let request = ModelRequest {
+            model: model.record.model.clone(),
+            system: Some(system.clone()),
+            messages: prompt(&history),
+            tools: tools.clone(),
+            max_output_tokens: model.record.max_output_tokens.map(|n| n as u32),
+            thinking_budget: model.record.thinking_budget.map(|n| n as u32),
+        };
+        let step = call_model(worker, chat, &model, request, cancel, reason).await?;
+        let finish = step.finish;
         let usage = step.usage;
         let parts = step.into_parts();
         let calls: Vec<(String, String, Value)> = parts
@@ -208,10 +203,21 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
                 _ => None,
             })
             .collect();
-        let token_usage = TokenUsage { input: usage.input_tokens, output: usage.output_tokens, reasoning: usage.reasoning_tokens, cache_read: usage.cache_read_tokens };
-        store_message(worker, chat, "assistant", &parts, Some(&model), Some(token_usage)).await?;
-        // Some local servers end a tool-calling answer with "stop": the calls decide, not the reason.
+        let token_usage = TokenUsage {
+            input: usage.input_tokens,
+            output: usage.output_tokens,
+            reasoning: usage.reasoning_tokens,
+            cache_read: usage.cache_read_tokens,
+            cache_creation: usage.cache_creation_tokens,
+            cost_usd: Some(crate::catalog::cost_usd(&model.record.pricing, &usage)),
+        };
+        store_message(worker, chat, "assistant", &parts, Some(&model_name), Some(token_usage)).await?;
+        // Some local servers end a tool-calling answer with "stop": the calls decide, not the
+        // reason. A paused answer (Anthropic `pause_turn`) continues by being sent back.
         if calls.is_empty() {
+            if finish == Some(FinishReason::Pause) {
+                continue;
+            }
             return Ok(());
         }
         let results = tokio::select! {
@@ -232,6 +238,85 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
         store_message(worker, chat, "tool", &results, None, None).await?;
     }
     Err(Stop::Failed(format!("the turn reached its limit of {} model calls; send a message to continue", worker.settings.max_steps)))
+}
+
+/// One model call, streamed to clients, tried again on failures worth retrying. Returns the
+/// finished step; on a failure that ends the turn, what was streamed is stored once.
+async fn call_model(
+    worker: &Worker,
+    chat: &Chat,
+    model: &Resolved,
+    request: ModelRequest,
+    cancel: &tokio_util::sync::CancellationToken,
+    reason: &std::sync::Mutex<Option<StopReason>>,
+) -> Result<Step, Stop> {
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let policy = worker.settings.retry;
+    let mut attempt = 1;
+    loop {
+        let mut stream = model.client.stream(request.clone());
+        let mut step = Step::default();
+        let error = loop {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let stop = stop_reason(reason);
+                    if matches!(stop, Stop::Interrupted) {
+                        store_partial(worker, chat, step).await?;
+                    }
+                    return Err(stop);
+                }
+                next = stream.next() => next,
+            };
+            match next {
+                None => return Ok(step),
+                Some(Ok(event)) => {
+                    if let Some(part) = step.apply(event) {
+                        let mut guard = channel.lock().await;
+                        guard.emit(store, EventBody::MessagePart { part }).await?;
+                    }
+                }
+                Some(Err(error)) => break error,
+            }
+        };
+        // A cut connection after output is not retried (the issue's contract: the output stays,
+        // once); a provider error mid-answer is, and the partial output is dropped.
+        let retryable = error.kind.retryable() && !(error.kind == ErrorKind::Dropped && step.has_output());
+        let delay = policy.delay(attempt, error.retry_after);
+        if !retryable || attempt >= policy.max_attempts || delay > crate::llm::retry::LONGEST_RETRY_AFTER {
+            store_partial(worker, chat, step).await?;
+            return Err(Stop::Failed(give_up_message(&error, attempt, retryable)));
+        }
+        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "model call failed; retrying");
+        {
+            let mut guard = channel.lock().await;
+            let discarded_output = step.has_output();
+            if discarded_output {
+                guard.clear_in_flight();
+            }
+            let retrying_at = crate::store::now_ms() + delay.as_millis() as i64;
+            let body = EventBody::Retry { attempt, delay_ms: delay.as_millis() as u64, error: error.message.clone(), error_kind: error.kind, retrying_at, discarded_output };
+            guard.emit(store, body).await?;
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(stop_reason(reason)),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        attempt += 1;
+    }
+}
+
+/// The chat's `last_error` when a model call is given up on.
+fn give_up_message(error: &LlmError, attempts: u32, retryable: bool) -> String {
+    if retryable && attempts > 1 {
+        format!("{error} (gave up after {attempts} attempts); send a message to try again")
+    } else if error.kind == ErrorKind::Dropped {
+        format!("{error}; what arrived is kept, send a message to continue")
+    } else {
+        error.to_string()
+    }
 }
 
 /// Runs a step's tool calls concurrently; results come back in call order.

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::service::{ChatService, StopReason};
 use super::turn;
-use crate::llm::Provider;
+use crate::catalog::Catalog;
+use crate::llm::retry::RetryPolicy;
 use crate::plugins::PluginRuntime;
 use crate::store::now_ms;
 
@@ -18,8 +19,8 @@ use crate::store::now_ms;
 pub struct WorkerSettings {
     /// Root of the scratch workspaces (one per root chat) until workspaces are a feature.
     pub workspaces_dir: PathBuf,
-    /// The model used when a chat names none.
-    pub default_model: Option<String>,
+    /// How failed model calls are retried.
+    pub retry: RetryPolicy,
     pub max_steps: usize,
     pub max_concurrent_chats: usize,
     pub heartbeat: Duration,
@@ -36,7 +37,7 @@ impl Default for WorkerSettings {
     fn default() -> WorkerSettings {
         WorkerSettings {
             workspaces_dir: PathBuf::from("workspaces"),
-            default_model: None,
+            retry: RetryPolicy::default(),
             max_steps: 100,
             max_concurrent_chats: 256,
             heartbeat: Duration::from_secs(10),
@@ -51,7 +52,8 @@ pub struct Worker {
     pub id: String,
     pub service: Arc<ChatService>,
     pub runtime: Arc<PluginRuntime>,
-    pub provider: Arc<dyn Provider>,
+    /// Which provider and model serve each chat.
+    pub catalog: Arc<Catalog>,
     pub settings: WorkerSettings,
 }
 

@@ -1,12 +1,28 @@
 //! Model providers: a request in the chat's terms, a stream of deltas back.
+//!
+//! Token counts follow one convention whatever the wire format: `input_tokens` are the prompt
+//! tokens read neither from nor into the provider's cache, so the prompt's size is
+//! `input + cache_read + cache_creation` (OpenAI counts cached tokens inside `prompt_tokens`;
+//! they are subtracted).
 
+pub mod anthropic;
+pub mod errors;
 pub mod openai;
+pub mod retry;
+pub mod sse;
+
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::chat::parts::MessagePart;
 use crate::plugins::ToolInfo;
+
+pub use errors::{ErrorKind, LlmError};
+
+/// How long a provider may stay silent (before answering, or mid-stream) before it is given up on.
+pub const DEFAULT_SILENCE_LIMIT: Duration = Duration::from_secs(300);
 
 /// One message of a prompt.
 #[derive(Clone, Debug)]
@@ -24,12 +40,17 @@ pub enum Role {
 }
 
 /// What a model is asked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ModelRequest {
+    /// The provider's name for the model.
     pub model: String,
     pub system: Option<String>,
     pub messages: Vec<PromptMessage>,
     pub tools: Vec<ToolInfo>,
+    /// Upper bound of the answer's length (Anthropic requires one).
+    pub max_output_tokens: Option<u32>,
+    /// Extended thinking budget, for models that think (Anthropic).
+    pub thinking_budget: Option<u32>,
 }
 
 /// Why the model stopped.
@@ -40,16 +61,38 @@ pub enum FinishReason {
     ToolCalls,
     Length,
     ContentFilter,
+    /// The model refused to answer (Anthropic `refusal`).
+    Refusal,
+    /// The provider paused a long turn; sending the answer back continues it (Anthropic `pause_turn`).
+    Pause,
     Other,
 }
 
-/// Token counts of one model call.
+/// Token counts of one model call (see the module comment for what `input_tokens` means).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
     pub cache_read_tokens: i64,
+    pub cache_creation_tokens: i64,
+}
+
+impl Usage {
+    /// Providers report counts more than once (Anthropic: at the start and at the end); counts
+    /// only grow, so the larger of each wins.
+    pub fn merge(&mut self, other: Usage) {
+        self.input_tokens = self.input_tokens.max(other.input_tokens);
+        self.output_tokens = self.output_tokens.max(other.output_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.max(other.reasoning_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.max(other.cache_read_tokens);
+        self.cache_creation_tokens = self.cache_creation_tokens.max(other.cache_creation_tokens);
+    }
+
+    /// The prompt's size in tokens.
+    pub fn prompt_tokens(&self) -> i64 {
+        self.input_tokens + self.cache_read_tokens + self.cache_creation_tokens
+    }
 }
 
 /// One piece of a streamed answer.
@@ -57,27 +100,92 @@ pub struct Usage {
 pub enum StreamEvent {
     Text(String),
     Reasoning(String),
+    /// The signature that closes the current reasoning block; it must be sent back with it.
+    ReasoningSignature(String),
+    /// Reasoning the provider sent encrypted; kept only to be sent back.
+    RedactedReasoning(String),
     /// A piece of a tool call; `index` groups the pieces of one call.
     ToolCall { index: u32, id: Option<String>, name: Option<String>, arguments: String },
     Usage(Usage),
     Finish(FinishReason),
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LlmError {
-    #[error("the model provider is not configured: {0}")]
-    NotConfigured(String),
-    #[error("the model provider could not be reached: {0}")]
-    Connection(String),
-    #[error("the model provider answered {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error("the model provider's stream broke off: {0}")]
-    Stream(String),
-    #[error("the model provider sent something unreadable: {0}")]
-    Protocol(String),
-}
-
 /// A model provider.
 pub trait Provider: Send + Sync {
+    /// The stream ends after the model's finish (a [`StreamEvent::Finish`]); a stream that ends
+    /// without one yields an [`ErrorKind::Dropped`] error first.
     fn stream(&self, request: ModelRequest) -> BoxStream<'static, Result<StreamEvent, LlmError>>;
+}
+
+/// The kinds of provider this server speaks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// The OpenAI Chat Completions API, also spoken by Ollama, vLLM, llama.cpp and others.
+    Openai,
+    /// The Anthropic Messages API.
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProviderKind> {
+        match text {
+            "openai" => Some(ProviderKind::Openai),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// The environment variables this kind is configured by, like its own SDKs.
+    pub fn env_vars(self) -> (&'static str, &'static str) {
+        match self {
+            ProviderKind::Openai => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+            ProviderKind::Anthropic => ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+        }
+    }
+}
+
+/// How to reach one provider.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The provider's name in this server, for messages.
+    pub name: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub silence_limit: Duration,
+}
+
+/// A client for a provider of this kind.
+pub fn connect(kind: ProviderKind, connection: Connection) -> std::sync::Arc<dyn Provider> {
+    match kind {
+        ProviderKind::Openai => std::sync::Arc::new(openai::OpenAi::new(connection)),
+        ProviderKind::Anthropic => std::sync::Arc::new(anthropic::Anthropic::new(connection)),
+    }
+}
+
+/// `TOOLHOST_MODEL_TIMEOUT_SECS`, or the default silence limit.
+pub fn silence_limit_from_env() -> Duration {
+    std::env::var("TOOLHOST_MODEL_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_SILENCE_LIMIT)
+}
+
+/// The text of a message's text-like parts, for formats that take one string.
+pub(crate) fn text_of(parts: &[MessagePart]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            MessagePart::Text { text, .. } => Some(text.clone()),
+            MessagePart::FileReference { file_name, start_line, end_line, content } => {
+                Some(format!("{file_name} (lines {start_line}-{end_line}):\n{content}"))
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

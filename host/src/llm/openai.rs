@@ -1,48 +1,35 @@
 //! The OpenAI Chat Completions streaming API, as spoken by OpenAI and by local servers
 //! (Ollama, vLLM, llama.cpp). Configured like that ecosystem: `OPENAI_API_KEY`, `OPENAI_BASE_URL`.
 
-use std::time::Duration;
-
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use eventsource_stream::Event;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage};
+use super::sse::{self, WireParser};
+use super::{Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage, text_of};
 use crate::chat::parts::MessagePart;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// How long a provider may stay silent (before answering, or mid-stream) before it is given up on.
-pub const DEFAULT_SILENCE_LIMIT: Duration = Duration::from_secs(300);
 
 pub struct OpenAi {
     client: reqwest::Client,
+    name: String,
     base_url: String,
     api_key: Option<String>,
 }
 
 impl OpenAi {
-    pub fn new(base_url: Option<String>, api_key: Option<String>) -> OpenAi {
-        OpenAi::with_silence_limit(base_url, api_key, DEFAULT_SILENCE_LIMIT)
-    }
-
-    /// `silence_limit`: a provider that sends nothing for this long is treated as gone, and the
-    /// turn ends in an error rather than hanging.
-    pub fn with_silence_limit(base_url: Option<String>, api_key: Option<String>, silence_limit: Duration) -> OpenAi {
+    /// `connection.silence_limit`: a provider that sends nothing for this long is treated as
+    /// gone, and the stream ends in a [`ErrorKind::Dropped`] error rather than hanging.
+    pub fn new(connection: Connection) -> OpenAi {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(silence_limit)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(connection.silence_limit)
             .build()
             .unwrap_or_default();
-        let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()).trim_end_matches('/').to_string();
-        OpenAi { client, base_url, api_key: api_key.filter(|k| !k.is_empty()) }
-    }
-
-    /// From `OPENAI_BASE_URL`, `OPENAI_API_KEY`, and `TOOLHOST_MODEL_TIMEOUT_SECS` (the silence limit).
-    pub fn from_env() -> OpenAi {
-        let silence = std::env::var("TOOLHOST_MODEL_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_SILENCE_LIMIT);
-        OpenAi::with_silence_limit(std::env::var("OPENAI_BASE_URL").ok(), std::env::var("OPENAI_API_KEY").ok(), silence)
+        let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string()).trim_end_matches('/').to_string();
+        OpenAi { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()) }
     }
 }
 
@@ -61,6 +48,9 @@ fn body(request: &ModelRequest) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    if let Some(limit) = request.max_output_tokens {
+        body["max_completion_tokens"] = json!(limit);
+    }
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
@@ -69,20 +59,6 @@ fn body(request: &ModelRequest) -> Value {
             .collect();
     }
     body
-}
-
-fn text_of(parts: &[MessagePart]) -> String {
-    parts
-        .iter()
-        .filter_map(|p| match p {
-            MessagePart::Text { text, .. } => Some(text.clone()),
-            MessagePart::FileReference { file_name, start_line, end_line, content } => {
-                Some(format!("{file_name} (lines {start_line}-{end_line}):\n{content}"))
-            }
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn wire_messages(message: &PromptMessage) -> Vec<Value> {
@@ -208,44 +184,70 @@ fn finish_reason(text: &str) -> FinishReason {
     }
 }
 
+/// Reads `data:` payloads of chat completion chunks until `[DONE]`.
+#[derive(Default)]
+pub struct ChunkParser {
+    provider: String,
+}
+
+impl ChunkParser {
+    pub fn new(provider: impl Into<String>) -> ChunkParser {
+        ChunkParser { provider: provider.into() }
+    }
+}
+
+impl WireParser for ChunkParser {
+    fn feed(&mut self, event: &Event, out: &mut Vec<StreamEvent>) -> Result<bool, LlmError> {
+        let data = event.data.trim();
+        match data {
+            "[DONE]" => Ok(true),
+            "" => Ok(false),
+            _ => chunk_events(&self.provider, data, out).map(|()| false),
+        }
+    }
+}
+
 /// The events one `data:` payload carries.
-fn chunk_events(data: &str) -> Result<Vec<StreamEvent>, LlmError> {
-    let chunk: Chunk = serde_json::from_str(data).map_err(|e| LlmError::Protocol(format!("{e} in {data:.200}")))?;
+fn chunk_events(provider: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), LlmError> {
+    let chunk: Chunk = sse::payload(provider, data)?;
     if let Some(error) = chunk.error {
         let message = error.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| error.to_string());
-        return Err(LlmError::Stream(message));
+        let kind = error.get("type").or_else(|| error.get("code")).and_then(Value::as_str).unwrap_or("server_error");
+        return Err(LlmError::from_stream_error(provider, kind, &message));
     }
-    let mut events = Vec::new();
     for choice in chunk.choices.unwrap_or_default() {
         if let Some(delta) = choice.delta {
             if let Some(text) = delta.reasoning_content.filter(|t| !t.is_empty()) {
-                events.push(StreamEvent::Reasoning(text));
+                out.push(StreamEvent::Reasoning(text));
             }
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                events.push(StreamEvent::Text(text));
+                out.push(StreamEvent::Text(text));
             }
             for call in delta.tool_calls.unwrap_or_default() {
                 let (name, arguments) = match call.function {
                     Some(f) => (f.name, f.arguments.unwrap_or_default()),
                     None => (None, String::new()),
                 };
-                events.push(StreamEvent::ToolCall { index: call.index, id: call.id, name, arguments });
+                out.push(StreamEvent::ToolCall { index: call.index, id: call.id, name, arguments });
             }
         }
         if let Some(reason) = choice.finish_reason {
-            events.push(StreamEvent::Finish(finish_reason(&reason)));
+            out.push(StreamEvent::Finish(finish_reason(&reason)));
         }
     }
     if let Some(usage) = chunk.usage {
         let detail = |v: &Option<Value>, key: &str| v.as_ref().and_then(|d| d.get(key)).and_then(Value::as_i64).unwrap_or(0);
-        events.push(StreamEvent::Usage(Usage {
-            input_tokens: usage.prompt_tokens,
+        let cached = detail(&usage.prompt_tokens_details, "cached_tokens");
+        out.push(StreamEvent::Usage(Usage {
+            // OpenAI counts cached tokens inside prompt_tokens; this server counts them apart.
+            input_tokens: (usage.prompt_tokens - cached).max(0),
             output_tokens: usage.completion_tokens,
             reasoning_tokens: detail(&usage.completion_tokens_details, "reasoning_tokens"),
-            cache_read_tokens: detail(&usage.prompt_tokens_details, "cached_tokens"),
+            cache_read_tokens: cached,
+            cache_creation_tokens: 0,
         }));
     }
-    Ok(events)
+    Ok(())
 }
 
 impl Provider for OpenAi {
@@ -254,73 +256,30 @@ impl Provider for OpenAi {
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
-        let stream = async_stream(http);
-        Box::pin(stream)
+        sse::request_stream(self.name.clone(), http, ChunkParser::new(self.name.clone()))
     }
-}
-
-fn async_stream(http: reqwest::RequestBuilder) -> impl futures::Stream<Item = Result<StreamEvent, LlmError>> + Send + 'static {
-    futures::stream::once(async move {
-        let response = http.send().await.map_err(|e| LlmError::Connection(e.to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(String::from))
-                .unwrap_or_else(|| text.chars().take(500).collect());
-            return Err(LlmError::Status { status: status.as_u16(), message });
-        }
-        Ok(response.bytes_stream().eventsource())
-    })
-    .flat_map(|opened| match opened {
-        Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-        Ok(events) => {
-            // After `[DONE]` or an error, anything more is ignored.
-            let mut done = false;
-            events
-                .map(move |item| -> Vec<Result<StreamEvent, LlmError>> {
-                    if done {
-                        return Vec::new();
-                    }
-                    match item {
-                        Err(e) => {
-                            done = true;
-                            vec![Err(LlmError::Stream(e.to_string()))]
-                        }
-                        Ok(event) if event.data.trim() == "[DONE]" => {
-                            done = true;
-                            Vec::new()
-                        }
-                        Ok(event) if event.data.trim().is_empty() => Vec::new(),
-                        Ok(event) => match chunk_events(&event.data) {
-                            Ok(events) => events.into_iter().map(Ok).collect(),
-                            Err(e) => {
-                                done = true;
-                                vec![Err(e)]
-                            }
-                        },
-                    }
-                })
-                .flat_map(futures::stream::iter)
-                .boxed()
-        }
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::ErrorKind;
+
+    fn events(data: &str) -> Result<Vec<StreamEvent>, LlmError> {
+        let mut out = Vec::new();
+        chunk_events("local", data, &mut out).map(|()| out)
+    }
 
     #[test]
     fn tool_call_pieces_usage_without_choices_and_errors_are_read() {
-        let events = chunk_events(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"read_file","arguments":"{\"pa"}}]}}]}"#).unwrap();
-        assert_eq!(events, vec![StreamEvent::ToolCall { index: 1, id: Some("call_b".into()), name: Some("read_file".into()), arguments: "{\"pa".into() }]);
-        let usage = chunk_events(r#"{"choices":null,"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#).unwrap();
-        assert_eq!(usage, vec![StreamEvent::Usage(Usage { input_tokens: 12, output_tokens: 3, reasoning_tokens: 0, cache_read_tokens: 4 })]);
-        let finish = chunk_events(r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#).unwrap();
+        let events_of = events(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"read_file","arguments":"{\"pa"}}]}}]}"#).unwrap();
+        assert_eq!(events_of, vec![StreamEvent::ToolCall { index: 1, id: Some("call_b".into()), name: Some("read_file".into()), arguments: "{\"pa".into() }]);
+        let usage = events(r#"{"choices":null,"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#).unwrap();
+        assert_eq!(usage, vec![StreamEvent::Usage(Usage { input_tokens: 8, output_tokens: 3, reasoning_tokens: 0, cache_read_tokens: 4, cache_creation_tokens: 0 })]);
+        let finish = events(r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#).unwrap();
         assert_eq!(finish, vec![StreamEvent::Finish(FinishReason::ToolCalls)]);
-        assert!(matches!(chunk_events(r#"{"error":{"message":"overloaded"}}"#), Err(LlmError::Stream(m)) if m == "overloaded"));
-        assert!(matches!(chunk_events("{oops"), Err(LlmError::Protocol(_))));
+        let overloaded = events(r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#).unwrap_err();
+        assert_eq!(overloaded.kind, ErrorKind::Overloaded);
+        assert_eq!(events("{oops").unwrap_err().kind, ErrorKind::Protocol);
     }
 }

@@ -115,8 +115,15 @@ pub struct Message {
     pub role: String,
     pub content: Vec<MessagePart>,
     pub model: Option<String>,
+    /// Tokens and cost of the model call that produced this message (assistant messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::TokenUsage>,
     pub created_at: i64,
 }
+
+/// The columns [`message_from`] reads.
+pub(super) const MESSAGE_COLUMNS: &str = "id, chat_id, seq, role, content, model, input_tokens, output_tokens, reasoning_tokens, \
+    cache_read_tokens, cache_creation_tokens, cost_usd, created_at";
 
 impl Message {
     /// The message as API clients see it.
@@ -134,8 +141,22 @@ pub(super) fn message_from(row: &AnyRow) -> StoreResult<Message> {
         role: row.try_get("role")?,
         content: serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("message content: {e}")))?,
         model: row.try_get("model")?,
+        usage: usage_from(row)?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn usage_from(row: &AnyRow) -> StoreResult<Option<super::TokenUsage>> {
+    let Some(input) = row.try_get::<Option<i64>, _>("input_tokens")? else { return Ok(None) };
+    let count = |column: &str| row.try_get::<Option<i64>, _>(column).map(Option::unwrap_or_default);
+    Ok(Some(super::TokenUsage {
+        input,
+        output: count("output_tokens")?,
+        reasoning: count("reasoning_tokens")?,
+        cache_read: count("cache_read_tokens")?,
+        cache_creation: count("cache_creation_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+    }))
 }
 
 /// A message waiting for the running turn to end.
@@ -209,7 +230,7 @@ impl Store {
         let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(&id).fetch_one(&mut *tx).await?;
         let chat = chat_from(&row)?;
         tx.commit().await?;
-        let message = Message { id: message_id, chat_id: id, seq: 1, role: "user".into(), content: new.content, model: None, created_at: now };
+        let message = Message { id: message_id, chat_id: id, seq: 1, role: "user".into(), content: new.content, model: None, usage: None, created_at: now };
         Ok((chat, message))
     }
 
@@ -246,7 +267,7 @@ impl Store {
     /// A chat's messages with a sequence number above `after_seq`, in order.
     pub async fn messages(&self, chat_id: &str, after_seq: i64) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(
-            "SELECT id, chat_id, seq, role, content, model, created_at FROM chat_messages WHERE chat_id = $1 AND seq > $2 ORDER BY id",
+            &format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chat_id = $1 AND seq > $2 ORDER BY id"),
         )
         .bind(chat_id)
         .bind(after_seq)

@@ -2,12 +2,16 @@
 //! `Any` driver, with `$N` placeholders both understand); the few statements that must differ
 //! (acquiring work) branch on [`Backend`].
 
+mod catalog;
 mod chats;
+mod usage;
 mod users;
 mod work;
 
+pub use catalog::{ModelRecord, Pricing, ProviderRecord, Source};
 pub use chats::{Chat, ChatStatus, Message, NewChat, QueuedMessage};
 pub use users::{User, hash_token};
+pub use usage::{UsageFilter, UsageGroup, UsageGrouping, UsageTotals};
 pub use work::{MAX_QUEUED, TokenUsage};
 
 use std::path::Path;

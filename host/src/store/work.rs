@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::chats::{CHAT_COLUMNS, chat_from, message_from, queued_from, to_json};
+use super::chats::{CHAT_COLUMNS, MESSAGE_COLUMNS, chat_from, message_from, queued_from, to_json};
 use super::{Backend, Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult, now_ms};
 use crate::chat::parts::MessagePart;
 
@@ -11,12 +11,20 @@ use crate::chat::parts::MessagePart;
 pub const MAX_QUEUED: i64 = 20;
 
 /// Token counts stored with a message.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct TokenUsage {
+    #[serde(rename = "input_tokens")]
     pub input: i64,
+    #[serde(rename = "output_tokens")]
     pub output: i64,
+    #[serde(rename = "reasoning_tokens")]
     pub reasoning: i64,
+    #[serde(rename = "cache_read_tokens")]
     pub cache_read: i64,
+    #[serde(rename = "cache_creation_tokens")]
+    pub cache_creation: i64,
+    /// From the model's prices when the call was made.
+    pub cost_usd: Option<f64>,
 }
 
 impl Store {
@@ -107,20 +115,23 @@ impl Store {
         if touched.rows_affected() == 0 {
             return Ok(None);
         }
-        let usage = usage.unwrap_or_default();
-        let row = sqlx::query(
-            "INSERT INTO chat_messages (chat_id, seq, role, content, model, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, chat_id, seq, role, content, model, created_at",
-        )
+        // Messages without a model call (user, tool, partial) store no counts.
+        let count = |f: fn(&TokenUsage) -> i64| usage.as_ref().map(f);
+        let row = sqlx::query(&format!(
+            "INSERT INTO chat_messages (chat_id, seq, role, content, model, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {MESSAGE_COLUMNS}"
+        ))
         .bind(chat_id)
         .bind(seq)
         .bind(role)
         .bind(to_json(content))
         .bind(model)
-        .bind(usage.input)
-        .bind(usage.output)
-        .bind(usage.reasoning)
-        .bind(usage.cache_read)
+        .bind(count(|u| u.input))
+        .bind(count(|u| u.output))
+        .bind(count(|u| u.reasoning))
+        .bind(count(|u| u.cache_read))
+        .bind(count(|u| u.cache_creation))
+        .bind(usage.as_ref().and_then(|u| u.cost_usd))
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
@@ -211,10 +222,9 @@ impl Store {
     pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, seq: i64, content: &[MessagePart]) -> StoreResult<Message> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE chat_messages SET content = $1, seq = $2 WHERE id = $3 AND chat_id = $4 AND role = 'user' \
-             RETURNING id, chat_id, seq, role, content, model, created_at",
-        )
+        let row = sqlx::query(&format!(
+            "UPDATE chat_messages SET content = $1, seq = $2 WHERE id = $3 AND chat_id = $4 AND role = 'user' RETURNING {MESSAGE_COLUMNS}"
+        ))
         .bind(to_json(content))
         .bind(seq)
         .bind(message_id)
