@@ -9,6 +9,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fake_llm::{self, Script};
+use support::read_stream;
 use support::{Backend, TestServer};
 
 fn text(t: &str) -> Value {
@@ -34,31 +35,6 @@ fn texts(messages: &[Value]) -> Vec<(String, String)> {
             (m["role"].as_str().unwrap().to_string(), text)
         })
         .collect()
-}
-
-/// Reads SSE events from the chat's stream until `until` says stop (or 20 s pass).
-async fn read_stream(server: &TestServer, token: &str, chat: &str, after: Option<i64>, until: impl Fn(&[Value]) -> bool) -> Vec<(Option<i64>, Value)> {
-    let mut request = server.http.get(server.url(&format!("/api/v1/chats/{chat}/stream"))).bearer_auth(token).header("accept", "text/event-stream");
-    if let Some(after) = after {
-        request = request.query(&[("after", after)]);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut events: Vec<(Option<i64>, Value)> = Vec::new();
-    let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, stream.next()).await {
-        if event.data == "ping" || event.event == "ping" {
-            continue;
-        }
-        let value: Value = serde_json::from_str(&event.data).unwrap();
-        events.push((event.id.parse().ok(), value));
-        let values: Vec<Value> = events.iter().map(|(_, v)| v.clone()).collect();
-        if until(&values) {
-            break;
-        }
-    }
-    events
 }
 
 /// A chat made directly in the store (as a spawning chat or a dead worker's would be).

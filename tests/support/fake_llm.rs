@@ -1,5 +1,5 @@
-//! A fake model server speaking the OpenAI Chat Completions streaming wire format, replaying
-//! scripted answers and recording what it was asked.
+//! A fake model server speaking the OpenAI Chat Completions and the Anthropic Messages streaming
+//! wire formats, replaying scripted answers and recording what it was asked.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -23,6 +23,59 @@ pub enum Script {
     Dropped(Vec<Value>),
     /// An HTTP error.
     Status(u16, Value),
+    /// An HTTP error with a `retry-after` header (seconds).
+    StatusRetryAfter(u16, Value, u64),
+    /// Anthropic Messages events (each payload's `type` is its event name); the connection
+    /// closes after the last (so events without `message_stop` are a cut connection).
+    Anthropic { events: Vec<Value> },
+    /// This exact response body, as an event stream.
+    Raw(String),
+}
+
+/// An Anthropic answer streaming `text` word by word.
+pub fn anthropic_text(text: &str) -> Script {
+    let mut events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": 100, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 50, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "ping"}),
+    ];
+    for word in text.split_inclusive(' ') {
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 20}}));
+    events.push(json!({"type": "message_stop"}));
+    Script::Anthropic { events }
+}
+
+/// An Anthropic answer that thinks (signed), then calls a tool with arguments in pieces.
+pub fn anthropic_thinking_tool_use(id: &str, name: &str, args: &str) -> Script {
+    let mut events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 80, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "I should read the file."}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+    ];
+    for piece in args.chars().collect::<Vec<_>>().chunks(5) {
+        events.push(json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": piece.iter().collect::<String>()}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 1}));
+    events.push(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 40}}));
+    events.push(json!({"type": "message_stop"}));
+    Script::Anthropic { events }
+}
+
+/// An Anthropic answer that streams some text, then reports an `error` event.
+pub fn anthropic_error_after(text: &str, error_type: &str) -> Script {
+    let events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_3", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        json!({"type": "error", "error": {"type": error_type, "message": "Overloaded"}}),
+    ];
+    Script::Anthropic { events }
 }
 
 fn delta(delta: Value) -> Value {
@@ -95,6 +148,8 @@ pub enum Fallback {
 struct Shared {
     scripts: Arc<Mutex<VecDeque<Script>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// The API key each request carried (`Authorization: Bearer` or `x-api-key`).
+    keys: Arc<Mutex<Vec<Option<String>>>>,
     fallback: Arc<Mutex<Fallback>>,
     record: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -109,7 +164,10 @@ impl FakeLlm {
     pub async fn start() -> FakeLlm {
         let shared = Shared::default();
         shared.record.store(true, std::sync::atomic::Ordering::Relaxed);
-        let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(shared.clone());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .route("/v1/messages", post(anthropic_messages))
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -133,6 +191,16 @@ impl FakeLlm {
         self.shared.record.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The API keys the requests carried.
+    pub fn keys(&self) -> Vec<Option<String>> {
+        self.shared.keys.lock().unwrap().clone()
+    }
+
+    /// The base URL for Anthropic clients (which add `/v1` themselves).
+    pub fn anthropic_base_url(&self) -> String {
+        self.base_url.trim_end_matches("/v1").to_string()
+    }
+
     /// The request bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
@@ -145,11 +213,44 @@ impl Drop for FakeLlm {
     }
 }
 
-async fn complete(State(shared): State<Shared>, body: axum::Json<Value>) -> Response {
-    let last_role = body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
+fn record(shared: &Shared, headers: &axum::http::HeaderMap, body: &Value) {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(String::from));
     if shared.record.load(std::sync::atomic::Ordering::Relaxed) {
-        shared.requests.lock().unwrap().push(body.0);
+        shared.keys.lock().unwrap().push(key);
+        shared.requests.lock().unwrap().push(body.clone());
     }
+}
+
+fn status_response(status: u16, body: Value, retry_after: Option<u64>) -> Response {
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
+    }
+    response
+}
+
+async fn anthropic_messages(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+    record(&shared, &headers, &body.0);
+    let script = shared.scripts.lock().unwrap().pop_front().unwrap_or_else(|| anthropic_text("(no more scripted answers)"));
+    let events = match script {
+        Script::Status(status, body) => return status_response(status, body, None),
+        Script::StatusRetryAfter(status, body, seconds) => return status_response(status, body, Some(seconds)),
+        Script::Anthropic { events } => events,
+        Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
+        other => panic!("an OpenAI script was queued for an Anthropic request: {other:?}"),
+    };
+    let frames: Vec<String> = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("unknown"))).collect();
+    let stream = futures::stream::iter(frames).map(|frame| Ok::<_, Infallible>(Bytes::from(frame)));
+    Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
+}
+
+async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+    let last_role = body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
+    record(&shared, &headers, &body.0);
     let queued = shared.scripts.lock().unwrap().pop_front();
     let fallback = *shared.fallback.lock().unwrap();
     let script = queued.unwrap_or_else(|| match fallback {
@@ -164,7 +265,10 @@ async fn complete(State(shared): State<Shared>, body: axum::Json<Value>) -> Resp
         }
     }
     let (chunks, pause, done) = match script {
-        Script::Status(status, body) => return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response(),
+        Script::Status(status, body) => return status_response(status, body, None),
+        Script::StatusRetryAfter(status, body, seconds) => return status_response(status, body, Some(seconds)),
+        Script::Anthropic { .. } => panic!("an Anthropic script was queued for an OpenAI request"),
+        Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
         Script::Stream { chunks, pause } => (chunks, pause, true),
         Script::Dropped(chunks) => (chunks, Duration::ZERO, false),
     };

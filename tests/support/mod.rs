@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +120,7 @@ impl TestServer {
 
     /// A server over an existing test database.
     pub async fn start_on(database: TestDatabase, settings: WorkerSettings) -> TestServer {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
         let store = Store::open(&database.url).await.unwrap();
         let llm = FakeLlm::start().await;
         let workspaces = tempfile::tempdir().unwrap();
@@ -203,4 +204,29 @@ impl TestServer {
         self.store.close().await;
         self.database.drop_database().await;
     }
+}
+
+/// Reads SSE events from the chat's stream until `until` says stop (or 20 s pass).
+pub async fn read_stream(server: &TestServer, token: &str, chat: &str, after: Option<i64>, until: impl Fn(&[Value]) -> bool) -> Vec<(Option<i64>, Value)> {
+    let mut request = server.http.get(server.url(&format!("/api/v1/chats/{chat}/stream"))).bearer_auth(token).header("accept", "text/event-stream");
+    if let Some(after) = after {
+        request = request.query(&[("after", after)]);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let mut events: Vec<(Option<i64>, Value)> = Vec::new();
+    let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        if event.data == "ping" || event.event == "ping" {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&event.data).unwrap();
+        events.push((event.id.parse().ok(), value));
+        let values: Vec<Value> = events.iter().map(|(_, v)| v.clone()).collect();
+        if until(&values) {
+            break;
+        }
+    }
+    events
 }

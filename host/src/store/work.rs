@@ -131,7 +131,9 @@ impl Store {
         .bind(count(|u| u.reasoning))
         .bind(count(|u| u.cache_read))
         .bind(count(|u| u.cache_creation))
-        .bind(usage.as_ref().and_then(|u| u.cost_usd))
+        // Never a NULL float: sqlx's Any driver prepares a NULL f64 with a type PostgreSQL then
+        // refuses a real f64 for, on the same cached statement. Without counts the cost is moot.
+        .bind(usage.as_ref().and_then(|u| u.cost_usd).unwrap_or(0.0))
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
