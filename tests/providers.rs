@@ -75,7 +75,7 @@ async fn a_chat_runs_end_to_end_on_anthropic_with_thinking_tools_caching_and_cos
     assert_eq!(report["total"]["calls"], 2);
     assert_eq!(report["by_model"][0]["key"], "claude-test");
     assert_eq!(report["by_root_chat"][0]["key"], chat.as_str());
-    assert_eq!(report["by_root_chat"][0]["label"], "read missing.txt");
+    assert_eq!(report["by_root_chat"][0]["label"], fake_llm::TITLE, "labelled with the chat's title");
     let (status, _) = server.get(&alice, "/api/v1/usage?user=all").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, everyone) = server.get(&admin, "/api/v1/usage?user=all&from=2020-01-01").await;
@@ -260,3 +260,37 @@ async fn prompts_are_assembled_in_the_documented_order(backend: Backend) {
     server.finish().await;
 }
 on_both_backends!(prompts_are_assembled_in_the_documented_order);
+
+async fn a_new_chat_gets_a_generated_title_from_the_title_model_beside_its_turn(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = anthropic_setup(&server).await;
+    let alice = server.user("alice", false).await;
+    let models = server.get(&admin, "/api/v1/models").await.1;
+    let claude = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "claude-test").unwrap()["id"].as_str().unwrap().to_string();
+    let marked = server.http.patch(server.url(&format!("/api/v1/models/{claude}"))).bearer_auth(&admin).json(&json!({"title_model": true})).send().await.unwrap();
+    assert_eq!(marked.status(), StatusCode::OK);
+    server.llm.script([fake_llm::text("The answer.")]);
+    let chat = create_chat(&server, &alice, text("please help me migrate the billing service to the new queue")).await;
+    server.wait_for_status(&alice, &chat, "waiting").await;
+    let mut title = Value::Null;
+    for _ in 0..100 {
+        title = server.get(&alice, &format!("/api/v1/chats/{chat}")).await.1["title"].clone();
+        if title == fake_llm::TITLE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(title, fake_llm::TITLE);
+    let titles = server.llm.title_requests();
+    assert_eq!(titles.len(), 1);
+    assert_eq!(titles[0]["model"], "claude-sonnet-test", "the title model writes titles");
+    assert!(titles[0]["messages"][0]["content"][0]["text"].as_str().unwrap().contains("billing service"));
+    let answer = messages(&server, &alice, &chat).await;
+    assert_eq!(answer[1]["content"][0]["text"], "The answer.", "the turn's answer is its own");
+
+    server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), text("and the tests?")).await;
+    server.wait_for_status(&alice, &chat, "waiting").await;
+    assert_eq!(server.llm.title_requests().len(), 1, "only the first message is titled");
+    server.finish().await;
+}
+on_both_backends!(a_new_chat_gets_a_generated_title_from_the_title_model_beside_its_turn);

@@ -148,6 +148,8 @@ pub enum Fallback {
 struct Shared {
     scripts: Arc<Mutex<VecDeque<Script>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// Title requests, answered apart so they never take a scripted answer.
+    title_requests: Arc<Mutex<Vec<Value>>>,
     /// The API key each request carried (`Authorization: Bearer` or `x-api-key`).
     keys: Arc<Mutex<Vec<Option<String>>>>,
     fallback: Arc<Mutex<Fallback>>,
@@ -189,6 +191,11 @@ impl FakeLlm {
     /// Stop recording requests (benchmarks make many).
     pub fn stop_recording(&self) {
         self.shared.record.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The title requests received so far.
+    pub fn title_requests(&self) -> Vec<Value> {
+        self.shared.title_requests.lock().unwrap().clone()
     }
 
     /// The API keys the requests carried.
@@ -233,7 +240,23 @@ fn status_response(status: u16, body: Value, retry_after: Option<u64>) -> Respon
     response
 }
 
+/// The title every title request gets.
+pub const TITLE: &str = "A generated title";
+
+/// Whether a request asks for a chat title (the server's title instruction opens its system prompt).
+fn is_title_request(shared: &Shared, body: &Value) -> bool {
+    let system = body["system"][0]["text"].as_str().or_else(|| body["messages"][0]["content"].as_str()).unwrap_or("");
+    let title = system.starts_with("Title this conversation");
+    if title {
+        shared.title_requests.lock().unwrap().push(body.clone());
+    }
+    title
+}
+
 async fn anthropic_messages(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+    if is_title_request(&shared, &body.0) {
+        return anthropic_messages_stream(match anthropic_text(TITLE) { Script::Anthropic { events } => events, _ => unreachable!() });
+    }
     record(&shared, &headers, &body.0);
     let script = shared.scripts.lock().unwrap().pop_front().unwrap_or_else(|| anthropic_text("(no more scripted answers)"));
     let events = match script {
@@ -243,12 +266,21 @@ async fn anthropic_messages(State(shared): State<Shared>, headers: axum::http::H
         Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
         other => panic!("an OpenAI script was queued for an Anthropic request: {other:?}"),
     };
+    anthropic_messages_stream(events)
+}
+
+fn anthropic_messages_stream(events: Vec<Value>) -> Response {
     let frames: Vec<String> = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("unknown"))).collect();
     let stream = futures::stream::iter(frames).map(|frame| Ok::<_, Infallible>(Bytes::from(frame)));
     Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
 async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+    if is_title_request(&shared, &body.0) {
+        let frames: Vec<String> = text_chunks(TITLE).iter().map(|c| format!("data: {c}\n\n")).chain(["data: [DONE]\n\n".to_string()]).collect();
+        let stream = futures::stream::iter(frames).map(|frame| Ok::<_, Infallible>(Bytes::from(frame)));
+        return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap();
+    }
     let last_role = body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
     record(&shared, &headers, &body.0);
     let queued = shared.scripts.lock().unwrap().pop_front();

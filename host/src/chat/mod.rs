@@ -5,5 +5,6 @@ pub mod events;
 pub mod parts;
 pub mod prompt;
 pub mod service;
+pub mod title;
 mod turn;
 pub mod worker;

@@ -13,7 +13,7 @@ use super::service::StopReason;
 use super::worker::Worker;
 use crate::catalog::Resolved;
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
-use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
+use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
 use crate::store::{Chat, ChatStatus, Message, TokenUsage};
 
 /// How a turn ended, when it did not simply finish.
@@ -182,8 +182,11 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
     let tools: Vec<_> = worker.runtime.tools().cloned().collect();
     let workspace = worker.settings.workspaces_dir.join(&chat.root_chat_id);
     let system = super::prompt::system_prompt(store, chat, Some(&workspace)).await?;
-    for _ in 0..worker.settings.max_steps {
+    for step_number in 0..worker.settings.max_steps {
         let history = store.messages(&chat.id, 0).await?;
+        if step_number == 0 && chat.kind == ChatKind::Root && history.len() == 1 {
+            super::title::spawn(worker.service.clone(), worker.catalog.clone(), chat.clone(), history[0].content.clone());
+        }
         let request = ModelRequest {
             model: model.record.model.clone(),
             system: Some(system.clone()),

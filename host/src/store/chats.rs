@@ -234,6 +234,12 @@ impl Store {
         Ok((chat, message))
     }
 
+    /// Sets a chat's title; returns the updated chat.
+    pub async fn set_title(&self, id: &str, title: &str) -> StoreResult<Option<Chat>> {
+        sqlx::query("UPDATE chats SET title = $1, updated_at = $2 WHERE id = $3").bind(title).bind(now_ms()).bind(id).execute(&self.pool).await?;
+        self.chat(id).await
+    }
+
     /// A chat by id, whoever owns it (for the worker; the API uses [`Store::owned_chat`]).
     pub async fn chat(&self, id: &str) -> StoreResult<Option<Chat>> {
         let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
