@@ -206,6 +206,43 @@ fn finish_reason(reason: &str) -> FinishReason {
     }
 }
 
+/// A `content_block_delta`, read without building a JSON tree: these are nearly every event of
+/// an answer, so they take the fast path.
+#[derive(Deserialize)]
+struct DeltaEvent<'a> {
+    index: u32,
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    signature: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl EventParser {
+    fn delta(&self, event: DeltaEvent<'_>, out: &mut Vec<StreamEvent>) {
+        let owned = |v: Option<std::borrow::Cow<'_, str>>| v.map(|c| c.into_owned()).unwrap_or_default();
+        let DeltaEvent { index, delta } = event;
+        match delta.kind.as_ref() {
+            "text_delta" => out.push(StreamEvent::Text(owned(delta.text))),
+            "thinking_delta" => out.push(StreamEvent::Reasoning(owned(delta.thinking))),
+            "signature_delta" => out.push(StreamEvent::ReasoningSignature(owned(delta.signature))),
+            "input_json_delta" => out.push(StreamEvent::ToolCall { index, id: None, name: None, arguments: owned(delta.partial_json) }),
+            other => tracing::debug!(provider = %self.provider, delta = other, "skipping an unknown content delta"),
+        }
+    }
+}
+
 /// Reads the Messages event stream until `message_stop`.
 pub struct EventParser {
     provider: String,
@@ -220,6 +257,10 @@ impl EventParser {
 impl WireParser for EventParser {
     fn feed(&mut self, event: &Event, out: &mut Vec<StreamEvent>) -> Result<bool, LlmError> {
         if event.data.trim().is_empty() {
+            return Ok(false);
+        }
+        if event.event == "content_block_delta" {
+            self.delta(sse::payload::<DeltaEvent>(&self.provider, &event.data)?, out);
             return Ok(false);
         }
         let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_string();
@@ -243,13 +284,12 @@ impl WireParser for EventParser {
                 }
                 _ => {}
             },
-            WireEvent::ContentBlockDelta { index, delta } => match delta["type"].as_str().unwrap_or_default() {
-                "text_delta" => out.push(StreamEvent::Text(text(&delta, "text"))),
-                "thinking_delta" => out.push(StreamEvent::Reasoning(text(&delta, "thinking"))),
-                "signature_delta" => out.push(StreamEvent::ReasoningSignature(text(&delta, "signature"))),
-                "input_json_delta" => out.push(StreamEvent::ToolCall { index, id: None, name: None, arguments: text(&delta, "partial_json") }),
-                other => tracing::debug!(provider = %self.provider, delta = other, "skipping an unknown content delta"),
-            },
+            // Servers that name events differently still reach the same reading.
+            WireEvent::ContentBlockDelta { index, delta } => {
+                let delta = delta.to_string();
+                let delta = sse::payload::<DeltaBody>(&self.provider, &delta)?;
+                self.delta(DeltaEvent { index, delta }, out);
+            }
             WireEvent::ContentBlockStop {} | WireEvent::Ping {} => {}
             WireEvent::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
