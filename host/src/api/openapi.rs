@@ -6,7 +6,11 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::catalog::{ModelList, ProviderList};
 use super::chats::{CreateChat, EditMessage, SendMessage};
+use super::prompts::Prompt;
+use super::usage::UsageReport;
+use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
 use crate::chat::events::{ChatEvent, WatchEvent};
 use crate::chat::service::SendOutcome;
 use crate::store::{Chat, Message, QueuedMessage};
@@ -67,6 +71,41 @@ pub fn document() -> Value {
     paths.insert("/chats/{id}/stream".into(), json!({
         "parameters": [chat_path[0].clone(), {"name": "after", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "Sequence number of the last event seen; Last-Event-ID wins"}],
         "get": operation("The chat's events: a snapshot, then live (SSE with `Accept: text/event-stream`, or a WebSocket on upgrade)", json!({"200": ok::<ChatEvent>(&mut g, "A stream of these events")})),
+    }));
+    let id_path = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Id or name"}]);
+    paths.insert("/providers".into(), json!({
+        "get": operation("Providers (admins); keys are never returned", json!({"200": ok::<ProviderList>(&mut g, "The providers")})),
+        "post": with_body(operation("Add a provider (admins)", json!({"201": ok::<ProviderView>(&mut g, "The provider")})), body::<NewProvider>(&mut g)),
+    }));
+    paths.insert("/providers/{id}".into(), json!({
+        "parameters": id_path,
+        "patch": with_body(operation("Change a provider's base URL or key (admins); null clears", json!({"200": ok::<ProviderView>(&mut g, "The provider")})), body::<ProviderPatch>(&mut g)),
+        "delete": operation("Delete a provider no model uses (admins)", json!({"204": {"description": "Deleted"}})),
+    }));
+    paths.insert("/models".into(), json!({
+        "get": operation("Every model, the default, and whether each is usable (and why not)", json!({"200": ok::<ModelList>(&mut g, "The models")})),
+        "post": with_body(operation("Add a model config (admins)", json!({"201": ok::<ModelView>(&mut g, "The model")})), body::<ModelInput>(&mut g)),
+    }));
+    paths.insert("/models/{id}".into(), json!({
+        "parameters": id_path,
+        "patch": with_body(operation("Change a model config (admins)", json!({"200": ok::<ModelView>(&mut g, "The model")})), body::<ModelInput>(&mut g)),
+        "delete": operation("Delete a model config (admins); its chats use the default", json!({"204": {"description": "Deleted"}})),
+    }));
+    paths.insert("/usage".into(), json!({
+        "parameters": [
+            {"name": "from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "YYYY-MM-DD or RFC 3339, inclusive"},
+            {"name": "to", "in": "query", "required": false, "schema": {"type": "string"}, "description": "YYYY-MM-DD (inclusive) or RFC 3339 (exclusive)"},
+            {"name": "user", "in": "query", "required": false, "schema": {"type": "string"}, "description": "A user's name or `all` (admins)"}
+        ],
+        "get": operation("Tokens and cost by model, root chat (and user)", json!({"200": ok::<UsageReport>(&mut g, "The report")})),
+    }));
+    paths.insert("/settings/system-prompt".into(), json!({
+        "get": operation("The deployment's system prompt (admins)", json!({"200": ok::<Prompt>(&mut g, "The prompt")})),
+        "put": with_body(operation("Set the deployment's system prompt (admins)", json!({"200": ok::<Prompt>(&mut g, "The prompt")})), body::<Prompt>(&mut g)),
+    }));
+    paths.insert("/users/me/prompt".into(), json!({
+        "get": operation("The caller's own prompt", json!({"200": ok::<Prompt>(&mut g, "The prompt")})),
+        "put": with_body(operation("Set the caller's own prompt", json!({"200": ok::<Prompt>(&mut g, "The prompt")})), body::<Prompt>(&mut g)),
     }));
     let mut schemas = g.take_definitions(true);
     schemas.insert("Error".into(), json!({
