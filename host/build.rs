@@ -9,7 +9,7 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// A cargo profile of the workspace, tuned for small plugins.
 const PROFILE: &str = "plugin";
-const PACKAGES: &[&str] = &["toolhost-files", "fixture-hostile", "fixture-bad-schema", "fixture-wrong-version", "fixture-stand-ins"];
+const PACKAGES: &[&str] = &["toolhost-files", "toolhost-workspaces", "toolhost-shell", "toolhost-subagents", "fixture-hostile", "fixture-bad-schema", "fixture-wrong-version", "fixture-stand-ins"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -141,7 +141,7 @@ async fn the_openapi_document_describes_every_endpoint_and_resolves(backend: Bac
     let (status, doc) = json_of(server.http.get(server.url("/api/v1/openapi.json")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.0.3");
-    for path in ["/chats", "/chats/watch", "/chats/{id}", "/chats/{id}/messages", "/chats/{id}/messages/{message_id}", "/chats/{id}/queue/{queued_id}", "/chats/{id}/queue/{queued_id}/promote", "/chats/{id}/interrupt", "/chats/{id}/archive", "/chats/{id}/unarchive", "/chats/{id}/stream", "/providers", "/providers/{id}", "/models", "/models/{id}", "/usage", "/settings/system-prompt", "/users/me/prompt", "/policy", "/policy/versions", "/policy/versions/{version}", "/policy/versions/{version}/restore", "/policy/explain", "/policy/audit"] {
+    for path in ["/chats", "/chats/watch", "/chats/{id}", "/chats/{id}/messages", "/chats/{id}/messages/{message_id}", "/chats/{id}/queue/{queued_id}", "/chats/{id}/queue/{queued_id}/promote", "/chats/{id}/interrupt", "/chats/{id}/archive", "/chats/{id}/unarchive", "/chats/{id}/stream", "/providers", "/providers/{id}", "/models", "/models/{id}", "/usage", "/settings/system-prompt", "/users/me/prompt", "/policy", "/policy/versions", "/policy/versions/{version}", "/policy/versions/{version}/restore", "/policy/explain", "/policy/audit", "/templates", "/templates/reload", "/workspaces", "/workspaces/{id}", "/workspaces/{id}/start", "/workspaces/{id}/stop", "/chats/{id}/git/watch"] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
     let mut refs = Vec::new();

@@ -121,10 +121,13 @@ async fn the_model_uses_the_files_plugin_in_parallel_tool_calls(backend: Backend
         ]),
         fake_llm::text("Wrote the note."),
     ]);
-    let chat = create_chat(&server, &token, "write a note").await;
+    server.require_sandbox();
+    let workspace = server.ready_workspace(&token, "blank", json!({})).await;
+    let (status, created) = server.post(&token, "/api/v1/chats", json!({"content": [{"type": "text", "text": "write a note"}], "workspace_id": workspace["id"]})).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let chat = created["id"].as_str().unwrap().to_string();
     server.wait_for_status(&token, &chat, "waiting").await;
-    let (_, meta) = server.get(&token, &format!("/api/v1/chats/{chat}")).await;
-    let written = server.workspaces.path().join(meta["root_chat_id"].as_str().unwrap()).join("notes/todo.txt");
+    let written = server.workspace_files(workspace["id"].as_str().unwrap()).join("notes/todo.txt");
     assert_eq!(std::fs::read_to_string(written).unwrap(), "ship it\n");
 
     let all = messages(&server, &token, &chat).await;

@@ -53,6 +53,7 @@ fn request(tool: &str, arguments: Value, workspace: Option<&Path>) -> CallReques
             call_id: "call-1".into(),
         },
         workspace: workspace.map(Path::to_path_buf),
+        chat: None,
         grants: None,
         progress: None,
     }
@@ -342,7 +343,8 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
     assert!(reason("garbage.wasm").contains("not a valid WebAssembly component"), "{}", reason("garbage.wasm"));
     assert!(reason("empty.wasm").contains("not a tool component"), "{}", reason("empty.wasm"));
     assert!(reason("core.wasm").contains("not a valid WebAssembly component"), "{}", reason("core.wasm"));
-    assert_eq!(runtime.plugins().count(), 1, "only the bundled plugin is loaded");
+    let loaded: Vec<&str> = runtime.plugins().map(|p| p.name.as_str()).collect();
+    assert_eq!(loaded, ["files", "workspaces", "shell", "subagents"], "only the bundled plugins are loaded");
 }
 
 #[tokio::test]

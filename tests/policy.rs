@@ -128,16 +128,16 @@ fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, bool)> {
 }
 
 async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_cannot_call_them(backend: Backend) {
-    // Stand-ins for the workspace and agent plugins: create_workspace, spawn_agent, list_templates.
+    // The bundled workspaces and subagents plugins, and a stand-in for spawn_computer_use_agent.
     let server = TestServer::start_with_fixtures(backend, &["stand-ins"]).await;
     let admin = server.user("root", true).await;
     server.user("alice", false).await;
-    server.llm.script([fake_llm::tool_calls(&[("c1", "spawn_agent", "{}")]), fake_llm::text("spawned")]);
+    server.llm.script([fake_llm::tool_calls(&[("c1", "spawn_computer_use_agent", "{}")]), fake_llm::text("spawned")]);
     let root = finished_root_chat(&server, "alice").await;
     let root_results = tool_results(&server.store.messages(&root.id, 0).await.unwrap());
-    assert_eq!(root_results, [("spawn_agent ran (stand-in)".to_string(), false)], "root chats call them");
+    assert_eq!(root_results, [("spawn_computer_use_agent ran (stand-in)".to_string(), false)], "root chats call them");
     let root_tools = offered_tools(&server.llm.requests()[0]);
-    for tool in ["create_workspace", "spawn_agent", "list_templates", "read_file"] {
+    for tool in ["create_workspace", "spawn_agent", "wait_agent", "spawn_computer_use_agent", "list_templates", "read_file", "execute"] {
         assert!(root_tools.iter().any(|t| t == tool), "root chats are told of {tool}: {root_tools:?}");
     }
 
@@ -147,14 +147,14 @@ async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_
     let requests = server.llm.requests();
     let child_request = requests.iter().find(|r| r.to_string().contains("make a workspace")).unwrap();
     let child_tools = offered_tools(child_request);
-    assert!(child_tools.iter().any(|t| t == "read_file"), "{child_tools:?}");
-    for tool in ["create_workspace", "spawn_agent", "list_templates"] {
+    assert!(child_tools.iter().any(|t| t == "read_file") && child_tools.iter().any(|t| t == "execute"), "{child_tools:?}");
+    for tool in ["create_workspace", "start_workspace", "spawn_agent", "wait_agent", "message_agent", "close_agent", "spawn_computer_use_agent", "list_templates", "read_template"] {
         assert!(!child_tools.iter().any(|t| t == tool), "the subagent is told of {tool}: {child_tools:?}");
     }
     let (result, is_error) = tool_results(&server.store.messages(&child, 0).await.unwrap()).remove(0);
     assert!(is_error && result.contains("subagents-do-not-provision-workspaces-or-spawn-agents") && !result.contains("ran"), "{result}");
     let denials = audit(&server, &admin, 1).await;
-    assert_eq!((denials[0]["chat_id"].as_str(), denials[0]["tool"].as_str(), denials[0]["plugin"].as_str()), (Some(child.as_str()), Some("create_workspace"), Some("stand-ins")));
+    assert_eq!((denials[0]["chat_id"].as_str(), denials[0]["tool"].as_str(), denials[0]["plugin"].as_str()), (Some(child.as_str()), Some("create_workspace"), Some("workspaces")));
     assert_eq!(denials[0]["policy_version"], 0, "the built-in default decided");
     server.finish().await;
 }
@@ -190,8 +190,7 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
     assert!(*is_error && result.as_str().unwrap().contains("the tool policy denies it (subagents-do-not-write"), "{result}");
     let MessagePart::ToolResult { result, .. } = &results[1] else { panic!() };
     assert!(!result.as_str().unwrap().contains("policy"), "read_file ran: {result}");
-    let root_id = server.store.chat(&child).await.unwrap().unwrap().root_chat_id;
-    assert!(!server.workspaces.path().join(root_id).join("stolen.txt").exists(), "the invented call did not run");
+    assert!(!server.data.path().join("workspaces").exists() || !has_file(&server.data.path().join("workspaces"), "stolen.txt"), "the invented call did not run");
 
     let denials = audit(&server, &admin, 1).await;
     assert_eq!(denials[0]["chat_id"], child.as_str());
@@ -222,11 +221,8 @@ async fn a_capability_use_outside_its_allowed_scope_is_denied_and_audited(backen
         fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "secrets/key", "content": "k"}"#), ("c2", "write_file", r#"{"path": "notes.txt", "content": "n"}"#)]),
         fake_llm::text("done"),
     ]);
-    let (status, chat) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "write both"}]})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let chat = chat["id"].as_str().unwrap().to_string();
+    let (chat, workspace) = server.chat_with_workspace(&alice, "write both").await;
     server.wait_for_status(&alice, &chat, "waiting").await;
-    let workspace = server.workspaces.path().join(&chat);
     assert!(!workspace.join("secrets/key").exists(), "the forbidden path was not written");
     assert_eq!(std::fs::read_to_string(workspace.join("notes.txt")).unwrap(), "n", "other paths are");
     let denials = audit(&server, &admin, 1).await;
@@ -309,13 +305,11 @@ async fn scoped_rules_follow_symbolic_links_and_hidden_tools_stay_uncallable(bac
     let (status, saved) = put_policy(&server, &admin, &policy).await;
     assert_eq!(status, StatusCode::OK, "{saved}");
     server.llm.script([fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "notes.txt", "content": "n"}"#)]), fake_llm::text("ok")]);
-    let (_, chat) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "start"}]})).await;
-    let chat = chat["id"].as_str().unwrap().to_string();
+    let (chat, workspace) = server.chat_with_workspace(&alice, "start").await;
     server.wait_for_status(&alice, &chat, "waiting").await;
     assert!(!offered_tools(&server.llm.requests()[0]).iter().any(|t| t == "edit_files"), "edit_files is not offered");
 
     // A link planted in the workspace (as a command could) leads into the closed folder.
-    let workspace = server.workspaces.path().join(&chat);
     std::fs::create_dir_all(workspace.join("secrets")).unwrap();
     std::fs::write(workspace.join("secrets/key"), "hunter2").unwrap();
     std::os::unix::fs::symlink("secrets", workspace.join("shortcut")).unwrap();
@@ -358,3 +352,11 @@ async fn a_stored_policy_that_no_longer_loads_denies_everything_rather_than_fall
     server.finish().await;
 }
 on_both_backends!(a_stored_policy_that_no_longer_loads_denies_everything_rather_than_falling_back);
+
+/// Whether a file named `name` is anywhere under `folder`.
+fn has_file(folder: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(folder).unwrap().flatten().any(|entry| {
+        let path = entry.path();
+        entry.file_name() == name || (path.is_dir() && !path.is_symlink() && has_file(&path, name))
+    })
+}

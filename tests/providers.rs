@@ -242,10 +242,8 @@ async fn prompts_are_assembled_in_the_documented_order(backend: Backend) {
     let (_, mine) = server.get(&alice, "/api/v1/users/me/prompt").await;
     assert_eq!(mine["prompt"], "ALICE LIKES BREVITY");
 
-    let chat = create_chat(&server, &alice, text("first")).await;
+    let (chat, workspace) = server.chat_with_workspace(&alice, "first").await;
     server.wait_for_status(&alice, &chat, "waiting").await;
-    let workspace = server.workspaces.path().join(&chat);
-    std::fs::create_dir_all(&workspace).unwrap();
     std::fs::write(workspace.join("AGENTS.md"), "WORKSPACE: run make test").unwrap();
     server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), text("second")).await;
     server.wait_for_status(&alice, &chat, "waiting").await;

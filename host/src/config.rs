@@ -35,6 +35,25 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 /// context_window = 200000
 /// pricing = { input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3.75 }
 /// default = true
+///
+/// [workspaces]
+/// templates_dir = "/etc/toolhost/templates"   # default: <data_dir>/templates
+/// sandbox = "bubblewrap"                      # or "unsandboxed" (commands get the server's rights)
+/// max_command_seconds = 1800
+///
+/// [workspaces.limits]
+/// cpu_seconds = 600      # per process
+/// memory_mib = 4096      # address space per process
+/// processes = 256        # at once, per sandbox
+/// file_size_mib = 1024   # largest file a command writes
+/// tmp_mib = 512          # the private /tmp
+/// disk_mib = 4096        # the whole workspace
+/// output_kib = 1024      # output kept per command
+///
+/// [agents]
+/// max_depth = 1                 # root chats spawn children; children spawn none
+/// max_concurrent_per_root = 8   # children of one tree running at once
+/// max_spawns_per_turn = 16      # children one chat spawns in one turn
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +69,8 @@ pub struct FileConfig {
     pub api: ApiConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
+    pub workspaces: crate::workspace::WorkspacesConfig,
+    pub agents: crate::agents::AgentsConfig,
 }
 
 /// A provider seeded at start (`source: config`).
@@ -128,6 +149,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
+    pub workspaces: crate::workspace::WorkspacesConfig,
+    pub agents: crate::agents::AgentsConfig,
 }
 
 /// Values given on the command line or in the environment, which beat the file.
@@ -162,8 +185,12 @@ impl Config {
             api: file.api,
             providers: file.providers,
             models: file.models,
+            workspaces: file.workspaces,
+            agents: file.agents,
         };
         config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        config.workspaces.limits.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        config.agents.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if config.plugins.max_concurrent_calls == 0 {
             anyhow::bail!("configuration: plugins.max_concurrent_calls must be at least 1");
         }

@@ -11,17 +11,23 @@
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
 //! - [`catalog`]: providers and model configs as admins administer them.
 //! - [`secrets`]: API keys sealed at rest.
+//! - [`policy`]: the admin's tool policy (Cedar): which tools a chat sees, which capabilities a call uses.
+//! - [`workspace`]: templates, workspaces and their lifecycle, sandboxed commands, git watch.
+//! - [`agents`]: subagents: child chats spawned, awaited, messaged and closed by their parents.
 //! - [`cli`]: the `toolhost` commands.
 
+pub mod agents;
 pub mod api;
 pub mod capabilities;
 pub mod catalog;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod keyed_lock;
 pub mod llm;
 pub mod plugins;
 pub mod policy;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod workspace;

@@ -18,6 +18,8 @@ use crate::secrets::SecretBox;
 use crate::plugins::PluginRuntime;
 use crate::config::Config;
 use crate::store::Store;
+use crate::agents::AgentService;
+use crate::workspace::WorkspaceService;
 
 /// Opens the database (creating and migrating it if needed) as configured.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -64,6 +66,10 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     }
     let catalog = Arc::new(open_catalog(config, &store).await?);
     let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
+    let workspaces = WorkspaceService::start(store.clone(), &config.data_dir, &config.workspaces).await.map_err(anyhow::Error::msg)?;
+    if let Some(problem) = workspaces.sandbox_problem() {
+        eprintln!("toolhost: workspace commands are disabled: {problem}");
+    }
     let chats = ChatService::new(store.clone());
     let worker = Arc::new(Worker {
         id: format!("worker-{}", crate::store::new_id()),
@@ -71,8 +77,9 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         runtime,
         catalog: catalog.clone(),
         policy: policy.clone(),
+        workspaces: workspaces.clone(),
+        agents: AgentService::new(store.clone(), chats.clone(), config.agents.clone()),
         settings: WorkerSettings {
-            workspaces_dir: config.data_dir.join("workspaces"),
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
             ..WorkerSettings::default()
         },
@@ -85,35 +92,45 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         limits: ApiLimits { max_message_bytes: config.api.max_message_kib * 1024 },
         catalog,
         policy,
+        workspaces: workspaces.clone(),
     };
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
     stop_worker.cancel();
     let _ = worker_task.await;
+    workspaces.shutdown().await;
     store.close().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM right after "listening" is printed must not kill the
+/// process outright.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

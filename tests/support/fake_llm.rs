@@ -30,6 +30,23 @@ pub enum Script {
     Anthropic { events: Vec<Value> },
     /// This exact response body, as an event stream.
     Raw(String),
+    /// The answer made from the request (for tool calls that need ids the chat got earlier).
+    Computed(Computed),
+}
+
+/// Makes a script from the request body.
+#[derive(Clone)]
+pub struct Computed(pub Arc<dyn Fn(&Value) -> Script + Send + Sync>);
+
+impl std::fmt::Debug for Computed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Computed")
+    }
+}
+
+/// A script made from the request when it arrives.
+pub fn computed(make: impl Fn(&Value) -> Script + Send + Sync + 'static) -> Script {
+    Script::Computed(Computed(Arc::new(make)))
 }
 
 /// An Anthropic answer streaming `text` word by word.
@@ -172,6 +189,8 @@ struct Shared {
     keys: Arc<Mutex<Vec<Option<String>>>>,
     fallback: Arc<Mutex<Fallback>>,
     record: Arc<std::sync::atomic::AtomicBool>,
+    /// Scripts for the requests of one chat: those whose messages contain the marker.
+    routed: Arc<Mutex<Vec<(String, VecDeque<Script>)>>>,
 }
 
 pub struct FakeLlm {
@@ -199,6 +218,12 @@ impl FakeLlm {
     /// Answers the next model calls with these scripts, in order.
     pub fn script(&self, scripts: impl IntoIterator<Item = Script>) {
         self.shared.scripts.lock().unwrap().extend(scripts);
+    }
+
+    /// Answers the calls whose first user message contains `marker` with
+    /// these scripts, in order, before any unrouted script: for chats that run in parallel.
+    pub fn script_for(&self, marker: &str, scripts: impl IntoIterator<Item = Script>) {
+        self.shared.routed.lock().unwrap().push((marker.to_string(), scripts.into_iter().collect()));
     }
 
     /// How to answer once the scripts run out.
@@ -250,6 +275,32 @@ fn record(shared: &Shared, headers: &axum::http::HeaderMap, body: &Value) {
     }
 }
 
+/// Like OpenAI, the fake refuses a history in which a tool call has no result right after it.
+fn unanswered_openai_tool_calls(body: &Value) -> Option<String> {
+    let messages = body["messages"].as_array()?;
+    let mut missing = Vec::new();
+    for (at, message) in messages.iter().enumerate() {
+        let Some(calls) = message["tool_calls"].as_array() else { continue };
+        let answered: Vec<&str> = messages[at + 1..].iter().take_while(|m| m["role"] == "tool").filter_map(|m| m["tool_call_id"].as_str()).collect();
+        missing.extend(calls.iter().filter_map(|c| c["id"].as_str()).filter(|id| !answered.contains(id)).map(String::from));
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// Like Anthropic, the fake refuses a `tool_use` whose `tool_result` is not in the next message.
+fn unanswered_anthropic_tool_uses(body: &Value) -> Option<String> {
+    let messages = body["messages"].as_array()?;
+    let blocks = |m: &Value, kind: &str, field: &str| -> Vec<String> {
+        m["content"].as_array().map(|c| c.iter().filter(|b| b["type"] == kind).filter_map(|b| b[field].as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let mut missing = Vec::new();
+    for (at, message) in messages.iter().enumerate() {
+        let answered = messages.get(at + 1).map(|next| blocks(next, "tool_result", "tool_use_id")).unwrap_or_default();
+        missing.extend(blocks(message, "tool_use", "id").into_iter().filter(|id| !answered.contains(id)));
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
 fn status_response(status: u16, body: Value, retry_after: Option<u64>) -> Response {
     let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
     if let Some(seconds) = retry_after {
@@ -276,6 +327,10 @@ async fn anthropic_messages(State(shared): State<Shared>, headers: axum::http::H
         return anthropic_messages_stream(match anthropic_text(TITLE) { Script::Anthropic { events } => events, _ => unreachable!() });
     }
     record(&shared, &headers, &body.0);
+    if let Some(unanswered) = unanswered_anthropic_tool_uses(&body.0) {
+        let message = format!("messages: `tool_use` ids were found without `tool_result` blocks immediately after: {unanswered}");
+        return status_response(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}), None);
+    }
     let script = shared.scripts.lock().unwrap().pop_front().unwrap_or_else(|| anthropic_text("(no more scripted answers)"));
     let events = match script {
         Script::Status(status, body) => return status_response(status, body, None),
@@ -301,7 +356,16 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
     }
     let last_role = body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
     record(&shared, &headers, &body.0);
-    let queued = shared.scripts.lock().unwrap().pop_front();
+    if let Some(unanswered) = unanswered_openai_tool_calls(&body.0) {
+        let message = format!(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {unanswered}"
+        );
+        return status_response(400, json!({"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": null}}), None);
+    }
+    // The chat's first message tells chats apart (later messages may quote other chats' prompts).
+    let first_user = body.0["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).map(|m| m["content"].to_string()).unwrap_or_default();
+    let routed = shared.routed.lock().unwrap().iter_mut().find(|(marker, scripts)| !scripts.is_empty() && first_user.contains(marker.as_str())).and_then(|(_, scripts)| scripts.pop_front());
+    let queued = routed.or_else(|| shared.scripts.lock().unwrap().pop_front());
     let fallback = *shared.fallback.lock().unwrap();
     let script = queued.unwrap_or_else(|| match fallback {
         Fallback::Text => text("(no more scripted answers)"),
@@ -309,6 +373,10 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
         Fallback::ToolThenText => text("done"),
         Fallback::TimedParts(..) => Script::Stream { chunks: Vec::new(), pause: Duration::ZERO },
     });
+    let script = match script {
+        Script::Computed(Computed(make)) => make(&body.0),
+        other => other,
+    };
     if let (Fallback::TimedParts(n, per_second), Script::Stream { chunks, .. }) = (fallback, &script) {
         if chunks.is_empty() {
             return timed_parts(n, per_second);
@@ -321,6 +389,7 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
         Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
         Script::Stream { chunks, pause } => (chunks, pause, true),
         Script::Dropped(chunks) => (chunks, Duration::ZERO, false),
+        Script::Computed(_) => panic!("a computed script computed another"),
     };
     let mut frames: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     if done {

@@ -24,6 +24,8 @@ use toolhost::store::Source;
 use toolhost::plugins::{PluginRuntime, RuntimeOptions};
 use toolhost::policy::{Inventory, PolicyEngine};
 use toolhost::store::Store;
+use toolhost::agents::{AgentService, AgentsConfig};
+use toolhost::workspace::{WorkspaceService, WorkspacesConfig};
 
 use fake_llm::FakeLlm;
 
@@ -95,8 +97,9 @@ pub struct TestServer {
     pub store: Store,
     pub http: reqwest::Client,
     pub llm: FakeLlm,
-    /// Root of the chats' scratch workspaces.
-    pub workspaces: TempDir,
+    /// The server's data directory: workspaces live in `workspaces/<id>/files` under it.
+    pub data: TempDir,
+    pub workspaces: Arc<WorkspaceService>,
     /// Third-party plugins the server loaded, kept for as long as it runs.
     _plugins: Option<TempDir>,
     database: TestDatabase,
@@ -104,6 +107,7 @@ pub struct TestServer {
     pub catalog: Arc<Catalog>,
     stop_worker: CancellationToken,
     worker_task: Option<tokio::task::JoinHandle<()>>,
+    worker: Arc<Worker>,
 }
 
 /// Worker settings for tests: retries after milliseconds, not seconds.
@@ -129,19 +133,25 @@ impl TestServer {
             let built = std::path::Path::new(env!("TOOLHOST_WASM_DIR")).join(format!("fixture_{}.wasm", name.replace('-', "_")));
             std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
         }
-        TestServer::start_full(TestDatabase::create(backend).await, test_settings(), Some(dir)).await
+        TestServer::start_full(TestDatabase::create(backend).await, test_settings(), Some(dir), AgentsConfig::default()).await
     }
 
     /// A server over an existing test database.
     pub async fn start_on(database: TestDatabase, settings: WorkerSettings) -> TestServer {
-        TestServer::start_full(database, settings, None).await
+        TestServer::start_full(database, settings, None, AgentsConfig::default()).await
     }
 
-    async fn start_full(database: TestDatabase, settings: WorkerSettings, plugins: Option<TempDir>) -> TestServer {
+    /// A server whose subagents have these limits.
+    pub async fn start_with_agents(backend: Backend, agents: AgentsConfig) -> TestServer {
+        TestServer::start_full(TestDatabase::create(backend).await, test_settings(), None, agents).await
+    }
+
+    async fn start_full(database: TestDatabase, settings: WorkerSettings, plugins: Option<TempDir>, agents: AgentsConfig) -> TestServer {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
         let store = Store::open(&database.url).await.unwrap();
         let llm = FakeLlm::start().await;
-        let workspaces = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.unwrap();
         let chats = ChatService::new(store.clone());
         let options = RuntimeOptions { plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()), ..RuntimeOptions::default() };
         let runtime = Arc::new(PluginRuntime::load(options).await.unwrap());
@@ -158,21 +168,22 @@ impl TestServer {
             runtime,
             catalog: catalog.clone(),
             policy: policy.clone(),
+            workspaces: workspaces.clone(),
+            agents: AgentService::new(store.clone(), chats.clone(), agents),
             settings: WorkerSettings {
-                workspaces_dir: workspaces.path().to_path_buf(),
                 poll: Duration::from_millis(100),
                 ..settings
             },
         });
         let stop_worker = CancellationToken::new();
-        let worker_task = Some(tokio::spawn(worker.run(stop_worker.clone())));
-        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone(), policy };
+        let worker_task = Some(tokio::spawn(worker.clone().run(stop_worker.clone())));
+        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone(), policy, workspaces: workspaces.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, api::router(state)).await.unwrap();
         });
-        TestServer { base: format!("http://{address}"), store, catalog, http: reqwest::Client::new(), llm, workspaces, database, task, stop_worker, worker_task, _plugins: plugins }
+        TestServer { base: format!("http://{address}"), store, catalog, http: reqwest::Client::new(), llm, data, workspaces, database, task, stop_worker, worker_task, worker, _plugins: plugins }
     }
 
     /// POSTs JSON as `token`; returns the status and the JSON body.
@@ -209,10 +220,81 @@ impl TestServer {
         }
     }
 
+    /// Stops the worker as a shutdown does, and starts a new one, as a restarted server would,
+    /// over the same database and workspaces.
+    pub async fn restart_worker(&mut self) {
+        self.stop_worker().await;
+        let old = &self.worker;
+        let worker = Arc::new(Worker {
+            id: format!("test-worker-{}", uuid::Uuid::now_v7().simple()),
+            service: old.service.clone(),
+            runtime: old.runtime.clone(),
+            catalog: old.catalog.clone(),
+            policy: old.policy.clone(),
+            workspaces: old.workspaces.clone(),
+            agents: old.agents.clone(),
+            settings: old.settings.clone(),
+        });
+        self.stop_worker = CancellationToken::new();
+        self.worker_task = Some(tokio::spawn(worker.clone().run(self.stop_worker.clone())));
+        self.worker = worker;
+    }
+
     /// A new user and a token for them.
     pub async fn user(&self, name: &str, admin: bool) -> String {
         let user = self.store.create_user(name, admin).await.unwrap();
         self.store.create_token(&user, "test").await.unwrap()
+    }
+
+    /// Waits (up to a minute) until the chat's turn is over; returns its messages.
+    pub async fn finished(&self, chat: &str) -> Vec<toolhost::store::Message> {
+        for _ in 0..1200 {
+            let found = self.store.chat(chat).await.unwrap().unwrap();
+            if matches!(found.status, toolhost::store::ChatStatus::Waiting | toolhost::store::ChatStatus::Error) {
+                return self.store.messages(chat, 0).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("chat {chat} never finished its turn");
+    }
+
+    /// Where workspace `id` keeps its files.
+    pub fn workspace_files(&self, id: &str) -> std::path::PathBuf {
+        self.data.path().join("workspaces").join(id).join("files")
+    }
+
+    /// Fails (never skips) when this machine cannot run sandboxed commands: the README's test
+    /// command installs bubblewrap first.
+    pub fn require_sandbox(&self) {
+        if let Some(problem) = self.workspaces.sandbox_problem() {
+            panic!("workspace commands cannot run here: {problem}. Run `bash .ci/system-deps` (the README's test command does)");
+        }
+    }
+
+    /// A workspace of `token`'s user made from `template`, ready (its startup script done).
+    pub async fn ready_workspace(&self, token: &str, template: &str, parameters: Value) -> Value {
+        let (status, workspace) = self.post(token, "/api/v1/workspaces", serde_json::json!({"template_id": template, "parameters": parameters})).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{workspace}");
+        let id = workspace["id"].as_str().unwrap().to_string();
+        for _ in 0..400 {
+            let (_, workspace) = self.get(token, &format!("/api/v1/workspaces/{id}")).await;
+            if workspace["status"] != "starting" && workspace["status"] != "created" {
+                assert_eq!(workspace["status"], "ready", "{workspace}");
+                return workspace;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("workspace {id} never finished starting");
+    }
+
+    /// A chat of `token`'s user, started with `text`, in a new ready `blank` workspace; returns
+    /// the chat's id and the folder of the workspace's files.
+    pub async fn chat_with_workspace(&self, token: &str, text: &str) -> (String, std::path::PathBuf) {
+        let workspace = self.ready_workspace(token, "blank", serde_json::json!({})).await;
+        let body = serde_json::json!({"content": [{"type": "text", "text": text}], "workspace_id": workspace["id"]});
+        let (status, chat) = self.post(token, "/api/v1/chats", body).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{chat}");
+        (chat["id"].as_str().unwrap().to_string(), self.workspace_files(workspace["id"].as_str().unwrap()))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -225,6 +307,31 @@ impl TestServer {
         self.store.close().await;
         self.database.drop_database().await;
     }
+}
+
+/// How many processes on this machine have `needle` in their command line (arguments are
+/// separated by NUL bytes).
+pub fn processes_running(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
+        .count()
+}
+
+/// Each tool result of `messages`: (tool, text, is_error), in order.
+pub fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, String, bool)> {
+    messages
+        .iter()
+        .flat_map(|m| m.content.iter())
+        .filter_map(|part| match part {
+            toolhost::chat::parts::MessagePart::ToolResult { tool_name, result, is_error, .. } => {
+                Some((tool_name.clone(), result.as_str().unwrap_or_default().to_string(), *is_error))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads SSE events from the chat's stream until `until` says stop (or 20 s pass).

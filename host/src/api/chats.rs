@@ -19,6 +19,7 @@ use crate::store::{Chat, NewChat};
 pub struct CreateChat {
     content: Vec<MessagePart>,
     model: Option<String>,
+    /// One of the caller's workspaces, for the chat (and its subagents) to work in.
     workspace_id: Option<String>,
 }
 
@@ -31,6 +32,9 @@ pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson
         }
         None => state.catalog.default_model_name().await?,
     };
+    if let Some(workspace_id) = &body.workspace_id {
+        super::workspaces::owned_workspace(&state, &user, workspace_id).await?;
+    }
     let (chat, _message) = state
         .store
         .create_chat(NewChat {
@@ -108,8 +112,19 @@ pub async fn send(State(state): State<AppState>, Caller(user): Caller, Path(id):
 /// Stops the running turn, keeping what was streamed; the chat is left waiting.
 pub async fn interrupt(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Chat>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
-    state.chats.interrupt(&chat.id).await?;
+    state.chats.interrupt_tree(&chat.id).await?;
     Ok(Json(owned(&state, &user.id, &id).await?))
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct ChildList {
+    pub chats: Vec<Chat>,
+}
+
+/// The chats a chat spawned, oldest first.
+pub async fn children(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<ChildList>, ApiError> {
+    let chat = owned(&state, &user.id, &id).await?;
+    Ok(Json(ChildList { chats: state.store.children(&chat.id).await? }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

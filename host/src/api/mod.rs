@@ -4,12 +4,14 @@ mod auth;
 mod catalog;
 mod chats;
 mod error;
+mod git_watch;
 mod health;
 mod openapi;
 mod policy;
 mod prompts;
 mod stream;
 mod usage;
+mod workspaces;
 
 pub use error::ApiError;
 
@@ -30,6 +32,7 @@ pub struct AppState {
     pub limits: ApiLimits,
     pub catalog: Arc<Catalog>,
     pub policy: Arc<crate::policy::PolicyEngine>,
+    pub workspaces: Arc<crate::workspace::WorkspaceService>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +75,15 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/versions/{version}", get(policy::version))
         .route("/policy/versions/{version}/restore", post(policy::restore))
         .route("/policy/explain", post(policy::explain))
-        .route("/policy/audit", get(policy::audit));
+        .route("/policy/audit", get(policy::audit))
+        .route("/templates", get(workspaces::list_templates))
+        .route("/templates/reload", post(workspaces::reload_templates))
+        .route("/workspaces", get(workspaces::list).post(workspaces::create))
+        .route("/workspaces/{id}", get(workspaces::get).delete(workspaces::delete))
+        .route("/workspaces/{id}/start", post(workspaces::start))
+        .route("/workspaces/{id}/stop", post(workspaces::stop))
+        .route("/chats/{id}/git/watch", get(git_watch::watch))
+        .route("/chats/{id}/children", get(chats::children));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

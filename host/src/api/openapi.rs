@@ -7,9 +7,11 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use super::catalog::{ModelList, ProviderList};
-use super::chats::{CreateChat, EditMessage, SendMessage};
+use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
 use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, Versions, VersionText};
 use super::prompts::Prompt;
+use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
+use crate::store::Workspace;
 use crate::policy::Saved;
 use super::usage::UsageReport;
 use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
@@ -134,6 +136,38 @@ pub fn document() -> Value {
             {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "1 to 500, default 100"}
         ],
         "get": operation("Denied calls and capability uses, newest first (admins)", json!({"200": ok::<AuditPage>(&mut g, "A page of denials")})),
+    }));
+    let workspace_path = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    paths.insert("/templates".into(), json!({
+        "get": operation("Templates workspaces can be made from (admins also see the ones refused, and why)", json!({"200": ok::<TemplateList>(&mut g, "The templates")})),
+    }));
+    paths.insert("/templates/reload".into(), json!({
+        "post": operation("Read the templates again from the bundled set and the templates folder (admins)", json!({"200": ok::<TemplateList>(&mut g, "The templates")})),
+    }));
+    paths.insert("/workspaces".into(), json!({
+        "get": operation("The caller's workspaces, newest first", json!({"200": ok::<WorkspaceList>(&mut g, "The workspaces")})),
+        "post": with_body(operation("Make a workspace from a template and start it (422 invalid_parameters lists each problem)", json!({"201": ok::<Workspace>(&mut g, "The workspace, starting")})), body::<CreateWorkspace>(&mut g)),
+    }));
+    paths.insert("/workspaces/{id}".into(), json!({
+        "parameters": workspace_path,
+        "get": operation("One of the caller's workspaces", json!({"200": ok::<Workspace>(&mut g, "The workspace")})),
+        "delete": operation("Delete a workspace: its processes, its files; its chats are unbound", json!({"204": {"description": "Deleted"}})),
+    }));
+    paths.insert("/workspaces/{id}/start".into(), json!({
+        "parameters": workspace_path,
+        "post": operation("Start a workspace (runs its startup script) unless it is building or ready", json!({"200": ok::<Workspace>(&mut g, "The workspace")})),
+    }));
+    paths.insert("/workspaces/{id}/stop".into(), json!({
+        "parameters": workspace_path,
+        "post": operation("Stop a workspace: its processes are killed, its files kept", json!({"200": ok::<Workspace>(&mut g, "The workspace")})),
+    }));
+    paths.insert("/chats/{id}/children".into(), json!({
+        "parameters": chat_path,
+        "get": operation("The chats this chat spawned (its subagents), oldest first; each carries parent_chat_id and root_chat_id", json!({"200": ok::<ChildList>(&mut g, "The children")})),
+    }));
+    paths.insert("/chats/{id}/git/watch".into(), json!({
+        "parameters": chat_path,
+        "get": operation("WebSocket: snapshots (branch, remote, changed files, diff) of the git repositories the chat's tools touched; send `refresh` for a new one", json!({"101": {"description": "Switching to the WebSocket protocol"}})),
     }));
     let mut schemas = g.take_definitions(true);
     schemas.insert("Error".into(), json!({

@@ -5,9 +5,12 @@
 //! The runtime knows none of them by name: adding a capability means adding a module here and
 //! listing it in [`add_all_to_linker`] and [`PROVIDED`].
 
+pub mod agents;
 pub mod log;
 pub mod progress;
+pub mod workspace_exec;
 pub mod workspace_fs;
+pub mod workspaces;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,7 +31,23 @@ pub trait Capability {
 }
 
 /// Names of the capability interfaces this host provides.
-pub const PROVIDED: &[&str] = &[log::Log::NAME, progress::Progress::NAME, workspace_fs::WorkspaceFs::NAME];
+pub const PROVIDED: &[&str] = &[
+    log::Log::NAME,
+    progress::Progress::NAME,
+    workspace_fs::WorkspaceFs::NAME,
+    workspaces::Workspaces::NAME,
+    workspace_exec::WorkspaceExec::NAME,
+    agents::Agents::NAME,
+];
+
+/// A capability that is not an interface: a workspace command may reach the network. Asked
+/// of the policy for each command in a workspace whose template allows the network.
+pub const NETWORK: &str = "network";
+
+/// Every capability the policy decides on: the interfaces and [`NETWORK`].
+pub fn governed() -> impl Iterator<Item = &'static str> {
+    PROVIDED.iter().copied().chain(std::iter::once(NETWORK))
+}
 
 /// Links every capability interface, and a locked-down WASI (no files, no network, no
 /// environment) that language runtimes need to start.
@@ -37,6 +56,9 @@ pub fn add_all_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()>
     log::Log::add_to_linker(linker)?;
     progress::Progress::add_to_linker(linker)?;
     workspace_fs::WorkspaceFs::add_to_linker(linker)?;
+    workspaces::Workspaces::add_to_linker(linker)?;
+    workspace_exec::WorkspaceExec::add_to_linker(linker)?;
+    agents::Agents::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -97,6 +119,15 @@ impl Grants {
         Err(format!("plugin `{plugin}` is not granted the `{capability}` capability for this chat; an admin can grant it in the tool policy"))
     }
 
+    /// A capability that is not an interface (see [`NETWORK`]): only the policy grants it, so
+    /// without a policy check (development tools) it is refused.
+    pub fn check_extra(&self, capability: &str) -> Result<(), String> {
+        match &self.check {
+            Some(check) => check.check(capability, None),
+            None => Err(format!("the `{capability}` capability is granted only by the tool policy")),
+        }
+    }
+
     /// [`Grants::require`], then the check of this use's scope.
     pub fn require_scoped(&self, capability: &str, plugin: &str, scope: &str) -> Result<(), String> {
         self.require(capability, plugin)?;
@@ -119,10 +150,61 @@ pub struct CallIdentity {
     pub call_id: String,
 }
 
+/// The services a chat's tool calls reach through the `workspaces`, `workspace-exec` and
+/// `agents` capabilities, and the chat the call works for.
+#[derive(Clone)]
+pub struct ChatServices {
+    pub workspaces: Arc<crate::workspace::WorkspaceService>,
+    pub agents: Arc<crate::agents::AgentService>,
+    pub scope: crate::workspace::ChatScope,
+}
+
+/// Time a call has spent waiting on the host (a command, a workspace's start). A plugin's time
+/// limit is for its own work: host waits have limits of their own and are not charged to it.
+#[derive(Clone, Default)]
+pub struct HostWaits(Arc<std::sync::Mutex<WaitClock>>);
+
+#[derive(Default)]
+struct WaitClock {
+    finished: std::time::Duration,
+    current: Option<std::time::Instant>,
+}
+
+impl HostWaits {
+    /// Runs `work`, counting its time as host time.
+    pub async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
+        struct End<'a>(&'a HostWaits);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                let mut clock = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(since) = clock.current.take() {
+                    clock.finished += since.elapsed();
+                }
+            }
+        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).current = Some(std::time::Instant::now());
+        let _end = End(self);
+        work.await
+    }
+
+    /// Host time so far, including a wait in progress.
+    pub fn total(&self) -> std::time::Duration {
+        let clock = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        clock.finished + clock.current.map(|since| since.elapsed()).unwrap_or_default()
+    }
+
+    /// Whether the call is waiting on the host right now.
+    pub fn waiting(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).current.is_some()
+    }
+}
+
 /// Everything a single tool call carries into the sandbox. One per call, dropped with it.
 pub struct CallState {
     pub identity: CallIdentity,
     pub grants: Grants,
+    pub(crate) chat: Option<ChatServices>,
+    pub(crate) host_waits: HostWaits,
     pub(crate) limiter: CallLimiter,
     pub(crate) log: log::LogState,
     pub(crate) progress: progress::ProgressState,
@@ -138,6 +220,7 @@ impl CallState {
         grants: Grants,
         limiter: CallLimiter,
         workspace: Option<PathBuf>,
+        chat: Option<ChatServices>,
         progress: Option<ProgressSink>,
         output: MemoryOutputPipe,
     ) -> CallState {
@@ -145,6 +228,8 @@ impl CallState {
         CallState {
             identity,
             grants,
+            chat,
+            host_waits: HostWaits::default(),
             limiter,
             log: log::LogState::default(),
             progress: progress::ProgressState::new(progress),

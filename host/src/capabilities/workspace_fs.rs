@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, FileType};
+use cap_std::fs::{Dir, FileType, OpenOptionsExt};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{Capability, CallState};
@@ -165,10 +165,17 @@ fn temporary_name(target: &Path) -> PathBuf {
 impl wit::Host for CallState {
     fn read(&mut self, path: String, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
         let (dir, relative) = self.workspace_path(&path)?;
-        let mut file = dir.open(relative).map_err(|e| fs_error(&path, e))?;
+        // Non-blocking, so that a FIFO (which a command can plant) cannot hang the open, and
+        // only regular files are read: a FIFO or device would block the read instead.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+        let mut file = dir.open_with(relative, &options).map_err(|e| fs_error(&path, e))?;
         let meta = file.metadata().map_err(|e| fs_error(&path, e))?;
         if meta.is_dir() {
             return Err(FsError::IsADirectory(format!("`{path}` is a directory")));
+        }
+        if !meta.is_file() {
+            return Err(FsError::Io(format!("`{path}` is not a regular file (a pipe, socket or device); only files can be read")));
         }
         if offset > 0 {
             file.seek(SeekFrom::Start(offset)).map_err(|e| fs_error(&path, e))?;

@@ -200,6 +200,16 @@ impl ChatService {
         self.interrupt_locked(&mut guard, chat_id, status).await
     }
 
+    /// Interrupts a chat and every chat below it (a root chat's interrupt reaches its
+    /// subagents).
+    pub async fn interrupt_tree(&self, chat_id: &str) -> Result<(), StoreError> {
+        self.interrupt(chat_id).await?;
+        for descendant in self.store.descendants(chat_id).await? {
+            self.interrupt(&descendant).await?;
+        }
+        Ok(())
+    }
+
     async fn interrupt_locked(&self, guard: &mut ChannelGuard<'_>, chat_id: &str, status: ChatStatus) -> Result<(), StoreError> {
         match status {
             ChatStatus::Running => {

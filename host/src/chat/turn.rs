@@ -16,7 +16,9 @@ use crate::catalog::Resolved;
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
 use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
+use crate::capabilities::ChatServices;
 use crate::store::{Chat, ChatStatus, Denial, Message, TokenUsage};
+use crate::workspace::ChatScope;
 use std::sync::Arc;
 
 /// How a turn ended, when it did not simply finish.
@@ -171,8 +173,8 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
     let model = worker.catalog.resolve(chat.model.as_deref()).await.map_err(|e| Stop::Failed(e.to_string()))?;
     let model_name = model.record.name.clone();
     let principal = worker.policy.principal(chat, &model_name).await?;
-    let workspace = worker.settings.workspaces_dir.join(&chat.root_chat_id);
-    let system = super::prompt::system_prompt(store, chat, Some(&workspace)).await?;
+    let files_root = chat_files_root(worker, &chat.id).await;
+    let system = super::prompt::system_prompt(store, chat, files_root.as_deref()).await?;
     let base = ModelRequest {
         model: model.record.model.clone(),
         system: Some(system),
@@ -180,6 +182,7 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
         thinking_budget: model.record.thinking_budget.map(|n| n as u32),
         ..ModelRequest::default()
     };
+    answer_calls_cut_off_by_a_restart(worker, chat, &principal, cancel, reason).await?;
     for step_number in 0..worker.settings.max_steps {
         let history = store.messages(&chat.id, 0).await?;
         if step_number == 0 && chat.kind == ChatKind::Root && history.len() == 1 {
@@ -195,13 +198,7 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
         let finish = step.finish;
         let usage = step.usage;
         let parts = step.into_parts();
-        let calls: Vec<(String, String, Value)> = parts
-            .iter()
-            .filter_map(|p| match p {
-                MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => Some((tool_call_id.clone(), tool_name.clone(), args.clone())),
-                _ => None,
-            })
-            .collect();
+        let calls = tool_calls_of(&parts);
         let token_usage = crate::catalog::charge(&model.record.pricing, &usage);
         store_message(worker, chat, "assistant", &parts, Some(&model_name), Some(token_usage)).await?;
         // Some local servers end a tool-calling answer with "stop": the calls decide, not the
@@ -212,24 +209,100 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
             }
             return Ok(());
         }
-        let results = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let stop = stop_reason(reason);
-                if matches!(stop, Stop::Interrupted) {
-                    let interrupted: Vec<MessagePart> = calls.iter().map(|(id, name, _)| MessagePart::ToolResult {
-                        tool_call_id: id.clone(), tool_name: name.clone(),
-                        result: Value::String("the person interrupted the turn before this tool call finished".into()), is_error: true,
-                    }).collect();
-                    store_message(worker, chat, "tool", &interrupted, None, None).await?;
-                }
-                return Err(stop);
-            }
-            results = run_tools(worker, chat, &principal, &policy, &visible, &calls) => results,
-        };
+        let if_interrupted = error_results(&calls, INTERRUPTED_CALL);
+        let results = run_tools_until_stopped(worker, chat, &principal, &policy, &visible, &calls, &if_interrupted, cancel, reason).await?;
         store_message(worker, chat, "tool", &results, None, None).await?;
     }
     Err(Stop::Failed(format!("the turn reached its limit of {} model calls; send a message to continue", worker.settings.max_steps)))
+}
+
+/// The tool calls of an assistant message: (call id, tool, arguments).
+fn tool_calls_of(parts: &[MessagePart]) -> Vec<(String, String, Value)> {
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => Some((tool_call_id.clone(), tool_name.clone(), args.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_results(calls: &[(String, String, Value)], why: &str) -> Vec<MessagePart> {
+    calls
+        .iter()
+        .map(|(id, name, _)| MessagePart::ToolResult { tool_call_id: id.clone(), tool_name: name.clone(), result: Value::String(why.into()), is_error: true })
+        .collect()
+}
+
+const INTERRUPTED_CALL: &str = "the person interrupted the turn before this tool call finished";
+const CUT_OFF_CALL: &str = "the server restarted while this tool call ran, so whether it took effect is unknown; \
+     check (list or read what it would have changed) before calling it again";
+
+/// Runs tool calls unless the turn is stopped first. When the person interrupts, `if_interrupted`
+/// is stored as the step's results, so the history stays well formed; a shutdown stores
+/// nothing, and the next start answers the calls ([`answer_calls_cut_off_by_a_restart`]).
+#[allow(clippy::too_many_arguments)]
+async fn run_tools_until_stopped(
+    worker: &Worker,
+    chat: &Chat,
+    principal: &Principal,
+    policy: &Arc<ActivePolicy>,
+    visible: &BTreeSet<String>,
+    calls: &[(String, String, Value)],
+    if_interrupted: &[MessagePart],
+    cancel: &tokio_util::sync::CancellationToken,
+    reason: &std::sync::Mutex<Option<StopReason>>,
+) -> Result<Vec<MessagePart>, Stop> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {
+            let stop = stop_reason(reason);
+            if matches!(stop, Stop::Interrupted) {
+                store_message(worker, chat, "tool", if_interrupted, None, None).await?;
+            }
+            Err(stop)
+        }
+        results = run_tools(worker, chat, principal, policy, visible, calls) => Ok(results),
+    }
+}
+
+/// A turn cut off by a shutdown or a crash left its last step's tool calls without results,
+/// which no provider accepts. Calls of tools that are safe to repeat (annotated read-only or
+/// idempotent, such as waiting for subagents) run again; the model is told that the others may
+/// or may not have taken effect.
+async fn answer_calls_cut_off_by_a_restart(
+    worker: &Worker,
+    chat: &Chat,
+    principal: &Principal,
+    cancel: &tokio_util::sync::CancellationToken,
+    reason: &std::sync::Mutex<Option<StopReason>>,
+) -> Result<(), Stop> {
+    let history = worker.service.store.messages(&chat.id, 0).await?;
+    let Some(last) = history.last().filter(|m| m.role == "assistant") else { return Ok(()) };
+    let calls = tool_calls_of(&last.content);
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let repeatable = |tool: &str| worker.runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent));
+    let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
+    tracing::warn!(
+        repeated = ?again.iter().map(|c| &c.1).collect::<Vec<_>>(),
+        unknown = ?unknown.iter().map(|c| &c.1).collect::<Vec<_>>(),
+        "answering tool calls a restart cut off"
+    );
+    // Each call's answer in the order of the calls, given the repeated calls' results.
+    let in_order = |repeated: Vec<MessagePart>| {
+        let mut repeated = repeated.into_iter();
+        let mut cut_off = error_results(&unknown, CUT_OFF_CALL).into_iter();
+        calls.iter().filter_map(|(_, tool, _)| if repeatable(tool) { repeated.next() } else { cut_off.next() }).collect::<Vec<_>>()
+    };
+    let policy = worker.policy.refresh().await?;
+    let visible = policy.rules.visible_tools(principal);
+    let if_interrupted = in_order(error_results(&again, INTERRUPTED_CALL));
+    let repeated = run_tools_until_stopped(worker, chat, principal, &policy, &visible, &again, &if_interrupted, cancel, reason).await?;
+    let results = in_order(repeated);
+    store_message(worker, chat, "tool", &results, None, None).await?;
+    Ok(())
 }
 
 /// One step's model call from the chat's history: compacted first when the last call passed
@@ -375,17 +448,25 @@ async fn run_tools(
     visible: &BTreeSet<String>,
     calls: &[(String, String, Value)],
 ) -> Vec<MessagePart> {
-    let workspace = worker.settings.workspaces_dir.join(&chat.root_chat_id);
-    if let Err(e) = std::fs::create_dir_all(&workspace) {
-        tracing::error!(error = %e, path = %workspace.display(), "cannot create the chat's workspace");
-    }
+    let access = ChatServices {
+        workspaces: worker.workspaces.clone(),
+        agents: worker.agents.clone(),
+        scope: ChatScope {
+            chat_id: chat.id.clone(),
+            root_chat_id: chat.root_chat_id.clone(),
+            owner_id: chat.owner_id.clone(),
+            owner_is_admin: principal.owner_role == "admin",
+        },
+    };
     let runs = calls.iter().map(|(id, name, args)| {
-        let workspace = workspace.clone();
+        let access = access.clone();
         async move {
             let denied = denial(worker, principal, policy, visible, name);
             let (result, is_error) = match (denied, args) {
                 (Some(message), _) => (message, true),
                 (None, Value::Object(_)) => {
+                    // Looked up per call: an earlier call of this step may have made it.
+                    let workspace = chat_files_root(worker, &chat.id).await;
                     let request = CallRequest {
                         tool: name.clone(),
                         arguments: args.clone(),
@@ -397,7 +478,8 @@ async fn run_tools(
                             user_id: chat.owner_id.clone(),
                             call_id: id.clone(),
                         },
-                        workspace: Some(workspace),
+                        workspace,
+                        chat: Some(access),
                         grants: Some(worker.policy.grants(policy, principal, name)),
                         progress: None,
                     };
@@ -413,6 +495,18 @@ async fn run_tools(
         }
     });
     futures::future::join_all(runs).await
+}
+
+/// Where the files of the chat's workspace are on this machine, if it has a workspace.
+async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<std::path::PathBuf> {
+    match worker.workspaces.of_chat(chat_id).await {
+        Ok(Some(workspace)) => worker.workspaces.files_root(&workspace),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(chat_id, error = %e, "cannot look up the chat's workspace");
+            None
+        }
+    }
 }
 
 /// When the policy denies the call: the error the model reads (the denial is audited). A call

@@ -1,7 +1,6 @@
 //! The worker: takes pending chats, runs their turns, heartbeats, recovers chats whose worker
 //! died, and hands its chats back on shutdown.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +14,10 @@ use crate::llm::retry::RetryPolicy;
 use crate::plugins::PluginRuntime;
 use crate::policy::PolicyEngine;
 use crate::store::now_ms;
+use crate::workspace::WorkspaceService;
 
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
-    /// Root of the scratch workspaces (one per root chat) until workspaces are a feature.
-    pub workspaces_dir: PathBuf,
     /// How failed model calls are retried.
     pub retry: RetryPolicy,
     pub max_steps: usize,
@@ -37,7 +35,6 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> WorkerSettings {
         WorkerSettings {
-            workspaces_dir: PathBuf::from("workspaces"),
             retry: RetryPolicy::default(),
             max_steps: 100,
             max_concurrent_chats: 256,
@@ -57,6 +54,10 @@ pub struct Worker {
     pub catalog: Arc<Catalog>,
     /// Which tools each chat sees and calls, and what they may use.
     pub policy: Arc<PolicyEngine>,
+    /// Where chats' workspaces are made and their commands run.
+    pub workspaces: Arc<WorkspaceService>,
+    /// Child chats, for the `agents` capability.
+    pub agents: Arc<crate::agents::AgentService>,
     pub settings: WorkerSettings,
 }
 

@@ -90,6 +90,7 @@ pub(super) fn request(args: &CallArgs) -> Result<CallRequest, String> {
             call_id: "cli-1".into(),
         },
         workspace: args.workspace.clone(),
+        chat: None,
         grants: None,
         progress: None,
     })

@@ -4,4 +4,10 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "tool",
     exports: { default: async },
+    // Waiting for a command or a workspace suspends the call's fiber instead of a thread.
+    imports: {
+        "toolhost:plugin/workspaces": async,
+        "toolhost:plugin/workspace-exec": async,
+        "toolhost:plugin/agents": async,
+    },
 });

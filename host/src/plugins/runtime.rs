@@ -83,6 +83,9 @@ pub struct CallRequest {
     pub context: CallContext,
     /// The chat's workspace root, if it has one.
     pub workspace: Option<PathBuf>,
+    /// The chat's services (workspaces, commands, agents) and the chat tree; `None` outside a
+    /// chat.
+    pub chat: Option<capabilities::ChatServices>,
     /// Capabilities granted for this call; `None` grants what the plugin imports.
     pub grants: Option<Grants>,
     pub progress: Option<ProgressSink>,
@@ -228,7 +231,8 @@ impl PluginRuntime {
         let label = source.label();
         let limits = self.limits.defaults.clone();
         let identity = CallIdentity { plugin: label.clone(), tool: "describe".into(), chat_id: String::new(), call_id: String::new() };
-        let description = match self.run(&pre, identity, Grants::none(), None, None, &limits, Operation::Describe).await {
+        let environment = CallEnvironment::default();
+        let description = match self.run(&pre, identity, Grants::none(), environment, &limits, Operation::Describe).await {
             Ok(Outcome::Described(description)) => description,
             Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
             Err(e) => return Err(format!("its `describe` failed: {e}")),
@@ -291,9 +295,8 @@ impl PluginRuntime {
         let arguments = request.arguments.to_string();
         let operation = Operation::Invoke { context: &context, tool: &request.tool, arguments: &arguments };
         let started = std::time::Instant::now();
-        let outcome = self
-            .run(&plugin.pre, identity, grants, request.workspace, request.progress, &plugin.limits, operation)
-            .await;
+        let environment = CallEnvironment { workspace: request.workspace, chat: request.chat, progress: request.progress };
+        let outcome = self.run(&plugin.pre, identity, grants, environment, &plugin.limits, operation).await;
         let result = match outcome? {
             Outcome::Invoked(result) => result,
             Outcome::Described(_) => unreachable!("invoke returns a tool result"),
@@ -323,21 +326,21 @@ impl PluginRuntime {
     }
 
     /// Runs `operation` in a fresh store and instance, within `limits`.
-    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         pre: &ToolPre<CallState>,
         identity: CallIdentity,
         grants: Grants,
-        workspace: Option<PathBuf>,
-        progress: Option<ProgressSink>,
+        environment: CallEnvironment,
         limits: &PluginLimits,
         operation: Operation<'_>,
     ) -> Result<Outcome, CallError> {
         let plugin = identity.plugin.clone();
         let tool = identity.tool.clone();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let state = CallState::new(identity, grants, CallLimiter::new(limits), workspace, progress, output.clone());
+        let CallEnvironment { workspace, chat, progress } = environment;
+        let state = CallState::new(identity, grants, CallLimiter::new(limits), workspace, chat, progress, output.clone());
+        let host_waits = state.host_waits.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
@@ -356,10 +359,10 @@ impl PluginRuntime {
                 }
             })
         };
-        match tokio::time::timeout(limits.timeout(), work).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(error)) => Err(classify_failure(plugin, tool, &error, &output)),
-            Err(_elapsed) => {
+        match within_time_limit(work, limits.timeout(), &host_waits).await {
+            Some(Ok(outcome)) => Ok(outcome),
+            Some(Err(error)) => Err(classify_failure(plugin, tool, &error, &output)),
+            None => {
                 let limit = LimitHit::Timeout { limit_ms: limits.timeout_ms };
                 Err(CallError::LimitExceeded { plugin, tool, limit })
             }
@@ -373,6 +376,37 @@ impl PluginRuntime {
             .filter(|(distance, _)| *distance <= 3)
             .min()
             .map(|(_, candidate)| candidate.clone())
+    }
+}
+
+/// What a call may reach besides its grants: the chat's workspace and progress reporting.
+#[derive(Default)]
+struct CallEnvironment {
+    workspace: Option<PathBuf>,
+    chat: Option<capabilities::ChatServices>,
+    progress: Option<ProgressSink>,
+}
+
+/// Runs `work` until it ends or has used `limit` of its own time; time spent waiting on the
+/// host (see [`capabilities::HostWaits`]) is not counted. `None` when the limit was hit.
+async fn within_time_limit<F: std::future::Future>(work: F, limit: Duration, host_waits: &capabilities::HostWaits) -> Option<F::Output> {
+    let started = tokio::time::Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        let mut deadline = started + limit + host_waits.total();
+        if host_waits.waiting() {
+            // The wait itself is bounded elsewhere; look again a little later rather than spin
+            // on a deadline the clock is already past.
+            deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(50));
+        }
+        tokio::select! {
+            done = &mut work => return Some(done),
+            _ = tokio::time::sleep_until(deadline) => {
+                if !host_waits.waiting() && tokio::time::Instant::now() >= started + limit + host_waits.total() {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -476,4 +510,23 @@ fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn time_spent_waiting_on_the_host_is_not_charged_to_the_plugin() {
+        let waits = capabilities::HostWaits::default();
+        let limit = Duration::from_millis(100);
+        let waited = waits.clone();
+        let host_bound = async move { waited.during(tokio::time::sleep(Duration::from_millis(300))).await };
+        assert!(within_time_limit(host_bound, limit, &waits).await.is_some(), "a 300 ms host wait fits a 100 ms limit");
+        assert!(waits.total() >= Duration::from_millis(300));
+
+        let waits = capabilities::HostWaits::default();
+        let own_work = tokio::time::sleep(Duration::from_millis(300));
+        assert!(within_time_limit(own_work, limit, &waits).await.is_none(), "300 ms of its own does not");
+    }
 }

@@ -159,7 +159,7 @@ fn capability_entity(name: &str) -> Result<Entity, String> {
 /// provides), checked against the schema once.
 pub fn installation(schema: &Schema, inventory: &Inventory) -> Result<Entities, String> {
     let mut all = Vec::new();
-    let mut capabilities: Vec<&str> = crate::capabilities::PROVIDED.to_vec();
+    let mut capabilities: Vec<&str> = crate::capabilities::governed().collect();
     for plugin in &inventory.plugins {
         all.push(plugin_entity(plugin)?);
         capabilities.extend(plugin.capabilities.iter().map(String::as_str));

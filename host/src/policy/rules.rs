@@ -102,7 +102,7 @@ fn index(set: &PolicySet, inventory: &Inventory) -> HashMap<(Action, EntityUid),
             resources.push((action, uid("Tool", &tool.name), vec![uid("Plugin", &tool.plugin)]));
         }
     }
-    let mut capabilities: Vec<&str> = crate::capabilities::PROVIDED.to_vec();
+    let mut capabilities: Vec<&str> = crate::capabilities::governed().collect();
     capabilities.extend(inventory.plugins.iter().flat_map(|p| p.capabilities.iter().map(String::as_str)));
     capabilities.sort_unstable();
     capabilities.dedup();
@@ -206,7 +206,11 @@ impl Rules {
                 callable: call.allowed,
                 call_decided_by: call.decided_by,
             });
-            let imports = self.inventory.plugin(&tool.plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
+            let mut imports = self.inventory.plugin(&tool.plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
+            if imports.iter().any(|c| c == "workspace-exec") {
+                // Asked per command, of workspaces whose template allows the network.
+                imports.push(crate::capabilities::NETWORK.to_string());
+            }
             for capability in imports {
                 let decision = self.decide_capability(principal, &tool.plugin, &tool.name, &capability, None);
                 capabilities.push(CapabilityVerdict {

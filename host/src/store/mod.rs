@@ -2,12 +2,14 @@
 //! `Any` driver, with `$N` placeholders both understand); the few statements that must differ
 //! (acquiring work) branch on [`Backend`].
 
+mod agents;
 mod catalog;
 mod chats;
 mod policy;
 mod usage;
 mod users;
 mod work;
+mod workspaces;
 
 pub use catalog::{ModelRecord, Pricing, ProviderRecord, Source};
 pub use chats::{Chat, ChatStatus, Message, NewChat, QueuedMessage};
@@ -15,6 +17,7 @@ pub use policy::{Denial, PolicyVersion};
 pub use users::{User, hash_token};
 pub use usage::{UsageFilter, UsageGroup, UsageGrouping, UsageTotals};
 pub use work::{MAX_QUEUED, TokenUsage};
+pub use workspaces::{NewWorkspace, Workspace, WorkspaceStatus};
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -46,9 +46,12 @@ pub mod bindings {
     });
 }
 
+pub mod agents;
+pub mod exec;
 pub mod fs;
 pub mod log;
 pub mod progress;
+pub mod workspaces;
 mod tool;
 
 pub use bindings::toolhost::plugin::types::{

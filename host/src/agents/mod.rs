@@ -1,0 +1,236 @@
+//! Subagents: child chats a chat spawns, waits for, messages and closes. A child is a normal
+//! chat (the same chat service as the API makes them with) with its parent and root set, the
+//! parent's owner and model, and the tree's workspace; its prompt gets the subagent
+//! instruction. A chat addresses only its own descendants, and configurable limits bound how
+//! deep trees grow and how many children run at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::events::WatchEvent;
+use crate::chat::parts::{MessagePart, fallback_title};
+use crate::chat::service::{BusyBehavior, ChatService, SendError};
+use crate::keyed_lock::KeyedLock;
+use crate::plugins::ChatKind;
+use crate::store::{Chat, ChatStatus, NewChat, Store, StoreError};
+
+/// Shortest and longest wait, whatever a tool asks.
+pub const MIN_WAIT: Duration = Duration::from_secs(1);
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// How often a waiter looks again when nothing woke it (another replica may run the child).
+const WAIT_POLL: Duration = Duration::from_secs(1);
+/// Longest prompt or message sent to a child.
+const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+/// `[agents]` in the configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How deep a tree may grow below its root chat: 1 lets root chats spawn children, and
+    /// children none.
+    pub max_depth: i64,
+    /// Children of one tree whose turn is pending or running at once.
+    pub max_concurrent_per_root: i64,
+    /// Children one chat may spawn in one turn.
+    pub max_spawns_per_turn: i64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> AgentsConfig {
+        AgentsConfig { max_depth: 1, max_concurrent_per_root: 8, max_spawns_per_turn: 16 }
+    }
+}
+
+impl AgentsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [("max_depth", self.max_depth), ("max_concurrent_per_root", self.max_concurrent_per_root), ("max_spawns_per_turn", self.max_spawns_per_turn)] {
+            if value < 0 {
+                return Err(format!("[agents] {name} must not be negative"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a child is, and what it left for its parent.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentReport {
+    pub chat_id: String,
+    pub title: String,
+    pub status: ChatStatus,
+    /// Its last assistant text.
+    pub report: Option<String>,
+    /// Its `last_error`, when its turn failed.
+    pub error: Option<String>,
+}
+
+impl AgentReport {
+    pub fn finished(&self) -> bool {
+        matches!(self.status, ChatStatus::Waiting | ChatStatus::Error)
+    }
+}
+
+pub struct AgentService {
+    store: Store,
+    chats: Arc<ChatService>,
+    config: AgentsConfig,
+    /// One lock per chat tree: spawns of one tree (parallel tool calls, say) are counted
+    /// against the limits one at a time.
+    spawn_locks: KeyedLock,
+}
+
+impl AgentService {
+    pub fn new(store: Store, chats: Arc<ChatService>, config: AgentsConfig) -> Arc<AgentService> {
+        Arc::new(AgentService { store, chats, config, spawn_locks: Default::default() })
+    }
+
+    async fn chat(&self, id: &str) -> Result<Chat, AgentError> {
+        self.store.chat(id).await?.ok_or_else(|| AgentError::NotFound(format!("there is no chat `{id}`")))
+    }
+
+    /// `child_id`, when it is a descendant of `parent_id`.
+    async fn descendant(&self, parent_id: &str, child_id: &str) -> Result<Chat, AgentError> {
+        let child = self.store.chat(child_id).await?.ok_or_else(|| AgentError::NotFound(format!("there is no chat `{child_id}`; use the ids spawn_agent returned")))?;
+        if !self.store.is_descendant(&child, parent_id).await? {
+            return Err(AgentError::Denied(format!("chat `{child_id}` is not one of this chat's subagents; a chat may address only the agents it (or its subagents) spawned")));
+        }
+        Ok(child)
+    }
+
+    /// Starts a child of `parent_id` with `prompt`; returns it at once (pending).
+    pub async fn spawn(&self, parent_id: &str, prompt: &str, title: Option<&str>, kind: ChatKind) -> Result<Chat, AgentError> {
+        if kind != ChatKind::Subagent {
+            return Err(AgentError::Invalid(
+                "computer-use agents drive a desktop, and this server has none configured; spawn a subagent instead".into(),
+            ));
+        }
+        let prompt = prompt.trim();
+        if prompt.is_empty() {
+            return Err(AgentError::Invalid("the prompt is empty; say what the subagent should do".into()));
+        }
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(AgentError::Invalid(format!("the prompt is longer than {} KiB", MAX_PROMPT_BYTES / 1024)));
+        }
+        let parent = self.chat(parent_id).await?;
+        let _counted_alone = self.spawn_locks.lock(&parent.root_chat_id).await;
+        let depth = self.store.chat_depth(&parent).await? + 1;
+        if depth > self.config.max_depth {
+            return Err(AgentError::Limit(format!(
+                "a subagent here would be {depth} levels below its root chat, and the limit is {} ([agents] max_depth); do the work yourself",
+                self.config.max_depth
+            )));
+        }
+        let active = self.store.active_descendants_of_root(&parent.root_chat_id).await?;
+        if active >= self.config.max_concurrent_per_root {
+            return Err(AgentError::Limit(format!(
+                "{active} subagents of this chat tree are already running, the most allowed at once ([agents] max_concurrent_per_root); wait for some with wait_agent first"
+            )));
+        }
+        let turn_start = self.store.turn_started_at(&parent.id).await?;
+        let this_turn = self.store.children_since(&parent.id, turn_start).await?;
+        if this_turn >= self.config.max_spawns_per_turn {
+            return Err(AgentError::Limit(format!(
+                "this chat already spawned {this_turn} subagents in this turn, the most allowed ([agents] max_spawns_per_turn)"
+            )));
+        }
+        let content = vec![MessagePart::text(prompt)];
+        let title = match title.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(title) => title.chars().take(80).collect(),
+            None => fallback_title(&content),
+        };
+        let (child, _) = self
+            .store
+            .create_chat(NewChat {
+                owner_id: parent.owner_id.clone(),
+                parent_chat_id: Some(parent.id.clone()),
+                root_chat_id: Some(parent.root_chat_id.clone()),
+                kind: ChatKind::Subagent,
+                // The tree's workspace is found through its root chat.
+                workspace_id: None,
+                title,
+                model: parent.model.clone(),
+                content,
+            })
+            .await?;
+        tracing::info!(chat_id = %parent.id, child = %child.id, "subagent spawned");
+        self.chats.hub.notify(WatchEvent::Created { chat: child.clone() });
+        self.chats.wake.notify_one();
+        Ok(child)
+    }
+
+    async fn report(&self, chat: &Chat) -> Result<AgentReport, AgentError> {
+        let chat = self.chat(&chat.id).await?;
+        let report = self.store.last_assistant_text(&chat.id).await?;
+        Ok(AgentReport { chat_id: chat.id, title: chat.title, status: chat.status, report, error: chat.last_error })
+    }
+
+    /// Waits until each child has finished its turn, or `timeout` (clamped to
+    /// [`MIN_WAIT`]..[`MAX_WAIT`]) passes; returns every child's report, in the order given.
+    pub async fn wait(&self, parent_id: &str, child_ids: &[String], timeout: Duration) -> Result<Vec<AgentReport>, AgentError> {
+        if child_ids.is_empty() {
+            return Err(AgentError::Invalid("name at least one subagent to wait for".into()));
+        }
+        let mut children = Vec::new();
+        for id in child_ids {
+            children.push(self.descendant(parent_id, id).await?);
+        }
+        let deadline = tokio::time::Instant::now() + timeout.clamp(MIN_WAIT, MAX_WAIT);
+        let mut changes = self.chats.hub.watch();
+        loop {
+            let mut reports = Vec::new();
+            for child in &children {
+                reports.push(self.report(child).await?);
+            }
+            if reports.iter().all(AgentReport::finished) || tokio::time::Instant::now() >= deadline {
+                return Ok(reports);
+            }
+            let wake = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Sends `message` to a descendant: queued behind a running turn, or run next.
+    pub async fn send(&self, parent_id: &str, child_id: &str, message: &str, interrupt: bool) -> Result<(), AgentError> {
+        if message.trim().is_empty() {
+            return Err(AgentError::Invalid("the message is empty".into()));
+        }
+        if message.len() > MAX_PROMPT_BYTES {
+            return Err(AgentError::Invalid(format!("the message is longer than {} KiB", MAX_PROMPT_BYTES / 1024)));
+        }
+        let child = self.descendant(parent_id, child_id).await?;
+        let busy = if interrupt { BusyBehavior::Interrupt } else { BusyBehavior::Queue };
+        match self.chats.send(&child, vec![MessagePart::text(message)], busy).await {
+            Ok(_) => Ok(()),
+            Err(SendError::QueueFull(n)) => Err(AgentError::Limit(format!("the subagent already has {n} queued messages; wait for it first"))),
+            Err(SendError::Store(e)) => Err(AgentError::Store(e)),
+        }
+    }
+
+    /// Interrupts a descendant and everything below it, leaving them waiting.
+    pub async fn close(&self, parent_id: &str, child_id: &str) -> Result<AgentReport, AgentError> {
+        let child = self.descendant(parent_id, child_id).await?;
+        self.chats.interrupt_tree(&child.id).await?;
+        self.report(&child).await
+    }
+}

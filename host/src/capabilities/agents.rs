@@ -1,0 +1,89 @@
+//! Capability `agents`: child chats of the calling chat. Every use is checked against the
+//! policy; the agent service checks ancestry and the configured limits.
+
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{CallState, Capability, ChatServices};
+use crate::agents::{AgentError as ServiceError, AgentReport as Report};
+use crate::plugins::ChatKind;
+use crate::plugins::bindings::toolhost::plugin::agents::{self as wit, AgentError, AgentKind, AgentReport, AgentStatus};
+use crate::store::ChatStatus;
+
+pub struct Agents;
+
+impl Capability for Agents {
+    const NAME: &'static str = "agents";
+
+    fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
+    }
+}
+
+impl CallState {
+    /// The grant, then the chat's services (an owned copy: the call's state is not `Sync`, so
+    /// no borrow of it may live across an await).
+    fn agents_access(&self) -> Result<ChatServices, AgentError> {
+        self.grants.require(Agents::NAME, &self.identity.plugin).map_err(AgentError::Denied)?;
+        self.chat.clone().ok_or_else(|| AgentError::Failed("agents are available only to tools called from a chat".into()))
+    }
+}
+
+impl wit::Host for CallState {
+    async fn spawn(&mut self, prompt: String, title: Option<String>, kind: AgentKind) -> Result<String, AgentError> {
+        let access = self.agents_access()?;
+        let kind = match kind {
+            AgentKind::Subagent => ChatKind::Subagent,
+            AgentKind::ComputerUse => ChatKind::ComputerUse,
+        };
+        let child = access.agents.spawn(&access.scope.chat_id, &prompt, title.as_deref(), kind).await.map_err(to_wit)?;
+        Ok(child.id)
+    }
+
+    async fn wait(&mut self, chat_ids: Vec<String>, timeout_ms: u64) -> Result<Vec<AgentReport>, AgentError> {
+        let access = self.agents_access()?;
+        let host_waits = self.host_waits.clone();
+        let reports = host_waits.during(access.agents.wait(&access.scope.chat_id, &chat_ids, Duration::from_millis(timeout_ms))).await;
+        Ok(reports.map_err(to_wit)?.into_iter().map(report).collect())
+    }
+
+    async fn send(&mut self, chat_id: String, message: String, interrupt: bool) -> Result<(), AgentError> {
+        let access = self.agents_access()?;
+        access.agents.send(&access.scope.chat_id, &chat_id, &message, interrupt).await.map_err(to_wit)
+    }
+
+    async fn close(&mut self, chat_id: String) -> Result<AgentReport, AgentError> {
+        let access = self.agents_access()?;
+        access.agents.close(&access.scope.chat_id, &chat_id).await.map(report).map_err(to_wit)
+    }
+}
+
+fn report(report: Report) -> AgentReport {
+    AgentReport {
+        chat_id: report.chat_id,
+        title: report.title,
+        status: match report.status {
+            ChatStatus::Pending => AgentStatus::Pending,
+            ChatStatus::Running => AgentStatus::Running,
+            ChatStatus::Waiting => AgentStatus::Waiting,
+            ChatStatus::Error => AgentStatus::Error,
+        },
+        report: report.report,
+        error: report.error,
+    }
+}
+
+fn to_wit(error: ServiceError) -> AgentError {
+    match error {
+        ServiceError::Denied(m) => AgentError::Denied(m),
+        ServiceError::NotFound(m) => AgentError::NotFound(m),
+        ServiceError::Invalid(m) => AgentError::Invalid(m),
+        ServiceError::Limit(m) => AgentError::Limit(m),
+        ServiceError::Failed(m) => AgentError::Failed(m),
+        ServiceError::Store(e) => {
+            tracing::error!(error = %e, "agents store error");
+            AgentError::Failed("the server could not reach its database; try again".into())
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The seam between the workspace service and where workspaces live. `local` keeps them in
+//! folders under the data directory and confines commands with bubblewrap; a remote backend
+//! (an agent on another machine) would implement the same trait.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkspaceError;
+use super::sandbox::{CommandSpec, Completed, Mounts, Running, Sandbox};
+use super::template::Template;
+use crate::store::Workspace;
+
+pub trait Backend: Send + Sync {
+    /// The name stored with each workspace, e.g. `local`.
+    fn name(&self) -> &'static str;
+
+    /// Lays out a new workspace: its folders and the template's files.
+    fn provision<'a>(&'a self, workspace: &'a Workspace, template: &'a Template) -> BoxFuture<'a, Result<(), WorkspaceError>>;
+
+    /// Runs a command to its end, or until `timeout` or `cancel`.
+    fn run<'a>(&'a self, workspace: &'a Workspace, spec: &'a CommandSpec, timeout: Duration, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Completed, WorkspaceError>>;
+
+    /// Why the workspace is over its quota, if it is.
+    fn over_quota<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Option<String>>;
+
+    /// Starts a command and returns at once.
+    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Running, WorkspaceError>;
+
+    /// The folder holding the workspace's files on this machine, for the `workspace-fs`
+    /// capability and git watch; `None` when the files are elsewhere.
+    fn files_root(&self, workspace: &Workspace) -> Option<PathBuf>;
+
+    /// Removes everything the workspace holds.
+    fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>>;
+}
+
+/// Workspaces as folders under `root`: `<id>/files` (mounted at `/workspace`) and `<id>/home`
+/// (the agent's home, kept between commands but out of the project's files).
+pub struct LocalBackend {
+    root: PathBuf,
+    /// `Err` says why commands cannot run here (bubblewrap missing, and no unsandboxed mode).
+    sandbox: Result<Sandbox, String>,
+}
+
+impl LocalBackend {
+    pub fn new(root: PathBuf, sandbox: Result<Sandbox, String>) -> LocalBackend {
+        LocalBackend { root, sandbox }
+    }
+
+    pub fn mounts(&self, workspace: &Workspace) -> Mounts {
+        let folder = self.root.join(&workspace.id);
+        Mounts { id: workspace.id.clone(), files: folder.join("files"), home: folder.join("home") }
+    }
+
+    pub fn sandbox_problem(&self) -> Option<String> {
+        self.sandbox.as_ref().err().cloned()
+    }
+
+    fn sandbox(&self) -> Result<&Sandbox, WorkspaceError> {
+        self.sandbox.as_ref().map_err(|why| WorkspaceError::Failed(why.clone()))
+    }
+}
+
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn provision<'a>(&'a self, workspace: &'a Workspace, template: &'a Template) -> BoxFuture<'a, Result<(), WorkspaceError>> {
+        Box::pin(async move {
+            let mounts = self.mounts(workspace);
+            let template = template.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&mounts.files)?;
+                std::fs::create_dir_all(&mounts.home)?;
+                // Commands run as uid 1000 of their own user namespace, which bubblewrap maps
+                // to the server's user: what the server lays out is theirs already.
+                template.copy_files(&mounts.files)
+            })
+            .await
+            .map_err(|e| WorkspaceError::Failed(e.to_string()))?
+            .map_err(|e| WorkspaceError::Failed(format!("the workspace's files cannot be laid out: {e}")))
+        })
+    }
+
+    fn run<'a>(&'a self, workspace: &'a Workspace, spec: &'a CommandSpec, timeout: Duration, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Completed, WorkspaceError>> {
+        Box::pin(async move { Ok(self.sandbox()?.run(&self.mounts(workspace), spec, timeout, cancel).await?) })
+    }
+
+    fn over_quota<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match &self.sandbox {
+                Ok(sandbox) => sandbox.over_quota(&self.mounts(workspace)).await,
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Running, WorkspaceError> {
+        Ok(self.sandbox()?.start(&self.mounts(workspace), spec)?)
+    }
+
+    fn files_root(&self, workspace: &Workspace) -> Option<PathBuf> {
+        Some(self.mounts(workspace).files)
+    }
+
+    fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>> {
+        Box::pin(async move {
+            let folder = self.root.join(&workspace.id);
+            if let Ok(sandbox) = &self.sandbox {
+                sandbox.forget_workspace(&workspace.id);
+            }
+            tokio::task::spawn_blocking(move || remove_tree(&folder))
+            .await
+            .map_err(|e| WorkspaceError::Failed(e.to_string()))?
+            .map_err(|e| WorkspaceError::Failed(format!("the workspace's files cannot be removed: {e}")))
+        })
+    }
+}
+
+/// Removes a folder and everything in it, first giving its owner back the rights a command
+/// may have taken away (`chmod 0 dir`), so that a non-root server can delete it too.
+fn remove_tree(folder: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(folder) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(entry.path());
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(folder)
+}

@@ -1,0 +1,174 @@
+//! A control group per command: the kernel then bounds the number of processes and the memory
+//! of everything the command starts, together. (An rlimit cannot do this: `RLIMIT_NPROC` counts
+//! every process of the user the sandbox maps to, which for a server running as root is every
+//! root process on the machine.)
+//!
+//! Works with cgroup v1 (the `pids` and `memory` hierarchies) and v2 (the unified hierarchy
+//! with both controllers enabled). Groups live under `<hierarchy>/toolhost/<workspace>/`: the
+//! workspace's group carries the limits for all its commands together (foreground and
+//! background), and each command's group the same limits for itself.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const ROOT: &str = "/sys/fs/cgroup";
+const PARENT: &str = "toolhost";
+
+/// One hierarchy and the limit files written in each of its groups.
+#[derive(Clone, Debug)]
+struct Hierarchy {
+    parent: PathBuf,
+    /// (file, which limit): `pids.max` takes the process count, the others bytes.
+    limits: Vec<(&'static str, Limit)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Processes,
+    MemoryBytes,
+}
+
+/// The hierarchies this server can make groups in.
+#[derive(Clone, Debug)]
+pub struct Cgroups {
+    hierarchies: Vec<Hierarchy>,
+    /// cgroup v2: one hierarchy, controllers enabled per level.
+    unified: bool,
+}
+
+impl Cgroups {
+    /// Finds writable hierarchies with the `pids` and `memory` controllers; `None` when this
+    /// process cannot make groups (not root, or no delegation).
+    pub fn detect() -> Option<Cgroups> {
+        let root = Path::new(ROOT);
+        let unified = root.join("cgroup.controllers").exists();
+        let hierarchies = if unified {
+            let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+            if !(controllers.contains("pids") && controllers.contains("memory")) {
+                return None;
+            }
+            let parent = root.join(PARENT);
+            std::fs::create_dir_all(&parent).ok()?;
+            // Groups below ours need the controllers enabled at each level.
+            std::fs::write(root.join("cgroup.subtree_control"), "+pids +memory").ok()?;
+            std::fs::write(parent.join("cgroup.subtree_control"), "+pids +memory").ok()?;
+            vec![Hierarchy { parent, limits: vec![("pids.max", Limit::Processes), ("memory.max", Limit::MemoryBytes)] }]
+        } else {
+            let pids = root.join("pids").join(PARENT);
+            let memory = root.join("memory").join(PARENT);
+            std::fs::create_dir_all(&pids).ok()?;
+            std::fs::create_dir_all(&memory).ok()?;
+            vec![
+                Hierarchy { parent: pids, limits: vec![("pids.max", Limit::Processes)] },
+                Hierarchy { parent: memory, limits: vec![("memory.limit_in_bytes", Limit::MemoryBytes)] },
+            ]
+        };
+        let cgroups = Cgroups { hierarchies, unified };
+        cgroups.remove_leftovers();
+        // Prove it: make (and drop) a group.
+        cgroups.create("probe", &format!("probe-{}", std::process::id()), 16, 64 * 1024 * 1024).ok()?;
+        Some(cgroups)
+    }
+
+    /// Empty groups a previous run left behind (a crash, a kill -9).
+    fn remove_leftovers(&self) {
+        for hierarchy in &self.hierarchies {
+            let Ok(workspaces) = std::fs::read_dir(&hierarchy.parent) else { continue };
+            for workspace in workspaces.flatten().filter(|e| e.path().is_dir()) {
+                if let Ok(commands) = std::fs::read_dir(workspace.path()) {
+                    for command in commands.flatten().filter(|e| e.path().is_dir()) {
+                        let _ = std::fs::remove_dir(command.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(workspace.path());
+            }
+        }
+    }
+
+    /// A new group for one command of `workspace`, both groups with these limits.
+    pub fn create(&self, workspace: &str, name: &str, processes: u64, memory_bytes: u64) -> std::io::Result<CommandGroup> {
+        let mut group = CommandGroup { folders: Vec::new(), procs: Vec::new() };
+        for hierarchy in &self.hierarchies {
+            let parent = hierarchy.parent.join(workspace);
+            if !parent.is_dir() {
+                std::fs::create_dir_all(&parent)?;
+                write_limits(&parent, &hierarchy.limits, processes, memory_bytes)?;
+                if self.unified {
+                    // cgroup v2: the command groups below need the controllers enabled here.
+                    std::fs::write(parent.join("cgroup.subtree_control"), "+pids +memory")?;
+                }
+            }
+            let folder = parent.join(name);
+            std::fs::create_dir(&folder)?;
+            group.folders.push(folder.clone());
+            write_limits(&folder, &hierarchy.limits, processes, memory_bytes)?;
+            group.procs.push(std::fs::OpenOptions::new().write(true).open(folder.join("cgroup.procs"))?);
+        }
+        Ok(group)
+    }
+
+    /// Removes a workspace's group (it is being deleted; its commands are gone).
+    pub fn remove_workspace(&self, workspace: &str) {
+        for hierarchy in &self.hierarchies {
+            let _ = std::fs::remove_dir(hierarchy.parent.join(workspace));
+        }
+    }
+}
+
+fn write_limits(folder: &Path, limits: &[(&'static str, Limit)], processes: u64, memory_bytes: u64) -> std::io::Result<()> {
+    for (file, limit) in limits {
+        let value = match limit {
+            Limit::Processes => processes,
+            Limit::MemoryBytes => memory_bytes,
+        };
+        std::fs::write(folder.join(file), value.to_string())?;
+    }
+    Ok(())
+}
+
+/// A command's group; removed when dropped (its processes are gone by then).
+#[derive(Debug)]
+pub struct CommandGroup {
+    folders: Vec<PathBuf>,
+    /// `cgroup.procs` of each folder, opened before the fork: the child only writes.
+    procs: Vec<File>,
+}
+
+impl CommandGroup {
+    /// The descriptors a child writes `0` to, to join the group itself.
+    pub fn join_descriptors(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+}
+
+/// Joins the groups; called in the child between fork and exec (only a `write` per group).
+pub fn join(descriptors: &[RawFd]) -> std::io::Result<()> {
+    for fd in descriptors {
+        // SAFETY: the descriptors stay open in the parent until the child has exec'd.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        rustix::io::write(fd, b"0").map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+impl Drop for CommandGroup {
+    fn drop(&mut self) {
+        let folders = std::mem::take(&mut self.folders);
+        self.procs.clear();
+        // The kernel empties a group a moment after its last process dies; retry briefly.
+        let remove = move || {
+            for folder in folders.iter().rev() {
+                for _ in 0..40 {
+                    match std::fs::remove_dir(folder) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            }
+        };
+        let _ = std::thread::Builder::new().name("toolhost-cgroup".into()).spawn(remove);
+    }
+}
