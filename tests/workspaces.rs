@@ -192,6 +192,13 @@ async fn workspaces_are_created_validated_stopped_started_and_deleted_over_the_a
     assert!(!files.exists(), "its files are gone");
     let (_, chat) = server.get(&alice, &format!("/api/v1/chats/{}", chat["id"].as_str().unwrap())).await;
     assert_eq!(chat["workspace_id"], Value::Null, "its chats are unbound");
+
+    let twins = (0..6).map(|_| server.post(&alice, "/api/v1/workspaces", json!({"template_id": "blank", "name": "twin"})));
+    let answers = futures::future::join_all(twins).await;
+    let created = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let refused: Vec<&Value> = answers.iter().filter(|(status, _)| *status == StatusCode::CONFLICT).map(|(_, body)| body).collect();
+    assert_eq!((created, refused.len()), (1, 5), "of six made at once with one name, one is made and five refused: {answers:?}");
+    assert!(refused.iter().all(|body| body["error"]["message"].as_str().unwrap().contains("already have a workspace named `twin`")), "{refused:?}");
     server.finish().await;
 }
 on_both_backends!(workspaces_are_created_validated_stopped_started_and_deleted_over_the_api);

@@ -105,13 +105,14 @@ fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
 impl Store {
     /// Stores a new workspace in `created`. Names are unique per owner.
     pub async fn create_workspace(&self, new: NewWorkspace) -> StoreResult<Workspace> {
-        let taken = sqlx::query("SELECT id FROM workspaces WHERE owner_id = $1 AND name = $2")
+        let taken = || StoreError::Conflict(format!("you already have a workspace named `{}`; pick another name", new.name));
+        let existing = sqlx::query("SELECT id FROM workspaces WHERE owner_id = $1 AND name = $2")
             .bind(&new.owner_id)
             .bind(&new.name)
             .fetch_optional(&self.pool)
             .await?;
-        if taken.is_some() {
-            return Err(StoreError::Conflict(format!("you already have a workspace named `{}`; pick another name", new.name)));
+        if existing.is_some() {
+            return Err(taken());
         }
         let id = new_id();
         let now = now_ms();
@@ -129,7 +130,12 @@ impl Store {
         .bind(&new.backend)
         .bind(now)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The same name created at the same moment by another request.
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => taken(),
+            other => StoreError::from(other),
+        })?;
         self.workspace(&id).await?.ok_or_else(|| StoreError::Corrupt("a workspace vanished as it was created".into()))
     }
 
