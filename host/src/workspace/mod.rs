@@ -207,7 +207,12 @@ impl WorkspaceService {
 
     /// Makes a workspace from a template and starts it (the startup script runs in the
     /// background; see [`WorkspaceService::wait_settled`]).
-    pub async fn create(&self, owner_id: &str, owner_is_admin: bool, request: CreateRequest) -> Result<Workspace, WorkspaceError> {
+    pub async fn create(self: &Arc<Self>, owner_id: &str, owner_is_admin: bool, request: CreateRequest) -> Result<Workspace, WorkspaceError> {
+        let (service, owner_id) = (self.clone(), owner_id.to_string());
+        to_the_end(async move { service.create_now(&owner_id, owner_is_admin, request).await }).await
+    }
+
+    async fn create_now(&self, owner_id: &str, owner_is_admin: bool, request: CreateRequest) -> Result<Workspace, WorkspaceError> {
         let template = self.template(&request.template_id, owner_is_admin)?;
         let parameters = template.resolve(&request.parameters).map_err(|problems| WorkspaceError::Invalid(format!("invalid parameters for template `{}`: {problems}", template.id)))?;
         let name = match request.name {
@@ -232,20 +237,25 @@ impl WorkspaceService {
             return Err(e);
         }
         tracing::info!(workspace_id = %workspace.id, template = %template.id, "workspace created");
-        self.start_workspace(&workspace.id).await
+        self.start_now(&workspace.id).await
     }
 
     /// [`WorkspaceService::create`] for a chat: serialized per chat tree, and idempotent (the
     /// tree's workspace is reused when building or ready, and reported when stopped).
-    pub async fn create_for_chat(&self, scope: &ChatScope, request: CreateRequest) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
+    pub async fn create_for_chat(self: &Arc<Self>, scope: &ChatScope, request: CreateRequest) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
+        let (service, scope) = (self.clone(), scope.clone());
+        to_the_end(async move { service.create_for_chat_now(&scope, request).await }).await
+    }
+
+    async fn create_for_chat_now(&self, scope: &ChatScope, request: CreateRequest) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
         let _serialized = self.create_locks.lock(&scope.root_chat_id).await;
         if let Some(existing) = self.store.chat_workspace(&scope.chat_id).await? {
             return Ok((settled_outcome(&existing), existing));
         }
-        let workspace = self.create(&scope.owner_id, scope.owner_is_admin, request).await?;
+        let workspace = self.create_now(&scope.owner_id, scope.owner_is_admin, request).await?;
         if !self.store.bind_workspace(&scope.root_chat_id, &workspace.id).await? {
             // Another replica bound one first: keep theirs.
-            self.delete(&workspace.id).await?;
+            self.delete_now(&workspace.id).await?;
             let existing = self.store.chat_workspace(&scope.chat_id).await?.ok_or_else(|| WorkspaceError::Failed("the chat's workspace vanished".into()))?;
             return Ok((settled_outcome(&existing), existing));
         }
@@ -254,7 +264,12 @@ impl WorkspaceService {
 
     /// Starts a workspace unless it is building or ready: its startup script runs in the
     /// background.
-    pub async fn start_workspace(&self, id: &str) -> Result<Workspace, WorkspaceError> {
+    pub async fn start_workspace(self: &Arc<Self>, id: &str) -> Result<Workspace, WorkspaceError> {
+        let (service, id) = (self.clone(), id.to_string());
+        to_the_end(async move { service.start_now(&id).await }).await
+    }
+
+    async fn start_now(&self, id: &str) -> Result<Workspace, WorkspaceError> {
         let startable = [WorkspaceStatus::Created, WorkspaceStatus::Stopped, WorkspaceStatus::StartError, WorkspaceStatus::StartTimeout];
         let _turn = self.lifecycle.lock(id).await;
         if self.store.transition_workspace(id, &startable, WorkspaceStatus::Starting, None).await? {
@@ -296,7 +311,12 @@ impl WorkspaceService {
     }
 
     /// Stops a workspace: its startup script and commands are killed, its files kept.
-    pub async fn stop(&self, id: &str) -> Result<Workspace, WorkspaceError> {
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Workspace, WorkspaceError> {
+        let (service, id) = (self.clone(), id.to_string());
+        to_the_end(async move { service.stop_now(&id).await }).await
+    }
+
+    async fn stop_now(&self, id: &str) -> Result<Workspace, WorkspaceError> {
         let workspace = self.get(id).await?;
         let _turn = self.lifecycle.lock(id).await;
         self.stop_commands(&workspace.id);
@@ -309,7 +329,12 @@ impl WorkspaceService {
     /// Deletes a workspace, its processes and its files; chats bound to it are unbound. The
     /// files go first: if they cannot be removed, the workspace stays, and so does the way to
     /// delete it again.
-    pub async fn delete(&self, id: &str) -> Result<(), WorkspaceError> {
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), WorkspaceError> {
+        let (service, id) = (self.clone(), id.to_string());
+        to_the_end(async move { service.delete_now(&id).await }).await
+    }
+
+    async fn delete_now(&self, id: &str) -> Result<(), WorkspaceError> {
         let workspace = self.get(id).await?;
         let _turn = self.lifecycle.lock(id).await;
         self.stop_commands(&workspace.id);
@@ -445,6 +470,13 @@ async fn watch_background_quotas(service: std::sync::Weak<WorkspaceService>) {
             }
         }
     }
+}
+
+/// Runs a lifecycle change to its end even if its caller stops waiting (a tool call's time
+/// limit, an interrupted turn): one cut in half would leave a workspace `starting` for good, or
+/// its commands stopped and its status not.
+async fn to_the_end<T: Send + 'static>(change: impl std::future::Future<Output = Result<T, WorkspaceError>> + Send + 'static) -> Result<T, WorkspaceError> {
+    tokio::spawn(change).await.map_err(|e| WorkspaceError::Failed(format!("a workspace change failed: {e}")))?
 }
 
 /// What of a script's output goes into a workspace's `detail`: its end, without NUL bytes
