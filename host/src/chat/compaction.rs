@@ -123,7 +123,45 @@ fn prompt_of(summary: Option<&str>, messages: &[&Message]) -> Vec<PromptMessage>
         },
         content: m.content.clone(),
     });
-    summary.into_iter().chain(rest).collect()
+    answer_every_call(summary.into_iter().chain(rest).collect())
+}
+
+const NO_RECORDED_RESULT: &str = "this tool call has no recorded result (its turn was cut off); whether it took effect is unknown";
+
+/// Every tool call of a prompt gets its result in the message right after it, as providers
+/// require. A stored history can lack some: a worker that lost the chat to a new message while
+/// storing an interrupted step's results, or a database error at that moment. The model is told
+/// so, instead of every later request of the chat being refused.
+fn answer_every_call(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
+    let mut answered = Vec::with_capacity(messages.len());
+    let mut messages = messages.into_iter().peekable();
+    while let Some(message) = messages.next() {
+        let calls: Vec<(String, String)> = match message.role {
+            Role::Assistant => message
+                .content
+                .iter()
+                .filter_map(|part| match part {
+                    MessagePart::ToolCall { tool_call_id, tool_name, .. } => Some((tool_call_id.clone(), tool_name.clone())),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        answered.push(message);
+        if calls.is_empty() {
+            continue;
+        }
+        let mut results = messages.next_if(|next| next.role == Role::Tool).unwrap_or(PromptMessage { role: Role::Tool, content: Vec::new() });
+        let has_result = |id: &str, content: &[MessagePart]| content.iter().any(|p| matches!(p, MessagePart::ToolResult { tool_call_id, .. } if tool_call_id == id));
+        for (id, name) in calls {
+            if !has_result(&id, &results.content) {
+                let result = serde_json::Value::String(NO_RECORDED_RESULT.into());
+                results.content.push(MessagePart::ToolResult { tool_call_id: id, tool_name: name, result, is_error: true });
+            }
+        }
+        answered.push(results);
+    }
+    answered
 }
 
 /// How a compaction went.
@@ -350,6 +388,36 @@ mod tests {
 
     fn texts(prompt: &[PromptMessage]) -> Vec<String> {
         prompt.iter().map(|m| crate::llm::text_of(&m.content)).collect()
+    }
+
+    fn call(id: &str) -> MessagePart {
+        MessagePart::ToolCall { tool_call_id: id.into(), tool_name: "execute".into(), args: serde_json::json!({}), provider_metadata: None }
+    }
+
+    fn result(id: &str) -> MessagePart {
+        MessagePart::ToolResult { tool_call_id: id.into(), tool_name: "execute".into(), result: "ok".into(), is_error: false }
+    }
+
+    #[test]
+    fn every_tool_call_in_a_prompt_has_a_result_right_after_it() {
+        let history = vec![
+            message(1, "user", vec![MessagePart::text("go")], None),
+            message(2, "assistant", vec![call("a"), call("b")], Some(10)),
+            message(3, "tool", vec![result("a")], None),
+            message(4, "assistant", vec![call("c")], Some(10)),
+            message(5, "user", vec![MessagePart::text("and now?")], None),
+        ];
+        let prompt = View::of(&history).prompt();
+        let roles: Vec<Role> = prompt.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Assistant, Role::Tool, Role::User]);
+        let results = |at: usize| -> Vec<(String, bool)> {
+            prompt[at].content.iter().filter_map(|p| match p {
+                MessagePart::ToolResult { tool_call_id, is_error, .. } => Some((tool_call_id.clone(), *is_error)),
+                _ => None,
+            }).collect()
+        };
+        assert_eq!(results(2), [("a".to_string(), false), ("b".to_string(), true)], "the stored result is kept, the missing one added");
+        assert_eq!(results(4), [("c".to_string(), true)], "a call followed by a user message is answered before it");
     }
 
     #[test]
