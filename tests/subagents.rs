@@ -303,3 +303,35 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     server.finish().await;
 }
 on_both_backends!(a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may_not_have_run);
+
+async fn a_parent_waiting_on_its_subagents_leaves_them_room_to_work(backend: Backend) {
+    // One turn and one plugin call at a time: the root's wait must make room for its children.
+    let server = TestServer::start_with_slots(backend, 1, 1).await;
+    server.require_sandbox();
+    let alice = server.user("alice", false).await;
+    let workspace = server.ready_workspace(&alice, "blank", json!({})).await;
+    server.llm.script_for(
+        "ROOT-ROOM",
+        [
+            fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-ROOM-A"}"#), ("r2", "spawn_agent", r#"{"prompt": "CHILD-ROOM-B"}"#)]),
+            wait_for_all("r3", 60),
+            fake_llm::text("both done"),
+        ],
+    );
+    for (marker, file) in [("CHILD-ROOM-A", "a.txt"), ("CHILD-ROOM-B", "b.txt")] {
+        let write = json!({"path": file, "content": marker}).to_string();
+        server.llm.script_for(marker, [fake_llm::tool_calls(&[("c1", "write_file", &write)]), fake_llm::text(&format!("wrote {file}"))]);
+    }
+    let body = json!({"content": [{"type": "text", "text": "ROOT-ROOM"}], "workspace_id": workspace["id"]});
+    let (_, root) = server.post(&alice, "/api/v1/chats", body).await;
+    let root = root["id"].as_str().unwrap().to_string();
+    let done = tool_results(&server.finished(&root).await);
+    let (_, waited, is_error) = done.iter().find(|(tool, _, _)| tool == "wait_agent").unwrap();
+    let waited: Value = serde_json::from_str(waited).unwrap();
+    let statuses: Vec<&str> = waited["agents"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert!(!is_error && statuses == ["finished", "finished"], "the children ran while their parent waited: {waited}");
+    let files = server.workspace_files(workspace["id"].as_str().unwrap());
+    assert!(files.join("a.txt").exists() && files.join("b.txt").exists());
+    server.finish().await;
+}
+on_both_backends!(a_parent_waiting_on_its_subagents_leaves_them_room_to_work);

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let chats = ChatService::new(store.clone());
     let agents = AgentService::new(store.clone(), chats.clone(), AgentsConfig { max_concurrent_per_root: 1000, max_spawns_per_turn: 1000, ..AgentsConfig::default() });
     let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.map_err(anyhow::Error::msg)?;
-    let options = RuntimeOptions { max_concurrent_calls: (waits as u32 + 8).max(128), ..RuntimeOptions::default() };
+    let options = RuntimeOptions { max_waiting_calls: (waits as u32).max(256), ..RuntimeOptions::default() };
     let runtime = Arc::new(PluginRuntime::load(options).await?);
     let root = NewChat {
         owner_id: owner.id.clone(),
@@ -80,14 +80,17 @@ async fn main() -> anyhow::Result<()> {
     let (before, threads_before) = (rss_kib(), threads());
     let running: Vec<_> = (1..=waits).map(|n| tokio::spawn(call(n, 6))).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (during, threads_during) = (rss_kib(), threads());
+    let (during, threads_during, in_waiting_slots) = (rss_kib(), threads(), runtime.waiting_calls());
     for handle in running {
         let output = handle.await??;
         anyhow::ensure!(!output.is_error, "a wait failed: {output:?}");
     }
     let per_wait = during.saturating_sub(before) as f64 / waits as f64;
     println!("{waits} waits at once: resident memory {before} KiB before, {during} KiB during: {per_wait:.0} KiB per wait");
-    println!("threads: {threads_before} before, {threads_during} during");
-    println!("{}", serde_json::json!({"waits": waits, "rss_kib_before": before, "rss_kib_during": during, "rss_kib_per_wait": per_wait.round(), "threads_before": threads_before, "threads_during": threads_during}));
+    println!("threads: {threads_before} before, {threads_during} during; {in_waiting_slots} of the waits in waiting slots, not running ones");
+    println!(
+        "{}",
+        serde_json::json!({"waits": waits, "rss_kib_before": before, "rss_kib_during": during, "rss_kib_per_wait": per_wait.round(), "threads_before": threads_before, "threads_during": threads_during, "in_waiting_slots": in_waiting_slots})
+    );
     Ok(())
 }

@@ -120,6 +120,8 @@ impl Default for ApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     pub max_concurrent_calls: u32,
+    /// Calls waiting on subagents, which give their running slot back while they wait.
+    pub max_waiting_calls: u32,
     pub defaults: PluginLimits,
     /// Limits by plugin name; unset fields come from `defaults`.
     pub limits: BTreeMap<String, PluginLimitsPatch>,
@@ -127,7 +129,7 @@ pub struct PluginsConfig {
 
 impl Default for PluginsConfig {
     fn default() -> PluginsConfig {
-        PluginsConfig { max_concurrent_calls: 128, defaults: PluginLimits::default(), limits: BTreeMap::new() }
+        PluginsConfig { max_concurrent_calls: 128, max_waiting_calls: 256, defaults: PluginLimits::default(), limits: BTreeMap::new() }
     }
 }
 
@@ -218,6 +220,7 @@ impl Config {
             include_bundled: true,
             limits: self.limits(),
             max_concurrent_calls: self.plugins.max_concurrent_calls,
+            max_waiting_calls: self.plugins.max_waiting_calls,
         }
     }
 }

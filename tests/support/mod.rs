@@ -110,6 +110,21 @@ pub struct TestServer {
     worker: Arc<Worker>,
 }
 
+/// What a test server is made with besides its database.
+struct Setup {
+    settings: WorkerSettings,
+    /// Third-party plugins to load.
+    plugins: Option<TempDir>,
+    agents: AgentsConfig,
+    max_concurrent_calls: u32,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup { settings: test_settings(), plugins: None, agents: AgentsConfig::default(), max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls }
+    }
+}
+
 /// Worker settings for tests: retries after milliseconds, not seconds.
 pub fn test_settings() -> WorkerSettings {
     WorkerSettings { retry: RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }, ..WorkerSettings::default() }
@@ -133,27 +148,35 @@ impl TestServer {
             let built = std::path::Path::new(env!("TOOLHOST_WASM_DIR")).join(format!("fixture_{}.wasm", name.replace('-', "_")));
             std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
         }
-        TestServer::start_full(TestDatabase::create(backend).await, test_settings(), Some(dir), AgentsConfig::default()).await
+        TestServer::start_full(TestDatabase::create(backend).await, Setup { plugins: Some(dir), ..Setup::default() }).await
     }
 
     /// A server over an existing test database.
     pub async fn start_on(database: TestDatabase, settings: WorkerSettings) -> TestServer {
-        TestServer::start_full(database, settings, None, AgentsConfig::default()).await
+        TestServer::start_full(database, Setup { settings, ..Setup::default() }).await
     }
 
     /// A server whose subagents have these limits.
     pub async fn start_with_agents(backend: Backend, agents: AgentsConfig) -> TestServer {
-        TestServer::start_full(TestDatabase::create(backend).await, test_settings(), None, agents).await
+        TestServer::start_full(TestDatabase::create(backend).await, Setup { agents, ..Setup::default() }).await
     }
 
-    async fn start_full(database: TestDatabase, settings: WorkerSettings, plugins: Option<TempDir>, agents: AgentsConfig) -> TestServer {
+    /// A server whose worker runs at most `chats` turns and whose plugins run at most `calls`
+    /// calls at once.
+    pub async fn start_with_slots(backend: Backend, chats: usize, calls: u32) -> TestServer {
+        let settings = WorkerSettings { max_concurrent_chats: chats, ..test_settings() };
+        TestServer::start_full(TestDatabase::create(backend).await, Setup { settings, max_concurrent_calls: calls, ..Setup::default() }).await
+    }
+
+    async fn start_full(database: TestDatabase, setup: Setup) -> TestServer {
+        let Setup { settings, plugins, agents, max_concurrent_calls } = setup;
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
         let store = Store::open(&database.url).await.unwrap();
         let llm = FakeLlm::start().await;
         let data = tempfile::tempdir().unwrap();
         let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.unwrap();
         let chats = ChatService::new(store.clone());
-        let options = RuntimeOptions { plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()), ..RuntimeOptions::default() };
+        let options = RuntimeOptions { plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()), max_concurrent_calls, ..RuntimeOptions::default() };
         let runtime = Arc::new(PluginRuntime::load(options).await.unwrap());
         let catalog = Arc::new(Catalog::new(store.clone(), SecretBox::from_key([42; 32]), Duration::from_secs(2)));
         // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.

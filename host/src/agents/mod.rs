@@ -194,6 +194,9 @@ impl AgentService {
         }
         let deadline = tokio::time::Instant::now() + timeout.clamp(MIN_WAIT, MAX_WAIT);
         let mut changes = self.chats.hub.watch();
+        // The waiting parent no longer counts against the worker's chats: pending children
+        // may run now.
+        self.chats.wake.notify_one();
         loop {
             let mut reports = Vec::new();
             for child in &children {

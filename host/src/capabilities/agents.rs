@@ -44,7 +44,9 @@ impl wit::Host for CallState {
     async fn wait(&mut self, chat_ids: Vec<String>, timeout_ms: u64) -> Result<Vec<AgentReport>, AgentError> {
         let access = self.agents_access()?;
         let host_waits = self.host_waits.clone();
-        let reports = host_waits.during(access.agents.wait(&access.scope.chat_id, &chat_ids, Duration::from_millis(timeout_ms))).await;
+        let wait = access.agents.wait(&access.scope.chat_id, &chat_ids, Duration::from_millis(timeout_ms));
+        // Taking a running slot back after the wait is host time too.
+        let reports = host_waits.during(self.slot.clone().while_waiting(wait)).await;
         Ok(reports.map_err(to_wit)?.into_iter().map(report).collect())
     }
 

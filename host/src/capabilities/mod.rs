@@ -21,6 +21,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::plugins::CallLimiter;
+use crate::plugins::slots::CallSlot;
 
 /// One WIT capability interface: its host functions and the grant that guards them.
 pub trait Capability {
@@ -205,6 +206,8 @@ pub struct CallState {
     pub grants: Grants,
     pub(crate) chat: Option<ChatServices>,
     pub(crate) host_waits: HostWaits,
+    /// The call's slot in the engine's pool, given up for a waiting one during agent waits.
+    pub(crate) slot: CallSlot,
     pub(crate) limiter: CallLimiter,
     pub(crate) log: log::LogState,
     pub(crate) progress: progress::ProgressState,
@@ -215,6 +218,7 @@ pub struct CallState {
 
 impl CallState {
     /// A fresh state whose WASI stdout and stderr go to `output` (kept for crash reports).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         identity: CallIdentity,
         grants: Grants,
@@ -223,6 +227,7 @@ impl CallState {
         chat: Option<ChatServices>,
         progress: Option<ProgressSink>,
         output: MemoryOutputPipe,
+        slot: CallSlot,
     ) -> CallState {
         let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output).build();
         CallState {
@@ -230,6 +235,7 @@ impl CallState {
             grants,
             chat,
             host_waits: HostWaits::default(),
+            slot,
             limiter,
             log: log::LogState::default(),
             progress: progress::ProgressState::new(progress),

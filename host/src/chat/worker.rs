@@ -77,7 +77,8 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         let mut recovery = tokio::time::interval(self.settings.stale_after / 2);
         loop {
-            while runs.len() < self.settings.max_concurrent_chats {
+            // Chats whose turn waits on their subagents do not count: the subagents need the room.
+            while runs.len() < self.settings.max_concurrent_chats + self.runtime.waiting_calls() {
                 match store.acquire_chat(&self.id).await {
                     Ok(Some(chat)) => {
                         let worker = self.clone();

@@ -16,6 +16,7 @@ mod limits;
 mod output;
 mod registry;
 mod runtime;
+pub mod slots;
 
 pub use errors::{CallError, LimitHit, LoadError, Refusal};
 pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION};

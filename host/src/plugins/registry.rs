@@ -20,6 +20,9 @@ pub struct RuntimeOptions {
     pub limits: LimitsConfig,
     /// Calls running at once across all plugins; further calls wait for a slot.
     pub max_concurrent_calls: u32,
+    /// Calls waiting on other chats (a parent waiting for its subagents) that do not count
+    /// against `max_concurrent_calls` (see [`crate::plugins::slots`]).
+    pub max_waiting_calls: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -30,6 +33,7 @@ impl Default for RuntimeOptions {
             include_bundled: true,
             limits: LimitsConfig::default(),
             max_concurrent_calls: 128,
+            max_waiting_calls: 256,
         }
     }
 }

@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
@@ -23,6 +21,7 @@ use super::errors::ToolErrorKind;
 use super::inspect::{SUPPORTED_WIT_VERSION, inspect};
 use super::limits::MAX_MEMORY_MIB;
 use super::output::{convert, result_size};
+use super::slots::CallSlots;
 use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, ToolInfo, check_description};
 use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
 use crate::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
@@ -122,7 +121,7 @@ pub struct PluginRuntime {
     plugins: Vec<LoadedPlugin>,
     tools: BTreeMap<String, ToolEntry>,
     refused: Vec<Refusal>,
-    slots: Arc<Semaphore>,
+    slots: CallSlots,
 }
 
 impl PluginRuntime {
@@ -163,7 +162,7 @@ impl PluginRuntime {
 
     fn empty(options: &RuntimeOptions) -> Result<PluginRuntime, LoadError> {
         options.limits.validate().map_err(LoadError::Limits)?;
-        let engine = new_engine(options.max_concurrent_calls).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let engine = new_engine(options.max_concurrent_calls + options.max_waiting_calls).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_all_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         start_epoch_ticker(&engine).map_err(|e| LoadError::Engine(format!("cannot start the epoch thread that enforces time limits: {e}")))?;
@@ -175,8 +174,14 @@ impl PluginRuntime {
             plugins: Vec::new(),
             tools: BTreeMap::new(),
             refused: Vec::new(),
-            slots: Arc::new(Semaphore::new(options.max_concurrent_calls as usize)),
+            slots: CallSlots::new(options.max_concurrent_calls as usize, options.max_waiting_calls as usize),
         })
+    }
+
+    /// Calls that wait on other chats in a waiting slot right now (their chats wait on
+    /// subagents, so the worker does not count them either).
+    pub fn waiting_calls(&self) -> usize {
+        self.slots.waiting()
     }
 
     /// The loaded plugins, in load order.
@@ -339,16 +344,17 @@ impl PluginRuntime {
         let tool = identity.tool.clone();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
         let CallEnvironment { workspace, chat, progress } = environment;
-        let state = CallState::new(identity, grants, CallLimiter::new(limits), workspace, chat, progress, output.clone());
+        // The slot is taken before the store is made, so that it is given back only after the
+        // store (and the instance it holds in the engine's pool) is gone.
+        let Ok(slot) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
+            return Err(CallError::Busy { plugin, waited_ms: limits.timeout_ms });
+        };
+        let state = CallState::new(identity, grants, CallLimiter::new(limits), workspace, chat, progress, output.clone(), slot.clone());
         let host_waits = state.host_waits.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-
-        let Ok(Ok(_slot)) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
-            return Err(CallError::Busy { plugin, waited_ms: limits.timeout_ms });
-        };
         let work = async {
             let instance: Tool = pre.instantiate_async(&mut store).await?;
             let tools = instance.toolhost_plugin_tools();
