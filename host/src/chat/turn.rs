@@ -210,7 +210,8 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
             return Ok(());
         }
         let if_interrupted = error_results(&calls, INTERRUPTED_CALL);
-        let results = run_tools_until_stopped(worker, chat, &principal, &policy, &visible, &calls, &if_interrupted, cancel, reason).await?;
+        let caller = Caller { worker, chat, principal: &principal, policy: &policy, visible: &visible };
+        let results = run_tools_until_stopped(&caller, &calls, &if_interrupted, cancel, reason).await?;
         store_message(worker, chat, "tool", &results, None, None).await?;
     }
     Err(Stop::Failed(format!("the turn reached its limit of {} model calls; send a message to continue", worker.settings.max_steps)))
@@ -241,13 +242,8 @@ const CUT_OFF_CALL: &str = "the server restarted while this tool call ran, so wh
 /// Runs tool calls unless the turn is stopped first. When the person interrupts, `if_interrupted`
 /// is stored as the step's results, so the history stays well formed; a shutdown stores
 /// nothing, and the next start answers the calls ([`answer_calls_cut_off_by_a_restart`]).
-#[allow(clippy::too_many_arguments)]
 async fn run_tools_until_stopped(
-    worker: &Worker,
-    chat: &Chat,
-    principal: &Principal,
-    policy: &Arc<ActivePolicy>,
-    visible: &BTreeSet<String>,
+    caller: &Caller<'_>,
     calls: &[(String, String, Value)],
     if_interrupted: &[MessagePart],
     cancel: &tokio_util::sync::CancellationToken,
@@ -258,11 +254,11 @@ async fn run_tools_until_stopped(
         _ = cancel.cancelled() => {
             let stop = stop_reason(reason);
             if matches!(stop, Stop::Interrupted) {
-                store_message(worker, chat, "tool", if_interrupted, None, None).await?;
+                store_message(caller.worker, caller.chat, "tool", if_interrupted, None, None).await?;
             }
             Err(stop)
         }
-        results = run_tools(worker, chat, principal, policy, visible, calls) => Ok(results),
+        results = run_tools(caller, calls) => Ok(results),
     }
 }
 
@@ -299,7 +295,8 @@ async fn answer_calls_cut_off_by_a_restart(
     let policy = worker.policy.refresh().await?;
     let visible = policy.rules.visible_tools(principal);
     let if_interrupted = in_order(error_results(&again, INTERRUPTED_CALL));
-    let repeated = run_tools_until_stopped(worker, chat, principal, &policy, &visible, &again, &if_interrupted, cancel, reason).await?;
+    let caller = Caller { worker, chat, principal, policy: &policy, visible: &visible };
+    let repeated = run_tools_until_stopped(&caller, &again, &if_interrupted, cancel, reason).await?;
     let results = in_order(repeated);
     store_message(worker, chat, "tool", &results, None, None).await?;
     Ok(())
@@ -438,16 +435,20 @@ fn give_up_message(error: &LlmError, attempts: u32, retryable: bool) -> String {
     }
 }
 
+/// Who makes a step's tool calls, and under which policy.
+struct Caller<'a> {
+    worker: &'a Worker,
+    chat: &'a Chat,
+    principal: &'a Principal,
+    policy: &'a Arc<ActivePolicy>,
+    /// The tools the chat was told about.
+    visible: &'a BTreeSet<String>,
+}
+
 /// Runs a step's tool calls concurrently; results come back in call order. Each call is checked
 /// against the policy again, since a model may call a tool it was not told about.
-async fn run_tools(
-    worker: &Worker,
-    chat: &Chat,
-    principal: &Principal,
-    policy: &Arc<ActivePolicy>,
-    visible: &BTreeSet<String>,
-    calls: &[(String, String, Value)],
-) -> Vec<MessagePart> {
+async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Vec<MessagePart> {
+    let Caller { worker, chat, principal, policy, visible } = *caller;
     let access = ChatServices {
         workspaces: worker.workspaces.clone(),
         agents: worker.agents.clone(),
