@@ -146,7 +146,7 @@ pub fn document() -> Value {
     }));
     paths.insert("/workspaces".into(), json!({
         "get": operation("The caller's workspaces, newest first", json!({"200": ok::<WorkspaceList>(&mut g, "The workspaces")})),
-        "post": with_body(operation("Make a workspace from a template and start it (422 invalid_parameters lists each problem)", json!({"201": ok::<Workspace>(&mut g, "The workspace, starting")})), body::<CreateWorkspace>(&mut g)),
+        "post": with_body(operation("Make a workspace from a template and start it (422 invalid_parameters lists each problem; 409 conflict when the caller has a workspace of that name)", json!({"201": ok::<Workspace>(&mut g, "The workspace, starting")})), body::<CreateWorkspace>(&mut g)),
     }));
     paths.insert("/workspaces/{id}".into(), json!({
         "parameters": workspace_path,
