@@ -256,6 +256,12 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     server.require_sandbox();
     let alice = server.user("alice", false).await;
     let workspace = server.ready_workspace(&alice, "blank", json!({})).await;
+    // A command of this test's own: the other backend's run of it may be under way at once.
+    let seconds = match backend {
+        Backend::Sqlite => 1021,
+        Backend::Postgres => 1023,
+    };
+    let sleeping = format!("sleep\u{0}{seconds}");
     // The child's first answer is cut off by the restart; its turn runs again and reports.
     let slow = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
     server.llm.script_for("CHILD-PATIENT", [fake_llm::slow_text(&slow, Duration::from_millis(200)), fake_llm::text("the patient report")]);
@@ -263,9 +269,10 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
         "ROOT-RESTART",
         [
             fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-PATIENT: take your time"}"#)]),
-            computed(|request| {
+            computed(move |request| {
                 let wait = json!({"chat_ids": spawned_ids(request), "timeout_seconds": 120}).to_string();
-                fake_llm::tool_calls(&[("r2", "wait_agent", &wait), ("r3", "execute", r#"{"command": "sleep 1021"}"#)])
+                let command = json!({"command": format!("sleep {seconds}")}).to_string();
+                fake_llm::tool_calls(&[("r2", "wait_agent", &wait), ("r3", "execute", &command)])
             }),
             fake_llm::text("all done"),
         ],
@@ -274,23 +281,23 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     let (_, root) = server.post(&alice, "/api/v1/chats", body).await;
     let root = root["id"].as_str().unwrap().to_string();
     for _ in 0..400 {
-        if support::processes_running("sleep\u{0}1021") > 0 {
+        if support::processes_running(&sleeping) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(support::processes_running("sleep\u{0}1021") > 0, "the command runs while the root waits");
+    assert!(support::processes_running(&sleeping) > 0, "the command runs while the root waits");
     let child = server.store.children(&root).await.unwrap().remove(0);
     assert_eq!(server.store.chat(&child.id).await.unwrap().unwrap().status, toolhost::store::ChatStatus::Running, "the child is still at work");
 
     server.restart_worker().await;
     for _ in 0..100 {
-        if support::processes_running("sleep\u{0}1021") == 0 {
+        if support::processes_running(&sleeping) == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(support::processes_running("sleep\u{0}1021"), 0, "the shutdown ended the command");
+    assert_eq!(support::processes_running(&sleeping), 0, "the shutdown ended the command");
 
     let done = tool_results(&server.finished(&root).await);
     assert_eq!(done.len(), 3, "one result per call, none twice: {done:?}");
