@@ -84,6 +84,11 @@ impl Runs {
         self.lock().len()
     }
 
+    /// Whether this process runs the chat's turn (perhaps still winding it up).
+    pub(crate) fn contains(&self, chat_id: &str) -> bool {
+        self.lock().contains_key(chat_id)
+    }
+
     pub(crate) fn ids(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
@@ -111,13 +116,13 @@ impl ChatService {
     pub async fn send(&self, chat: &Chat, content: Vec<MessagePart>, busy: BusyBehavior) -> Result<SendOutcome, SendError> {
         let channel = self.hub.channel(&chat.id);
         let mut guard = channel.lock().await;
-        let status = self.store.chat_state(&chat.id).await?.map(|(status, _)| status).unwrap_or(chat.status);
+        let (status, owner) = self.store.chat_state(&chat.id).await?.unwrap_or((chat.status, None));
         match status {
-            ChatStatus::Waiting | ChatStatus::Error => {
+            ChatStatus::Waiting | ChatStatus::Error if !self.winding_up(&chat.id, status, owner.as_deref()) => {
                 let message = self.start_turn_with(&mut guard, &chat.id, &content, None).await?;
                 Ok(SendOutcome { queued: false, message, queued_message: None })
             }
-            ChatStatus::Pending | ChatStatus::Running => {
+            _ => {
                 let queued = self.store.enqueue(&chat.id, &content).await?.ok_or(SendError::QueueFull(crate::store::MAX_QUEUED))?;
                 self.publish_queue(&mut guard, &chat.id).await?;
                 if busy == BusyBehavior::Interrupt {
@@ -163,15 +168,16 @@ impl ChatService {
         if !self.store.promote_queued(chat_id, queued_id).await? {
             return Ok(false);
         }
-        let Some((status, _)) = self.store.chat_state(chat_id).await? else { return Ok(false) };
+        let Some((status, owner)) = self.store.chat_state(chat_id).await? else { return Ok(false) };
         match status {
             ChatStatus::Running => self.interrupt_locked(&mut guard, chat_id, status).await?,
-            ChatStatus::Waiting | ChatStatus::Error => {
+            ChatStatus::Waiting | ChatStatus::Error if !self.winding_up(chat_id, status, owner.as_deref()) => {
                 if let Some(next) = self.store.pop_queued(chat_id).await? {
                     self.start_turn_with(&mut guard, chat_id, &next.content, None).await?;
                 }
             }
-            ChatStatus::Pending => {}
+            // Pending, or an interrupted turn winding up: the worker runs the queue's head next.
+            _ => {}
         }
         self.publish_queue(&mut guard, chat_id).await?;
         Ok(true)
@@ -230,6 +236,14 @@ impl ChatService {
         Ok(())
     }
 
+    /// An interrupted chat is `waiting` at once, but its worker still owns it until it has
+    /// stored the cut-off step. A message sent meanwhile waits in the queue, which the worker
+    /// runs next; starting a turn at once would take the chat from the worker, losing that
+    /// step (tool calls without results) and running two turns at a time.
+    fn winding_up(&self, chat_id: &str, status: ChatStatus, owner: Option<&str>) -> bool {
+        status == ChatStatus::Waiting && owner.is_some() && self.runs.contains(chat_id)
+    }
+
     /// Stores a user message and makes the chat pending (under the channel lock).
     pub(crate) async fn start_turn_with(
         &self,
@@ -253,5 +267,48 @@ impl ChatService {
         let queued_messages = self.store.queued_messages(chat_id).await?;
         guard.emit(&self.store, EventBody::QueueUpdate { queued_messages }).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::ChatKind;
+    use crate::store::NewChat;
+
+    #[tokio::test]
+    async fn a_message_sent_while_an_interrupted_turn_winds_up_waits_for_it_in_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let alice = store.create_user("alice", false).await.unwrap();
+        let new = NewChat {
+            owner_id: alice.id,
+            parent_chat_id: None,
+            root_chat_id: None,
+            kind: ChatKind::Root,
+            workspace_id: None,
+            title: "t".into(),
+            model: None,
+            content: vec![MessagePart::text("first")],
+        };
+        let (chat, _) = store.create_chat(new).await.unwrap();
+        let service = ChatService::new(store.clone());
+        assert!(store.acquire_chat("worker-1").await.unwrap().is_some());
+        let _run = service.runs.register(&chat.id);
+
+        service.interrupt(&chat.id).await.unwrap();
+        let interrupted = store.chat(&chat.id).await.unwrap().unwrap();
+        assert_eq!((interrupted.status, interrupted.worker_id.as_deref()), (ChatStatus::Waiting, Some("worker-1")));
+        let sent = service.send(&interrupted, vec![MessagePart::text("second")], BusyBehavior::Queue).await.unwrap();
+        assert!(sent.queued, "the worker has not stored its cut-off step yet: the message waits for it");
+        let after = store.chat(&chat.id).await.unwrap().unwrap();
+        assert_eq!(after.worker_id.as_deref(), Some("worker-1"), "the worker keeps the chat, so it can store its step and run the queue");
+
+        // Once the run is over (here: its worker died), a message starts a turn at once.
+        service.runs.finish(&chat.id);
+        let sent = service.send(&after, vec![MessagePart::text("third")], BusyBehavior::Queue).await.unwrap();
+        assert!(!sent.queued);
+        assert_eq!(store.chat(&chat.id).await.unwrap().unwrap().status, ChatStatus::Pending);
+        store.close().await;
     }
 }
