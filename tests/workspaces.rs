@@ -295,6 +295,61 @@ async fn commands_see_only_their_workspace_and_no_network() {
     assert!(done.output.text.contains("unreachable"), "no network unless allowed: {}", done.output.text);
 }
 
+/// This machine's address on its default route (no packet is sent: UDP only picks a route).
+fn outward_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect("192.0.2.1:9").expect("a default route");
+    socket.local_addr().unwrap().ip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_allowed_the_network_reaches_other_hosts_but_not_the_servers_loopback() {
+    let data = tempfile::tempdir().unwrap();
+    let templates = data.path().join("templates");
+    std::fs::create_dir_all(templates.join("online")).unwrap();
+    std::fs::write(templates.join("online/template.toml"), "name = 'Online'\nnetwork = true\n").unwrap();
+    let store = Store::open(&Store::sqlite_url(data.path())).await.unwrap();
+    let owner = store.create_user("alice", false).await.unwrap();
+    let config = WorkspacesConfig { templates_dir: Some(templates), ..WorkspacesConfig::default() };
+    let service = WorkspaceService::start(store, data.path(), &config).await.unwrap();
+    assert_eq!(service.sandbox_problem(), None, "run `bash .ci/system-deps` to install bubblewrap and slirp4netns");
+    let created = service.create(&owner.id, false, CreateRequest { template_id: "online".into(), ..CreateRequest::default() }).await.unwrap();
+    let workspace = service.wait_settled(&created.id, Duration::from_secs(30)).await.unwrap();
+
+    // A service on the server's loopback (a database trusting local connections, say), and one
+    // on the machine's outward address, as another host would be.
+    let loopback = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let loopback_port = loopback.local_addr().unwrap().port();
+    let outward = tokio::net::TcpListener::bind((outward_address(), 0)).await.unwrap();
+    let outward_at = outward.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut connection, _)) = outward.accept().await {
+            let _ = connection.write_all(b"hello from another host\n").await;
+        }
+    });
+    let probe = format!(
+        "for at in 127.0.0.1 10.0.2.2; do (echo > /dev/tcp/$at/{loopback_port}) 2>/dev/null && echo \"reached $at\" || echo \"no $at\"; done; \
+         (exec 3<>/dev/tcp/{}/{} && head -1 <&3) 2>/dev/null || echo 'no outward'",
+        outward_at.ip(),
+        outward_at.port()
+    );
+    let spec = CommandSpec { command: probe.clone(), ..CommandSpec::default() };
+    let allowed = service.run(&workspace, spec.clone(), Duration::from_secs(20), true).await.unwrap().output.text;
+    assert!(allowed.contains("hello from another host"), "the network is reachable: {allowed}");
+    assert!(allowed.contains("no 127.0.0.1") && allowed.contains("no 10.0.2.2"), "the server's loopback is not, directly or through the gateway: {allowed}");
+    let denied = service.run(&workspace, spec, Duration::from_secs(20), false).await.unwrap().output.text;
+    assert!(denied.contains("no outward"), "without the policy's grant there is no network: {denied}");
+    for _ in 0..40 {
+        if processes_running("slirp4netns") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(processes_running("slirp4netns"), 0, "the network's helper ends with its command");
+    drop(loopback);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_that_hang_flood_fork_or_fill_the_disk_are_stopped_and_the_workspace_lives_on() {
     let sandbox = Sandboxed::new().await;

@@ -1,6 +1,7 @@
 //! What the sandbox costs: the time to create a workspace from a small template until it is
 //! ready (its startup script, `git init`, included), and the time to run `true` in it through
-//! bubblewrap (with its control group and limits) against running `bash -c true` directly.
+//! bubblewrap (with its control group and limits) against running `bash -c true` directly, and
+//! with a network of its own (slirp4netns) for templates that allow one.
 //!
 //! `cargo run --release -p toolhost --example workspace_bench -- [--runs N]`
 //! The last line is JSON: {"create_ready_ms_p50": ..., "sandboxed_true_ms_p50": ..., ...}.
@@ -22,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let store = Store::open(&Store::sqlite_url(data.path())).await?;
     let owner = store.create_user("bench", false).await?;
+    // The bundled templates, and one whose commands may reach the network.
+    std::fs::create_dir_all(data.path().join("templates/online"))?;
+    std::fs::write(data.path().join("templates/online/template.toml"), "name = 'Online'\nnetwork = true\n")?;
     let service = WorkspaceService::start(store, data.path(), &WorkspacesConfig::default()).await.map_err(anyhow::Error::msg)?;
     if let Some(problem) = service.sandbox_problem() {
         anyhow::bail!("{problem}");
@@ -47,6 +51,16 @@ async fn main() -> anyhow::Result<()> {
         sandboxed.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(done.exit_code == Some(0), "{done:?}");
     }
+    let online = service.create(&owner.id, false, CreateRequest { template_id: "online".into(), ..CreateRequest::default() }).await?;
+    let online = service.wait_settled(&online.id, Duration::from_secs(60)).await?;
+    let mut networked = Vec::new();
+    for _ in 0..runs {
+        let spec = CommandSpec { command: "true".into(), ..CommandSpec::default() };
+        let started = Instant::now();
+        let done = service.run(&online, spec, Duration::from_secs(10), true).await?;
+        networked.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(done.exit_code == Some(0) && done.output.text.is_empty(), "{done:?}");
+    }
     let mut direct = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
@@ -59,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
         (percentile(&mut create, 0.5), percentile(&mut sandboxed, 0.5), percentile(&mut sandboxed, 0.95), percentile(&mut direct, 0.5));
     println!("create a workspace from `blank` until ready: {create_p50:.1} ms p50 ({} runs)", create.len());
     println!("`true` in the sandbox: {sandboxed_p50:.2} ms p50, {sandboxed_p95:.2} ms p95 ({runs} runs)");
+    let networked_p50 = percentile(&mut networked, 0.5);
+    println!("`true` in the sandbox with a network of its own: {networked_p50:.2} ms p50");
     println!("`bash -c true` without a sandbox: {direct_p50:.2} ms p50; sandbox overhead {:.2} ms per command", sandboxed_p50 - direct_p50);
     println!(
         "{}",
@@ -67,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             "create_ready_ms_p50": (create_p50 * 10.0).round() / 10.0,
             "sandboxed_true_ms_p50": (sandboxed_p50 * 100.0).round() / 100.0,
             "sandboxed_true_ms_p95": (sandboxed_p95 * 100.0).round() / 100.0,
+            "networked_true_ms_p50": (networked_p50 * 100.0).round() / 100.0,
             "direct_true_ms_p50": (direct_p50 * 100.0).round() / 100.0,
             "overhead_ms_p50": ((sandboxed_p50 - direct_p50) * 100.0).round() / 100.0,
         })

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cgroup;
 pub mod git;
+mod netns;
 pub mod processes;
 pub mod sandbox;
 pub mod template;

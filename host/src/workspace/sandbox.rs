@@ -1,7 +1,7 @@
 //! Runs workspace commands inside bubblewrap: the workspace's files read-write at
 //! `/workspace`, a home folder at `/home/agent`, the system read-only, a private `/tmp`, a
-//! new user (uid 1000, no capabilities), PID, IPC, UTS and network namespace (the network is
-//! shared only when allowed), resource limits (CPU time, address space, processes, file
+//! new user (uid 1000, no capabilities), PID, IPC, UTS and network namespace (connected to the
+//! outside only when allowed, see `netns`), resource limits (CPU time, address space, processes, file
 //! size), and the whole process tree killed with the sandbox: bubblewrap's init dies with it,
 //! and the kernel then kills everything left in its PID namespace.
 //!
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::{self, Cgroups, CommandGroup};
+use super::netns::{self, Handshake};
 
 /// Where the workspace's files appear inside the sandbox.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
@@ -109,7 +110,7 @@ pub struct CommandSpec {
     pub workdir: String,
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
-    /// Share the host's network (the template and the policy allow it).
+    /// Reach the network (the template and the policy allow it), through a namespace of its own.
     pub network: bool,
     /// Mount the workspace read-only (for the host's own inspections, like git watch).
     pub read_only: bool,
@@ -205,6 +206,9 @@ pub struct Sandbox {
     /// `/etc/ssl/private`, ...). The sandbox's user maps to the server's, so without this it
     /// could read what only the server's user may: each is covered by an empty stand-in.
     hidden: Vec<(PathBuf, bool)>,
+    /// For commands with network, when the host's resolver is on its loopback (out of their
+    /// reach): a resolv.conf naming slirp4netns's DNS forwarder instead.
+    resolv_conf: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Clone, Debug)]
@@ -240,7 +244,8 @@ impl Sandbox {
             (None, true) => tracing::warn!("no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"),
         }
         let hidden = ["/etc", "/opt"].iter().flat_map(|root| not_world_readable(Path::new(root))).collect();
-        let sandbox = Sandbox { mode, limits, bwrap, system, cgroups, hidden };
+        let resolv_conf = resolver_for_network();
+        let sandbox = Sandbox { mode, limits, bwrap, system, cgroups, hidden, resolv_conf };
         if mode == SandboxMode::Unsandboxed {
             tracing::warn!("WORKSPACE COMMANDS RUN UNSANDBOXED: they can read and change anything this server's user can; use only on a machine dedicated to it");
             return Ok(sandbox);
@@ -286,7 +291,8 @@ impl Sandbox {
 
     /// The process for `spec`, not started. Its output (stdout and stderr together, in order)
     /// goes to the returned reader.
-    fn command(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<(tokio::process::Command, std::io::PipeReader, Option<CommandGroup>), SandboxError> {
+    #[allow(clippy::type_complexity)]
+    fn command(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<(tokio::process::Command, std::io::PipeReader, Option<CommandGroup>, Option<Handshake>), SandboxError> {
         let workdir = confine_workdir(&spec.workdir)?;
         if !mounts.files.join(&workdir).is_dir() {
             return Err(SandboxError::Invalid(format!("the working directory `{}` does not exist in the workspace", spec.workdir)));
@@ -297,8 +303,12 @@ impl Sandbox {
                 return Err(SandboxError::Invalid(format!("`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)")));
             }
         }
+        let network = match (self.mode, spec.network) {
+            (SandboxMode::Bubblewrap, true) => Some(Handshake::new().map_err(|e| SandboxError::Spawn(format!("no pipes for its network: {e}")))?),
+            _ => None,
+        };
         let mut command = match self.mode {
-            SandboxMode::Bubblewrap => self.bubblewrap(mounts, spec, &workdir),
+            SandboxMode::Bubblewrap => self.bubblewrap(mounts, spec, &workdir, network.as_ref()),
             SandboxMode::Unsandboxed => {
                 tracing::warn!(command = %spec.command, "running a workspace command UNSANDBOXED");
                 let mut command = tokio::process::Command::new("bash");
@@ -328,17 +338,20 @@ impl Sandbox {
         };
         let joins = group.as_ref().map(CommandGroup::join_descriptors).unwrap_or_default();
         let rlimits = rlimits(&self.limits, group.is_some());
-        // SAFETY: only async-signal-safe system calls (write, setrlimit) between fork and exec.
+        let inherited: Vec<_> = network.as_ref().map(|h| h.inherited().to_vec()).unwrap_or_default();
+        // SAFETY: only async-signal-safe system calls (write, setrlimit, fcntl) between fork
+        // and exec.
         unsafe {
             command.pre_exec(move || {
                 cgroup::join(&joins)?;
+                netns::inherit(&inherited)?;
                 apply_limits(&rlimits)
             });
         }
-        Ok((command, reader, group))
+        Ok((command, reader, group, network))
     }
 
-    fn bubblewrap(&self, mounts: &Mounts, spec: &CommandSpec, workdir: &Path) -> tokio::process::Command {
+    fn bubblewrap(&self, mounts: &Mounts, spec: &CommandSpec, workdir: &Path, network: Option<&Handshake>) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.bwrap);
         for (name, kind) in &self.system {
             let inside = format!("/{name}");
@@ -360,8 +373,11 @@ impl Sandbox {
         command.arg(bind).arg(&mounts.files).arg(WORKSPACE_MOUNT);
         command.arg(bind).arg(&mounts.home).arg(HOME_MOUNT);
         command.args(["--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--hostname", "workspace"]);
-        if spec.network {
-            command.arg("--share-net");
+        if let Some(handshake) = network {
+            command.args(handshake.bubblewrap_args());
+            if let Some((file, place)) = &self.resolv_conf {
+                command.arg("--ro-bind").arg(file).arg(place);
+            }
         }
         command.args(["--die-with-parent", "--new-session", "--clearenv"]);
         for (name, value) in base_environment(HOME_MOUNT).into_iter().chain(spec.env.iter().cloned()) {
@@ -419,18 +435,26 @@ impl Sandbox {
 
     /// Starts `spec` and returns at once; the output is collected in the background.
     pub fn start(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<Running, SandboxError> {
-        let (mut command, mut reader, group) = self.command(mounts, spec)?;
+        let (mut command, mut reader, group, network) = self.command(mounts, spec)?;
         let mut child = command.spawn().map_err(|e| SandboxError::Spawn(e.to_string()))?;
         // The parent's copies of the pipe's write end went with `command`; dropping it now
         // lets the reader see the end of the output when the sandbox is gone.
         drop(command);
+        let capture = Arc::new(Mutex::new(Capture::new((self.limits.output_kib * 1024) as usize)));
+        if let Some(handshake) = network {
+            let sink = capture.clone();
+            handshake.connect(move |line| {
+                if let Ok(mut capture) = sink.lock() {
+                    capture.push(line.as_bytes());
+                }
+            });
+        }
         if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let _ = stdin.write_all(&data).await;
             });
         }
-        let capture = Arc::new(Mutex::new(Capture::new((self.limits.output_kib * 1024) as usize)));
         let sink = capture.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -654,6 +678,30 @@ fn descendants(root: u32) -> Vec<u32> {
 
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+}
+
+/// For commands with network when the host's resolver is on its loopback (systemd-resolved's
+/// 127.0.0.53, say), which their namespace cannot reach: a resolv.conf naming slirp4netns's
+/// forwarder (10.0.2.3, which asks the host's resolver), and where to put it in the sandbox
+/// (where the host's `/etc/resolv.conf` leads, following a symbolic link).
+fn resolver_for_network() -> Option<(PathBuf, PathBuf)> {
+    let place = std::fs::canonicalize("/etc/resolv.conf").ok()?;
+    let text = std::fs::read_to_string(&place).ok()?;
+    let on_loopback = text.lines().filter_map(|l| l.trim().strip_prefix("nameserver")).any(|a| {
+        let address = a.trim();
+        address.starts_with("127.") || address == "::1"
+    });
+    if !on_loopback {
+        return None;
+    }
+    let file = std::env::temp_dir().join(format!("toolhost-resolv-{}.conf", std::process::id()));
+    match std::fs::write(&file, "nameserver 10.0.2.3\n") {
+        Ok(()) => Some((file, place)),
+        Err(e) => {
+            tracing::warn!(error = %e, "commands with network will not resolve names: the host's resolver is on its loopback");
+            None
+        }
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf, SandboxError> {
