@@ -62,8 +62,13 @@ impl Runs {
         entry
     }
 
-    pub(crate) fn finish(&self, chat_id: &str) {
-        self.lock().remove(chat_id);
+    /// Forgets the run `register` returned `run` for, and not a newer run of the same chat
+    /// (which the worker may have started once this one settled the chat).
+    pub(crate) fn finish(&self, chat_id: &str, run: &Arc<Mutex<Option<StopReason>>>) {
+        let mut runs = self.lock();
+        if runs.get(chat_id).is_some_and(|(_, registered)| Arc::ptr_eq(registered, run)) {
+            runs.remove(chat_id);
+        }
     }
 
     pub(crate) fn stop(&self, chat_id: &str, reason: StopReason) {
@@ -294,7 +299,7 @@ mod tests {
         let (chat, _) = store.create_chat(new).await.unwrap();
         let service = ChatService::new(store.clone());
         assert!(store.acquire_chat("worker-1").await.unwrap().is_some());
-        let _run = service.runs.register(&chat.id);
+        let (_, run) = service.runs.register(&chat.id);
 
         service.interrupt(&chat.id).await.unwrap();
         let interrupted = store.chat(&chat.id).await.unwrap().unwrap();
@@ -305,7 +310,7 @@ mod tests {
         assert_eq!(after.worker_id.as_deref(), Some("worker-1"), "the worker keeps the chat, so it can store its step and run the queue");
 
         // Once the run is over (here: its worker died), a message starts a turn at once.
-        service.runs.finish(&chat.id);
+        service.runs.finish(&chat.id, &run);
         let sent = service.send(&after, vec![MessagePart::text("third")], BusyBehavior::Queue).await.unwrap();
         assert!(!sent.queued);
         assert_eq!(store.chat(&chat.id).await.unwrap().unwrap().status, ChatStatus::Pending);

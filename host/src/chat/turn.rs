@@ -49,12 +49,17 @@ pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
         }
         // The turn watches `cancel` itself, so that an interrupt keeps what was streamed.
         let outcome = turn(worker, &chat, &cancel, &reason).await;
-        worker.service.runs.finish(&chat.id);
         match outcome {
             Ok(()) | Err(Stop::Interrupted) => finish(worker, &chat).await,
+            // Interrupted, then shut down before the end: the interrupt's queued message runs
+            // next, as it would have; a turn cut off while running goes back to pending.
+            Err(Stop::Shutdown) if interrupted(worker, &chat).await => finish(worker, &chat).await,
             Err(Stop::Shutdown) | Err(Stop::LostOwnership) => {}
             Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => fail(worker, &chat, &message).await,
         }
+        // Only now: until the chat is settled, a message sent to it waits in its queue (see
+        // `ChatService::winding_up`).
+        worker.service.runs.finish(&chat.id, &reason);
     }
     .instrument(span)
     .await
@@ -596,6 +601,11 @@ async fn store_partial(worker: &Worker, chat: &Chat, step: Step) -> Result<(), S
 }
 
 /// The turn is over (finished or interrupted): run the next queued message, or wait.
+/// Whether the chat was interrupted and this worker still owns it.
+async fn interrupted(worker: &Worker, chat: &Chat) -> bool {
+    matches!(worker.service.store.chat_state(&chat.id).await, Ok(Some((ChatStatus::Waiting, Some(owner)))) if owner == worker.id)
+}
+
 async fn finish(worker: &Worker, chat: &Chat) {
     let service = &worker.service;
     let store = &service.store;

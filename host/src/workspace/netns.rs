@@ -61,18 +61,19 @@ impl Handshake {
         // Only the sandbox may hold these ends now: the server's copies would keep pipes open.
         drop((info_for_sandbox, block_for_sandbox, exit_for_sandbox));
         let spawned = std::thread::Builder::new().name("toolhost-netns".into()).spawn(move || {
-            let slirp = sandbox_pid(&mut info).and_then(|pid| attach(pid, &exit));
+            let slirp = sandbox_report(&mut info).and_then(|sandbox| attach(&sandbox, &exit));
             drop(exit);
+            if let Err(why) = &slirp {
+                // Told before the command runs, so that its output has it even if it ends at once.
+                tracing::warn!(%why, "a workspace command runs without the network it was allowed");
+                tell(format!("[toolhost: this command has no network: {why}]\n"));
+            }
             // Released either way: without slirp4netns the command has only its own loopback.
             let _ = block.write_all(b"1");
             drop(block);
-            match slirp {
-                // Reaped when the sandbox ends (and with it the exit pipe).
-                Ok(mut slirp) => drop(slirp.wait()),
-                Err(why) => {
-                    tracing::warn!(%why, "a workspace command runs without the network it was allowed");
-                    tell(format!("[toolhost: this command has no network: {why}]\n"));
-                }
+            // Reaped when the sandbox ends (and with it the exit pipe).
+            if let Ok(mut slirp) = slirp {
+                let _ = slirp.wait();
             }
         });
         if let Err(e) = spawned {
@@ -91,8 +92,15 @@ pub fn inherit(fds: &[RawFd]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The PID bubblewrap reports for its sandbox (`{"child-pid": N}`).
-fn sandbox_pid(info: &mut std::io::PipeReader) -> Result<u32, String> {
+/// The sandbox as bubblewrap reports it.
+struct Sandbox {
+    pid: u32,
+    /// The inode of its network namespace.
+    netns: u64,
+}
+
+/// What bubblewrap reports about its sandbox (`{"child-pid": N, "net-namespace": I, ...}`).
+fn sandbox_report(info: &mut std::io::PipeReader) -> Result<Sandbox, String> {
     let mut text = Vec::new();
     let mut buffer = [0u8; 256];
     // Read up to the end of the object, not the end of the pipe: the sandbox keeps a copy.
@@ -107,11 +115,29 @@ fn sandbox_pid(info: &mut std::io::PipeReader) -> Result<u32, String> {
     }
     let end = text.iter().position(|b| *b == b'}').unwrap_or(text.len() - 1);
     let report: serde_json::Value = serde_json::from_slice(&text[..=end]).map_err(|e| format!("bubblewrap's report is not JSON: {e}"))?;
-    report["child-pid"].as_u64().map(|pid| pid as u32).ok_or_else(|| "bubblewrap's report has no child-pid".into())
+    match (report["child-pid"].as_u64(), report["net-namespace"].as_u64()) {
+        (Some(pid), Some(netns)) => Ok(Sandbox { pid: pid as u32, netns }),
+        _ => Err(format!("bubblewrap's report lacks child-pid or net-namespace: {report}")),
+    }
+}
+
+/// The sandbox's network namespace, opened and checked against bubblewrap's report: should the
+/// sandbox be killed meanwhile and its PID go to another process, that process's namespace
+/// (perhaps the host's) must never be configured.
+fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::MetadataExt;
+    let gone = || "the sandbox ended before its network was up".to_string();
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", sandbox.pid)).map_err(|_| gone())?;
+    let inode = netns.metadata().map_err(|e| e.to_string())?.ino();
+    if inode != sandbox.netns {
+        return Err(gone());
+    }
+    Ok(netns)
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until `tap0` is up.
-fn attach(pid: u32, exit: &std::io::PipeReader) -> Result<std::process::Child, String> {
+fn attach(sandbox: &Sandbox, exit: &std::io::PipeReader) -> Result<std::process::Child, String> {
+    let netns = open_netns(sandbox)?;
     let (mut ready, ready_for_slirp) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut command = Command::new(SLIRP4NETNS);
     command
@@ -121,20 +147,21 @@ fn attach(pid: u32, exit: &std::io::PipeReader) -> Result<std::process::Child, S
     if !rustix::process::geteuid().is_root() {
         // Without privileges, slirp4netns gets its rights over the namespace by joining the
         // sandbox's user namespace, which this server's user owns.
-        command.arg(format!("--userns-path=/proc/{pid}/ns/user"));
+        command.arg(format!("--userns-path=/proc/{}/ns/user", sandbox.pid));
     }
-    // The namespace by its path, not by the PID: given a PID, slirp4netns also joins that
+    // The namespace by a path, not by the PID: given a PID, slirp4netns also joins that
     // process's user namespace, and a bubblewrap started by root moves its sandbox into a new
-    // one that has no rights over the network namespace (made before it, by root).
-    command.arg("--netns-type=path").arg(format!("/proc/{pid}/ns/net")).arg("tap0");
+    // one that has no rights over the network namespace (made before it, by root). The path is
+    // the descriptor checked above, which slirp4netns inherits.
+    command.arg("--netns-type=path").arg(format!("/proc/self/fd/{}", netns.as_raw_fd())).arg("tap0");
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let fds = [ready_for_slirp.as_fd().as_raw_fd(), exit.as_raw_fd()];
+    let fds = [ready_for_slirp.as_fd().as_raw_fd(), exit.as_raw_fd(), netns.as_raw_fd()];
     // SAFETY: only fcntl between fork and exec.
     unsafe {
         command.pre_exec(move || inherit(&fds));
     }
     let mut child = command.spawn().map_err(|e| format!("slirp4netns cannot run ({e}); install it (`apt-get install slirp4netns`)"))?;
-    drop(ready_for_slirp);
+    drop((ready_for_slirp, netns));
     let mut signal = [0u8; 1];
     match ready.read(&mut signal) {
         Ok(1) => Ok(child),

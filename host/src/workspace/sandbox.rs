@@ -680,10 +680,12 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }
 
-/// For commands with network when the host's resolver is on its loopback (systemd-resolved's
-/// 127.0.0.53, say), which their namespace cannot reach: a resolv.conf naming slirp4netns's
-/// forwarder (10.0.2.3, which asks the host's resolver), and where to put it in the sandbox
-/// (where the host's `/etc/resolv.conf` leads, following a symbolic link).
+/// What commands with network see as `/etc/resolv.conf`: a file, and where to bind it (where
+/// the host's `/etc/resolv.conf` leads). When the host's names a resolver on its loopback
+/// (systemd-resolved's 127.0.0.53, say), out of their reach, a file naming slirp4netns's
+/// forwarder instead (10.0.2.3, which asks the host's resolver). When it is a symbolic link
+/// (into `/run`, which the sandbox does not have), its target, bound in place. `None` when the
+/// host's file serves as it is.
 fn resolver_for_network() -> Option<(PathBuf, PathBuf)> {
     let place = std::fs::canonicalize("/etc/resolv.conf").ok()?;
     let text = std::fs::read_to_string(&place).ok()?;
@@ -692,10 +694,15 @@ fn resolver_for_network() -> Option<(PathBuf, PathBuf)> {
         address.starts_with("127.") || address == "::1"
     });
     if !on_loopback {
-        return None;
+        return (place != Path::new("/etc/resolv.conf")).then(|| (place.clone(), place));
     }
-    let file = std::env::temp_dir().join(format!("toolhost-resolv-{}.conf", std::process::id()));
-    match std::fs::write(&file, "nameserver 10.0.2.3\n") {
+    // A new file of an unguessable name, never one planted in the shared temporary folder.
+    let file = std::env::temp_dir().join(format!("toolhost-resolv-{}.conf", crate::store::new_id()));
+    let written = std::fs::OpenOptions::new().write(true).create_new(true).open(&file).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(b"nameserver 10.0.2.3\n")
+    });
+    match written {
         Ok(()) => Some((file, place)),
         Err(e) => {
             tracing::warn!(error = %e, "commands with network will not resolve names: the host's resolver is on its loopback");
