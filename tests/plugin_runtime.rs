@@ -52,7 +52,7 @@ fn request(tool: &str, arguments: Value, workspace: Option<&Path>) -> CallReques
             user_id: "user-1".into(),
             call_id: "call-1".into(),
         },
-        workspace: workspace.map(Path::to_path_buf),
+        workspace: workspace.map(|path| toolhost::workspace::confined::WorkspaceRoot { path: path.to_path_buf(), owner: None }),
         chat: None,
         grants: None,
         progress: None,

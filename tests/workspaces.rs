@@ -336,7 +336,17 @@ async fn a_command_allowed_the_network_reaches_other_hosts_but_not_the_servers_l
     );
     let spec = CommandSpec { command: probe.clone(), ..CommandSpec::default() };
     let allowed = service.run(&workspace, spec.clone(), Duration::from_secs(20), true).await.unwrap().output.text;
-    assert!(allowed.contains("hello from another host"), "the network is reachable: {allowed}");
+    let private = match outward_at.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_documentation() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64,
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if private {
+        // The machine's own private address is a private destination like any other (see the
+        // private destinations test for one that is reached when named).
+        assert!(allowed.contains("no outward"), "a private address is out of reach: {allowed}");
+    } else {
+        assert!(allowed.contains("hello from another host"), "the network is reachable: {allowed}");
+    }
     assert!(allowed.contains("no 127.0.0.1") && allowed.contains("no 10.0.2.2"), "the server's loopback is not, directly or through the gateway: {allowed}");
     let denied = service.run(&workspace, spec, Duration::from_secs(20), false).await.unwrap().output.text;
     assert!(denied.contains("no outward"), "without the policy's grant there is no network: {denied}");
@@ -513,4 +523,206 @@ async fn stopping_a_workspace_ends_its_startup_script_and_a_new_start_is_not_ove
     let (_, after) = server.get(&admin, &format!("/api/v1/workspaces/{id}")).await;
     assert_eq!(after["status"], "ready", "the killed script did not record its outcome over the new one: {after}");
     server.finish().await;
+}
+
+/// The system prompt of the last model request (OpenAI wire format: the first message).
+fn last_system_prompt(server: &TestServer) -> String {
+    let requests = server.llm.requests();
+    let last = requests.last().expect("a model request");
+    last["messages"][0]["content"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_md_planted_as_a_link_fifo_device_or_huge_file_never_reaches_the_prompt_nor_blocks_the_server() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    server.require_sandbox();
+    let alice = server.user("alice", false).await;
+    server.llm.script([fake_llm::text("ready")]);
+    let (chat, files) = server.chat_with_workspace(&alice, "plant AGENTS.md").await;
+    server.finished(&chat).await;
+    std::fs::write(files.join("AGENTS.md"), "Use tabs.").unwrap();
+    server.llm.script([fake_llm::text("ok")]);
+    server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), json!({"content": [{"type": "text", "text": "hi"}]})).await;
+    server.wait_for_status(&alice, &chat, "waiting").await;
+    assert!(last_system_prompt(&server).contains("Use tabs."), "a real AGENTS.md is read");
+
+    // The sealing key a default install keeps in its data directory (this test server is
+    // given its key directly, so it is laid there as the file would be).
+    let key = server.data.path().join("secret.key");
+    let key_text = "c2VhbGluZy1rZXktb2YtdGhlLXRlc3Qtc2VydmVyISE=";
+    std::fs::write(&key, key_text).unwrap();
+    // Each plant replaces AGENTS.md, as a command in the workspace would.
+    let plants = [
+        ("the sealing key", format!("ln -sf {} AGENTS.md", key.display())),
+        ("the server's environment", "ln -sf /proc/self/environ AGENTS.md".to_string()),
+        ("a relative way out", "ln -sf ../../../secret.key AGENTS.md".to_string()),
+        ("a device", "ln -sf /dev/zero AGENTS.md".to_string()),
+        ("a FIFO", "rm -f AGENTS.md && mkfifo AGENTS.md".to_string()),
+        ("a huge sparse file", "rm -f AGENTS.md && truncate -s 1000M AGENTS.md".to_string()),
+    ];
+    for (what, plant) in plants {
+        let workspace = server.workspaces.of_chat(&chat).await.unwrap().unwrap();
+        let spec = CommandSpec { command: plant.clone(), ..CommandSpec::default() };
+        let done = server.workspaces.run(&workspace, spec, Duration::from_secs(10), false).await.unwrap();
+        assert_eq!(done.exit_code, Some(0), "{plant}: {}", done.output.text);
+        server.llm.script([fake_llm::text("ok")]);
+        let started = std::time::Instant::now();
+        server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), json!({"content": [{"type": "text", "text": what}]})).await;
+        server.wait_for_status(&alice, &chat, "waiting").await;
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}: the turn was not held up");
+        let (health, _) = server.get(&alice, "/healthz").await;
+        assert_eq!(health, StatusCode::OK, "{what}: the server answers");
+        let prompt = last_system_prompt(&server);
+        assert!(!prompt.contains(key_text.trim()), "{what}: the sealing key reached the prompt");
+        assert!(!prompt.contains("PATH=") && !prompt.contains("HOME="), "{what}: the server's environment reached the prompt");
+        assert!(prompt.len() < 70 * 1024, "{what}: at most the instructions' limit is read ({} bytes)", prompt.len());
+        assert!(!prompt.contains("Workspace instructions") || what == "a huge sparse file", "{what}: gave instructions: {prompt:.300}");
+    }
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_as_an_unprivileged_host_user_and_can_change_nothing_outside_their_workspace() {
+    let sandbox = Sandboxed::new().await;
+    let root = rustix::process::geteuid().is_root();
+
+    let before = std::fs::read_to_string("/proc/sys/vm/stat_interval").unwrap();
+    let done = sandbox.run("echo 7 > /proc/sys/vm/stat_interval; echo status=$?; echo '|/bin/true' > /proc/sys/kernel/core_pattern; echo core=$?", Duration::from_secs(10)).await;
+    assert!(done.output.text.contains("status=1") && done.output.text.contains("core=1"), "kernel settings cannot be written: {}", done.output.text);
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/stat_interval").unwrap(), before, "the host's setting is unchanged");
+
+    // A secret the host makes after the server started, readable by its owner only.
+    let secret = std::path::PathBuf::from(format!("/etc/toolhost-test-secret-{}", std::process::id()));
+    std::fs::write(&secret, "host secret").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let done = sandbox.run(&format!("cat {} 2>&1", secret.display()), Duration::from_secs(10)).await;
+    std::fs::remove_file(&secret).unwrap();
+    assert!(!done.output.text.contains("host secret"), "a 0600 file made after start stays hidden: {}", done.output.text);
+    assert!(done.output.text.contains("Permission denied"), "{}", done.output.text);
+
+    // What agents never need is refused by the seccomp filter.
+    let done = sandbox
+        .run("grep Seccomp: /proc/self/status; unshare -U true 2>&1; echo unshare=$?; perl -e '$r = syscall(250, 0, 0, 0, 0, 0); print \"keyctl $r $!\\n\"'; echo alive", Duration::from_secs(10))
+        .await;
+    let output = &done.output.text;
+    assert!(output.contains("Seccomp:\t2"), "a filter is installed: {output}");
+    assert!(output.contains("unshare=1"), "no new namespaces: {output}");
+    assert!(output.contains("keyctl -1 Operation not permitted"), "no kernel keyrings: {output}");
+    assert!(output.contains("alive"), "{output}");
+
+    // Files a command makes are the sandbox user's on the host, never root's; and so is what
+    // the host lays out for it, so the command can change it.
+    let root_of = sandbox.service.files_root(&sandbox.workspace).unwrap();
+    let host_side = root_of.open().unwrap();
+    host_side.write(std::path::Path::new("host-made/notes.txt"), b"from the host\n").unwrap_err();
+    host_side.create_dir(std::path::Path::new("host-made"), true).unwrap();
+    host_side.write(std::path::Path::new("host-made/notes.txt"), b"from the host\n").unwrap();
+    let done = sandbox.run("touch made-by-command && echo more >> host-made/notes.txt && touch host-made/beside && echo ok", Duration::from_secs(10)).await;
+    assert!(done.output.text.contains("ok"), "what the host lays out is the command's to change: {}", done.output.text);
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(sandbox.files.join("made-by-command")).unwrap().uid();
+    if root {
+        assert_eq!(owner, toolhost::workspace::DEFAULT_SANDBOX_ID, "a root server's commands are not root on the host");
+        assert_eq!(std::fs::metadata(&sandbox.files).unwrap().uid(), toolhost::workspace::DEFAULT_SANDBOX_ID);
+    } else {
+        assert_eq!(owner, rustix::process::geteuid().as_raw(), "a server that is not root runs commands as its own user");
+    }
+}
+
+/// A host of the test's own on a private address: a network namespace joined to this one by a
+/// veth pair, with a TCP listener that greets each connection. Removed when dropped.
+struct PrivateHost {
+    namespace: String,
+    address: String,
+    port: u16,
+    listener: std::process::Child,
+}
+
+impl PrivateHost {
+    fn start() -> PrivateHost {
+        let n = std::process::id() % 200 + 20;
+        let (namespace, outside, inside) = (format!("toolhost-test-{n}"), format!("thtest{n}a"), format!("thtest{n}b"));
+        let address = format!("10.254.{n}.2");
+        let ip = |args: &str| {
+            let done = std::process::Command::new("ip").args(args.split_whitespace()).output().expect("`ip` runs (bash .ci/system-deps installs iproute2)");
+            assert!(done.status.success(), "ip {args}: {}", String::from_utf8_lossy(&done.stderr));
+        };
+        let _ = std::process::Command::new("ip").args(["netns", "del", &namespace]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", &outside]).output();
+        ip(&format!("netns add {namespace}"));
+        ip(&format!("link add {outside} type veth peer name {inside}"));
+        ip(&format!("link set {inside} netns {namespace}"));
+        ip(&format!("addr add 10.254.{n}.1/30 dev {outside}"));
+        ip(&format!("link set {outside} up"));
+        ip(&format!("netns exec {namespace} ip addr add {address}/30 dev {inside}"));
+        ip(&format!("netns exec {namespace} ip link set {inside} up"));
+        ip(&format!("netns exec {namespace} ip link set lo up"));
+        let port = 18000 + n as u16;
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('{address}', {port}))\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'hello from a private host\\n')\n    c.close()\n"
+        );
+        let listener = std::process::Command::new("ip").args(["netns", "exec", &namespace, "python3", "-c", &script]).spawn().unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect_timeout(&format!("{address}:{port}").parse().unwrap(), Duration::from_millis(200)).is_ok() {
+                return PrivateHost { namespace, address, port, listener };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private host's listener did not come up");
+    }
+}
+
+impl Drop for PrivateHost {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.namespace]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networked_command_reaches_no_private_destination_unless_its_template_names_it() {
+    let private = PrivateHost::start();
+    let data = tempfile::tempdir().unwrap();
+    let templates = data.path().join("templates");
+    std::fs::create_dir_all(templates.join("online")).unwrap();
+    std::fs::write(templates.join("online/template.toml"), "name = 'Online'\nnetwork = true\n").unwrap();
+    std::fs::create_dir_all(templates.join("with-db")).unwrap();
+    std::fs::write(templates.join("with-db/template.toml"), format!("name = 'With a database'\nnetwork = true\nprivate_destinations = ['{}']\n", private.address)).unwrap();
+    let store = Store::open(&Store::sqlite_url(data.path())).await.unwrap();
+    let owner = store.create_user("alice", false).await.unwrap();
+    let config = WorkspacesConfig { templates_dir: Some(templates), ..WorkspacesConfig::default() };
+    let service = WorkspaceService::start(store, data.path(), &config).await.unwrap();
+    assert_eq!(service.sandbox_problem(), None, "run `bash .ci/system-deps`");
+    let make = |template: &str| {
+        let (service, owner) = (service.clone(), owner.id.clone());
+        let template = template.to_string();
+        async move {
+            let created = service.create(&owner, false, CreateRequest { template_id: template, ..CreateRequest::default() }).await.unwrap();
+            service.wait_settled(&created.id, Duration::from_secs(30)).await.unwrap()
+        }
+    };
+    let probe = format!(
+        "for at in {address}/{port} 169.254.169.254/80 192.168.1.1/80 100.64.0.1/80; do (exec 3<>/dev/tcp/${{at%/*}}/${{at#*/}} && echo \"reached $at: $(head -1 <&3)\") 2>&1 || echo \"refused $at\"; done",
+        address = private.address,
+        port = private.port
+    );
+    let online = make("online").await;
+    let spec = CommandSpec { command: probe.clone(), ..CommandSpec::default() };
+    let started = std::time::Instant::now();
+    let refused = service.run(&online, spec.clone(), Duration::from_secs(30), true).await.unwrap().output.text;
+    assert!(!refused.contains("hello from a private host"), "a private address is out of reach: {refused}");
+    for at in [format!("{}/{}", private.address, private.port), "169.254.169.254/80".into(), "192.168.1.1/80".into(), "100.64.0.1/80".into()] {
+        assert!(refused.contains(&format!("refused {at}")), "{at}: {refused}");
+    }
+    assert!(refused.contains("Permission denied"), "refused at once by a route, not left to time out: {refused}");
+    assert!(started.elapsed() < Duration::from_secs(10), "no connection attempt waited for a timeout");
+
+    // The template names the database, and the caller's policy grants `network` (tests call
+    // the service directly: the grant is the `true`).
+    let with_db = make("with-db").await;
+    let spec = CommandSpec { private_destinations: service.private_destinations(&with_db), ..spec };
+    let allowed = service.run(&with_db, spec, Duration::from_secs(30), true).await.unwrap().output.text;
+    assert!(allowed.contains(&format!("reached {}/{}: hello from a private host", private.address, private.port)), "the named destination is reached: {allowed}");
+    assert!(allowed.contains("refused 169.254.169.254/80"), "and nothing else private: {allowed}");
 }

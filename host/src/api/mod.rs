@@ -90,5 +90,6 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }

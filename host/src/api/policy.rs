@@ -91,12 +91,16 @@ pub async fn restore(State(state): State<AppState>, Admin(admin): Admin, Path(ve
     Ok(Json(state.policy.restore(version, &admin.name).await?))
 }
 
+/// Deepest synthetic chat `explain` takes (chats are never deeper than `[agents] max_depth`).
+const MAX_EXPLAIN_DEPTH: i64 = 64;
+
 /// Whom to explain: an existing chat, or a synthetic chat described by its attributes.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
     pub chat_id: Option<String>,
     pub kind: Option<ChatKind>,
+    #[schemars(range(min = 0, max = 64))]
     pub depth: Option<i64>,
     pub owner: Option<String>,
     /// `admin` or `member` (default).
@@ -136,6 +140,9 @@ async fn principal(state: &AppState, body: ExplainRequest) -> Result<Principal, 
     }
     let kind = body.kind.unwrap_or_default();
     let depth = body.depth.unwrap_or(if kind == ChatKind::Root { 0 } else { 1 });
+    if !(0..=MAX_EXPLAIN_DEPTH).contains(&depth) {
+        return Err(ApiError::bad_request(format!("`depth` is {depth}; use 0 (a root chat) to {MAX_EXPLAIN_DEPTH}")));
+    }
     Ok(Principal { id: "synthetic".into(), kind, depth, owner: body.owner.unwrap_or_default(), owner_role, model: body.model.unwrap_or_default() })
 }
 

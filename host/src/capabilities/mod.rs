@@ -13,7 +13,6 @@ pub mod workspace_fs;
 pub mod workspaces;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -129,6 +128,14 @@ impl Grants {
         }
     }
 
+    /// [`Grants::check_extra`] for one scope of the capability (a destination of `network`).
+    pub fn check_extra_scoped(&self, capability: &str, scope: &str) -> Result<(), String> {
+        match &self.check {
+            Some(check) => check.check(capability, Some(scope)),
+            None => Err(format!("the `{capability}` capability is granted only by the tool policy")),
+        }
+    }
+
     /// [`Grants::require`], then the check of this use's scope.
     pub fn require_scoped(&self, capability: &str, plugin: &str, scope: &str) -> Result<(), String> {
         self.require(capability, plugin)?;
@@ -223,7 +230,7 @@ impl CallState {
         identity: CallIdentity,
         grants: Grants,
         limiter: CallLimiter,
-        workspace: Option<PathBuf>,
+        workspace: Option<crate::workspace::confined::WorkspaceRoot>,
         chat: Option<ChatServices>,
         progress: Option<ProgressSink>,
         output: MemoryOutputPipe,

@@ -51,6 +51,14 @@ impl CallState {
         workspace.network && self.grants.check_extra(NETWORK).is_ok()
     }
 
+    /// The private destinations the template names that the policy lets this call reach
+    /// (`network` with the destination as scope).
+    fn private_destinations(&self, access: &super::ChatServices, workspace: &Workspace) -> Vec<String> {
+        let mut destinations = access.workspaces.private_destinations(workspace);
+        destinations.retain(|destination| self.grants.check_extra_scoped(NETWORK, destination).is_ok());
+        destinations
+    }
+
     fn spec(&self, command: Command) -> Result<CommandSpec, ExecError> {
         if command.command.trim().is_empty() {
             return Err(ExecError::Invalid("the command is empty".into()));
@@ -58,7 +66,7 @@ impl CallState {
         if command.stdin.as_ref().is_some_and(|s| s.len() > MAX_STDIN_BYTES) {
             return Err(ExecError::Invalid(format!("stdin is larger than {} MiB", MAX_STDIN_BYTES / (1024 * 1024))));
         }
-        Ok(CommandSpec { command: command.command, workdir: command.workdir, env: command.env, stdin: command.stdin, network: false, read_only: false })
+        Ok(CommandSpec { command: command.command, workdir: command.workdir, env: command.env, stdin: command.stdin, ..CommandSpec::default() })
     }
 }
 
@@ -75,6 +83,10 @@ impl wit::Host for CallState {
         let host_waits = self.host_waits.clone();
         let workspace = chat_workspace(&access).await?;
         let network = self.network_allowed(&workspace);
+        let mut spec = spec;
+        if network {
+            spec.private_destinations = self.private_destinations(&access, &workspace);
+        }
         let done = host_waits.during(access.workspaces.run(&workspace, spec, timeout, network)).await.map_err(to_wit)?;
         Ok(Completed {
             exit_code: done.exit_code,
@@ -93,6 +105,10 @@ impl wit::Host for CallState {
         let spec = self.spec(command)?;
         let workspace = chat_workspace(&access).await?;
         let network = self.network_allowed(&workspace);
+        let mut spec = spec;
+        if network {
+            spec.private_destinations = self.private_destinations(&access, &workspace);
+        }
         access.workspaces.spawn(&workspace, spec, network).map(process_info).map_err(to_wit)
     }
 

@@ -1,22 +1,23 @@
 //! Capability `workspace-fs`: files in the workspace bound to the calling chat.
 //!
-//! Confinement is done by `cap-std`, which resolves every path beneath the workspace root
-//! with `openat`-style lookups: a `..` or a symbolic link that would leave the root is refused
-//! by the kernel-facing layer, not by string checks that a race could defeat. On top of that,
-//! absolute paths and any `..` component are refused up front with a message the model can act on.
+//! Every access goes through [`crate::workspace::confined`], which resolves each path beneath
+//! the workspace root with `openat`-style lookups (a `..` or a symbolic link that would leave
+//! the root is refused by the kernel-facing layer, not by string checks that a race could
+//! defeat), reads regular files only, and keeps what it makes owned by the workspace's host
+//! identity. On top of that, absolute paths and any `..` component are refused up front with a
+//! message the model can act on. The work itself runs on a blocking thread, never on the
+//! async threads that serve every chat.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use cap_std::ambient_authority;
-use cap_std::fs::{Dir, FileType, OpenOptionsExt};
+use cap_std::fs::FileType;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, CallState};
-use crate::plugins::bindings::toolhost::plugin::workspace_fs::{
-    self as wit, DirEntry, EntryKind, FsError, Metadata,
-};
+use super::{CallState, Capability};
+use crate::plugins::bindings::toolhost::plugin::workspace_fs::{self as wit, DirEntry, EntryKind, FsError, Metadata};
+use crate::workspace::confined::{Confined, ReadError, WorkspaceRoot};
 
 /// Most bytes one `read` returns, whatever the plugin asks for.
 const MAX_READ_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,40 +34,45 @@ impl Capability for WorkspaceFs {
 
 /// The call's workspace root, opened on first use.
 pub(crate) struct FsState {
-    root: Option<PathBuf>,
-    dir: Option<Dir>,
+    root: Option<WorkspaceRoot>,
+    opened: Option<Arc<Confined>>,
 }
 
 impl FsState {
-    pub(crate) fn new(root: Option<PathBuf>) -> FsState {
-        FsState { root, dir: None }
+    pub(crate) fn new(root: Option<WorkspaceRoot>) -> FsState {
+        FsState { root, opened: None }
     }
 }
 
 impl CallState {
-    /// Checks the grant and the path, and returns the workspace directory and the relative path.
+    /// Checks the grant and the path, and returns the workspace and the relative path.
     /// Policy sees the path as given and, when a symbolic link makes it resolve elsewhere in
     /// the workspace, as resolved: a link must not lead past a folder the policy keeps closed.
-    fn workspace_path<'p>(&mut self, path: &'p str) -> Result<(&Dir, &'p Path), FsError> {
+    fn workspace_path(&mut self, path: &str) -> Result<(Arc<Confined>, PathBuf), FsError> {
         let relative = confine(path)?;
         let plugin = &self.identity.plugin;
         self.grants.require_scoped(WorkspaceFs::NAME, plugin, &scope_of(relative)).map_err(FsError::Denied)?;
-        if self.fs.dir.is_none() {
+        if self.fs.opened.is_none() {
             let root = self.fs.root.as_ref().ok_or(FsError::NoWorkspace)?;
-            let dir = Dir::open_ambient_dir(root, ambient_authority())
-                .map_err(|e| FsError::Io(format!("the workspace root cannot be opened: {e}")))?;
-            self.fs.dir = Some(dir);
+            let opened = root.open().map_err(|e| FsError::Io(format!("the workspace root cannot be opened: {e}")))?;
+            self.fs.opened = Some(Arc::new(opened));
         }
-        let dir = self.fs.dir.as_ref().ok_or(FsError::NoWorkspace)?;
-        if let Some(resolved) = resolved_scope(dir, relative).filter(|r| *r != scope_of(relative)) {
+        let workspace = self.fs.opened.clone().ok_or(FsError::NoWorkspace)?;
+        if let Some(resolved) = resolved_scope(workspace.dir(), relative).filter(|r| *r != scope_of(relative)) {
             self.grants.require_scoped(WorkspaceFs::NAME, plugin, &resolved).map_err(FsError::Denied)?;
         }
-        Ok((dir, relative))
+        Ok((workspace, relative.to_path_buf()))
     }
 }
 
+/// Runs `work` on a blocking thread: file system calls can take long (a slow disk, a large
+/// file), and the async threads serve every chat.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, FsError> + Send + 'static) -> Result<T, FsError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| FsError::Io(format!("the file operation failed: {e}")))?
+}
+
 /// Checks every entry beneath a folder about to be removed with everything in it.
-fn check_tree(grants: &super::Grants, plugin: &str, dir: &Dir, relative: &Path) -> Result<(), FsError> {
+fn check_tree(grants: &super::Grants, plugin: &str, dir: &cap_std::fs::Dir, relative: &Path) -> Result<(), FsError> {
     let mut pending = vec![relative.to_path_buf()];
     while let Some(folder) = pending.pop() {
         let entries = dir.read_dir(&folder).map_err(|e| fs_error(&folder.to_string_lossy(), e))?;
@@ -90,7 +96,7 @@ fn scope_of(relative: &Path) -> String {
 
 /// Where a path leads inside the workspace with symbolic links followed (for a path that does
 /// not exist yet, where its folder leads); `None` when it cannot be resolved.
-fn resolved_scope(dir: &Dir, relative: &Path) -> Option<String> {
+fn resolved_scope(dir: &cap_std::fs::Dir, relative: &Path) -> Option<String> {
     if let Ok(resolved) = dir.canonicalize(relative) {
         return Some(scope_of(&resolved));
     }
@@ -105,14 +111,10 @@ fn confine(path: &str) -> Result<&Path, FsError> {
     for component in p.components() {
         match component {
             Component::RootDir | Component::Prefix(_) => {
-                return Err(FsError::Denied(format!(
-                    "`{path}` is absolute; give a path relative to the workspace root, e.g. `src/main.rs`"
-                )));
+                return Err(FsError::Denied(format!("`{path}` is absolute; give a path relative to the workspace root, e.g. `src/main.rs`")));
             }
             Component::ParentDir => {
-                return Err(FsError::Denied(format!(
-                    "`{path}` contains `..`; paths must stay inside the workspace"
-                )));
+                return Err(FsError::Denied(format!("`{path}` contains `..`; paths must stay inside the workspace")));
             }
             Component::CurDir | Component::Normal(_) => {}
         }
@@ -123,17 +125,11 @@ fn confine(path: &str) -> Result<&Path, FsError> {
 fn fs_error(path: &str, e: io::Error) -> FsError {
     match e.kind() {
         io::ErrorKind::NotFound => FsError::NotFound(format!("`{path}` does not exist")),
-        io::ErrorKind::PermissionDenied => FsError::Denied(format!(
-            "`{path}` leads outside the workspace (through a symbolic link) or is not accessible"
-        )),
+        io::ErrorKind::PermissionDenied => FsError::Denied(format!("`{path}` leads outside the workspace (through a symbolic link) or is not accessible")),
         io::ErrorKind::AlreadyExists => FsError::AlreadyExists(format!("`{path}` already exists")),
-        io::ErrorKind::NotADirectory => {
-            FsError::NotADirectory(format!("a part of `{path}` is not a directory"))
-        }
+        io::ErrorKind::NotADirectory => FsError::NotADirectory(format!("a part of `{path}` is not a directory")),
         io::ErrorKind::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
-        io::ErrorKind::DirectoryNotEmpty => FsError::Io(format!(
-            "`{path}` is a directory that is not empty; remove it with recursive set"
-        )),
+        io::ErrorKind::DirectoryNotEmpty => FsError::Io(format!("`{path}` is a directory that is not empty; remove it with recursive set")),
         _ => FsError::Io(format!("`{path}`: {e}")),
     }
 }
@@ -150,113 +146,78 @@ fn entry_kind(file_type: FileType) -> EntryKind {
     }
 }
 
-/// A name for the temporary file an atomic write goes through, unique within this process.
-fn temporary_name(target: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = format!(".{name}.toolhost-{}-{n}.tmp", std::process::id());
-    match target.parent() {
-        Some(parent) => parent.join(temp),
-        None => PathBuf::from(temp),
-    }
-}
-
 impl wit::Host for CallState {
-    fn read(&mut self, path: String, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
-        let (dir, relative) = self.workspace_path(&path)?;
-        // Non-blocking, so that a FIFO (which a command can plant) cannot hang the open, and
-        // only regular files are read: a FIFO or device would block the read instead.
-        let mut options = cap_std::fs::OpenOptions::new();
-        options.read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-        let mut file = dir.open_with(relative, &options).map_err(|e| fs_error(&path, e))?;
-        let meta = file.metadata().map_err(|e| fs_error(&path, e))?;
-        if meta.is_dir() {
-            return Err(FsError::IsADirectory(format!("`{path}` is a directory")));
-        }
-        if !meta.is_file() {
-            return Err(FsError::Io(format!("`{path}` is not a regular file (a pipe, socket or device); only files can be read")));
-        }
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).map_err(|e| fs_error(&path, e))?;
-        }
-        // Size the buffer from the file's length so a small file is read in one go.
-        let wanted = max_bytes.min(MAX_READ_BYTES);
-        let expected = meta.len().saturating_sub(offset).min(wanted);
-        let mut data = Vec::with_capacity(expected as usize + 1);
-        file.take(wanted).read_to_end(&mut data).map_err(|e| fs_error(&path, e))?;
-        Ok(data)
+    async fn read(&mut self, path: String, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
+        let (workspace, relative) = self.workspace_path(&path)?;
+        blocking(move || {
+            workspace.read(&relative, offset, max_bytes.min(MAX_READ_BYTES)).map_err(|e| match e {
+                ReadError::Io(e) => fs_error(&path, e),
+                ReadError::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
+                ReadError::NotAFile => FsError::Io(format!("`{path}` is not a regular file (a pipe, socket or device); only files can be read")),
+            })
+        })
+        .await
     }
 
-    fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), FsError> {
-        let (dir, relative) = self.workspace_path(&path)?;
+    async fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), FsError> {
+        let (workspace, relative) = self.workspace_path(&path)?;
         if relative.file_name().is_none() {
             return Err(FsError::IsADirectory(format!("`{path}` names a directory, not a file")));
         }
-        // Write beside the target, then rename over it: readers never see half a file.
-        let temp = temporary_name(relative);
-        dir.write(&temp, &data).map_err(|e| fs_error(&path, e))?;
-        dir.rename(&temp, dir, relative).map_err(|e| {
-            let _ = dir.remove_file(&temp);
-            fs_error(&path, e)
+        blocking(move || workspace.write(&relative, &data).map_err(|e| fs_error(&path, e))).await
+    }
+
+    async fn read_dir(&mut self, path: String) -> Result<Vec<DirEntry>, FsError> {
+        let (workspace, relative) = self.workspace_path(&path)?;
+        blocking(move || {
+            let mut entries = Vec::new();
+            for entry in workspace.dir().read_dir(&relative).map_err(|e| fs_error(&path, e))? {
+                let entry = entry.map_err(|e| fs_error(&path, e))?;
+                let file_type = entry.file_type().map_err(|e| fs_error(&path, e))?;
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                entries.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), kind: entry_kind(file_type), size });
+            }
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(entries)
         })
+        .await
     }
 
-    fn read_dir(&mut self, path: String) -> Result<Vec<DirEntry>, FsError> {
-        let (dir, relative) = self.workspace_path(&path)?;
-        let mut entries = Vec::new();
-        for entry in dir.read_dir(relative).map_err(|e| fs_error(&path, e))? {
-            let entry = entry.map_err(|e| fs_error(&path, e))?;
-            let file_type = entry.file_type().map_err(|e| fs_error(&path, e))?;
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            entries.push(DirEntry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                kind: entry_kind(file_type),
-                size,
-            });
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
-    }
-
-    fn stat(&mut self, path: String) -> Result<Metadata, FsError> {
-        let (dir, relative) = self.workspace_path(&path)?;
-        let meta = dir.symlink_metadata(relative).map_err(|e| fs_error(&path, e))?;
-        let modified_ms = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64);
-        Ok(Metadata {
-            kind: entry_kind(meta.file_type()),
-            size: meta.len(),
-            modified_ms,
-            readonly: meta.permissions().readonly(),
+    async fn stat(&mut self, path: String) -> Result<Metadata, FsError> {
+        let (workspace, relative) = self.workspace_path(&path)?;
+        blocking(move || {
+            let meta = workspace.dir().symlink_metadata(&relative).map_err(|e| fs_error(&path, e))?;
+            let modified_ms = meta.modified().ok().and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
+            Ok(Metadata { kind: entry_kind(meta.file_type()), size: meta.len(), modified_ms, readonly: meta.permissions().readonly() })
         })
+        .await
     }
 
-    fn remove(&mut self, path: String, recursive: bool) -> Result<(), FsError> {
+    async fn remove(&mut self, path: String, recursive: bool) -> Result<(), FsError> {
         let (grants, plugin) = (self.grants.clone(), self.identity.plugin.clone());
-        let (dir, relative) = self.workspace_path(&path)?;
+        let (workspace, relative) = self.workspace_path(&path)?;
         if relative.components().all(|c| matches!(c, Component::CurDir)) {
             return Err(FsError::Denied("the workspace root itself cannot be removed".into()));
         }
-        let meta = dir.symlink_metadata(relative).map_err(|e| fs_error(&path, e))?;
-        let result = if !meta.is_dir() {
-            dir.remove_file(relative)
-        } else if recursive {
-            check_tree(&grants, &plugin, dir, relative)?;
-            dir.remove_dir_all(relative)
-        } else {
-            dir.remove_dir(relative)
-        };
-        result.map_err(|e| fs_error(&path, e))
+        blocking(move || {
+            let dir = workspace.dir();
+            let meta = dir.symlink_metadata(&relative).map_err(|e| fs_error(&path, e))?;
+            let result = if !meta.is_dir() {
+                dir.remove_file(&relative)
+            } else if recursive {
+                check_tree(&grants, &plugin, dir, &relative)?;
+                dir.remove_dir_all(&relative)
+            } else {
+                dir.remove_dir(&relative)
+            };
+            result.map_err(|e| fs_error(&path, e))
+        })
+        .await
     }
 
-    fn mkdir(&mut self, path: String, parents: bool) -> Result<(), FsError> {
-        let (dir, relative) = self.workspace_path(&path)?;
-        let result = if parents { dir.create_dir_all(relative) } else { dir.create_dir(relative) };
-        result.map_err(|e| fs_error(&path, e))
+    async fn mkdir(&mut self, path: String, parents: bool) -> Result<(), FsError> {
+        let (workspace, relative) = self.workspace_path(&path)?;
+        blocking(move || workspace.create_dir(&relative, parents).map_err(|e| fs_error(&path, e))).await
     }
 }
 

@@ -8,10 +8,9 @@
 //! Broad rules come first and narrower ones later, so the more specific text has the last word.
 //! The deployment part changes rarely, which keeps the start of every prompt cacheable.
 
-use std::path::Path;
-
 use crate::plugins::ChatKind;
 use crate::store::{Chat, Store, StoreResult};
+use crate::workspace::confined::{self, WorkspaceRoot};
 
 /// The settings key of the deployment's system prompt.
 pub const SYSTEM_PROMPT_SETTING: &str = "system_prompt";
@@ -26,27 +25,29 @@ in the workspace; read before you edit, keep edits minimal, and say briefly what
 pub const SUBAGENT_INSTRUCTION: &str = "You are a subagent: another agent gave you this task. Work on it alone, without asking \
 questions, and end with a concise report of what you found or changed; that report is all the other agent sees.";
 
-/// `AGENTS.md` from the workspace root, cut at the limit (on a character boundary).
-fn workspace_instructions(workspace: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(workspace.join("AGENTS.md")).ok()?;
+/// `AGENTS.md` from the workspace root, cut at the limit. Commands write the workspace, so it
+/// is read through [`confined`]: a link out of the workspace, a FIFO, a device or a huge file
+/// gives no instructions (and never blocks the turn), instead of the server's own files.
+async fn workspace_instructions(workspace: &WorkspaceRoot) -> Option<String> {
+    let (text, longer) = confined::read_text(workspace, "AGENTS.md", MAX_WORKSPACE_INSTRUCTIONS_BYTES as u64).await?;
     if text.trim().is_empty() {
         return None;
     }
-    if text.len() <= MAX_WORKSPACE_INSTRUCTIONS_BYTES {
+    if !longer {
         return Some(text);
     }
-    let mut end = MAX_WORKSPACE_INSTRUCTIONS_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(format!("{}\n[AGENTS.md is longer; the rest was left out]", &text[..end]))
+    Some(format!("{text}\n[AGENTS.md is longer; the rest was left out]"))
 }
 
 /// The system prompt for a turn of `chat`, whose workspace (if it has one) is `workspace`.
-pub async fn system_prompt(store: &Store, chat: &Chat, workspace: Option<&Path>) -> StoreResult<String> {
+pub async fn system_prompt(store: &Store, chat: &Chat, workspace: Option<&WorkspaceRoot>) -> StoreResult<String> {
     let deployment = store.setting(SYSTEM_PROMPT_SETTING).await?.unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
     let mut sections = vec![deployment];
-    if let Some(instructions) = workspace.and_then(workspace_instructions) {
+    let instructions = match workspace {
+        Some(workspace) => workspace_instructions(workspace).await,
+        None => None,
+    };
+    if let Some(instructions) = instructions {
         sections.push(format!("# Workspace instructions (AGENTS.md)\n\n{instructions}"));
     }
     if let Some(user) = store.user_prompt(&chat.owner_id).await? {

@@ -179,7 +179,7 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
     let model_name = model.record.name.clone();
     let principal = worker.policy.principal(chat, &model_name).await?;
     let files_root = chat_files_root(worker, &chat.id).await;
-    let system = super::prompt::system_prompt(store, chat, files_root.as_deref()).await?;
+    let system = super::prompt::system_prompt(store, chat, files_root.as_ref()).await?;
     let base = ModelRequest {
         model: model.record.model.clone(),
         system: Some(system),
@@ -504,7 +504,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
 }
 
 /// Where the files of the chat's workspace are on this machine, if it has a workspace.
-async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<std::path::PathBuf> {
+async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<crate::workspace::confined::WorkspaceRoot> {
     match worker.workspaces.of_chat(chat_id).await {
         Ok(Some(workspace)) => worker.workspaces.files_root(&workspace),
         Ok(None) => None,

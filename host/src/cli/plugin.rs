@@ -89,7 +89,7 @@ pub(super) fn request(args: &CallArgs) -> Result<CallRequest, String> {
             user_id: "cli".into(),
             call_id: "cli-1".into(),
         },
-        workspace: args.workspace.clone(),
+        workspace: args.workspace.clone().map(|path| crate::workspace::confined::WorkspaceRoot { path, owner: None }),
         chat: None,
         grants: None,
         progress: None,

@@ -8,6 +8,8 @@ wasmtime::component::bindgen!({
     imports: {
         "toolhost:plugin/workspaces": async,
         "toolhost:plugin/workspace-exec": async,
+        // File work runs on a blocking thread (see `capabilities::workspace_fs`).
+        "toolhost:plugin/workspace-fs": async,
         "toolhost:plugin/agents": async,
     },
 });

@@ -13,6 +13,8 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+use crate::workspace::confined::WorkspaceRoot;
+
 use super::bindings::toolhost::plugin::types as wit;
 use super::bindings::{Tool, ToolPre};
 use super::bundled::BUNDLED;
@@ -81,7 +83,7 @@ pub struct CallRequest {
     pub arguments: serde_json::Value,
     pub context: CallContext,
     /// The chat's workspace root, if it has one.
-    pub workspace: Option<PathBuf>,
+    pub workspace: Option<WorkspaceRoot>,
     /// The chat's services (workspaces, commands, agents) and the chat tree; `None` outside a
     /// chat.
     pub chat: Option<capabilities::ChatServices>,
@@ -388,7 +390,7 @@ impl PluginRuntime {
 /// What a call may reach besides its grants: the chat's workspace and progress reporting.
 #[derive(Default)]
 struct CallEnvironment {
-    workspace: Option<PathBuf>,
+    workspace: Option<WorkspaceRoot>,
     chat: Option<capabilities::ChatServices>,
     progress: Option<ProgressSink>,
 }

@@ -69,8 +69,99 @@ fn problem(text: &str, diagnostic: &dyn Diagnostic, rule: Option<String>) -> Pro
     Problem { line, column, message, rule }
 }
 
-/// Parses, validates and lints a policy text.
+/// Largest policy text accepted.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of parentheses, brackets and braces accepted.
+pub const MAX_NESTING: usize = 64;
+/// Most operators (`&&`, `||`, `==`, `+`, `.`, `!`, `if`, `in`, `has`, ...) in one rule. Every
+/// operator can deepen the expression by one, and Cedar parses, checks, evaluates and drops
+/// expressions recursively: this bounds how deep it goes. Long allow-lists belong in sets
+/// (`resource in [Tool::"a", Tool::"b"]`), which are flat.
+pub const MAX_OPERATORS_PER_RULE: usize = 1000;
+/// The stack Cedar runs on while a policy is checked, far more than the limits above need.
+const CHECK_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Parses, validates and lints a policy text, on a thread with a stack of its own: hostile
+/// texts (deeply nested, very long) get problems within the limits above, never a stack
+/// overflow of the thread that asked.
 pub fn check(text: &str, schema: &Schema, inventory: &Inventory) -> Result<Checked, Invalid> {
+    within_limits(text)?;
+    let (owned, schema, inventory) = (text.to_string(), schema.clone(), inventory.clone());
+    let checking = std::thread::Builder::new().name("policy-check".into()).stack_size(CHECK_STACK_BYTES).spawn(move || check_here(&owned, &schema, &inventory));
+    let failed = |why: String| Invalid { problems: vec![Problem { line: 0, column: 0, message: format!("the policy could not be checked: {why}"), rule: None }] };
+    match checking {
+        Ok(handle) => handle.join().map_err(|_| failed("the check failed".into()))?,
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// Refuses a text over the size, nesting or operator limits, naming where.
+fn within_limits(text: &str) -> Result<(), Invalid> {
+    let refuse = |offset: usize, message: String| {
+        let (line, column) = place(text, offset);
+        Err(Invalid { problems: vec![Problem { line, column, message, rule: None }] })
+    };
+    if text.len() > MAX_POLICY_BYTES {
+        return refuse(0, format!("the policy is {} bytes long, more than the {MAX_POLICY_BYTES} allowed; split long allow-lists into sets or fewer rules", text.len()));
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut operators, mut rule_start, mut i) = (0usize, 0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        match bytes[i] {
+            b'"' => {
+                // A string literal, with its escapes: nothing in it is syntax.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if rest.starts_with(b"//") => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return refuse(i, format!("parentheses, brackets and braces are nested more than {MAX_NESTING} deep here; simplify the condition"));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b';' if depth == 0 => {
+                operators = 0;
+                rule_start = i + 1;
+            }
+            _ => {
+                let operator = [&b"&&"[..], b"||", b"==", b"!=", b"<=", b">="].into_iter().find(|op| rest.starts_with(op)).map(|op| op.len()).or_else(|| {
+                    if matches!(bytes[i], b'<' | b'>' | b'+' | b'-' | b'*' | b'!' | b'.') {
+                        return Some(1);
+                    }
+                    let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+                    let keyword = [&b"if"[..], b"in", b"has", b"like", b"is"].into_iter().find(|k| {
+                        rest.starts_with(k) && rest.get(k.len()).is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    });
+                    keyword.filter(|_| word_start).map(|k| k.len())
+                });
+                if let Some(length) = operator {
+                    operators += 1;
+                    if operators > MAX_OPERATORS_PER_RULE {
+                        return refuse(
+                            rule_start,
+                            format!("this rule has more than {MAX_OPERATORS_PER_RULE} operators; split it into several rules, or list many tools as a set (`resource in [Tool::\"a\", Tool::\"b\"]`)"),
+                        );
+                    }
+                    i += length;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_here(text: &str, schema: &Schema, inventory: &Inventory) -> Result<Checked, Invalid> {
     let set = PolicySet::from_str(text).map_err(|errors| Invalid { problems: errors.iter().map(|e| problem(text, e, None)).collect() })?;
     let labels = labels(&set)?;
     let label = |id: &PolicyId| labels.get(id).cloned().unwrap_or_else(|| id.to_string());

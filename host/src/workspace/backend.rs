@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkspaceError;
+use super::confined::{Owner, WorkspaceRoot, chown_tree};
 use super::sandbox::{CommandSpec, Completed, Mounts, Running, Sandbox};
 use super::template::Template;
 use crate::store::Workspace;
@@ -30,8 +31,9 @@ pub trait Backend: Send + Sync {
     fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Running, WorkspaceError>;
 
     /// The folder holding the workspace's files on this machine, for the `workspace-fs`
-    /// capability and git watch; `None` when the files are elsewhere.
-    fn files_root(&self, workspace: &Workspace) -> Option<PathBuf>;
+    /// capability, the prompt and git watch (always through [`super::confined`]); `None` when
+    /// the files are elsewhere.
+    fn files_root(&self, workspace: &Workspace) -> Option<WorkspaceRoot>;
 
     /// Removes everything the workspace holds.
     fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>>;
@@ -62,6 +64,11 @@ impl LocalBackend {
     fn sandbox(&self) -> Result<&Sandbox, WorkspaceError> {
         self.sandbox.as_ref().map_err(|why| WorkspaceError::Failed(why.clone()))
     }
+
+    /// Who the workspaces' files belong to: the host identity commands run as.
+    fn owner(&self) -> Option<Owner> {
+        self.sandbox.as_ref().ok().and_then(Sandbox::owner)
+    }
 }
 
 impl Backend for LocalBackend {
@@ -73,12 +80,17 @@ impl Backend for LocalBackend {
         Box::pin(async move {
             let mounts = self.mounts(workspace);
             let template = template.clone();
+            let owner = self.owner();
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&mounts.files)?;
                 std::fs::create_dir_all(&mounts.home)?;
+                template.copy_files(&mounts.files)?;
                 // Commands run as uid 1000 of their own user namespace, which bubblewrap maps
-                // to the server's user: what the server lays out is theirs already.
-                template.copy_files(&mounts.files)
+                // to their host identity: what the server lays out must be theirs.
+                match owner {
+                    Some(owner) => chown_tree(&mounts.files, owner).and_then(|()| chown_tree(&mounts.home, owner)),
+                    None => Ok(()),
+                }
             })
             .await
             .map_err(|e| WorkspaceError::Failed(e.to_string()))?
@@ -103,8 +115,8 @@ impl Backend for LocalBackend {
         Ok(self.sandbox()?.start(&self.mounts(workspace), spec)?)
     }
 
-    fn files_root(&self, workspace: &Workspace) -> Option<PathBuf> {
-        Some(self.mounts(workspace).files)
+    fn files_root(&self, workspace: &Workspace) -> Option<WorkspaceRoot> {
+        Some(WorkspaceRoot { path: self.mounts(workspace).files, owner: self.owner() })
     }
 
     fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>> {

@@ -5,13 +5,14 @@
 //! agent's, and its configuration (hooks, fsmonitor, diff drivers) must never run on the host.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::backend::Backend;
+use super::confined::WorkspaceRoot;
 use super::{WorkspaceError, WorkspaceService};
 use crate::store::Workspace;
 
@@ -91,19 +92,22 @@ pub fn touched_paths<'a>(calls: impl Iterator<Item = &'a Value>) -> BTreeSet<Str
 }
 
 /// The repositories holding `paths` (the nearest folder with `.git` at or above each), and
-/// those directly inside a touched folder that is not itself in a repository (a clone).
-pub fn repositories(files_root: &Path, paths: &BTreeSet<String>) -> BTreeSet<String> {
+/// those directly inside a touched folder that is not itself in a repository (a clone). Looked
+/// up through [`super::confined`], never following a symbolic link (which a command can plant).
+pub fn repositories(files_root: &WorkspaceRoot, paths: &BTreeSet<String>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
+    let Ok(workspace) = files_root.open() else { return found };
+    let dir = workspace.dir();
+    let is_git = |folder: &Path| dir.symlink_metadata(folder.join(".git")).is_ok_and(|m| !m.file_type().is_symlink());
     for path in paths {
         let mut current = Path::new(path).to_path_buf();
-        // Symbolic links (which a command can plant) are never followed on the host.
-        while !current.as_os_str().is_empty() && !real_dir(files_root, &current) {
+        while !current.as_os_str().is_empty() && !real_dir(dir, &current) {
             current.pop();
         }
         let start = current.clone();
         let mut in_repository = false;
         loop {
-            if real_dir(files_root, &current) && std::fs::symlink_metadata(files_root.join(&current).join(".git")).is_ok_and(|m| !m.file_type().is_symlink()) {
+            if real_dir(dir, &current) && is_git(&current) {
                 found.insert(relative_name(&current));
                 in_repository = true;
                 break;
@@ -112,13 +116,11 @@ pub fn repositories(files_root: &Path, paths: &BTreeSet<String>) -> BTreeSet<Str
                 break;
             }
         }
-        if !in_repository {
-            if let Ok(entries) = std::fs::read_dir(files_root.join(&start)) {
-                for entry in entries.flatten() {
-                    let git = entry.path().join(".git");
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::symlink_metadata(&git).is_ok_and(|m| !m.file_type().is_symlink()) {
-                        found.insert(relative_name(&start.join(entry.file_name())));
-                    }
+        if !in_repository && let Ok(entries) = dir.read_dir(if start.as_os_str().is_empty() { Path::new(".") } else { &start }) {
+            for entry in entries.flatten() {
+                let child = start.join(entry.file_name());
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && is_git(&child) {
+                    found.insert(relative_name(&child));
                 }
             }
         }
@@ -126,12 +128,16 @@ pub fn repositories(files_root: &Path, paths: &BTreeSet<String>) -> BTreeSet<Str
     found
 }
 
-/// Whether `relative` under `root` is a folder reached without any symbolic link.
-fn real_dir(root: &Path, relative: &Path) -> bool {
-    let mut at = root.to_path_buf();
+/// Whether `relative` is a folder of the workspace reached without any symbolic link.
+fn real_dir(dir: &cap_std::fs::Dir, relative: &Path) -> bool {
+    let mut at = PathBuf::new();
     for component in relative.components() {
-        at.push(component);
-        match std::fs::symlink_metadata(&at) {
+        match component {
+            Component::Normal(name) => at.push(name),
+            Component::CurDir => continue,
+            _ => return false,
+        }
+        match dir.symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => {}
             _ => return false,
         }

@@ -4,10 +4,12 @@
 
 pub mod backend;
 pub mod cgroup;
+pub mod confined;
 pub mod git;
 mod netns;
 pub mod processes;
 pub mod sandbox;
+mod seccomp;
 pub mod template;
 
 use std::collections::HashMap;
@@ -45,12 +47,27 @@ pub struct WorkspacesConfig {
     pub sandbox: SandboxMode,
     /// Longest a single command may run, whatever a tool asks.
     pub max_command_seconds: u64,
+    /// The host user and group commands run as when the server runs as root: unprivileged,
+    /// and owning nothing but the workspaces' files (no account is needed for them).
+    pub sandbox_uid: u32,
+    pub sandbox_gid: u32,
     pub limits: CommandLimits,
 }
 
+/// The default host identity of commands: far above the ids of accounts (1000-59999) and of
+/// the subordinate ranges tools hand out (from 100000, 65536 per user).
+pub const DEFAULT_SANDBOX_ID: u32 = 2_000_000_000;
+
 impl Default for WorkspacesConfig {
     fn default() -> WorkspacesConfig {
-        WorkspacesConfig { templates_dir: None, sandbox: SandboxMode::Bubblewrap, max_command_seconds: 1800, limits: CommandLimits::default() }
+        WorkspacesConfig {
+            templates_dir: None,
+            sandbox: SandboxMode::Bubblewrap,
+            max_command_seconds: 1800,
+            sandbox_uid: DEFAULT_SANDBOX_ID,
+            sandbox_gid: DEFAULT_SANDBOX_ID,
+            limits: CommandLimits::default(),
+        }
     }
 }
 
@@ -145,7 +162,8 @@ impl WorkspaceService {
         }
         let templates_dir = Some(config.templates_dir.clone().unwrap_or_else(|| data_dir.join("templates")));
         let templates = Templates::load(templates_dir.as_deref().filter(|d| d.is_dir()));
-        let sandbox = Sandbox::probe(config.sandbox, config.limits.clone()).await.map_err(|e| e.to_string());
+        let identity = confined::Owner { uid: config.sandbox_uid, gid: config.sandbox_gid };
+        let sandbox = Sandbox::probe(config.sandbox, config.limits.clone(), identity).await.map_err(|e| e.to_string());
         if let Err(why) = &sandbox {
             tracing::error!(%why, "workspace commands are disabled");
         }
@@ -369,8 +387,13 @@ impl WorkspaceService {
         }
     }
 
-    /// Where a workspace's files are on this machine.
-    pub fn files_root(&self, workspace: &Workspace) -> Option<PathBuf> {
+    /// The destinations off the public internet that the workspace's template names.
+    pub fn private_destinations(&self, workspace: &Workspace) -> Vec<String> {
+        self.templates().get(&workspace.template_id).map(|t| t.private_destinations.clone()).unwrap_or_default()
+    }
+
+    /// Where a workspace's files are on this machine, and who owns them.
+    pub fn files_root(&self, workspace: &Workspace) -> Option<confined::WorkspaceRoot> {
         self.backend.files_root(workspace)
     }
 
@@ -379,6 +402,7 @@ impl WorkspaceService {
     pub async fn run(&self, workspace: &Workspace, mut spec: CommandSpec, timeout: Duration, network: bool) -> Result<Completed, WorkspaceError> {
         require_ready(workspace)?;
         spec.network = network && workspace.network;
+        spec.private_destinations.retain(|_| spec.network);
         let cancel = self.stop_token(&workspace.id);
         self.backend.run(workspace, &spec, timeout.min(self.max_command), &cancel).await
     }
@@ -387,6 +411,7 @@ impl WorkspaceService {
     pub fn spawn(&self, workspace: &Workspace, mut spec: CommandSpec, network: bool) -> Result<ProcessInfo, WorkspaceError> {
         require_ready(workspace)?;
         spec.network = network && workspace.network;
+        spec.private_destinations.retain(|_| spec.network);
         let running_now = self.processes.list(&workspace.id).iter().filter(|p| p.running).count();
         if running_now >= MAX_BACKGROUND {
             return Err(WorkspaceError::Invalid(format!(
@@ -506,6 +531,7 @@ async fn run_startup(backend: &dyn Backend, workspace: &Workspace, template: Opt
         command: template.startup.script.clone(),
         env: parameter_environment(&workspace.parameters),
         network: workspace.network,
+        private_destinations: template.private_destinations.clone(),
         ..CommandSpec::default()
     };
     let timeout = Duration::from_secs(template.startup.timeout_seconds);

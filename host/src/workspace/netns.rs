@@ -9,6 +9,15 @@
 //! block pipe releases the command. The sandbox holds the write end of slirp4netns's exit pipe,
 //! so slirp4netns ends when the last process of the sandbox does. If slirp4netns cannot start,
 //! the command runs with no network, and its output says why.
+//!
+//! Before the command is released, the namespace's routing table gets a `prohibit` route for
+//! every range that is not the public internet (loopback, RFC 1918, link-local with the cloud
+//! metadata address, CGNAT, documentation and benchmark ranges, multicast, and the IPv6
+//! counterparts: ULA, link-local, NAT64, mapped forms), so connecting there fails at once with
+//! "permission denied"; a destination the template names and the policy grants gets a route
+//! of its own, which is more specific. The command has no capabilities in the namespace, so it
+//! cannot change the routes. If they cannot be set, the command gets no network at all.
+//! slirp4netns itself runs as the command's host identity, not as root.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -17,6 +26,48 @@ use std::process::{Command, Stdio};
 use std::os::unix::process::CommandExt;
 
 const SLIRP4NETNS: &str = "slirp4netns";
+/// slirp4netns's gateway (`--configure`), through which every route leaves.
+const GATEWAY: &str = "10.0.2.2";
+
+/// What a networked command may not reach unless named: everything that is not the public
+/// internet. slirp4netns's own network (10.0.2.0/24: the gateway, refused to the host's
+/// loopback, and the DNS forwarder) keeps its more specific route.
+pub const NOT_PUBLIC: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+/// How a command's network is set up: who slirp4netns runs as, and the private destinations
+/// it may reach all the same.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSetup {
+    pub identity: Option<super::confined::Owner>,
+    pub allowed: Vec<String>,
+}
 
 /// The pipes between the server, one bubblewrap process and its slirp4netns.
 pub struct Handshake {
@@ -56,12 +107,21 @@ impl Handshake {
 
     /// Once bubblewrap has started: connects its sandbox in the background and then releases
     /// the command. `tell` gets a line for the command's output when there is no network.
-    pub fn connect(self, tell: impl FnOnce(String) + Send + 'static) {
+    pub fn connect(self, setup: NetworkSetup, tell: impl FnOnce(String) + Send + 'static) {
         let Handshake { info_for_sandbox, mut info, block_for_sandbox, mut block, exit_for_sandbox, exit } = self;
         // Only the sandbox may hold these ends now: the server's copies would keep pipes open.
         drop((info_for_sandbox, block_for_sandbox, exit_for_sandbox));
         let spawned = std::thread::Builder::new().name("toolhost-netns".into()).spawn(move || {
-            let slirp = sandbox_report(&mut info).and_then(|sandbox| attach(&sandbox, &exit));
+            let slirp = sandbox_report(&mut info).and_then(|sandbox| {
+                let netns = open_netns(&sandbox)?;
+                let mut slirp = attach(&sandbox, &netns, &exit, &setup)?;
+                // Fail closed: without the routes that keep it off private networks, no network.
+                restrict(&netns, &setup).inspect_err(|_| {
+                    let _ = slirp.kill();
+                    let _ = slirp.wait();
+                })?;
+                Ok(slirp)
+            });
             drop(exit);
             if let Err(why) = &slirp {
                 // Told before the command runs, so that its output has it even if it ends at once.
@@ -136,32 +196,47 @@ fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until `tap0` is up.
-fn attach(sandbox: &Sandbox, exit: &std::io::PipeReader) -> Result<std::process::Child, String> {
-    let netns = open_netns(sandbox)?;
+fn attach(sandbox: &Sandbox, netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetup) -> Result<std::process::Child, String> {
     let (mut ready, ready_for_slirp) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut command = Command::new(SLIRP4NETNS);
     command
         .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
         .arg(format!("--ready-fd={}", ready_for_slirp.as_raw_fd()))
         .arg(format!("--exit-fd={}", exit.as_raw_fd()));
-    if !rustix::process::geteuid().is_root() {
-        // Without privileges, slirp4netns gets its rights over the namespace by joining the
-        // sandbox's user namespace, which this server's user owns.
-        command.arg(format!("--userns-path=/proc/{}/ns/user", sandbox.pid));
-    }
+    // Without privileges, slirp4netns gets its rights over the namespace by joining the user
+    // namespace that owns it, which its user (this server's, or the commands' host identity)
+    // owns. Not the sandbox's own: bubblewrap runs the command in a second user namespace
+    // nested in that one, with no rights over the network.
+    let userns = match !rustix::process::geteuid().is_root() || setup.identity.is_some() {
+        true => {
+            let userns = owning_userns(netns)?;
+            command.arg(format!("--userns-path=/proc/self/fd/{}", userns.as_raw_fd()));
+            Some(userns)
+        }
+        false => None,
+    };
     // The namespace by a path, not by the PID: given a PID, slirp4netns also joins that
     // process's user namespace, and a bubblewrap started by root moves its sandbox into a new
     // one that has no rights over the network namespace (made before it, by root). The path is
     // the descriptor checked above, which slirp4netns inherits.
     command.arg("--netns-type=path").arg(format!("/proc/self/fd/{}", netns.as_raw_fd())).arg("tap0");
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let fds = [ready_for_slirp.as_fd().as_raw_fd(), exit.as_raw_fd(), netns.as_raw_fd()];
-    // SAFETY: only fcntl between fork and exec.
+    let mut fds = vec![ready_for_slirp.as_fd().as_raw_fd(), exit.as_raw_fd(), netns.as_raw_fd()];
+    fds.extend(userns.as_ref().map(|f| f.as_raw_fd()));
+    let identity = setup.identity;
+    // SAFETY: only fcntl and the id system calls between fork and exec.
     unsafe {
-        command.pre_exec(move || inherit(&fds));
+        command.pre_exec(move || {
+            inherit(&fds)?;
+            // A user-mode network stack parses what the command sends: never as root.
+            match identity {
+                Some(identity) => super::sandbox::become_user(identity),
+                None => Ok(()),
+            }
+        });
     }
     let mut child = command.spawn().map_err(|e| format!("slirp4netns cannot run ({e}); install it (`apt-get install slirp4netns`)"))?;
-    drop((ready_for_slirp, netns));
+    drop((ready_for_slirp, userns));
     let mut signal = [0u8; 1];
     match ready.read(&mut signal) {
         Ok(1) => Ok(child),
@@ -171,4 +246,61 @@ fn attach(sandbox: &Sandbox, exit: &std::io::PipeReader) -> Result<std::process:
             Err(format!("slirp4netns stopped before the network was up ({status})"))
         }
     }
+}
+
+/// Sets the routes that keep the command off everything but the public internet and the
+/// destinations it is allowed (see the module's comment), from inside its namespace.
+fn restrict(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
+    let mut script = String::new();
+    for range in NOT_PUBLIC {
+        script.push_str(&format!("route add prohibit {range}\n"));
+    }
+    for destination in &setup.allowed {
+        script.push_str(&format!("route replace {destination} via {GATEWAY} dev tap0\n"));
+    }
+    // A server that is not root has rights over the namespace only inside the sandbox's user
+    // namespace (its own); root has them anywhere.
+    let userns = match rustix::process::geteuid().is_root() {
+        true => None,
+        false => Some(owning_userns(netns)?),
+    };
+    let mut command = Command::new("ip");
+    command.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let (net_fd, user_fd) = (netns.as_raw_fd(), userns.as_ref().map(|f| f.as_raw_fd()));
+    // SAFETY: only setns between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(user_fd) = user_fd
+                && libc::setns(user_fd, libc::CLONE_NEWUSER) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("`ip` cannot run ({e}); install it (`apt-get install iproute2`)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(|e| format!("cannot set its routes: {e}"))?;
+    }
+    let done = child.wait_with_output().map_err(|e| format!("cannot set its routes: {e}"))?;
+    if !done.status.success() {
+        return Err(format!("its routes could not be set: {}", String::from_utf8_lossy(&done.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// The user namespace that owns a network namespace (`NS_GET_USERNS`).
+fn owning_userns(netns: &std::fs::File) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor, owned from here on.
+    let fd = unsafe { libc::ioctl(netns.as_raw_fd(), NS_GET_USERNS as _) };
+    if fd < 0 {
+        return Err(format!("the sandbox's user namespace cannot be found: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }

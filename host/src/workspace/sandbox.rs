@@ -2,8 +2,17 @@
 //! `/workspace`, a home folder at `/home/agent`, the system read-only, a private `/tmp`, a
 //! new user (uid 1000, no capabilities), PID, IPC, UTS and network namespace (connected to the
 //! outside only when allowed, see `netns`), resource limits (CPU time, address space, processes, file
-//! size), and the whole process tree killed with the sandbox: bubblewrap's init dies with it,
-//! and the kernel then kills everything left in its PID namespace.
+//! size), a seccomp filter (see `seccomp`), `/proc/sys` read-only, and the whole process tree
+//! killed with the sandbox: bubblewrap's init dies with it, and the kernel then kills everything
+//! left in its PID namespace.
+//!
+//! Who a command is on the host matters as much as who it is inside: the kernel checks writes
+//! to `/proc/sys`, signals and files against the host identity its user namespace maps to. A
+//! server running as root therefore never starts bubblewrap as root: it drops to a dedicated,
+//! unprivileged host uid and gid (`[workspaces] sandbox_uid`/`sandbox_gid`) that owns nothing
+//! but the workspaces' files, so files the host keeps from others (0600 under `/etc`, made
+//! before or after the server started) are out of reach by ownership. A server that is not
+//! root runs commands as its own user, which should then be an account of its own.
 //!
 //! Process count and memory are bounded for the whole command by a control group of its own
 //! (see `cgroup`); CPU time per process and file size are rlimits set before bubblewrap
@@ -12,6 +21,7 @@
 //! root, the process count to `RLIMIT_NPROC`; the start-up log says which applies.
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -22,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::{self, Cgroups, CommandGroup};
+use super::confined::Owner;
 use super::netns::{self, Handshake};
 
 /// Where the workspace's files appear inside the sandbox.
@@ -112,6 +123,8 @@ pub struct CommandSpec {
     pub stdin: Option<Vec<u8>>,
     /// Reach the network (the template and the policy allow it), through a namespace of its own.
     pub network: bool,
+    /// Destinations off the public internet it may reach all the same (`10.1.2.3/32`).
+    pub private_destinations: Vec<String>,
     /// Mount the workspace read-only (for the host's own inspections, like git watch).
     pub read_only: bool,
 }
@@ -209,6 +222,15 @@ pub struct Sandbox {
     /// For commands with network, when the host's resolver is on its loopback (out of their
     /// reach): a resolv.conf naming slirp4netns's DNS forwarder instead.
     resolv_conf: Option<(PathBuf, PathBuf)>,
+    /// The host identity commands run as, when it is not the server's own (a root server).
+    identity: Option<Owner>,
+    /// Who slirp4netns runs as: the commands' identity where it may open `/dev/net/tun`
+    /// (mode 0666, as udev makes it), else the server's user.
+    network_helper: Option<Owner>,
+    /// The seccomp programs every command runs under.
+    seccomp: Vec<Vec<u8>>,
+    /// Kernel interfaces under `/proc` that are made read-only inside (those this kernel has).
+    proc_read_only: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug)]
@@ -220,7 +242,7 @@ enum SystemPath {
 impl Sandbox {
     /// Checks that commands can be confined here: bubblewrap is installed and can create its
     /// namespaces. In `unsandboxed` mode nothing is checked and a warning is logged.
-    pub async fn probe(mode: SandboxMode, limits: CommandLimits) -> Result<Sandbox, SandboxError> {
+    pub async fn probe(mode: SandboxMode, limits: CommandLimits, identity: Owner) -> Result<Sandbox, SandboxError> {
         let system = ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt"]
             .iter()
             .filter_map(|name| {
@@ -245,7 +267,19 @@ impl Sandbox {
         }
         let hidden = ["/etc", "/opt"].iter().flat_map(|root| not_world_readable(Path::new(root))).collect();
         let resolv_conf = resolver_for_network();
-        let sandbox = Sandbox { mode, limits, bwrap, system, cgroups, hidden, resolv_conf };
+        let identity = (rustix::process::geteuid().is_root() && mode == SandboxMode::Bubblewrap).then_some(identity);
+        if identity.is_some_and(|i| i.uid == 0 || i.gid == 0) {
+            return Err(SandboxError::Unavailable("[workspaces] sandbox_uid and sandbox_gid must not be 0: commands would be root on the host".into()));
+        }
+        let seccomp = super::seccomp::compiled().map_err(SandboxError::Unavailable)?;
+        tracing::debug!(refused = %super::seccomp::refused_names().join(", "), "workspace commands' seccomp filter");
+        let proc_read_only = ["sys", "sysrq-trigger", "irq", "bus", "fs"].into_iter().filter(|name| Path::new("/proc").join(name).exists()).collect();
+        let tun_shared = std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.mode() & 0o006 == 0o006);
+        let network_helper = identity.filter(|_| tun_shared);
+        if identity.is_some() && !tun_shared {
+            tracing::warn!("/dev/net/tun is not usable by other users (mode 0666), so slirp4netns, the network stack of commands allowed the network, runs as root; `chmod 0666 /dev/net/tun` lets it run as the sandbox's user");
+        }
+        let sandbox = Sandbox { mode, limits, bwrap, system, cgroups, hidden, resolv_conf, identity, network_helper, seccomp, proc_read_only };
         if mode == SandboxMode::Unsandboxed {
             tracing::warn!("WORKSPACE COMMANDS RUN UNSANDBOXED: they can read and change anything this server's user can; use only on a machine dedicated to it");
             return Ok(sandbox);
@@ -254,6 +288,10 @@ impl Sandbox {
         let mounts = Mounts { id: "probe".into(), files: scratch.join("files"), home: scratch.join("home") };
         for folder in [&mounts.files, &mounts.home] {
             std::fs::create_dir_all(folder).map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", folder.display())))?;
+        }
+        if let Some(identity) = identity {
+            super::confined::chown_tree(&scratch, identity).map_err(|e| SandboxError::Unavailable(format!("cannot give {} to the sandbox's user: {e}", scratch.display())))?;
+            tracing::info!(uid = identity.uid, gid = identity.gid, "workspace commands run as an unprivileged host user");
         }
         let spec = CommandSpec { command: "true".into(), ..CommandSpec::default() };
         let outcome = sandbox.run(&mounts, &spec, Duration::from_secs(20), &CancellationToken::new()).await;
@@ -264,7 +302,8 @@ impl Sandbox {
         match outcome {
             Ok(done) if done.exit_code == Some(0) => Ok(sandbox),
             Ok(done) => Err(SandboxError::Unavailable(format!(
-                "bubblewrap could not create a sandbox ({}). Install it (`apt-get install bubblewrap`), allow unprivileged user namespaces, or set `sandbox = \"unsandboxed\"` under [workspaces] to run commands without one",
+                "bubblewrap could not create a sandbox{} ({}). Install it (`apt-get install bubblewrap`), allow unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`; on Ubuntu also `kernel.apparmor_restrict_unprivileged_userns=0`), or set `sandbox = \"unsandboxed\"` under [workspaces] to run commands without one",
+                identity.map(|i| format!(" as the unprivileged user {}:{}", i.uid, i.gid)).unwrap_or_default(),
                 done.output.text.trim()
             ))),
             Err(SandboxError::Spawn(e)) => Err(SandboxError::Unavailable(format!(
@@ -289,12 +328,19 @@ impl Sandbox {
         &self.limits
     }
 
+    /// Who owns the workspaces' files: the host identity commands run as (`None`: the server's
+    /// own user).
+    pub fn owner(&self) -> Option<Owner> {
+        self.identity
+    }
+
     /// The process for `spec`, not started. Its output (stdout and stderr together, in order)
     /// goes to the returned reader.
-    #[allow(clippy::type_complexity)]
-    fn command(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<(tokio::process::Command, std::io::PipeReader, Option<CommandGroup>, Option<Handshake>), SandboxError> {
+    fn command(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<Prepared, SandboxError> {
         let workdir = confine_workdir(&spec.workdir)?;
-        if !mounts.files.join(&workdir).is_dir() {
+        let root = super::confined::WorkspaceRoot { path: mounts.files.clone(), owner: self.identity };
+        let workdir_is_folder = root.open().and_then(|ws| ws.dir().metadata(if workdir.as_os_str().is_empty() { Path::new(".") } else { &workdir })).is_ok_and(|m| m.is_dir());
+        if !workdir_is_folder {
             return Err(SandboxError::Invalid(format!("the working directory `{}` does not exist in the workspace", spec.workdir)));
         }
         for (name, _) in &spec.env {
@@ -307,8 +353,15 @@ impl Sandbox {
             (SandboxMode::Bubblewrap, true) => Some(Handshake::new().map_err(|e| SandboxError::Spawn(format!("no pipes for its network: {e}")))?),
             _ => None,
         };
+        let mut passed = Vec::new();
         let mut command = match self.mode {
-            SandboxMode::Bubblewrap => self.bubblewrap(mounts, spec, &workdir, network.as_ref()),
+            SandboxMode::Bubblewrap => {
+                self.adopt_workspace(mounts)?;
+                let handed = self.handed_descriptors(mounts)?;
+                let command = self.bubblewrap(&handed, spec, &workdir, network.as_ref());
+                passed = handed.into_vec();
+                command
+            }
             SandboxMode::Unsandboxed => {
                 tracing::warn!(command = %spec.command, "running a workspace command UNSANDBOXED");
                 let mut command = tokio::process::Command::new("bash");
@@ -338,20 +391,61 @@ impl Sandbox {
         };
         let joins = group.as_ref().map(CommandGroup::join_descriptors).unwrap_or_default();
         let rlimits = rlimits(&self.limits, group.is_some());
-        let inherited: Vec<_> = network.as_ref().map(|h| h.inherited().to_vec()).unwrap_or_default();
-        // SAFETY: only async-signal-safe system calls (write, setrlimit, fcntl) between fork
-        // and exec.
+        let mut inherited: Vec<_> = network.as_ref().map(|h| h.inherited().to_vec()).unwrap_or_default();
+        inherited.extend(passed.iter().map(|fd| fd.as_raw_fd()));
+        let identity = self.identity;
+        // SAFETY: only async-signal-safe system calls (write, setrlimit, fcntl, setgroups,
+        // setresgid, setresuid) between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                // Joined while still the server's user, which may move processes into groups.
                 cgroup::join(&joins)?;
                 netns::inherit(&inherited)?;
-                apply_limits(&rlimits)
+                apply_limits(&rlimits)?;
+                match identity {
+                    Some(identity) => become_user(identity),
+                    None => Ok(()),
+                }
             });
         }
-        Ok((command, reader, group, network))
+        Ok(Prepared { command, output: reader, group, network, passed })
     }
 
-    fn bubblewrap(&self, mounts: &Mounts, spec: &CommandSpec, workdir: &Path, network: Option<&Handshake>) -> tokio::process::Command {
+    /// Gives the workspace's folders to the commands' host identity if something else owns them
+    /// (workspaces made before commands ran as their own user).
+    fn adopt_workspace(&self, mounts: &Mounts) -> Result<(), SandboxError> {
+        let Some(identity) = self.identity else { return Ok(()) };
+        for folder in [&mounts.files, &mounts.home] {
+            let owned = std::fs::symlink_metadata(folder).is_ok_and(|m| m.uid() == identity.uid && m.gid() == identity.gid);
+            if !owned {
+                tracing::info!(workspace_id = %mounts.id, folder = %folder.display(), "giving a workspace's files to the sandbox's user");
+                super::confined::chown_tree(folder, identity).map_err(|e| SandboxError::Spawn(format!("its files cannot be given to the sandbox's user: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptors bubblewrap gets: the workspace's folders (opened by the server, so that
+    /// an unprivileged bubblewrap needs no way through the data directory) and the seccomp
+    /// programs.
+    fn handed_descriptors(&self, mounts: &Mounts) -> Result<Handed, SandboxError> {
+        use rustix::fs::{Mode, OFlags};
+        let open = |folder: &Path| {
+            rustix::fs::open(folder, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| SandboxError::Spawn(format!("cannot open {}: {e}", folder.display())))
+        };
+        let mut seccomp = Vec::new();
+        for program in &self.seccomp {
+            let (reader, mut writer) = std::io::pipe().map_err(|e| SandboxError::Spawn(format!("no pipe for its seccomp filter: {e}")))?;
+            // A program is a few KiB, well within a pipe's buffer: written before bubblewrap
+            // starts, read by it at once.
+            std::io::Write::write_all(&mut writer, program).map_err(|e| SandboxError::Spawn(format!("cannot pass its seccomp filter: {e}")))?;
+            seccomp.push(std::os::fd::OwnedFd::from(reader));
+        }
+        Ok(Handed { files: open(&mounts.files)?, home: open(&mounts.home)?, seccomp })
+    }
+
+    fn bubblewrap(&self, handed: &Handed, spec: &CommandSpec, workdir: &Path, network: Option<&Handshake>) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.bwrap);
         for (name, kind) in &self.system {
             let inside = format!("/{name}");
@@ -360,24 +454,36 @@ impl Sandbox {
                 SystemPath::Folder => command.args(["--ro-bind", &inside, &inside]),
             };
         }
-        for (path, is_dir) in &self.hidden {
-            if *is_dir {
-                command.arg("--tmpfs").arg(path).arg("--remount-ro").arg(path);
-            } else {
-                command.arg("--ro-bind").arg("/dev/null").arg(path);
+        // Under a host identity of their own, commands cannot read what others may not: the
+        // kernel keeps them out by ownership, files made after the server started included.
+        if self.identity.is_none() {
+            for (path, is_dir) in &self.hidden {
+                if *is_dir {
+                    command.arg("--tmpfs").arg(path).arg("--remount-ro").arg(path);
+                } else {
+                    command.arg("--ro-bind").arg("/dev/null").arg(path);
+                }
             }
         }
         let tmp_bytes = (self.limits.tmp_mib * 1024 * 1024).to_string();
-        command.args(["--dev", "/dev", "--proc", "/proc", "--size", &tmp_bytes, "--tmpfs", "/tmp"]);
-        let bind = if spec.read_only { "--ro-bind" } else { "--bind" };
-        command.arg(bind).arg(&mounts.files).arg(WORKSPACE_MOUNT);
-        command.arg(bind).arg(&mounts.home).arg(HOME_MOUNT);
+        command.args(["--dev", "/dev", "--proc", "/proc"]);
+        for name in &self.proc_read_only {
+            let path = format!("/proc/{name}");
+            command.args(["--ro-bind", &path, &path]);
+        }
+        command.args(["--size", &tmp_bytes, "--tmpfs", "/tmp"]);
+        let bind = if spec.read_only { "--ro-bind-fd" } else { "--bind-fd" };
+        command.args([bind, &handed.files.as_raw_fd().to_string(), WORKSPACE_MOUNT]);
+        command.args([bind, &handed.home.as_raw_fd().to_string(), HOME_MOUNT]);
         command.args(["--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--hostname", "workspace"]);
         if let Some(handshake) = network {
             command.args(handshake.bubblewrap_args());
             if let Some((file, place)) = &self.resolv_conf {
                 command.arg("--ro-bind").arg(file).arg(place);
             }
+        }
+        for program in &handed.seccomp {
+            command.args(["--add-seccomp-fd", &program.as_raw_fd().to_string()]);
         }
         command.args(["--die-with-parent", "--new-session", "--clearenv"]);
         for (name, value) in base_environment(HOME_MOUNT).into_iter().chain(spec.env.iter().cloned()) {
@@ -435,15 +541,16 @@ impl Sandbox {
 
     /// Starts `spec` and returns at once; the output is collected in the background.
     pub fn start(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<Running, SandboxError> {
-        let (mut command, mut reader, group, network) = self.command(mounts, spec)?;
+        let Prepared { mut command, output: mut reader, group, network, passed } = self.command(mounts, spec)?;
         let mut child = command.spawn().map_err(|e| SandboxError::Spawn(e.to_string()))?;
         // The parent's copies of the pipe's write end went with `command`; dropping it now
         // lets the reader see the end of the output when the sandbox is gone.
-        drop(command);
+        drop((command, passed));
         let capture = Arc::new(Mutex::new(Capture::new((self.limits.output_kib * 1024) as usize)));
         if let Some(handshake) = network {
             let sink = capture.clone();
-            handshake.connect(move |line| {
+            let setup = netns::NetworkSetup { identity: self.network_helper, allowed: spec.private_destinations.clone() };
+            handshake.connect(setup, move |line| {
                 if let Ok(mut capture) = sink.lock() {
                     capture.push(line.as_bytes());
                 }
@@ -490,6 +597,43 @@ impl Sandbox {
         }
         (files > max_files).then(|| format!("the workspace holds more than its quota of {max_files} files and folders; delete some to make room"))
     }
+}
+
+/// A command ready to start, and what must live until it has.
+struct Prepared {
+    command: tokio::process::Command,
+    output: std::io::PipeReader,
+    group: Option<CommandGroup>,
+    network: Option<Handshake>,
+    /// Descriptors bubblewrap inherits, closed once it has started.
+    passed: Vec<std::os::fd::OwnedFd>,
+}
+
+/// What the server opens for bubblewrap.
+struct Handed {
+    files: std::os::fd::OwnedFd,
+    home: std::os::fd::OwnedFd,
+    seccomp: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Handed {
+    fn into_vec(self) -> Vec<std::os::fd::OwnedFd> {
+        let mut all = vec![self.files, self.home];
+        all.extend(self.seccomp);
+        all
+    }
+}
+
+/// Becomes `identity` for good (real, effective and saved ids; no supplementary groups).
+pub(super) fn become_user(identity: Owner) -> std::io::Result<()> {
+    // SAFETY: plain system calls on ids; called between fork and exec, where the child has
+    // one thread.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(identity.gid, identity.gid, identity.gid) != 0 || libc::setresuid(identity.uid, identity.uid, identity.uid) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A started command.
@@ -628,25 +772,15 @@ fn not_world_readable(root: &Path) -> Vec<(PathBuf, bool)> {
     hidden
 }
 
-/// Bytes on disk and entries under `folder` (symbolic links not followed); stops counting
-/// past either limit.
+/// Bytes on disk and entries under `folder` (walked through [`super::confined::walk_from`]:
+/// symbolic links are never followed); stops counting past either limit.
 fn disk_usage(folder: &Path, limit: u64, max_files: u64) -> (u64, u64) {
     let (mut used, mut files) = (0u64, 0u64);
-    let mut pending = vec![folder.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
-            used += meta.blocks() * 512;
-            files += 1;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            }
-            if used > limit || files > max_files {
-                return (used, files);
-            }
-        }
-    }
+    let _ = super::confined::walk_from(folder, |_, _, stat| {
+        used += stat.st_blocks as u64 * 512;
+        files += 1;
+        Ok(used <= limit && files <= max_files)
+    });
     (used, files)
 }
 

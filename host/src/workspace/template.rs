@@ -119,6 +119,9 @@ struct Manifest {
     description: String,
     #[serde(default)]
     network: bool,
+    /// Addresses or ranges off the public internet its networked commands may reach.
+    #[serde(default)]
+    private_destinations: Vec<String>,
     /// Only admins may make workspaces from it.
     #[serde(default)]
     admins_only: bool,
@@ -143,6 +146,10 @@ pub struct Template {
     pub name: String,
     pub description: String,
     pub network: bool,
+    /// Addresses or ranges (`10.1.2.3`, `192.168.7.0/24`) that are not on the public internet
+    /// and that its commands with network may reach all the same, when the policy grants
+    /// `network` with the destination as scope.
+    pub private_destinations: Vec<String>,
     /// Only admins may make workspaces from it.
     pub admins_only: bool,
     /// `bundled`, or the folder it was read from.
@@ -249,6 +256,13 @@ impl Template {
         if manifest.startup.timeout_seconds == 0 || manifest.startup.timeout_seconds > MAX_STARTUP_SECONDS {
             return Err(format!("template.toml: `startup.timeout_seconds` must be between 1 and {MAX_STARTUP_SECONDS}"));
         }
+        let mut private_destinations = Vec::new();
+        for destination in &manifest.private_destinations {
+            private_destinations.push(normalize_destination(destination)?);
+        }
+        if !private_destinations.is_empty() && !manifest.network {
+            return Err("template.toml: `private_destinations` needs `network = true`".into());
+        }
         let mut seen = std::collections::BTreeSet::new();
         for parameter in &manifest.parameters {
             parameter.check()?;
@@ -261,6 +275,7 @@ impl Template {
             name: manifest.name,
             description: manifest.description,
             network: manifest.network,
+            private_destinations,
             admins_only: manifest.admins_only,
             source: source.to_string(),
             parameters: manifest.parameters,
@@ -406,6 +421,26 @@ pub fn parameter_environment(values: &Map<String, Value>) -> Vec<(String, String
             (format!("TOOLHOST_PARAM_{}", name.to_uppercase()), text)
         })
         .collect()
+}
+
+/// A destination as routes name it (`10.1.2.3/32`, `192.168.7.0/24`, `fd00::5/128`), or what
+/// is wrong with it.
+pub fn normalize_destination(destination: &str) -> Result<String, String> {
+    let wrong = || format!("template.toml: `private_destinations` entry `{destination}` is not an address or a range like `10.1.2.3` or `192.168.7.0/24`");
+    let (address, prefix) = match destination.trim().split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (destination.trim(), None),
+    };
+    let address: std::net::IpAddr = address.parse().map_err(|_| wrong())?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    let prefix: u32 = match prefix {
+        Some(prefix) => prefix.parse().ok().filter(|p| *p <= bits).ok_or_else(wrong)?,
+        None => bits,
+    };
+    if prefix < 8 {
+        return Err(format!("template.toml: `private_destinations` entry `{destination}` is too wide; name the addresses its commands need"));
+    }
+    Ok(format!("{address}/{prefix}"))
 }
 
 #[cfg(test)]
