@@ -156,3 +156,42 @@ async fn the_openapi_document_describes_every_endpoint_and_resolves(backend: Bac
     server.finish().await;
 }
 on_both_backends!(the_openapi_document_describes_every_endpoint_and_resolves);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_is_in_the_one_json_error_shape_and_changes_nothing() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let alice = server.user("alice", false).await;
+    let admin = server.user("root", true).await;
+    let (_, chat) = json_of(server.http.post(server.url("/api/v1/chats")).bearer_auth(&alice).json(&json!({"content": [{"type": "text", "text": "hi"}]})).send().await.unwrap()).await;
+    let chat = chat["id"].as_str().unwrap().to_string();
+    let (_, provider) = json_of(server.http.post(server.url("/api/v1/providers")).bearer_auth(&admin).json(&json!({"name": "p", "kind": "openai", "base_url": "http://127.0.0.1:9/v1"})).send().await.unwrap()).await;
+    let provider = provider["id"].as_str().unwrap_or_else(|| panic!("{provider}")).to_string();
+    let http = &server.http;
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        ("a path parameter that does not parse", http.patch(server.url(&format!("/api/v1/chats/{chat}/messages/abc"))).bearer_auth(&alice).json(&json!({"content": [{"type": "text", "text": "x"}]})), StatusCode::BAD_REQUEST, "bad_request"),
+        ("a method the endpoint lacks", http.put(server.url("/api/v1/chats")).bearer_auth(&alice), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("a WebSocket endpoint without an upgrade", http.get(server.url(&format!("/api/v1/chats/{chat}/git/watch"))).bearer_auth(&alice), StatusCode::BAD_REQUEST, "bad_request"),
+        ("an array for an object", http.patch(server.url(&format!("/api/v1/providers/{provider}"))).bearer_auth(&admin).json(&json!([null, null])), StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"),
+        ("a string for an object", http.post(server.url("/api/v1/chats")).bearer_auth(&alice).json(&json!("hello")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"),
+        ("a depth below zero", http.post(server.url("/api/v1/policy/explain")).bearer_auth(&admin).json(&json!({"kind": "subagent", "depth": -1})), StatusCode::BAD_REQUEST, "bad_request"),
+        ("a query that does not fit", http.get(server.url("/api/v1/policy/audit?limit=many")).bearer_auth(&admin), StatusCode::BAD_REQUEST, "bad_request"),
+        ("an unknown endpoint", http.get(server.url("/api/v1/nothing-here")).bearer_auth(&alice), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (what, request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{what}");
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert!(content_type.starts_with("application/json"), "{what}: answered as `{content_type}`");
+        let allow = response.headers().get("allow").is_some();
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: says what to do: {body}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(allow, "{what}: the `Allow` header is kept");
+        }
+    }
+    let (_, providers) = json_of(http.get(server.url("/api/v1/providers")).bearer_auth(&admin).send().await.unwrap()).await;
+    let listed = providers["providers"].as_array().unwrap().iter().find(|p| p["id"] == provider.as_str()).cloned().unwrap();
+    assert_eq!(listed["base_url"], "http://127.0.0.1:9/v1", "the refused array changed nothing: {listed}");
+    server.finish().await;
+}

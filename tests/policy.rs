@@ -293,6 +293,28 @@ async fn bad_policies_are_refused_with_line_precise_errors_and_nothing_changes(b
 }
 on_both_backends!(bad_policies_are_refused_with_line_precise_errors_and_nothing_changes);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policy_texts_get_a_422_with_a_place_and_the_server_lives_on() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let admin = server.user("root", true).await;
+    let rule = |condition: String| format!("permit (principal, action, resource)\nwhen {{ {condition} }};\n");
+    for (what, text) in [
+        ("nested parentheses", rule(format!("{}true{}", "(".repeat(150), ")".repeat(150)))),
+        ("a long && chain", rule(vec!["principal.depth == 0"; 3000].join(" && "))),
+        ("nested if-then-else", rule(format!("{}true{}", "if true then ".repeat(1200), " else false".repeat(1200)))),
+    ] {
+        let (status, refused) = put_policy(&server, &admin, &text).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {refused}");
+        assert_eq!(refused["error"]["code"], "invalid_policy", "{what}");
+        let line = refused["error"]["details"]["problems"][0]["line"].as_u64().unwrap_or_default();
+        assert!((1..=2).contains(&line), "{what}: the problem is placed in the rule (lines 1-2): {refused}");
+        let (health, _) = server.get(&admin, "/healthz").await;
+        assert_eq!(health, StatusCode::OK, "{what}: the server lives on");
+    }
+    assert_eq!(server.get(&admin, "/api/v1/policy").await.1["version"], 0, "nothing refused took effect");
+    server.finish().await;
+}
+
 async fn scoped_rules_follow_symbolic_links_and_hidden_tools_stay_uncallable(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.user("root", true).await;

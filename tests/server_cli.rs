@@ -160,6 +160,12 @@ fn an_admin_checks_sets_and_explains_the_policy_from_the_command_line() {
     assert_eq!(checked.status.code(), Some(1));
     let said = String::from_utf8_lossy(&checked.stderr);
     assert!(said.contains(&format!("{}:3:", broken.display())), "line-precise: {said}");
+    let nested = data.path().join("nested.cedar");
+    std::fs::write(&nested, format!("permit (principal, action, resource)\nwhen {{ {}true{} }};\n", "(".repeat(150), ")".repeat(150))).unwrap();
+    let checked = toolhost(data.path(), &["policy", "check", nested.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(1), "a deeply nested policy is refused, not a crash: {checked:?}");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(said.contains(&format!("{}:2:", nested.display())) && said.contains("nested more than"), "{said}");
 
     let policy = data.path().join("policy.cedar");
     let text = format!(

@@ -50,8 +50,7 @@ pub async fn get(State(state): State<AppState>, _admin: Admin) -> Result<Json<Po
     }))
 }
 
-/// Largest policy text accepted.
-const MAX_POLICY_BYTES: usize = 512 * 1024;
+use crate::policy::MAX_POLICY_BYTES;
 
 pub async fn put(State(state): State<AppState>, Admin(admin): Admin, ApiJson(body): ApiJson<NewPolicy>) -> Result<Json<Saved>, ApiError> {
     if body.policy.len() > MAX_POLICY_BYTES {

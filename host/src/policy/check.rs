@@ -70,7 +70,7 @@ fn problem(text: &str, diagnostic: &dyn Diagnostic, rule: Option<String>) -> Pro
 }
 
 /// Largest policy text accepted.
-pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+pub const MAX_POLICY_BYTES: usize = 512 * 1024;
 /// Deepest nesting of parentheses, brackets and braces accepted.
 pub const MAX_NESTING: usize = 64;
 /// Most operators (`&&`, `||`, `==`, `+`, `.`, `!`, `if`, `in`, `has`, ...) in one rule. Every

@@ -18,7 +18,7 @@ use cedar_policy::Schema;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use check::{Invalid, Problem};
+pub use check::{Invalid, MAX_NESTING, MAX_OPERATORS_PER_RULE, MAX_POLICY_BYTES, Problem};
 pub use entities::{Inventory, Principal};
 pub use rules::{Action, Decision, Explanation, NO_RULE_PERMITS, Rules};
 
@@ -353,6 +353,55 @@ pub fn sample_inventory(tools: usize) -> Inventory {
 mod tests {
     use super::*;
     use crate::plugins::ChatKind;
+
+    /// Texts that overflowed a server thread's stack before there were limits.
+    fn hostile_policies() -> Vec<(&'static str, String)> {
+        let rule = |condition: String| format!("permit (principal, action, resource)\nwhen {{ {condition} }};\n");
+        vec![
+            ("nested parentheses", rule(format!("{}true{}", "(".repeat(150), ")".repeat(150)))),
+            ("a long && chain", rule(vec!["principal.depth == 0"; 3000].join(" && "))),
+            ("nested if-then-else", rule(format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000)))),
+            ("a run of negations", rule(format!("{}true", "!".repeat(20_000)))),
+            ("nested sets", rule(format!("{}1{} == 1", "[".repeat(500), "]".repeat(500)))),
+            ("too long", rule(format!("principal.model == \"{}\"", "x".repeat(MAX_POLICY_BYTES)))),
+        ]
+    }
+
+    #[test]
+    fn hostile_policy_texts_are_refused_with_a_place_and_never_overflow_the_stack() {
+        // A thread with the stack of a tokio worker, as the API's and the CLI's checks have.
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                for (what, text) in hostile_policies() {
+                    let refused = check_text(&text, &sample_inventory(0)).err().unwrap_or_else(|| panic!("{what} was accepted"));
+                    let problem = &refused.problems[0];
+                    assert!(problem.line >= 1, "{what}: the problem has a place: {problem:?}");
+                    assert!(problem.message.contains("nested") || problem.message.contains("operators") || problem.message.contains("long"), "{what}: {problem}");
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("no check overflowed its stack");
+    }
+
+    #[test]
+    fn a_policy_just_within_the_limits_is_checked_used_and_dropped_on_an_ordinary_thread() {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let terms = vec!["principal.depth == 0"; MAX_OPERATORS_PER_RULE / 4].join(" || ");
+                let nested = format!("{}true{}", "(".repeat(MAX_NESTING - 2), ")".repeat(MAX_NESTING - 2));
+                let text = format!("{DEFAULT_POLICY}\n@id(\"long\")\nforbid (principal, action, resource) when {{ {terms} && {nested} && resource.name == \"write_file\" }};\n");
+                let rules = check_text(&text, &sample_inventory(0)).unwrap_or_else(|e| panic!("{e}")).rules;
+                let decision = rules.decide_tool(&chat(ChatKind::Root), Action::CallTool, "write_file");
+                assert!(!decision.allowed, "the long rule is evaluated: {decision:?}");
+                drop(rules);
+            })
+            .unwrap()
+            .join()
+            .expect("checking, evaluating and dropping the policy fit an ordinary stack");
+    }
 
     fn chat(kind: ChatKind) -> Principal {
         Principal { id: format!("{kind:?}"), kind, depth: i64::from(kind != ChatKind::Root), owner: "alice".into(), owner_role: "member".into(), model: "m".into() }

@@ -114,7 +114,7 @@ impl Handshake {
         let spawned = std::thread::Builder::new().name("toolhost-netns".into()).spawn(move || {
             let slirp = sandbox_report(&mut info).and_then(|sandbox| {
                 let netns = open_netns(&sandbox)?;
-                let mut slirp = attach(&sandbox, &netns, &exit, &setup)?;
+                let mut slirp = attach(&netns, &exit, &setup)?;
                 // Fail closed: without the routes that keep it off private networks, no network.
                 restrict(&netns, &setup).inspect_err(|_| {
                     let _ = slirp.kill();
@@ -196,7 +196,7 @@ fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until `tap0` is up.
-fn attach(sandbox: &Sandbox, netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetup) -> Result<std::process::Child, String> {
+fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetup) -> Result<std::process::Child, String> {
     let (mut ready, ready_for_slirp) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut command = Command::new(SLIRP4NETNS);
     command
