@@ -190,7 +190,10 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
     assert!(*is_error && result.as_str().unwrap().contains("the tool policy denies it (subagents-do-not-write"), "{result}");
     let MessagePart::ToolResult { result, .. } = &results[1] else { panic!() };
     assert!(!result.as_str().unwrap().contains("policy"), "read_file ran: {result}");
-    assert!(!server.data.path().join("workspaces").exists() || !has_file(&server.data.path().join("workspaces"), "stolen.txt"), "the invented call did not run");
+    let workspaces = server.data.path().join("workspaces");
+    let ids: Vec<String> = std::fs::read_dir(&workspaces).map(|entries| entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let stolen = ids.iter().map(|id| server.workspaces.local_files(id)).any(|files| files.exists() && has_file(&files, "stolen.txt"));
+    assert!(!stolen, "the invented call did not run");
 
     let denials = audit(&server, &admin, 1).await;
     assert_eq!(denials[0]["chat_id"], child.as_str());

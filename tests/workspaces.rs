@@ -262,7 +262,7 @@ impl Sandboxed {
         let created = service.create(&owner.id, false, CreateRequest { template_id: "blank".into(), ..CreateRequest::default() }).await.unwrap();
         let workspace = service.wait_settled(&created.id, Duration::from_secs(30)).await.unwrap();
         assert_eq!(workspace.status.as_str(), "ready", "{:?}", workspace.detail);
-        let files = data.path().join("workspaces").join(&workspace.id).join("files");
+        let files = service.local_files(&workspace.id);
         Sandboxed { service, workspace, files, _data: data }
     }
 
@@ -280,7 +280,7 @@ async fn commands_see_only_their_workspace_and_no_network() {
 
     let listing = sandbox.run("ls -a / /workspace", Duration::from_secs(10)).await.output.text;
     assert!(listing.contains("workspace") && !listing.contains(&other.workspace.id) && !listing.contains("private.txt"), "{listing}");
-    let host_data = other.files.parent().unwrap().display().to_string();
+    let host_data = other._data.path().join("workspaces").join(&other.workspace.id).display().to_string();
     let done = sandbox.run(&format!("ls {host_data} 2>&1; cat /etc/shadow 2>&1; echo planted > /usr/bin/planted 2>&1; echo status=$?"), Duration::from_secs(10)).await;
     let output = &done.output.text;
     assert!(output.contains("No such file or directory"), "other workspaces' folders do not exist inside: {output}");
@@ -386,8 +386,13 @@ async fn commands_that_hang_flood_fork_or_fill_the_disk_are_stopped_and_the_work
 
     let done = sandbox.run("head -c 20000000 /dev/zero > big.bin; echo status=$?; ls -l big.bin", Duration::from_secs(20)).await;
     assert!(done.output.text.contains("File size limit exceeded") || done.output.text.contains("status=153"), "one file cannot pass file_size_mib: {}", done.output.text);
-    let done = sandbox.run("for i in $(seq 1 20); do head -c 7000000 /dev/zero > fill-$i.bin; done; sleep 5; echo finished", Duration::from_secs(30)).await;
-    assert!(done.stopped_because.as_deref().is_some_and(|why| why.contains("disk quota of 64 MiB")), "{done:?}");
+    let done = sandbox.run("for i in $(seq 1 20); do head -c 7000000 /dev/zero > fill-$i.bin; done; sleep 3; echo finished", Duration::from_secs(30)).await;
+    if rustix::process::geteuid().is_root() {
+        // The workspace's own file system is full: the kernel refuses the rest.
+        assert!(done.output.text.contains("No space left on device"), "{done:?}");
+    } else {
+        assert!(done.stopped_because.as_deref().is_some_and(|why| why.contains("disk quota of 64 MiB")), "{done:?}");
+    }
 
     sandbox.run("rm -f fill-*.bin big.bin", Duration::from_secs(10)).await;
     let done = sandbox.run("echo still here", Duration::from_secs(10)).await;
@@ -480,6 +485,13 @@ async fn background_processes_are_listed_read_signalled_and_killed_with_their_wo
     let process = sandbox.service.spawn(&workspace, forever, false).unwrap();
     sandbox.service.shutdown().await;
     assert!(!processes.output(&workspace.id, &process.id).unwrap().0.running, "the server's shutdown kills every process");
+    for _ in 0..40 {
+        if processes_running("sleep\u{0}1000") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(processes_running("sleep\u{0}1000"), 0, "nothing of the killed commands is left on the host, their sandboxes' init included");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,4 +737,34 @@ async fn a_networked_command_reaches_no_private_destination_unless_its_template_
     let allowed = service.run(&with_db, spec, Duration::from_secs(30), true).await.unwrap().output.text;
     assert!(allowed.contains(&format!("reached {}/{}: hello from a private host", private.address, private.port)), "the named destination is reached: {allowed}");
     assert!(allowed.contains("refused 169.254.169.254/80"), "and nothing else private: {allowed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallocate_loop_cannot_put_more_than_the_quota_into_a_workspace_nor_onto_the_host() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(data.path())).await.unwrap();
+    let owner = store.create_user("alice", false).await.unwrap();
+    let limits = CommandLimits { disk_mib: 300, file_size_mib: 1024, files: 5000, ..CommandLimits::default() };
+    let config = WorkspacesConfig { limits, ..WorkspacesConfig::default() };
+    let service = WorkspaceService::start(store, data.path(), &config).await.unwrap();
+    assert_eq!(service.sandbox_problem(), None, "run `bash .ci/system-deps`");
+    let created = service.create(&owner.id, false, CreateRequest { template_id: "blank".into(), ..CreateRequest::default() }).await.unwrap();
+    let workspace = service.wait_settled(&created.id, Duration::from_secs(30)).await.unwrap();
+    let spec = CommandSpec { command: "for i in $(seq 1 40); do fallocate -l 190M f$i 2>&1; done; du -sm --apparent-size . | cut -f1; du -sm . | cut -f1".into(), ..CommandSpec::default() };
+    let done = service.run(&workspace, spec, Duration::from_secs(60), false).await.unwrap();
+    let figures: Vec<u64> = done.output.text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(rustix::process::geteuid().is_root(), "CI runs as root, where the kernel enforces the quota");
+    assert!(done.output.text.contains("No space left on device"), "{}", done.output.text);
+    let used = *figures.last().unwrap_or_else(|| panic!("{}", done.output.text));
+    assert!(used <= 300, "at most the quota is in the workspace: {used} MiB");
+    // On the host, the workspace is its image: it never holds more than the quota and its
+    // metadata, and fallocated space that was never written takes none of the host's disk.
+    use std::os::unix::fs::MetadataExt;
+    let image = data.path().join("workspaces").join(format!("{}.img", workspace.id));
+    let on_host = std::fs::metadata(&image).unwrap_or_else(|e| panic!("{}: {e}", image.display())).blocks() * 512 / (1024 * 1024);
+    assert!(on_host <= 300 + 8, "the host holds {on_host} MiB for the workspace");
+    let cleaned = CommandSpec { command: "rm -f f*; echo still here".into(), ..CommandSpec::default() };
+    assert_eq!(service.run(&workspace, cleaned, Duration::from_secs(20), false).await.unwrap().output.text, "still here\n", "the workspace works on");
+    service.delete(&workspace.id).await.unwrap();
+    assert!(!image.exists(), "deleting the workspace removes its file system");
 }

@@ -281,9 +281,10 @@ impl TestServer {
         panic!("chat {chat} never finished its turn");
     }
 
-    /// Where workspace `id` keeps its files.
+    /// Where workspace `id` keeps its files, as the server reaches them (on a root server,
+    /// inside its own mount namespace, where the workspace's file system is mounted).
     pub fn workspace_files(&self, id: &str) -> std::path::PathBuf {
-        self.data.path().join("workspaces").join(id).join("files")
+        self.workspaces.local_files(id)
     }
 
     /// Fails (never skips) when this machine cannot run sandboxed commands: the README's test

@@ -3,12 +3,15 @@
 //! (an agent on another machine) would implement the same trait.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkspaceError;
+use super::disk::Disks;
+use super::sandbox::SandboxMode;
 use super::confined::{Owner, WorkspaceRoot, chown_tree};
 use super::sandbox::{CommandSpec, Completed, Mounts, Running, Sandbox};
 use super::template::Template;
@@ -45,16 +48,44 @@ pub struct LocalBackend {
     root: PathBuf,
     /// `Err` says why commands cannot run here (bubblewrap missing, and no unsandboxed mode).
     sandbox: Result<Sandbox, String>,
+    /// File systems of their own for workspaces, where the kernel enforces the disk quota.
+    disks: Option<Arc<Disks>>,
 }
 
 impl LocalBackend {
     pub fn new(root: PathBuf, sandbox: Result<Sandbox, String>) -> LocalBackend {
-        LocalBackend { root, sandbox }
+        // Absolute, so that the same folder can be named in the disks' namespace.
+        let _ = std::fs::create_dir_all(&root);
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        let disks = match &sandbox {
+            Ok(sandbox) if sandbox.mode() == SandboxMode::Bubblewrap => Disks::probe().map(Arc::new),
+            _ => None,
+        };
+        LocalBackend { root, sandbox, disks }
     }
 
     pub fn mounts(&self, workspace: &Workspace) -> Mounts {
-        let folder = self.root.join(&workspace.id);
-        Mounts { id: workspace.id.clone(), files: folder.join("files"), home: folder.join("home") }
+        self.mounts_of(&workspace.id)
+    }
+
+    /// The folders of workspace `id`: on its own file system (mounted first, after a restart)
+    /// when it has one.
+    pub fn mounts_of(&self, id: &str) -> Mounts {
+        let folder = self.root.join(id);
+        if let Some(disks) = &self.disks
+            && Disks::has_image(&folder)
+        {
+            match disks.ensure_mounted(id, &folder) {
+                Ok(()) => {
+                    let seen = disks.view(&folder);
+                    return Mounts { id: id.to_string(), files: seen.join("files"), home: seen.join("home"), namespace: Some(disks.namespace()), own_disk: true };
+                }
+                // Its folders then do not exist here: commands and file tools fail, and
+                // nothing is written beside the file system.
+                Err(why) => tracing::error!(workspace_id = %id, %why, "the workspace's file system cannot be mounted"),
+            }
+        }
+        Mounts { id: id.to_string(), files: folder.join("files"), home: folder.join("home"), namespace: None, own_disk: false }
     }
 
     pub fn sandbox_problem(&self) -> Option<String> {
@@ -78,9 +109,22 @@ impl Backend for LocalBackend {
 
     fn provision<'a>(&'a self, workspace: &'a Workspace, template: &'a Template) -> BoxFuture<'a, Result<(), WorkspaceError>> {
         Box::pin(async move {
+            let (root, id, template, owner, disks) = (self.root.clone(), workspace.id.clone(), template.clone(), self.owner(), self.disks.clone());
+            let limits = self.sandbox.as_ref().ok().map(|s| s.limits().clone()).unwrap_or_default();
+            tokio::task::spawn_blocking(move || {
+                let folder = root.join(&id);
+                std::fs::create_dir_all(&folder)?;
+                if let Some(disks) = &disks
+                    && let Err(why) = disks.create(&id, &folder, limits.disk_mib, limits.files, owner)
+                {
+                    tracing::warn!(workspace_id = %id, %why, "no file system of its own for this workspace: its disk quota is measured, not enforced by the kernel");
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| WorkspaceError::Failed(e.to_string()))?
+            .map_err(|e| WorkspaceError::Failed(format!("the workspace's folder cannot be made: {e}")))?;
             let mounts = self.mounts(workspace);
-            let template = template.clone();
-            let owner = self.owner();
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&mounts.files)?;
                 std::fs::create_dir_all(&mounts.home)?;
@@ -125,7 +169,13 @@ impl Backend for LocalBackend {
             if let Ok(sandbox) = &self.sandbox {
                 sandbox.forget_workspace(&workspace.id);
             }
-            tokio::task::spawn_blocking(move || remove_tree(&folder))
+            let (disks, id) = (self.disks.clone(), workspace.id.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Some(disks) = disks {
+                    disks.destroy(&id, &folder).map_err(std::io::Error::other)?;
+                }
+                remove_tree(&folder)
+            })
             .await
             .map_err(|e| WorkspaceError::Failed(e.to_string()))?
             .map_err(|e| WorkspaceError::Failed(format!("the workspace's files cannot be removed: {e}")))

@@ -141,6 +141,29 @@ impl CommandGroup {
     pub fn join_descriptors(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
+
+    /// Kills every process left in the group, whatever namespace it is in or whoever its
+    /// parent became: the sandbox's own death signal is not to be relied on (bubblewrap's
+    /// init loses it when it moves into its nested user namespace).
+    pub fn kill_all(&self) {
+        for folder in &self.folders {
+            // cgroup v2 since Linux 5.14: one write kills the whole group, forks included.
+            if std::fs::write(folder.join("cgroup.kill"), "1").is_ok() {
+                continue;
+            }
+            // Otherwise by PID, again until nothing is left (a process may fork meanwhile).
+            for _ in 0..50 {
+                let pids: Vec<i32> = std::fs::read_to_string(folder.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids.into_iter().filter_map(rustix::process::Pid::from_raw) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
 }
 
 /// Joins the groups; called in the child between fork and exec (only a `write` per group).
@@ -155,6 +178,8 @@ pub fn join(descriptors: &[RawFd]) -> std::io::Result<()> {
 
 impl Drop for CommandGroup {
     fn drop(&mut self) {
+        // The command is over: nothing of it may outlive it.
+        self.kill_all();
         let folders = std::mem::take(&mut self.folders);
         self.procs.clear();
         // The kernel empties a group a moment after its last process dies; retry briefly.

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cgroup;
 pub mod confined;
+mod disk;
 pub mod git;
 mod netns;
 pub mod processes;
@@ -390,6 +391,12 @@ impl WorkspaceService {
     /// The destinations off the public internet that the workspace's template names.
     pub fn private_destinations(&self, workspace: &Workspace) -> Vec<String> {
         self.templates().get(&workspace.template_id).map(|t| t.private_destinations.clone()).unwrap_or_default()
+    }
+
+    /// Where the files of workspace `id` are on this machine (through the server's own mount
+    /// namespace when the workspace has a file system of its own).
+    pub fn local_files(&self, id: &str) -> PathBuf {
+        self.backend.mounts_of(id).files
     }
 
     /// Where a workspace's files are on this machine, and who owns them.

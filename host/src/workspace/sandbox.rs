@@ -110,6 +110,10 @@ pub struct Mounts {
     pub id: String,
     pub files: PathBuf,
     pub home: PathBuf,
+    /// The mount namespace its file system is mounted in (see `disk`), which commands join.
+    pub namespace: Option<Arc<std::fs::File>>,
+    /// Whether it has a file system of its own, whose size the kernel enforces.
+    pub own_disk: bool,
 }
 
 /// One command to run.
@@ -285,7 +289,7 @@ impl Sandbox {
             return Ok(sandbox);
         }
         let scratch = tempfile_dir()?;
-        let mounts = Mounts { id: "probe".into(), files: scratch.join("files"), home: scratch.join("home") };
+        let mounts = Mounts { id: "probe".into(), files: scratch.join("files"), home: scratch.join("home"), namespace: None, own_disk: false };
         for folder in [&mounts.files, &mounts.home] {
             std::fs::create_dir_all(folder).map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", folder.display())))?;
         }
@@ -394,10 +398,17 @@ impl Sandbox {
         let mut inherited: Vec<_> = network.as_ref().map(|h| h.inherited().to_vec()).unwrap_or_default();
         inherited.extend(passed.iter().map(|fd| fd.as_raw_fd()));
         let identity = self.identity;
-        // SAFETY: only async-signal-safe system calls (write, setrlimit, fcntl, setgroups,
-        // setresgid, setresuid) between fork and exec.
+        let namespace = mounts.namespace.clone();
+        // SAFETY: only async-signal-safe system calls (write, setrlimit, fcntl, setns,
+        // setgroups, setresgid, setresuid) between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                // Where the workspace's own file system is mounted (it is nowhere else).
+                if let Some(namespace) = &namespace
+                    && libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Joined while still the server's user, which may move processes into groups.
                 cgroup::join(&joins)?;
                 netns::inherit(&inherited)?;
@@ -584,6 +595,10 @@ impl Sandbox {
 
     /// A message when the workspace uses more disk than its quota.
     pub async fn over_quota(&self, mounts: &Mounts) -> Option<String> {
+        if mounts.own_disk {
+            // Its file system is the quota: the kernel refuses what would pass it.
+            return None;
+        }
         let limit = self.limits.disk_mib * 1024 * 1024;
         let max_files = self.limits.files;
         let folders = [mounts.files.clone(), mounts.home.clone()];
@@ -646,10 +661,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// Kills the sandbox, and with it every process inside.
+    /// Kills the sandbox, and with it every process inside: bubblewrap, what runs below it
+    /// (found before it dies, so that none is left behind should the sandbox's init lose its
+    /// death signal), and whatever is left in the command's control group.
     pub async fn kill(&mut self) {
+        let inside = self.child.id().map(descendants).unwrap_or_default();
         let _ = self.child.start_kill();
+        for pid in inside.into_iter().filter_map(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.child.wait().await;
+        if let Some(group) = &self._group {
+            group.kill_all();
+        }
     }
 
     /// Waits (briefly) for the last of the output, and returns what was kept.
