@@ -620,6 +620,13 @@ async fn commands_run_as_an_unprivileged_host_user_and_can_change_nothing_outsid
     assert!(output.contains("Seccomp:\t2"), "a filter is installed: {output}");
     assert!(output.contains("unshare=1"), "no new namespaces: {output}");
     assert!(output.contains("keyctl -1 Operation not permitted"), "no kernel keyrings: {output}");
+    let done = sandbox.run("perl -e '$r = syscall(250 | 0x40000000, 0, 0, 0, 0, 0); print \"x32 keyctl $r $!\\n\"'", Duration::from_secs(10)).await;
+    assert!(done.output.text.contains("x32 keyctl -1 Operation not permitted"), "nor through the x32 numbers: {}", done.output.text);
+
+    // Nothing of the server's environment reaches a command, not even through the sandbox's
+    // init process (cargo gives every test process CARGO_PKG_NAME).
+    let done = sandbox.run("tr '\\0' '\\n' < /proc/1/environ; echo; env", Duration::from_secs(10)).await;
+    assert!(!done.output.text.contains("CARGO_PKG_NAME"), "the server's environment leaked: {}", done.output.text);
     assert!(output.contains("alive"), "{output}");
 
     // Files a command makes are the sandbox user's on the host, never root's; and so is what

@@ -14,9 +14,40 @@ use crate::chat::service::{BusyBehavior, SendError, SendOutcome};
 use crate::plugins::ChatKind;
 use crate::store::{Chat, NewChat};
 
+/// What a person may send, as the API documents it: at least one part, and only the part types
+/// people send (the others only the model produces; `validate_user_content` refuses them).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct UserContent(#[schemars(length(min = 1))] Vec<UserPart>);
+
+#[derive(schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[allow(dead_code)]
+enum UserPart {
+    Text {
+        /// Not only white space.
+        #[schemars(regex(pattern = r"[^\s]"))]
+        text: String,
+    },
+    FileReference {
+        file_name: String,
+        #[schemars(range(min = 0, max = 4294967295u32))]
+        start_line: u32,
+        #[schemars(range(min = 0, max = 4294967295u32))]
+        end_line: u32,
+        content: String,
+    },
+    Image {
+        media_type: String,
+        /// Base64.
+        data: String,
+    },
+}
+
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChat {
+    #[schemars(with = "UserContent")]
     content: Vec<MessagePart>,
     model: Option<String>,
     /// One of the caller's workspaces, for the chat (and its subagents) to work in.
@@ -92,6 +123,7 @@ pub async fn messages(State(state): State<AppState>, Caller(user): Caller, Path(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
+    #[schemars(with = "UserContent")]
     content: Vec<MessagePart>,
     #[serde(default)]
     busy_behavior: BusyBehavior,
@@ -130,6 +162,7 @@ pub async fn children(State(state): State<AppState>, Caller(user): Caller, Path(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
+    #[schemars(with = "UserContent")]
     content: Vec<MessagePart>,
 }
 

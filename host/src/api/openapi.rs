@@ -31,6 +31,27 @@ fn ok<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Valu
     json!({"description": description, "content": {"application/json": {"schema": generator.subschema_for::<T>()}}})
 }
 
+/// An event stream: Server-Sent Events (each `data:` line one of these, as JSON), or the same
+/// events as JSON WebSocket messages after an upgrade.
+fn stream<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Value {
+    let schema = generator.subschema_for::<T>();
+    // The event as Server-Sent Events frame it: `data` is one of these events as JSON text.
+    let frame = json!({"type": "object", "required": ["data"], "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": {"type": "string"}, "retry": {"type": "integer"}}});
+    json!({"description": description, "content": {"text/event-stream": {"schema": frame}, "application/json": {"schema": schema}}})
+}
+
+/// A stored row's number, as path and query parameters take it (a 64-bit integer).
+fn id_integer() -> Value {
+    json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX})
+}
+
+/// A new model config: a `ModelInput` that names the model and its provider.
+fn new_model_body(generator: &mut SchemaGenerator) -> Value {
+    let input = generator.subschema_for::<ModelInput>();
+    let named = json!({"type": "object", "required": ["name", "provider"], "properties": {"name": {"type": "string", "nullable": false}, "provider": {"type": "string", "nullable": false}}});
+    json!({"required": true, "content": {"application/json": {"schema": {"allOf": [input, named]}}}})
+}
+
 fn operation(summary: &str, responses: Value) -> Value {
     let mut responses = responses;
     responses["default"] = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -51,7 +72,7 @@ pub fn document() -> Value {
         "post": with_body(operation("Create a chat with its first message", json!({"201": ok::<Chat>(&mut g, "The new chat, pending")})), body::<CreateChat>(&mut g)),
     }));
     paths.insert("/chats/watch".into(), json!({
-        "get": operation("Live changes to the caller's chats (SSE, or a WebSocket on upgrade)", json!({"200": ok::<WatchEvent>(&mut g, "A stream of these events")})),
+        "get": operation("Live changes to the caller's chats (SSE, or a WebSocket on upgrade)", json!({"200": stream::<WatchEvent>(&mut g, "A stream of these events")})),
     }));
     paths.insert("/chats/{id}".into(), json!({"parameters": chat_path, "get": operation("A chat's metadata", json!({"200": ok::<Chat>(&mut g, "The chat")}))}));
     paths.insert("/chats/{id}/messages".into(), json!({
@@ -63,10 +84,10 @@ pub fn document() -> Value {
         "post": with_body(operation("Send a message (queued while the chat is busy; 429 when the queue is full)", json!({"200": ok::<SendOutcome>(&mut g, "Sent or queued")})), body::<SendMessage>(&mut g)),
     }));
     paths.insert("/chats/{id}/messages/{message_id}".into(), json!({
-        "parameters": [chat_path[0].clone(), {"name": "message_id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+        "parameters": [chat_path[0].clone(), {"name": "message_id", "in": "path", "required": true, "schema": id_integer()}],
         "patch": with_body(operation("Edit a user message: later messages and the queue are dropped, and the chat runs again", json!({"200": {"description": "{message: Message}"}})), body::<EditMessage>(&mut g)),
     }));
-    let queued_path = json!([chat_path[0].clone(), {"name": "queued_id", "in": "path", "required": true, "schema": {"type": "integer"}}]);
+    let queued_path = json!([chat_path[0].clone(), {"name": "queued_id", "in": "path", "required": true, "schema": id_integer()}]);
     paths.insert("/chats/{id}/queue/{queued_id}".into(), json!({"parameters": queued_path, "delete": operation("Delete a queued message", json!({"204": {"description": "Deleted"}}))}));
     paths.insert("/chats/{id}/queue/{queued_id}/promote".into(), json!({"parameters": queued_path, "post": operation("Run a queued message next (interrupting a running turn)", json!({"200": ok::<Chat>(&mut g, "The chat")}))}));
     paths.insert("/chats/{id}/interrupt".into(), json!({"parameters": chat_path, "post": operation("Stop the running turn, keeping what was streamed", json!({"200": ok::<Chat>(&mut g, "The chat, waiting")}))}));
@@ -74,7 +95,7 @@ pub fn document() -> Value {
     paths.insert("/chats/{id}/unarchive".into(), json!({"parameters": chat_path, "post": operation("Unarchive the chat and its descendants", json!({"204": {"description": "Unarchived"}}))}));
     paths.insert("/chats/{id}/stream".into(), json!({
         "parameters": [chat_path[0].clone(), {"name": "after", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "Sequence number of the last event seen; Last-Event-ID wins"}],
-        "get": operation("The chat's events: a snapshot, then live (SSE with `Accept: text/event-stream`, or a WebSocket on upgrade)", json!({"200": ok::<ChatEvent>(&mut g, "A stream of these events")})),
+        "get": operation("The chat's events: a snapshot, then live (SSE with `Accept: text/event-stream`, or a WebSocket on upgrade)", json!({"200": stream::<ChatEvent>(&mut g, "A stream of these events")})),
     }));
     let id_path = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Id or name"}]);
     paths.insert("/providers".into(), json!({
@@ -88,7 +109,7 @@ pub fn document() -> Value {
     }));
     paths.insert("/models".into(), json!({
         "get": operation("Every model, the default, and whether each is usable (and why not)", json!({"200": ok::<ModelList>(&mut g, "The models")})),
-        "post": with_body(operation("Add a model config (admins)", json!({"201": ok::<ModelView>(&mut g, "The model")})), body::<ModelInput>(&mut g)),
+        "post": with_body(operation("Add a model config (admins)", json!({"201": ok::<ModelView>(&mut g, "The model")})), new_model_body(&mut g)),
     }));
     paths.insert("/models/{id}".into(), json!({
         "parameters": id_path,
@@ -97,8 +118,8 @@ pub fn document() -> Value {
     }));
     paths.insert("/usage".into(), json!({
         "parameters": [
-            {"name": "from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "YYYY-MM-DD or RFC 3339, inclusive"},
-            {"name": "to", "in": "query", "required": false, "schema": {"type": "string"}, "description": "YYYY-MM-DD (inclusive) or RFC 3339 (exclusive)"},
+            {"name": "from", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}, "description": "YYYY-MM-DD (an RFC 3339 time is taken too), inclusive"},
+            {"name": "to", "in": "query", "required": false, "schema": {"type": "string", "format": "date"}, "description": "YYYY-MM-DD (inclusive; an RFC 3339 time is taken too, exclusive)"},
             {"name": "user", "in": "query", "required": false, "schema": {"type": "string"}, "description": "A user's name or `all` (admins)"}
         ],
         "get": operation("Tokens and cost by model, root chat (and user)", json!({"200": ok::<UsageReport>(&mut g, "The report")})),
@@ -118,7 +139,7 @@ pub fn document() -> Value {
     paths.insert("/policy/versions".into(), json!({
         "get": operation("Every accepted policy version, newest first (admins)", json!({"200": ok::<Versions>(&mut g, "The versions")})),
     }));
-    let version_path = json!([{"name": "version", "in": "path", "required": true, "schema": {"type": "integer"}}]);
+    let version_path = json!([{"name": "version", "in": "path", "required": true, "schema": id_integer()}]);
     paths.insert("/policy/versions/{version}".into(), json!({
         "parameters": version_path,
         "get": operation("One policy version with its text (admins)", json!({"200": ok::<VersionText>(&mut g, "The version")})),
@@ -132,8 +153,8 @@ pub fn document() -> Value {
     }));
     paths.insert("/policy/audit".into(), json!({
         "parameters": [
-            {"name": "before", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "The previous page's `next_before`"},
-            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer"}, "description": "1 to 500, default 100"}
+            {"name": "before", "in": "query", "required": false, "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}, "description": "The previous page's `next_before`"},
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500}, "description": "1 to 500, default 100"}
         ],
         "get": operation("Denied calls and capability uses, newest first (admins)", json!({"200": ok::<AuditPage>(&mut g, "A page of denials")})),
     }));

@@ -103,6 +103,7 @@ pub struct ExplainRequest {
     pub depth: Option<i64>,
     pub owner: Option<String>,
     /// `admin` or `member` (default).
+    #[schemars(extend("enum" = ["admin", "member"]))]
     pub owner_role: Option<String>,
     pub model: Option<String>,
 }
@@ -149,6 +150,7 @@ async fn principal(state: &AppState, body: ExplainRequest) -> Result<Principal, 
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Denials older than this one (the `next_before` of the previous page).
+    #[schemars(range(min = 1))]
     pub before: Option<i64>,
     /// 1 to 500; default 100.
     pub limit: Option<i64>,
@@ -167,6 +169,9 @@ pub async fn audit(State(state): State<AppState>, _admin: Admin, Query(query): Q
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` is {limit}; use 1 to 500")));
+    }
+    if let Some(before) = query.before.filter(|b| *b < 1) {
+        return Err(ApiError::bad_request(format!("`before` is {before}; give the `next_before` of the previous page (at least 1)")));
     }
     let denials = state.store.denials(query.before, limit).await?;
     let next_before = (denials.len() as i64 == limit).then(|| denials.last().map(|d| d.id)).flatten();

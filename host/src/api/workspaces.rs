@@ -59,6 +59,7 @@ pub struct WorkspaceList {
 pub struct CreateWorkspace {
     template_id: String,
     /// Unique among the caller's workspaces; made up from the template when absent.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.\-]{1,64}$"))]
     name: Option<String>,
     #[serde(default)]
     parameters: Map<String, Value>,

@@ -76,6 +76,7 @@ pub struct ModelView {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProvider {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._\-:/]{1,64}$"))]
     pub name: String,
     pub kind: ProviderKind,
     #[serde(default)]
@@ -105,18 +106,23 @@ pub struct ProviderPatch {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelInput {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._\-:/]{1,64}$"))]
     pub name: Option<String>,
     /// The provider's name or id.
     pub provider: Option<String>,
     /// The provider's name for the model (default: `name`).
+    #[schemars(regex(pattern = r"[^\s]"))]
     pub model: Option<String>,
+    #[schemars(range(min = 1024))]
     pub context_window: Option<i64>,
     #[serde(default, deserialize_with = "present")]
-    #[schemars(with = "Option<i64>")]
+    #[schemars(with = "Option<i64>", range(min = 1))]
     pub max_output_tokens: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
-    #[schemars(with = "Option<i64>")]
+    #[schemars(with = "Option<i64>", range(min = 1024))]
     pub thinking_budget_tokens: Option<Option<i64>>,
+    /// A share of the context window: more than 0, at most 1.
+    #[schemars(range(min = 0.001, max = 1.0))]
     pub compaction_threshold: Option<f64>,
     pub pricing: Option<Pricing>,
     pub default: Option<bool>,

@@ -73,7 +73,8 @@ fn problem(text: &str, diagnostic: &dyn Diagnostic, rule: Option<String>) -> Pro
 pub const MAX_POLICY_BYTES: usize = 512 * 1024;
 /// Deepest nesting of parentheses, brackets and braces accepted.
 pub const MAX_NESTING: usize = 64;
-/// Most operators (`&&`, `||`, `==`, `+`, `.`, `!`, `if`, `in`, `has`, ...) in one rule. Every
+/// Most operators (`&&`, `||`, `==`, `+`, `.`, `!`, `if`, `in`, `has`, an opening bracket, ...)
+/// in one rule. Every
 /// operator can deepen the expression by one, and Cedar parses, checks, evaluates and drops
 /// expressions recursively: this bounds how deep it goes. Long allow-lists belong in sets
 /// (`resource in [Tool::"a", Tool::"b"]`), which are flat.
@@ -126,6 +127,12 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
                 if depth > MAX_NESTING {
                     return refuse(i, format!("parentheses, brackets and braces are nested more than {MAX_NESTING} deep here; simplify the condition"));
                 }
+                // An opening bracket can deepen an expression without any other operator
+                // (`principal["a"]["a"]...`, a call, a record): it counts as one.
+                operators += 1;
+                if operators > MAX_OPERATORS_PER_RULE {
+                    return refuse(rule_start, too_many_operators());
+                }
             }
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             b';' if depth == 0 => {
@@ -146,10 +153,7 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
                 if let Some(length) = operator {
                     operators += 1;
                     if operators > MAX_OPERATORS_PER_RULE {
-                        return refuse(
-                            rule_start,
-                            format!("this rule has more than {MAX_OPERATORS_PER_RULE} operators; split it into several rules, or list many tools as a set (`resource in [Tool::\"a\", Tool::\"b\"]`)"),
-                        );
+                        return refuse(rule_start, too_many_operators());
                     }
                     i += length;
                     continue;
@@ -159,6 +163,10 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
         i += 1;
     }
     Ok(())
+}
+
+fn too_many_operators() -> String {
+    format!("this rule has more than {MAX_OPERATORS_PER_RULE} operators; split it into several rules, or list many tools as a set (`resource in [Tool::\"a\", Tool::\"b\"]`)")
 }
 
 fn check_here(text: &str, schema: &Schema, inventory: &Inventory) -> Result<Checked, Invalid> {

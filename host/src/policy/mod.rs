@@ -363,6 +363,7 @@ mod tests {
             ("nested if-then-else", rule(format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000)))),
             ("a run of negations", rule(format!("{}true", "!".repeat(20_000)))),
             ("nested sets", rule(format!("{}1{} == 1", "[".repeat(500), "]".repeat(500)))),
+            ("a long chain of indexing", rule(format!("principal{} == 1", "[\"a\"]".repeat(20_000)))),
             ("too long", rule(format!("principal.model == \"{}\"", "x".repeat(MAX_POLICY_BYTES)))),
         ]
     }
@@ -390,7 +391,8 @@ mod tests {
         std::thread::Builder::new()
             .stack_size(2 * 1024 * 1024)
             .spawn(|| {
-                let terms = vec!["principal.depth == 0"; MAX_OPERATORS_PER_RULE / 4].join(" || ");
+                // Each term is three operators (`.`, `==`, `||`); the rest of the rule a few more.
+                let terms = vec!["principal.depth == 0"; (MAX_OPERATORS_PER_RULE - 100 - MAX_NESTING) / 3].join(" || ");
                 let nested = format!("{}true{}", "(".repeat(MAX_NESTING - 2), ")".repeat(MAX_NESTING - 2));
                 let text = format!("{DEFAULT_POLICY}\n@id(\"long\")\nforbid (principal, action, resource) when {{ {terms} && {nested} && resource.name == \"write_file\" }};\n");
                 let rules = check_text(&text, &sample_inventory(0)).unwrap_or_else(|e| panic!("{e}")).rules;

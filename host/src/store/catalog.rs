@@ -42,12 +42,16 @@ pub struct ProviderRecord {
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub input: f64,
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub output: f64,
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub cache_read: f64,
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub cache_write: f64,
 }
 

@@ -54,7 +54,9 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(root: PathBuf, sandbox: Result<Sandbox, String>) -> LocalBackend {
-        // Absolute, so that the same folder can be named in the disks' namespace.
+        // Absolute, so that the same folder can be named in the disks' namespace. It stays
+        // searchable by others: bubblewrap, as the commands' user, resolves the folders it is
+        // handed by their path.
         let _ = std::fs::create_dir_all(&root);
         let root = std::fs::canonicalize(&root).unwrap_or(root);
         let disks = match &sandbox {
@@ -184,24 +186,14 @@ impl Backend for LocalBackend {
 }
 
 /// Removes a folder and everything in it, first giving its owner back the rights a command
-/// may have taken away (`chmod 0 dir`), so that a non-root server can delete it too.
+/// may have taken away (`chmod 0 dir`), so that a non-root server can delete it too. The
+/// rights are given back without following links (a planted link must not lead a chmod out).
 fn remove_tree(folder: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_dir_all(folder) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(_) => {}
     }
-    let mut pending = vec![folder.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    pending.push(entry.path());
-                }
-            }
-        }
-    }
+    let _ = super::confined::open_up_tree(folder);
     std::fs::remove_dir_all(folder)
 }

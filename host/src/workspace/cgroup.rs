@@ -38,6 +38,9 @@ pub struct Cgroups {
     unified: bool,
 }
 
+/// How old an empty group must be to count as left behind.
+const LEFTOVER_AGE: Duration = Duration::from_secs(120);
+
 impl Cgroups {
     /// Finds writable hierarchies with the `pids` and `memory` controllers; `None` when this
     /// process cannot make groups (not root, or no delegation).
@@ -72,17 +75,24 @@ impl Cgroups {
         Some(cgroups)
     }
 
-    /// Empty groups a previous run left behind (a crash, a kill -9).
+    /// Empty groups a previous run left behind (a crash, a kill -9). Only old ones: the
+    /// hierarchy is shared by every server on the machine, and another server's group that was
+    /// made a moment ago is empty until its command joins it.
     fn remove_leftovers(&self) {
+        let old = |path: &Path| {
+            std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > LEFTOVER_AGE)
+        };
         for hierarchy in &self.hierarchies {
             let Ok(workspaces) = std::fs::read_dir(&hierarchy.parent) else { continue };
             for workspace in workspaces.flatten().filter(|e| e.path().is_dir()) {
                 if let Ok(commands) = std::fs::read_dir(workspace.path()) {
-                    for command in commands.flatten().filter(|e| e.path().is_dir()) {
+                    for command in commands.flatten().filter(|e| e.path().is_dir() && old(&e.path())) {
                         let _ = std::fs::remove_dir(command.path());
                     }
                 }
-                let _ = std::fs::remove_dir(workspace.path());
+                if old(&workspace.path()) {
+                    let _ = std::fs::remove_dir(workspace.path());
+                }
             }
         }
     }

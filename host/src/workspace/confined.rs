@@ -13,7 +13,7 @@
 //! - leaves what it makes owned by the workspace's host identity, so commands can change it;
 //! - runs off the async threads when called from async code ([`read_text`]).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -173,28 +173,68 @@ pub fn walk_from(root: &Path, visit: impl FnMut(&OwnedFd, &CStr, &rustix::fs::St
     walk(open_folder(rustix::fs::CWD, root)?, visit)
 }
 
+/// Deepest folder a walk goes into: the descriptors it holds are one per level.
+const MAX_DEPTH: usize = 256;
+
 fn walk(top: OwnedFd, mut visit: impl FnMut(&OwnedFd, &CStr, &rustix::fs::Stat) -> io::Result<bool>) -> io::Result<()> {
     use rustix::fs::{AtFlags, FileType};
-    let mut pending = vec![top];
-    while let Some(folder) = pending.pop() {
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&folder)? {
-            let name = entry?.file_name().to_owned();
-            if name.as_bytes() != b"." && name.as_bytes() != b".." {
-                names.push(name);
-            }
+    // Depth first, so that it holds one open folder per level (a folder of many folders
+    // must not take a descriptor for each), and no deeper than MAX_DEPTH.
+    let names = names_in(&top)?;
+    let mut stack: Vec<(OwnedFd, std::vec::IntoIter<CString>)> = vec![(top, names.into_iter())];
+    while let Some((folder, names)) = stack.last_mut() {
+        let Some(name) = names.next() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(stat) = rustix::fs::statat(&*folder, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        if !visit(folder, name.as_c_str(), &stat)? {
+            return Ok(());
         }
-        for name in names {
-            let Ok(stat) = rustix::fs::statat(&folder, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
-            if !visit(&folder, name.as_c_str(), &stat)? {
-                return Ok(());
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+            continue;
+        }
+        match open_folder(&*folder, name.as_c_str()) {
+            Ok(child) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(io::Error::other(format!("folders are nested more than {MAX_DEPTH} deep")));
+                }
+                let names = names_in(&child)?;
+                stack.push((child, names.into_iter()));
             }
-            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory && let Ok(child) = open_folder(&folder, name.as_c_str()) {
-                pending.push(child);
-            }
+            // Swapped for a link, or removed, since it was looked at: nothing to walk into.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+fn names_in(folder: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(folder)? {
+        let name = entry?.file_name().to_owned();
+        if name.as_bytes() != b"." && name.as_bytes() != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Gives the owner back every right on the folders beneath `root` (the folder included),
+/// never following a link, so that a tree a command locked (`chmod 0 dir`) can be removed.
+pub fn open_up_tree(root: &Path) -> io::Result<()> {
+    let owner_only = rustix::fs::Mode::from_raw_mode(0o700);
+    let top = open_folder(rustix::fs::CWD, root)?;
+    rustix::fs::fchmod(&top, owner_only)?;
+    walk(top, |folder, name, stat| {
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory
+            && let Ok(child) = open_folder(folder, name)
+        {
+            rustix::fs::fchmod(&child, owner_only)?;
+        }
+        Ok(true)
+    })
 }
 
 fn open_folder(at: impl AsFd, path: impl rustix::path::Arg) -> io::Result<OwnedFd> {

@@ -66,7 +66,7 @@ impl Drop for Keeper {
 impl Keeper {
     fn start() -> io::Result<Keeper> {
         let mut command = Command::new("cat");
-        command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        command.env_clear().env("PATH", super::sandbox::HELPER_PATH).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: only unshare and mount between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -133,7 +133,9 @@ impl Disks {
     pub fn create(&self, id: &str, folder: &Path, disk_mib: u64, files: u64, owner: Option<Owner>) -> Result<(), String> {
         let image = Disks::image(folder);
         let bytes = (disk_mib + JOURNAL_MIB) * 1024 * 1024 + files * INODE_BYTES;
-        let made = std::fs::OpenOptions::new().write(true).create_new(true).open(&image).and_then(|file| file.set_len(bytes));
+        use std::os::unix::fs::OpenOptionsExt;
+        // Readable by root alone: the image holds the workspace's files, whoever owns them inside.
+        let made = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&image).and_then(|file| file.set_len(bytes));
         made.map_err(|e| format!("cannot make {}: {e}", image.display()))?;
         let owner = owner.map(|o| format!(",root_owner={}:{}", o.uid, o.gid)).unwrap_or_default();
         let mut mkfs = Command::new(&self.tools.mkfs);
@@ -168,6 +170,10 @@ impl Disks {
             tracing::warn!("the keeper of workspace file systems ended; starting another");
             *keeper = Keeper::start().map_err(|e| format!("no mount namespace for the workspace's file system: {e}"))?;
             self.mounted.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        if self.mounted.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+            // Mounted meanwhile by another caller, under the keeper's lock.
+            return Ok(());
         }
         let mut mount = Command::new(&self.tools.mount);
         mount.args(["-t", "ext4", "-o", "loop,nosuid,nodev,noatime"]).arg(Disks::image(folder)).arg(folder);
@@ -222,7 +228,7 @@ fn in_namespace(command: &mut Command, namespace: Arc<std::fs::File>) {
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    let done = command.stdin(Stdio::null()).output().map_err(|e| format!("{:?} cannot run: {e}", command.get_program()))?;
+    let done = command.env_clear().env("PATH", super::sandbox::HELPER_PATH).stdin(Stdio::null()).output().map_err(|e| format!("{:?} cannot run: {e}", command.get_program()))?;
     if done.status.success() {
         Ok(())
     } else {

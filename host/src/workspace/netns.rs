@@ -199,6 +199,7 @@ fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
 fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetup) -> Result<std::process::Child, String> {
     let (mut ready, ready_for_slirp) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut command = Command::new(SLIRP4NETNS);
+    command.env_clear().env("PATH", super::sandbox::HELPER_PATH);
     command
         .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
         .arg(format!("--ready-fd={}", ready_for_slirp.as_raw_fd()))
@@ -251,13 +252,24 @@ fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetu
 /// Sets the routes that keep the command off everything but the public internet and the
 /// destinations it is allowed (see the module's comment), from inside its namespace.
 fn restrict(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
-    let mut script = String::new();
-    for range in NOT_PUBLIC {
-        script.push_str(&format!("route add prohibit {range}\n"));
+    // IPv4 first, and all of it or no network: slirp4netns gives the command IPv4 only.
+    let mut ipv4 = String::new();
+    for range in NOT_PUBLIC.iter().filter(|r| !r.contains(':')) {
+        ipv4.push_str(&format!("route add prohibit {range}\n"));
     }
     for destination in &setup.allowed {
-        script.push_str(&format!("route replace {destination} via {GATEWAY} dev tap0\n"));
+        ipv4.push_str(&format!("route replace {destination} via {GATEWAY} dev tap0\n"));
     }
+    run_ip(netns, &ipv4, false)?;
+    // IPv6 has no route out of the namespace; its prohibit routes guard the day it does, and
+    // fail harmlessly where the kernel has IPv6 switched off.
+    let ipv6: String = NOT_PUBLIC.iter().filter(|r| r.contains(':')).map(|range| format!("route add prohibit {range}\n")).collect();
+    let _ = run_ip(netns, &ipv6, true);
+    Ok(())
+}
+
+/// Runs `ip -batch` inside the namespace with `script`; with `force`, past failing lines.
+fn run_ip(netns: &std::fs::File, script: &str, force: bool) -> Result<(), String> {
     // A server that is not root has rights over the namespace only inside the sandbox's user
     // namespace (its own); root has them anywhere.
     let userns = match rustix::process::geteuid().is_root() {
@@ -265,6 +277,10 @@ fn restrict(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
         false => Some(owning_userns(netns)?),
     };
     let mut command = Command::new("ip");
+    command.env_clear().env("PATH", super::sandbox::HELPER_PATH);
+    if force {
+        command.arg("-force");
+    }
     command.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
     let (net_fd, user_fd) = (netns.as_raw_fd(), userns.as_ref().map(|f| f.as_raw_fd()));
     // SAFETY: only setns between fork and exec.

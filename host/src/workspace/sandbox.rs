@@ -35,6 +35,10 @@ use super::cgroup::{self, Cgroups, CommandGroup};
 use super::confined::Owner;
 use super::netns::{self, Handshake};
 
+/// The only environment the helpers the server starts (bubblewrap, slirp4netns, `ip`,
+/// `mount`) get: none of the server's own.
+pub(super) const HELPER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Where the workspace's files appear inside the sandbox.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 const HOME_MOUNT: &str = "/home/agent";
@@ -289,7 +293,9 @@ impl Sandbox {
             return Ok(sandbox);
         }
         let scratch = tempfile_dir()?;
-        let mounts = Mounts { id: "probe".into(), files: scratch.join("files"), home: scratch.join("home"), namespace: None, own_disk: false };
+        // A group of its own: other servers on the machine probe at the same time.
+        let probe_id = format!("probe-{}", crate::store::new_id());
+        let mounts = Mounts { id: probe_id.clone(), files: scratch.join("files"), home: scratch.join("home"), namespace: None, own_disk: false };
         for folder in [&mounts.files, &mounts.home] {
             std::fs::create_dir_all(folder).map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", folder.display())))?;
         }
@@ -300,7 +306,7 @@ impl Sandbox {
         let spec = CommandSpec { command: "true".into(), ..CommandSpec::default() };
         let outcome = sandbox.run(&mounts, &spec, Duration::from_secs(20), &CancellationToken::new()).await;
         if let Some(cgroups) = &sandbox.cgroups {
-            cgroups.remove_workspace("probe");
+            cgroups.remove_workspace(&probe_id);
         }
         let _ = std::fs::remove_dir_all(&scratch);
         match outcome {
@@ -458,6 +464,10 @@ impl Sandbox {
 
     fn bubblewrap(&self, handed: &Handed, spec: &CommandSpec, workdir: &Path, network: Option<&Handshake>) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.bwrap);
+        // Nothing of the server's environment (its keys, its database URL) may reach the
+        // sandbox: bubblewrap's `--clearenv` clears the list but its init process, which the
+        // command can read through /proc/1/environ, keeps the original strings.
+        command.env_clear().env("PATH", HELPER_PATH);
         for (name, kind) in &self.system {
             let inside = format!("/{name}");
             match kind {
@@ -800,12 +810,20 @@ fn not_world_readable(root: &Path) -> Vec<(PathBuf, bool)> {
 /// symbolic links are never followed); stops counting past either limit.
 fn disk_usage(folder: &Path, limit: u64, max_files: u64) -> (u64, u64) {
     let (mut used, mut files) = (0u64, 0u64);
-    let _ = super::confined::walk_from(folder, |_, _, stat| {
+    let walked = super::confined::walk_from(folder, |_, _, stat| {
         used += stat.st_blocks as u64 * 512;
         files += 1;
         Ok(used <= limit && files <= max_files)
     });
-    (used, files)
+    match walked {
+        Ok(()) => (used, files),
+        Err(e) if folder.exists() => {
+            // What cannot be measured (folders nested past the walk's depth) counts as over.
+            tracing::warn!(folder = %folder.display(), error = %e, "a workspace cannot be measured; it is taken to be over its quota");
+            (limit.saturating_add(1), files)
+        }
+        Err(_) => (used, files),
+    }
 }
 
 /// Every process below `root`, found through each process's parent in /proc.

@@ -81,7 +81,7 @@ const TERMINAL_INJECTION: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u6
 /// The names of the refused system calls, for the documentation and the start-up log.
 pub fn refused_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = REFUSED.iter().map(|(name, _)| *name).collect();
-    names.extend(["clone (with namespace flags)", "clone3", "ioctl TIOCSTI/TIOCLINUX"]);
+    names.extend(["clone (with namespace flags)", "clone3", "ioctl TIOCSTI/TIOCLINUX", "every x32 system call"]);
     names
 }
 
@@ -116,6 +116,8 @@ pub fn compiled() -> Result<Vec<Vec<u8>>, String> {
     let clone3 = SeccompFilter::new([(libc::SYS_clone3, Vec::new())].into_iter().collect(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
         .map_err(|e| e.to_string())?;
     let mut programs = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    programs.push(no_x32());
     for filter in [main, clone3] {
         let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
         let mut bytes = Vec::with_capacity(program.len() * 8);
@@ -128,4 +130,35 @@ pub fn compiled() -> Result<Vec<Vec<u8>>, String> {
         programs.push(bytes);
     }
     Ok(programs)
+}
+
+/// Refuses x32 system calls (numbers with bit 30 set, on x86_64's own audit architecture): a
+/// deny list keyed by x86_64 numbers would let `keyctl | 0x40000000` through otherwise.
+#[cfg(target_arch = "x86_64")]
+fn no_x32() -> Vec<u8> {
+    const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JUMP_IF_AT_LEAST: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ERRNO: u32 = 0x0005_0000;
+    // (code, jump if true, jump if false, value); jumps count the instructions skipped.
+    let program: [(u16, u8, u8, u32); 6] = [
+        (LOAD_WORD, 0, 0, 4),                      // the architecture
+        (JUMP_IF_EQUAL, 0, 3, AUDIT_ARCH_X86_64),  // others: left to the other filters
+        (LOAD_WORD, 0, 0, 0),                      // the system call's number
+        (JUMP_IF_AT_LEAST, 0, 1, X32_SYSCALL_BIT), // x32: refused
+        (RETURN, 0, 0, ERRNO | libc::EPERM as u32),
+        (RETURN, 0, 0, ALLOW),
+    ];
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for (code, jt, jf, k) in program {
+        bytes.extend_from_slice(&code.to_ne_bytes());
+        bytes.push(jt);
+        bytes.push(jf);
+        bytes.extend_from_slice(&k.to_ne_bytes());
+    }
+    bytes
 }

@@ -423,24 +423,26 @@ pub fn parameter_environment(values: &Map<String, Value>) -> Vec<(String, String
         .collect()
 }
 
-/// A destination as routes name it (`10.1.2.3/32`, `192.168.7.0/24`, `fd00::5/128`), or what
-/// is wrong with it.
+/// A destination as routes name it (`10.1.2.3/32`, `192.168.7.0/24`), or what is wrong with it.
 pub fn normalize_destination(destination: &str) -> Result<String, String> {
     let wrong = || format!("template.toml: `private_destinations` entry `{destination}` is not an address or a range like `10.1.2.3` or `192.168.7.0/24`");
     let (address, prefix) = match destination.trim().split_once('/') {
         Some((address, prefix)) => (address, Some(prefix)),
         None => (destination.trim(), None),
     };
-    let address: std::net::IpAddr = address.parse().map_err(|_| wrong())?;
-    let bits = if address.is_ipv4() { 32 } else { 128 };
+    // Commands reach the network over IPv4 only (slirp4netns), so destinations are IPv4.
+    let address: std::net::Ipv4Addr = address.parse().map_err(|_| wrong())?;
     let prefix: u32 = match prefix {
-        Some(prefix) => prefix.parse().ok().filter(|p| *p <= bits).ok_or_else(wrong)?,
-        None => bits,
+        Some(prefix) => prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(wrong)?,
+        None => 32,
     };
     if prefix < 8 {
         return Err(format!("template.toml: `private_destinations` entry `{destination}` is too wide; name the addresses its commands need"));
     }
-    Ok(format!("{address}/{prefix}"))
+    // The network the range names (`10.1.2.3/8` is `10.0.0.0/8`), as routes want it.
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    let network = std::net::Ipv4Addr::from(u32::from(address) & mask);
+    Ok(format!("{network}/{prefix}"))
 }
 
 #[cfg(test)]
