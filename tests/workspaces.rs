@@ -659,14 +659,15 @@ struct PrivateHost {
 
 impl PrivateHost {
     fn start() -> PrivateHost {
-        let n = std::process::id() % 200 + 20;
+        // A number no other run on this machine uses at the moment (its namespace is absent).
+        let taken = String::from_utf8_lossy(&std::process::Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default()).into_owned();
+        let n = (0..230).map(|i| (std::process::id() + i) % 230 + 20).find(|n| !taken.contains(&format!("toolhost-test-{n} ")) && !taken.lines().any(|l| l.trim() == format!("toolhost-test-{n}"))).expect("a free test network");
         let (namespace, outside, inside) = (format!("toolhost-test-{n}"), format!("thtest{n}a"), format!("thtest{n}b"));
         let address = format!("10.254.{n}.2");
         let ip = |args: &str| {
             let done = std::process::Command::new("ip").args(args.split_whitespace()).output().expect("`ip` runs (bash .ci/system-deps installs iproute2)");
             assert!(done.status.success(), "ip {args}: {}", String::from_utf8_lossy(&done.stderr));
         };
-        let _ = std::process::Command::new("ip").args(["netns", "del", &namespace]).output();
         let _ = std::process::Command::new("ip").args(["link", "del", &outside]).output();
         ip(&format!("netns add {namespace}"));
         ip(&format!("link add {outside} type veth peer name {inside}"));

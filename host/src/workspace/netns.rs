@@ -220,6 +220,12 @@ fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetu
     // process's user namespace, and a bubblewrap started by root moves its sandbox into a new
     // one that has no rights over the network namespace (made before it, by root). The path is
     // the descriptor checked above, which slirp4netns inherits.
+    if rustix::process::geteuid().is_root() && setup.identity.is_none() {
+        // Run as root (see `Sandbox::network_helper`): its own confinement then, a mount
+        // namespace without the host's files, its capabilities dropped, a seccomp filter.
+        // (Unprivileged, it cannot make them, and has nothing to drop.)
+        command.args(["--enable-sandbox", "--enable-seccomp"]);
+    }
     command.arg("--netns-type=path").arg(format!("/proc/self/fd/{}", netns.as_raw_fd())).arg("tap0");
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut fds = vec![ready_for_slirp.as_fd().as_raw_fd(), exit.as_raw_fd(), netns.as_raw_fd()];
