@@ -208,7 +208,7 @@ impl Store {
             return Err(StoreError::Conflict(format!("a model config named `{}` already exists", other.name)));
         }
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if record.is_default {
             sqlx::query("UPDATE model_configs SET is_default = 0 WHERE id <> $1").bind(&record.id).execute(&mut *tx).await?;
         }
@@ -257,7 +257,7 @@ impl Store {
 
     /// Sets (or with `None`, removes) a deployment setting.
     pub async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
         if let Some(value) = value {
             sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)").bind(key).bind(value).bind(now_ms()).execute(&mut *tx).await?;

@@ -200,7 +200,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let root = new.root_chat_id.clone().unwrap_or_else(|| id.clone());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, kind, workspace_id, title, model, status, archived, last_seq, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, 1, $9, $9)",

@@ -60,6 +60,17 @@ pub struct Store {
 }
 
 impl Store {
+    /// A transaction that writes. SQLite's default (deferred) transaction takes the write lock
+    /// at its first write and fails at once with "database is locked" when another connection
+    /// wrote since it began reading (the busy timeout cannot help there); `BEGIN IMMEDIATE`
+    /// takes the lock up front and waits its turn.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Connects to `url` and brings the schema up to date.
     pub async fn open(url: &str) -> StoreResult<Store> {
         install_default_drivers();

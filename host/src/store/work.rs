@@ -104,7 +104,7 @@ impl Store {
         usage: Option<TokenUsage>,
     ) -> StoreResult<Option<Message>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let touched = sqlx::query("UPDATE chats SET last_seq = $1, updated_at = $2 WHERE id = $3 AND ($4 IS NULL OR worker_id = $4)")
             .bind(seq)
             .bind(now)
@@ -203,7 +203,7 @@ impl Store {
 
     /// Moves a queued message to the front of the queue; false when there is no such message.
     pub async fn promote_queued(&self, chat_id: &str, queued_id: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let top: i64 = sqlx::query("SELECT COALESCE(MAX(promoted), 0) AS top FROM chat_queued_messages WHERE chat_id = $1")
             .bind(chat_id)
             .fetch_one(&mut *tx)
@@ -223,7 +223,7 @@ impl Store {
     /// pending (taking it from any worker). The edited message gets sequence number `seq`.
     pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, seq: i64, content: &[MessagePart]) -> StoreResult<Message> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "UPDATE chat_messages SET content = $1, seq = $2 WHERE id = $3 AND chat_id = $4 AND role = 'user' RETURNING {MESSAGE_COLUMNS}"
         ))

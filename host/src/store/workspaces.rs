@@ -175,7 +175,7 @@ impl Store {
 
     /// Deletes a workspace and unbinds its chats.
     pub async fn delete_workspace(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE chats SET workspace_id = NULL WHERE workspace_id = $1").bind(id).execute(&mut *tx).await?;
         let deleted = sqlx::query("DELETE FROM workspaces WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
