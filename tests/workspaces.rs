@@ -20,6 +20,16 @@ use toolhost::workspace::{CreateRequest, WorkspaceService, WorkspacesConfig};
 
 
 
+/// Waits (up to 2 s) until no process on this machine has `needle` in its command line.
+async fn gone_from_the_host(needle: &str) {
+    for _ in 0..40 {
+        if processes_running(needle) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn result_of(results: &[(String, String, bool)], tool: &str) -> (String, String, bool) {
     results.iter().find(|(name, _, _)| name == tool).cloned().unwrap_or_else(|| panic!("no `{tool}` result in {results:?}"))
 }
@@ -350,12 +360,7 @@ async fn a_command_allowed_the_network_reaches_other_hosts_but_not_the_servers_l
     assert!(allowed.contains("no 127.0.0.1") && allowed.contains("no 10.0.2.2"), "the server's loopback is not, directly or through the gateway: {allowed}");
     let denied = service.run(&workspace, spec, Duration::from_secs(20), false).await.unwrap().output.text;
     assert!(denied.contains("no outward"), "without the policy's grant there is no network: {denied}");
-    for _ in 0..40 {
-        if processes_running("slirp4netns") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gone_from_the_host("slirp4netns").await;
     assert_eq!(processes_running("slirp4netns"), 0, "the network's helper ends with its command");
     drop(loopback);
 }
@@ -368,12 +373,7 @@ async fn commands_that_hang_flood_fork_or_fill_the_disk_are_stopped_and_the_work
     let done = sandbox.run("sleep 1017 & sleep 1017", Duration::from_secs(1)).await;
     assert!(done.timed_out && done.exit_code.is_none(), "{done:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "the timeout stops it");
-    for _ in 0..40 {
-        if processes_running("sleep\u{0}1017") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gone_from_the_host("sleep\u{0}1017").await;
     assert_eq!(processes_running("sleep\u{0}1017"), 0, "every process it started is gone, the one sent to the background too");
 
     let done = sandbox.run("yes 'a line of output'", Duration::from_secs(2)).await;
@@ -485,12 +485,7 @@ async fn background_processes_are_listed_read_signalled_and_killed_with_their_wo
     let process = sandbox.service.spawn(&workspace, forever, false).unwrap();
     sandbox.service.shutdown().await;
     assert!(!processes.output(&workspace.id, &process.id).unwrap().0.running, "the server's shutdown kills every process");
-    for _ in 0..40 {
-        if processes_running("sleep\u{0}1000") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gone_from_the_host("sleep\u{0}1000").await;
     assert_eq!(processes_running("sleep\u{0}1000"), 0, "nothing of the killed commands is left on the host, their sandboxes' init included");
 }
 

@@ -102,7 +102,8 @@ impl Disks {
             tracing::warn!("not running as root: workspace disk quotas are measured every second, not enforced by the kernel");
             return None;
         }
-        let (mkfs, mount, umount) = (find("mkfs.ext4"), find("mount"), find("umount"));
+        let which = super::sandbox::which;
+        let (mkfs, mount, umount) = (which("mkfs.ext4"), which("mount"), which("umount"));
         let (Some(mkfs), Some(mount), Some(umount)) = (mkfs, mount, umount) else {
             tracing::warn!("mkfs.ext4, mount or umount is missing: workspace disk quotas are measured every second, not enforced by the kernel (install e2fsprogs and mount)");
             return None;
@@ -234,10 +235,4 @@ fn run(command: &mut Command) -> Result<(), String> {
     } else {
         Err(format!("{:?} failed: {}", command.get_program(), String::from_utf8_lossy(&done.stderr).trim()))
     }
-}
-
-fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let places = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
-    std::env::split_paths(&path).chain(places).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }

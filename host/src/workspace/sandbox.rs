@@ -852,8 +852,11 @@ fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+/// Where `program` is: on the server's `PATH`, else in the system folders (a server's `PATH`
+/// may lack `/usr/sbin`, where `mkfs.ext4` and `mount` live).
+pub(super) fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(HELPER_PATH.split(':').map(PathBuf::from)).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
 /// What commands with network see as `/etc/resolv.conf`: a file, and where to bind it (where

@@ -120,14 +120,7 @@ pub fn compiled() -> Result<Vec<Vec<u8>>, String> {
     programs.push(no_x32());
     for filter in [main, clone3] {
         let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
-        let mut bytes = Vec::with_capacity(program.len() * 8);
-        for instruction in program {
-            bytes.extend_from_slice(&instruction.code.to_ne_bytes());
-            bytes.push(instruction.jt);
-            bytes.push(instruction.jf);
-            bytes.extend_from_slice(&instruction.k.to_ne_bytes());
-        }
-        programs.push(bytes);
+        programs.push(as_bytes(program.iter().map(|i| (i.code, i.jt, i.jf, i.k))));
     }
     Ok(programs)
 }
@@ -153,8 +146,14 @@ fn no_x32() -> Vec<u8> {
         (RETURN, 0, 0, ERRNO | libc::EPERM as u32),
         (RETURN, 0, 0, ALLOW),
     ];
-    let mut bytes = Vec::with_capacity(program.len() * 8);
-    for (code, jt, jf, k) in program {
+    as_bytes(program)
+}
+
+/// A BPF program as the kernel (and bubblewrap) read it: `struct sock_filter` after
+/// `struct sock_filter`, in the machine's byte order.
+fn as_bytes(instructions: impl IntoIterator<Item = (u16, u8, u8, u32)>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (code, jt, jf, k) in instructions {
         bytes.extend_from_slice(&code.to_ne_bytes());
         bytes.push(jt);
         bytes.push(jf);
