@@ -108,11 +108,14 @@ pub struct ModelConfig {
 pub struct ApiConfig {
     /// Largest user message, all parts together.
     pub max_message_kib: usize,
+    /// Longest a SIGTERM takes: the worker hands its chats back, streams get their `shutdown`
+    /// event and close, and the process exits, at most this long after the signal.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { max_message_kib: 256 }
+        ApiConfig { max_message_kib: 256, shutdown_timeout_secs: 10 }
     }
 }
 
@@ -193,6 +196,9 @@ impl Config {
         config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.workspaces.limits.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.agents.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if config.api.shutdown_timeout_secs == 0 {
+            anyhow::bail!("configuration: api.shutdown_timeout_secs must be at least 1");
+        }
         if config.plugins.max_concurrent_calls == 0 {
             anyhow::bail!("configuration: plugins.max_concurrent_calls must be at least 1");
         }

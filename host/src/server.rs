@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiLimits, AppState};
+use crate::api::{self, ApiLimits, AppState, Lifecycle};
+use std::future::IntoFuture;
+use std::time::Duration;
 use crate::chat::service::ChatService;
 use crate::chat::worker::{Worker, WorkerSettings};
 use crate::catalog::{Catalog, seed};
@@ -42,7 +44,7 @@ fn redact(url: &str) -> String {
 /// The providers and models, with the configuration's applied.
 async fn open_catalog(config: &Config, store: &Store) -> anyhow::Result<Catalog> {
     let secrets = SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?;
-    let catalog = Catalog::new(store.clone(), secrets, crate::llm::silence_limit_from_env());
+    let catalog = Catalog::new(store.clone(), secrets, crate::llm::ModelTimeouts::from_env());
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     seed::seed(&catalog, config, &env).await.context("cannot apply the configured providers and models")?;
     for model in catalog.models().await? {
@@ -86,6 +88,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     });
     let stop_worker = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+    let lifecycle = Lifecycle::default();
     let state = AppState {
         store: store.clone(),
         chats,
@@ -93,18 +96,35 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         catalog,
         policy,
         workspaces: workspaces.clone(),
+        lifecycle: lifecycle.clone(),
     };
-    let shutdown = shutdown_signal();
+    let signal = shutdown_signal();
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
-    stop_worker.cancel();
-    let _ = worker_task.await;
-    workspaces.shutdown().await;
-    store.close().await;
+    let closing = lifecycle.closing.clone();
+    let mut server = tokio::spawn(axum::serve(listener, api::router(state)).with_graceful_shutdown(async move { closing.cancelled().await }).into_future());
+    tokio::select! {
+        _ = signal => {}
+        served = &mut server => return served.context("the API server stopped")?.context("the API server failed"),
+    }
+    let limit = Duration::from_secs(config.api.shutdown_timeout_secs);
+    let shut_down = async {
+        // New work is refused, the worker stops its turns and hands their chats back (their
+        // streams learn that first), then the streams end and the connections close.
+        lifecycle.draining.cancel();
+        stop_worker.cancel();
+        let _ = worker_task.await;
+        lifecycle.closing.cancel();
+        let _ = server.await;
+        workspaces.shutdown().await;
+        store.close().await;
+    };
+    if tokio::time::timeout(limit, shut_down).await.is_err() {
+        eprintln!("toolhost: shutdown took longer than {} s (api.shutdown_timeout_secs); exiting anyway", limit.as_secs());
+    }
     Ok(())
 }
 

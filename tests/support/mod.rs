@@ -17,7 +17,7 @@ use toolhost::api::{self, ApiLimits, AppState};
 use toolhost::chat::service::ChatService;
 use toolhost::chat::worker::{Worker, WorkerSettings};
 use toolhost::catalog::{Catalog, ModelInput, NewProvider};
-use toolhost::llm::ProviderKind;
+use toolhost::llm::{ModelTimeouts, ProviderKind};
 use toolhost::llm::retry::RetryPolicy;
 use toolhost::secrets::SecretBox;
 use toolhost::store::Source;
@@ -127,7 +127,7 @@ impl Default for Setup {
 
 /// Worker settings for tests: retries after milliseconds, not seconds.
 pub fn test_settings() -> WorkerSettings {
-    WorkerSettings { retry: RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }, ..WorkerSettings::default() }
+    WorkerSettings { retry: RetryPolicy { max_attempts: 4, max_silent_attempts: 2, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }, ..WorkerSettings::default() }
 }
 
 impl TestServer {
@@ -178,7 +178,7 @@ impl TestServer {
         let chats = ChatService::new(store.clone());
         let options = RuntimeOptions { plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()), max_concurrent_calls, ..RuntimeOptions::default() };
         let runtime = Arc::new(PluginRuntime::load(options).await.unwrap());
-        let catalog = Arc::new(Catalog::new(store.clone(), SecretBox::from_key([42; 32]), Duration::from_secs(2)));
+        let catalog = Arc::new(Catalog::new(store.clone(), SecretBox::from_key([42; 32]), ModelTimeouts { first_byte: Duration::from_secs(2), silence: Duration::from_secs(2) }));
         // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
         let fake = NewProvider { name: "fake".into(), kind: ProviderKind::Openai, base_url: Some(llm.base_url.clone()), api_key: None };
         catalog.create_provider(fake, Source::Api).await.unwrap();
@@ -200,7 +200,7 @@ impl TestServer {
         });
         let stop_worker = CancellationToken::new();
         let worker_task = Some(tokio::spawn(worker.clone().run(stop_worker.clone())));
-        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone(), policy, workspaces: workspaces.clone() };
+        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone(), policy, workspaces: workspaces.clone(), lifecycle: Default::default() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {

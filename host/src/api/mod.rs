@@ -33,6 +33,16 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub policy: Arc<crate::policy::PolicyEngine>,
     pub workspaces: Arc<crate::workspace::WorkspaceService>,
+    pub lifecycle: Lifecycle,
+}
+
+/// Where the server is in its shutdown.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    /// Cancelled when the server was told to stop: not ready for new work.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// Cancelled once the worker has handed its chats back: streams end.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Clone, Debug)]

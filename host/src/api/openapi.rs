@@ -33,8 +33,9 @@ fn ok<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Valu
 
 /// An event stream: Server-Sent Events (each `data:` line one of these, as JSON), or the same
 /// events as JSON WebSocket messages after an upgrade.
+/// A stream ends with a `shutdown` event when the server stops.
 fn stream<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Value {
-    let schema = generator.subschema_for::<T>();
+    let schema = json!({"anyOf": [generator.subschema_for::<T>(), generator.subschema_for::<super::stream::ShutdownNotice>()]});
     // The event as Server-Sent Events frame it: `data` is one of these events as JSON text.
     let frame = json!({"type": "object", "required": ["data"], "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": {"type": "string"}, "retry": {"type": "integer"}}});
     json!({"description": description, "content": {"text/event-stream": {"schema": frame}, "application/json": {"schema": schema}}})

@@ -7,6 +7,9 @@
 //! its SSE `id`, so a client (or a browser's EventSource, through `Last-Event-ID`) that
 //! reconnects gets every later event exactly once. Snapshot state events (status, queue) carry
 //! no id: they describe state rather than advance the cursor.
+//!
+//! When the server shuts down, every stream gets the events already published, then a final
+//! `shutdown` event saying where to resume, and is closed.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,7 +20,8 @@ use axum::http::header;
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
@@ -29,6 +33,18 @@ use super::{ApiError, AppState};
 use crate::chat::events::{ChatEvent, EventBody, Published};
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The last event of a stream whose server is shutting down.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct ShutdownNotice {
+    /// Always `shutdown`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message: String,
+    /// The `after` to reconnect with (chat streams; watch streams have no replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<i64>,
+}
 
 /// One event on the wire: its id (when it advances the cursor), and the event serialized once.
 struct Outgoing {
@@ -51,6 +67,17 @@ impl Outgoing {
 
     fn error(message: String) -> Outgoing {
         Outgoing::raw("error", serde_json::json!({"type": "error", "message": message}).to_string())
+    }
+
+    fn shutdown(resume_after: Option<i64>) -> Outgoing {
+        let message = match resume_after {
+            Some(after) => format!(
+                "the server is shutting down; reconnect with after={after} (to another replica, or to this server once it is back): a turn under way goes on there"
+            ),
+            None => "the server is shutting down; reconnect and reload the chat list".to_string(),
+        };
+        let notice = ShutdownNotice { kind: "shutdown", message, resume_after };
+        Outgoing::raw("shutdown", serde_json::to_string(&notice).unwrap_or_default())
     }
 
     /// Appends the SSE frame. The JSON is compact, so it never holds a newline.
@@ -81,6 +108,7 @@ pub async fn stream(
     let last_event_id = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
     let events = chat_events(&state, &chat.id, after).await?;
+    let events = until_shutdown(events, state.lifecycle.closing.clone(), Some(after));
     respond(&state, request, events).await
 }
 
@@ -154,7 +182,34 @@ pub async fn watch(State(state): State<AppState>, Caller(user): Caller, request:
         })
         .filter_map(std::future::ready)
         .boxed();
+    let events = until_shutdown(events, state.lifecycle.closing.clone(), None);
     respond(&state, request, events).await
+}
+
+/// Ends `events` when the server shuts down: what was published before is still sent, then a
+/// `shutdown` event. `resume_from` (chat streams) is the cursor the stream started at; the
+/// notice says to resume after the last event sent.
+fn until_shutdown(events: BoxStream<'static, Outgoing>, closing: CancellationToken, resume_from: Option<i64>) -> BoxStream<'static, Outgoing> {
+    futures::stream::unfold(Some((events, resume_from)), move |state| {
+        let closing = closing.clone();
+        async move {
+            let (mut events, mut cursor) = state?;
+            let next = tokio::select! {
+                biased;
+                next = events.next() => next,
+                _ = closing.cancelled() => match events.next().now_or_never() {
+                    Some(next) => next,
+                    None => return Some((Outgoing::shutdown(cursor), None)),
+                },
+            };
+            let out = next?;
+            if let (Some(id), Some(cursor)) = (out.id, cursor.as_mut()) {
+                *cursor = (*cursor).max(id);
+            }
+            Some((out, Some((events, cursor))))
+        }
+    })
+    .boxed()
 }
 
 /// Serves `events` as a WebSocket when the request asks to upgrade, otherwise as SSE.

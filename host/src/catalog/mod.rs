@@ -6,11 +6,10 @@ pub mod seed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::llm::{self, Connection, Provider, ProviderKind};
+use crate::llm::{self, Connection, ModelTimeouts, Provider, ProviderKind};
 use crate::secrets::SecretBox;
 use crate::store::{ModelRecord, Pricing, ProviderRecord, Source, Store, StoreError, new_id};
 
@@ -207,14 +206,14 @@ fn validate_model(record: &ModelRecord) -> Result<(), CatalogError> {
 pub struct Catalog {
     store: Store,
     secrets: SecretBox,
-    silence_limit: Duration,
+    timeouts: ModelTimeouts,
     /// Clients by provider id, with the provider's `updated_at` they were made for.
     clients: Mutex<HashMap<String, (i64, Arc<dyn Provider>)>>,
 }
 
 impl Catalog {
-    pub fn new(store: Store, secrets: SecretBox, silence_limit: Duration) -> Catalog {
-        Catalog { store, secrets, silence_limit, clients: Mutex::new(HashMap::new()) }
+    pub fn new(store: Store, secrets: SecretBox, timeouts: ModelTimeouts) -> Catalog {
+        Catalog { store, secrets, timeouts, clients: Mutex::new(HashMap::new()) }
     }
 
     fn key_context(provider_id: &str) -> String {
@@ -247,7 +246,7 @@ impl Catalog {
             return Err(reason);
         }
         let api_key = provider.api_key.as_ref().map(|sealed| self.secrets.open(sealed, &Catalog::key_context(&provider.id))).transpose().map_err(|e| e.to_string())?;
-        let connection = Connection { name: provider.name.clone(), base_url: provider.base_url.clone(), api_key, silence_limit: self.silence_limit };
+        let connection = Connection { name: provider.name.clone(), base_url: provider.base_url.clone(), api_key, timeouts: self.timeouts };
         let client = llm::connect(provider.kind, connection);
         clients.insert(provider.id.clone(), (provider.updated_at, client.clone()));
         Ok(client)

@@ -3,10 +3,13 @@
 //! Every event a client can see carries a per-chat sequence number. A channel hands out the
 //! numbers, publishes live events to subscribers, and keeps the in-flight step's parts (which are
 //! not in the database yet) so that a client reconnecting with `after=SEQ` is sent exactly the
-//! events it has not seen. Durable events (messages) store their number with them.
+//! events it has not seen.
 //!
-//! Whoever writes a durable event does so while holding the channel's lock, so numbers are
-//! handed out, stored and published in one order.
+//! Numbers are never handed out twice, whatever dies when: a channel takes them from a lease
+//! reserved in the database before any is used (`chats.last_seq`), and a stored message is
+//! numbered by the database past every lease so far, which ends the channel's lease. Whoever
+//! writes a durable event does so while holding the channel's lock, so numbers are handed out,
+//! stored and published in one order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +17,10 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard, broadcast};
 
-use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreResult};
+use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult};
 
-/// Numbers skipped when a channel is (re)opened, so that parts a previous process streamed
-/// but never stored are never numbered again.
-const REOPEN_GAP: i64 = 1 << 20;
+/// Numbers a channel reserves at a time: one database write per this many live events.
+const LEASE: i64 = 256;
 /// Live events buffered per chat; a subscriber further behind is told to reconnect (and then
 /// resumes exactly where it was, from the store and the in-flight buffer).
 const LIVE_BUFFER: usize = 1024;
@@ -45,6 +47,20 @@ pub enum EventBody {
     Retry { attempt: u32, delay_ms: u64, error: String, error_kind: crate::llm::ErrorKind, retrying_at: i64, discarded_output: bool },
     /// The model is summarizing the older history; a `compaction` message follows when done.
     Compacting { trigger: super::parts::CompactionTrigger },
+    /// The parts streamed since the last message will not be stored: drop them. What replaces
+    /// them (a run of the step again, or an error) follows.
+    Discard { reason: DiscardReason, message: String },
+}
+
+/// Why streamed parts are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscardReason {
+    /// The server that streamed them stopped (crashed or shut down) before storing them; the
+    /// step runs again.
+    CutOff,
+    /// The database could not store them.
+    NotStored,
 }
 
 /// An event as it goes out: serialized once, shared by every subscriber.
@@ -100,16 +116,13 @@ impl WatchEvent {
 /// Channels of all chats with activity in this process, and the watch feed of chat changes.
 pub struct EventHub {
     channels: Mutex<HashMap<String, Arc<ChatChannel>>>,
-    /// The last number handed out by channels that were swept away, so that a chat that comes
-    /// back in this process goes on counting without a gap.
-    retired: Mutex<HashMap<String, i64>>,
     watch: broadcast::Sender<WatchEvent>,
 }
 
 impl Default for EventHub {
     fn default() -> EventHub {
         let (watch, _) = broadcast::channel(WATCH_BUFFER);
-        EventHub { channels: Mutex::new(HashMap::new()), retired: Mutex::new(HashMap::new()), watch }
+        EventHub { channels: Mutex::new(HashMap::new()), watch }
     }
 }
 
@@ -130,8 +143,7 @@ impl EventHub {
             .entry(chat_id.to_string())
             .or_insert_with(|| {
                 let (live, _) = broadcast::channel(LIVE_BUFFER);
-                let last_seq = self.retired.lock().unwrap_or_else(|p| p.into_inner()).remove(chat_id);
-                let state = ChannelState { last_seq, in_flight: Vec::new() };
+                let state = ChannelState::default();
                 Arc::new(ChatChannel { chat_id: chat_id.to_string(), state: AsyncMutex::new(state), live, watch: self.watch.clone() })
             })
             .clone()
@@ -141,22 +153,16 @@ impl EventHub {
     /// so memory follows active chats, not every chat ever touched. Returns how many went.
     pub fn sweep(&self) -> usize {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         let before = channels.len();
-        channels.retain(|chat_id, channel| {
+        channels.retain(|_, channel| {
             // Holding the map lock, a count of one means no task can be using the channel:
             // getting it needs this lock.
             if Arc::strong_count(channel) > 1 || channel.live.receiver_count() > 0 {
                 return true;
             }
             let Ok(state) = channel.state.try_lock() else { return true };
-            if !state.in_flight.is_empty() {
-                return true;
-            }
-            if let Some(last) = state.last_seq {
-                retired.insert(chat_id.clone(), last);
-            }
-            false
+            // A swept channel's unused lease is never used: numbers may skip, never repeat.
+            !state.in_flight.is_empty()
         });
         before - channels.len()
     }
@@ -176,7 +182,8 @@ pub struct ChatChannel {
 
 #[derive(Default)]
 struct ChannelState {
-    last_seq: Option<i64>,
+    /// The reserved numbers not handed out yet.
+    lease: Option<std::ops::RangeInclusive<i64>>,
     in_flight: Vec<Arc<Published>>,
 }
 
@@ -193,22 +200,31 @@ pub struct ChannelGuard<'a> {
 }
 
 impl ChannelGuard<'_> {
-    /// The next sequence number. The first use in a process starts past what the database knows.
+    /// The next sequence number, from the channel's lease (reserved anew when used up).
     pub async fn next_seq(&mut self, store: &Store) -> StoreResult<i64> {
-        let last = match self.state.last_seq {
-            Some(last) => last,
-            None => store.chat_last_seq(&self.channel.chat_id).await? + REOPEN_GAP,
-        };
-        self.state.last_seq = Some(last + 1);
-        Ok(last + 1)
+        if let Some(seq) = self.state.lease.as_mut().and_then(Iterator::next) {
+            return Ok(seq);
+        }
+        let chat_id = &self.channel.chat_id;
+        let mut lease = store.reserve_seqs(chat_id, LEASE).await?.ok_or_else(|| StoreError::Conflict(format!("no chat `{chat_id}`")))?;
+        let seq = lease.next().unwrap_or_default();
+        self.state.lease = Some(lease);
+        Ok(seq)
     }
 
-    /// The latest number handed out (or stored), without handing out a new one.
-    pub async fn current_seq(&mut self, store: &Store) -> StoreResult<i64> {
-        match self.state.last_seq {
-            Some(last) => Ok(last),
-            None => store.chat_last_seq(&self.channel.chat_id).await,
-        }
+    /// Publishes a stored message. Its number is past the channel's lease, whose rest is
+    /// dropped so that later events are numbered after it; the parts it supersedes are no
+    /// longer replayed.
+    pub fn publish_message(&mut self, message: &Message) {
+        self.state.lease = None;
+        self.state.in_flight.clear();
+        self.publish(ChatEvent { seq: message.seq, body: EventBody::Message { message: message.public() } });
+    }
+
+    /// Tells clients to drop the parts streamed since the last message.
+    pub async fn discard(&mut self, store: &Store, reason: DiscardReason, message: String) -> StoreResult<()> {
+        self.state.in_flight.clear();
+        self.emit(store, EventBody::Discard { reason, message }).await.map(drop)
     }
 
     /// Sends an event to live subscribers; a part is also kept for reconnecting clients.
@@ -216,7 +232,7 @@ impl ChannelGuard<'_> {
         let published = Published::new(&event);
         // A retry goes with the in-flight parts: a client resuming after it must learn that
         // the parts it has of this step were dropped. So does a compaction under way.
-        if matches!(event.body, EventBody::MessagePart { .. } | EventBody::Retry { .. } | EventBody::Compacting { .. }) {
+        if matches!(event.body, EventBody::MessagePart { .. } | EventBody::Retry { .. } | EventBody::Compacting { .. } | EventBody::Discard { .. }) {
             self.state.in_flight.push(published.clone());
         }
         let _ = self.channel.live.send(published);
@@ -241,6 +257,11 @@ impl ChannelGuard<'_> {
         self.state.in_flight.clear();
     }
 
+    /// Whether clients hold parts of a step that is not stored yet.
+    pub fn has_parts_in_flight(&self) -> bool {
+        self.state.in_flight.iter().any(|e| e.kind == "message_part")
+    }
+
     /// In-flight parts numbered after `after`.
     pub fn in_flight_after(&self, after: i64) -> Vec<Arc<Published>> {
         self.state.in_flight.iter().filter(|e| e.seq > after).cloned().collect()
@@ -257,19 +278,64 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn idle_channels_are_swept_and_numbering_goes_on_without_a_gap() {
+    async fn idle_channels_are_swept_and_numbering_goes_on_past_every_reserved_number() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let alice = store.create_user("alice", false).await.unwrap();
+        let chat = |_: &str| crate::store::NewChat {
+            owner_id: alice.id.clone(),
+            parent_chat_id: None,
+            root_chat_id: None,
+            kind: crate::plugins::ChatKind::Root,
+            workspace_id: None,
+            title: "t".into(),
+            model: None,
+            content: vec![super::super::parts::MessagePart::text("hi")],
+        };
+        let (c1, _) = store.create_chat(chat("c1")).await.unwrap();
+        let (c2, _) = store.create_chat(chat("c2")).await.unwrap();
         let hub = EventHub::default();
-        let channel = hub.channel("c1");
+        let channel = hub.channel(&c1.id);
         let first = channel.lock().await.next_seq(&store).await.unwrap();
         assert_eq!(hub.sweep(), 0, "a channel a task holds stays");
         drop(channel);
-        let subscriber = hub.channel("c2").lock().await.subscribe();
+        let subscriber = hub.channel(&c2.id).lock().await.subscribe();
         assert_eq!(hub.sweep(), 1, "the idle channel goes; the subscribed one stays");
         assert_eq!(hub.open_channels(), 1);
         drop(subscriber);
-        let again = hub.channel("c1").lock().await.next_seq(&store).await.unwrap();
-        assert_eq!(again, first + 1);
+        let again = hub.channel(&c1.id).lock().await.next_seq(&store).await.unwrap();
+        assert!(again > first + LEASE - 1, "a new channel reserves past the old one's lease: {first} then {again}");
+        // A process that died with a lease leaves its numbers reserved: a fresh hub (the next
+        // process) never hands them out.
+        let next_process = EventHub::default().channel(&c1.id).lock().await.next_seq(&store).await.unwrap();
+        assert!(next_process > again + LEASE - 1, "{again} then {next_process}");
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_is_numbered_past_the_lease_and_later_events_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let alice = store.create_user("alice", false).await.unwrap();
+        let (chat, _) = store
+            .create_chat(crate::store::NewChat {
+                owner_id: alice.id,
+                parent_chat_id: None,
+                root_chat_id: None,
+                kind: crate::plugins::ChatKind::Root,
+                workspace_id: None,
+                title: "t".into(),
+                model: None,
+                content: vec![super::super::parts::MessagePart::text("hi")],
+            })
+            .await
+            .unwrap();
+        let hub = EventHub::default();
+        let channel = hub.channel(&chat.id);
+        let mut guard = channel.lock().await;
+        let part = guard.next_seq(&store).await.unwrap();
+        let message = store.insert_message(&chat.id, None, "assistant", &[], None, None).await.unwrap().unwrap();
+        guard.publish_message(&message);
+        let after = guard.next_seq(&store).await.unwrap();
+        assert!(part < message.seq && message.seq < after, "{part} < {} < {after}", message.seq);
     }
 }

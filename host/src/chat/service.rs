@@ -143,11 +143,9 @@ impl ChatService {
     pub async fn edit(&self, chat_id: &str, message_id: i64, content: &[MessagePart]) -> Result<Message, StoreError> {
         let channel = self.hub.channel(chat_id);
         let mut guard = channel.lock().await;
-        let seq = guard.next_seq(&self.store).await?;
-        let message = self.store.edit_user_message(chat_id, message_id, seq, content).await?;
+        let message = self.store.edit_user_message(chat_id, message_id, content).await?;
         self.runs.stop(chat_id, StopReason::Superseded);
-        guard.clear_in_flight();
-        guard.publish(super::events::ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+        guard.publish_message(&message);
         guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
         self.publish_queue(&mut guard, chat_id).await?;
         self.wake.notify_one();
@@ -257,10 +255,9 @@ impl ChatService {
         content: &[MessagePart],
         owner: Option<&str>,
     ) -> Result<Option<Message>, StoreError> {
-        let seq = guard.next_seq(&self.store).await?;
-        let message = self.store.insert_message(chat_id, owner, seq, "user", content, None, None).await?;
+        let message = self.store.insert_message(chat_id, owner, "user", content, None, None).await?;
         if let Some(message) = &message {
-            guard.publish(super::events::ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+            guard.publish_message(message);
         }
         self.store.set_status(chat_id, ChatStatus::Pending, None).await?;
         guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;

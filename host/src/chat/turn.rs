@@ -8,7 +8,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::compaction::{self, Compaction, Outcome, View};
-use super::events::{ChatEvent, EventBody, PartDelta};
+use super::events::{DiscardReason, EventBody, PartDelta};
 use super::parts::{CompactionTrigger, MessagePart};
 use super::service::StopReason;
 use super::worker::Worker;
@@ -17,7 +17,7 @@ use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, U
 use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
 use crate::capabilities::ChatServices;
-use crate::store::{Chat, ChatStatus, Denial, Message, TokenUsage};
+use crate::store::{Chat, ChatStatus, Denial, Message, StoreError, TokenUsage};
 use crate::workspace::ChatScope;
 use std::sync::Arc;
 
@@ -30,11 +30,13 @@ pub(super) enum Stop {
     Failed(String),
     /// The provider refused the prompt as too long for the model: compacting may cure it.
     ContextTooLong(String),
+    /// The database failed: the turn could not be stored or read.
+    Store(StoreError),
 }
 
-impl From<crate::store::StoreError> for Stop {
-    fn from(e: crate::store::StoreError) -> Stop {
-        Stop::Failed(format!("the server could not store the turn: {e}"))
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        Stop::Store(e)
     }
 }
 
@@ -42,27 +44,114 @@ pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
     let span = tracing::info_span!("turn", chat_id = %chat.id);
     async {
         let (cancel, reason) = worker.service.runs.register(&chat.id);
-        {
-            let channel = worker.service.hub.channel(&chat.id);
-            let mut guard = channel.lock().await;
-            guard.emit(&worker.service.store, EventBody::Status { status: ChatStatus::Running, last_error: None }).await.ok();
+        if let Err(e) = begin(worker, &chat).await {
+            tracing::warn!(error = %e, "could not announce the turn");
         }
         // The turn watches `cancel` itself, so that an interrupt keeps what was streamed.
         let outcome = turn(worker, &chat, &cancel, &reason).await;
         match outcome {
-            Ok(()) | Err(Stop::Interrupted) => finish(worker, &chat).await,
+            Ok(()) | Err(Stop::Interrupted) => record(&reason, "finish the turn", || finish(worker, &chat)).await,
             // Interrupted, then shut down before the end: the interrupt's queued message runs
             // next, as it would have; a turn cut off while running goes back to pending.
-            Err(Stop::Shutdown) if interrupted(worker, &chat).await => finish(worker, &chat).await,
-            Err(Stop::Shutdown) | Err(Stop::LostOwnership) => {}
-            Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => fail(worker, &chat, &message).await,
+            Err(Stop::Shutdown) if interrupted(worker, &chat).await => record(&reason, "finish the turn", || finish(worker, &chat)).await,
+            Err(Stop::Shutdown) => {
+                if let Err(e) = hand_back(worker, &chat).await {
+                    tracing::warn!(error = %e, "could not hand the chat back on shutdown");
+                }
+            }
+            Err(Stop::LostOwnership) => {}
+            Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => record(&reason, "record the failed turn", || fail(worker, &chat, &message)).await,
+            Err(Stop::Store(error)) => {
+                tracing::error!(error = %error, "the database failed mid-turn");
+                record(&reason, "record the database failure", || after_store_failure(worker, &chat, &error)).await
+            }
         }
         // Only now: until the chat is settled, a message sent to it waits in its queue (see
-        // `ChatService::winding_up`).
+        // `ChatService::winding_up`), and the worker heartbeats it.
         worker.service.runs.finish(&chat.id, &reason);
     }
     .instrument(span)
     .await
+}
+
+/// Tries to record how a turn ended until the database takes it, backing off (up to a second
+/// between tries, so that a chat is settled within seconds of the database coming back). Gives
+/// up when the server shuts down (the chat is handed back then) or the chat is taken away.
+async fn record<F, Fut>(reason: &std::sync::Mutex<Option<StopReason>>, what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let error = match attempt().await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if matches!(stop_reason(reason), Stop::Shutdown | Stop::LostOwnership) {
+            tracing::warn!(error = %error, "could not {what}; the server is stopping, so the chat is left to recovery");
+            return;
+        }
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "could not {what}; trying again");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Announces a run: a run cut off before (by a crash or a shutdown) left parts its clients
+/// still show, which they drop first; then the chat is running.
+async fn begin(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    if store.take_cut_off(&chat.id).await? {
+        let why = "the server that ran this chat stopped before it stored what it streamed; drop those parts, the step runs again";
+        guard.discard(store, DiscardReason::CutOff, why.into()).await?;
+    }
+    guard.emit(store, EventBody::Status { status: ChatStatus::Running, last_error: None }).await?;
+    Ok(())
+}
+
+/// On shutdown: clients drop the parts of the step under way, and the chat goes back to
+/// pending, marked cut off, for the next server (or this one restarted) to run again.
+async fn hand_back(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    if guard.has_parts_in_flight() {
+        let why = "this server is shutting down before it stored this step; drop its parts, the next server runs it again";
+        guard.discard(store, DiscardReason::CutOff, why.into()).await?;
+    }
+    if store.settle(&chat.id, &worker.id, ChatStatus::Pending, None, true).await? {
+        guard.emit(store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
+    }
+    Ok(())
+}
+
+/// The database failed mid-turn, and is answering again. When it was unavailable the turn
+/// goes back to pending and runs on; when it refused the write, the chat ends in `error`.
+/// Either way clients first drop the parts that were not stored.
+async fn after_store_failure(worker: &Worker, chat: &Chat, error: &StoreError) -> Result<(), StoreError> {
+    let store = &worker.service.store;
+    let channel = worker.service.hub.channel(&chat.id);
+    let mut guard = channel.lock().await;
+    let last_error = (!error.is_unavailable()).then(|| format!("the database failed while storing the turn ({error}); send a message to try again"));
+    let status = if last_error.is_some() { ChatStatus::Error } else { ChatStatus::Pending };
+    if guard.has_parts_in_flight() {
+        let why = format!("the database could not store this step ({error}); drop its parts");
+        guard.discard(store, DiscardReason::NotStored, why).await?;
+    }
+    if !store.settle(&chat.id, &worker.id, status, last_error.as_deref(), true).await? {
+        return Ok(());
+    }
+    if let Some(message) = &last_error {
+        guard.emit(store, EventBody::Error { message: message.clone() }).await?;
+    }
+    guard.emit(store, EventBody::Status { status, last_error }).await?;
+    if status == ChatStatus::Pending {
+        worker.service.wake.notify_one();
+    }
+    Ok(())
 }
 
 pub(super) fn stop_reason(reason: &std::sync::Mutex<Option<StopReason>>) -> Stop {
@@ -405,7 +494,7 @@ async fn call_model(
         if error.kind == ErrorKind::ContextTooLong && !step.has_output() {
             return Err(Stop::ContextTooLong(error.to_string()));
         }
-        if !retryable || attempt >= policy.max_attempts || delay > crate::llm::retry::LONGEST_RETRY_AFTER {
+        if !retryable || !policy.allows_another(attempt, error.kind) || delay > crate::llm::retry::LONGEST_RETRY_AFTER {
             store_partial(worker, chat, step).await?;
             return Err(Stop::Failed(give_up_message(&error, attempt, retryable)));
         }
@@ -565,13 +654,11 @@ pub(super) async fn store_message(worker: &Worker, chat: &Chat, role: &str, part
     let store = &worker.service.store;
     let channel = worker.service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
-    let seq = guard.next_seq(store).await?;
-    let Some(message) = store.insert_message(&chat.id, Some(&worker.id), seq, role, parts, model, usage).await? else {
+    let Some(message) = store.insert_message(&chat.id, Some(&worker.id), role, parts, model, usage).await? else {
         guard.clear_in_flight();
         return Err(Stop::LostOwnership);
     };
-    guard.clear_in_flight();
-    guard.publish(ChatEvent { seq, body: EventBody::Message { message: message.public() } });
+    guard.publish_message(&message);
     Ok(message)
 }
 
@@ -606,55 +693,41 @@ async fn interrupted(worker: &Worker, chat: &Chat) -> bool {
     matches!(worker.service.store.chat_state(&chat.id).await, Ok(Some((ChatStatus::Waiting, Some(owner)))) if owner == worker.id)
 }
 
-async fn finish(worker: &Worker, chat: &Chat) {
+async fn finish(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
     let service = &worker.service;
     let store = &service.store;
     let channel = service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
-    let result: Result<(), crate::store::StoreError> = async {
-        let Some((status, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
-        if owner.as_deref() != Some(worker.id.as_str()) {
-            return Ok(());
-        }
-        match status {
-            ChatStatus::Running | ChatStatus::Waiting => {
-                if let Some(next) = store.pop_queued(&chat.id).await? {
-                    service.start_turn_with(&mut guard, &chat.id, &next.content, Some(&worker.id)).await?;
-                    service.publish_queue(&mut guard, &chat.id).await?;
-                } else {
-                    store.set_status(&chat.id, ChatStatus::Waiting, None).await?;
-                    if status == ChatStatus::Running {
-                        guard.emit(store, EventBody::Status { status: ChatStatus::Waiting, last_error: None }).await?;
-                    }
+    let Some((status, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
+    if owner.as_deref() != Some(worker.id.as_str()) {
+        return Ok(());
+    }
+    match status {
+        ChatStatus::Running | ChatStatus::Waiting => {
+            if let Some(next) = store.pop_queued(&chat.id).await? {
+                service.start_turn_with(&mut guard, &chat.id, &next.content, Some(&worker.id)).await?;
+                service.publish_queue(&mut guard, &chat.id).await?;
+            } else {
+                store.set_status(&chat.id, ChatStatus::Waiting, None).await?;
+                if status == ChatStatus::Running {
+                    guard.emit(store, EventBody::Status { status: ChatStatus::Waiting, last_error: None }).await?;
                 }
             }
-            ChatStatus::Pending | ChatStatus::Error => store.set_status(&chat.id, status, None).await?,
         }
-        Ok(())
+        ChatStatus::Pending | ChatStatus::Error => store.set_status(&chat.id, status, None).await?,
     }
-    .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "could not finish the turn; the chat is recovered when its heartbeat goes stale");
-    }
+    Ok(())
 }
 
-async fn fail(worker: &Worker, chat: &Chat, message: &str) {
+async fn fail(worker: &Worker, chat: &Chat, message: &str) -> Result<(), StoreError> {
     tracing::warn!(error = message, "turn failed");
     let store = &worker.service.store;
     let channel = worker.service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
-    let result: Result<(), crate::store::StoreError> = async {
-        let Some((_, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
-        if owner.as_deref() != Some(worker.id.as_str()) {
-            return Ok(());
-        }
-        store.set_status(&chat.id, ChatStatus::Error, Some(message)).await?;
-        guard.emit(store, EventBody::Error { message: message.to_string() }).await?;
-        guard.emit(store, EventBody::Status { status: ChatStatus::Error, last_error: Some(message.to_string()) }).await?;
-        Ok(())
+    if !store.settle(&chat.id, &worker.id, ChatStatus::Error, Some(message), false).await? {
+        return Ok(());
     }
-    .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "could not record the failed turn");
-    }
+    guard.emit(store, EventBody::Error { message: message.to_string() }).await?;
+    guard.emit(store, EventBody::Status { status: ChatStatus::Error, last_error: Some(message.to_string()) }).await?;
+    Ok(())
 }

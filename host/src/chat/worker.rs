@@ -23,8 +23,12 @@ pub struct WorkerSettings {
     pub max_steps: usize,
     pub max_concurrent_chats: usize,
     pub heartbeat: Duration,
-    /// A running chat whose heartbeat is older than this is given back to pending.
+    /// A running chat whose heartbeat is older than this is given back to pending (a replica
+    /// that vanished without its database session ending, such as a partitioned machine).
     pub stale_after: Duration,
+    /// How often to look for running chats whose worker's process is gone (PostgreSQL: its
+    /// lock is free), which are taken back at once.
+    pub liveness: Duration,
     /// How often to look for pending chats when nothing wakes the worker.
     pub poll: Duration,
     /// At start, take back every running chat at once. Right for SQLite, where this is the only
@@ -40,6 +44,7 @@ impl Default for WorkerSettings {
             max_concurrent_chats: 256,
             heartbeat: Duration::from_secs(10),
             stale_after: Duration::from_secs(60),
+            liveness: Duration::from_secs(5),
             poll: Duration::from_secs(2),
             recover_all_on_start: false,
         }
@@ -72,10 +77,13 @@ impl Worker {
                 Err(e) => tracing::error!(error = %e, "cannot resume chats that were running when the server last stopped"),
             }
         }
+        // Proof of life for other replicas, held before any chat is taken.
+        let Some(_alive) = self.hold_lock(&shutdown).await else { return };
         self.recover().await;
         let mut runs = JoinSet::new();
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
         let mut recovery = tokio::time::interval(self.settings.stale_after / 2);
+        let mut liveness = tokio::time::interval(self.settings.liveness);
         loop {
             // Chats whose turn waits on their subagents do not count: the subagents need the room.
             while runs.len() < self.settings.max_concurrent_chats + self.runtime.waiting_calls() {
@@ -98,6 +106,7 @@ impl Worker {
                 Some(_) = runs.join_next(), if !runs.is_empty() => {}
                 _ = heartbeat.tick() => self.heartbeat_all().await,
                 _ = recovery.tick() => self.recover().await,
+                _ = liveness.tick() => self.recover_from_dead_workers().await,
             }
         }
         self.service.runs.stop_all(StopReason::Shutdown);
@@ -109,7 +118,42 @@ impl Worker {
         }
     }
 
+    /// The worker's liveness lock (`Some(None)` where the backend needs none), taken again
+    /// and again until the database gives it; `None` when shut down first.
+    async fn hold_lock(&self, shutdown: &CancellationToken) -> Option<Option<crate::store::WorkerLock>> {
+        loop {
+            match self.service.store.hold_worker_lock(&self.id).await {
+                Ok(lock) => return Some(lock),
+                Err(e) => tracing::error!(error = %e, "cannot take this worker's liveness lock; no chat is run until it is held"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+    }
+
+    /// Chats held by workers whose process is gone go back to pending at once.
+    async fn recover_from_dead_workers(&self) {
+        let store = &self.service.store;
+        let dead = match store.dead_workers().await {
+            Ok(dead) => dead,
+            Err(e) => return tracing::warn!(error = %e, "cannot check which workers are alive"),
+        };
+        for worker_id in dead {
+            match store.release_worker(&worker_id).await {
+                Ok(n) if n > 0 => {
+                    tracing::warn!(worker_id, chats = n, "took back the chats of a worker whose process is gone");
+                    self.service.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(worker_id, error = %e, "cannot take back the chats of a dead worker"),
+            }
+        }
+    }
+
     async fn recover(&self) {
+        self.recover_from_dead_workers().await;
         let stale_before = now_ms() - self.settings.stale_after.as_millis() as i64;
         match self.service.store.recover_stale(stale_before).await {
             Ok(ids) if !ids.is_empty() => {

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     Connection,
     /// The stream stopped before the model finished (connection cut, silence).
     Dropped,
+    /// The provider accepted the request and sent nothing within the first-byte timeout.
+    Timeout,
     RateLimited,
     Overloaded,
     /// A 5xx, or an internal error event mid-stream.
@@ -33,7 +35,7 @@ impl ErrorKind {
     /// Whether trying again later may succeed. A dropped stream only counts before any output
     /// (the turn checks that); everything the provider refused on its merits does not.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::Connection | ErrorKind::Dropped | ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Server)
+        matches!(self, ErrorKind::Connection | ErrorKind::Dropped | ErrorKind::Timeout | ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Server)
     }
 }
 

@@ -21,8 +21,38 @@ use crate::plugins::ToolInfo;
 
 pub use errors::{ErrorKind, LlmError};
 
-/// How long a provider may stay silent (before answering, or mid-stream) before it is given up on.
+/// How long a provider may stay silent mid-answer before it is given up on.
 pub const DEFAULT_SILENCE_LIMIT: Duration = Duration::from_secs(300);
+/// How long a provider may take from the request to the first byte of its answer.
+pub const DEFAULT_FIRST_BYTE_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long providers may stay silent.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelTimeouts {
+    /// From sending the request to the first byte of the answer (a provider that accepts and
+    /// then says nothing).
+    pub first_byte: Duration,
+    /// Between two reads once the answer has begun.
+    pub silence: Duration,
+}
+
+impl Default for ModelTimeouts {
+    fn default() -> ModelTimeouts {
+        ModelTimeouts { first_byte: DEFAULT_FIRST_BYTE_LIMIT, silence: DEFAULT_SILENCE_LIMIT }
+    }
+}
+
+impl ModelTimeouts {
+    /// `TOOLHOST_MODEL_FIRST_BYTE_TIMEOUT_SECS` and `TOOLHOST_MODEL_TIMEOUT_SECS`, or the defaults.
+    pub fn from_env() -> ModelTimeouts {
+        let seconds = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0).map(Duration::from_secs);
+        let defaults = ModelTimeouts::default();
+        ModelTimeouts {
+            first_byte: seconds("TOOLHOST_MODEL_FIRST_BYTE_TIMEOUT_SECS").unwrap_or(defaults.first_byte),
+            silence: seconds("TOOLHOST_MODEL_TIMEOUT_SECS").unwrap_or(defaults.silence),
+        }
+    }
+}
 
 /// One message of a prompt.
 #[derive(Clone, Debug)]
@@ -162,7 +192,7 @@ pub struct Connection {
     pub name: String,
     pub base_url: Option<String>,
     pub api_key: Option<String>,
-    pub silence_limit: Duration,
+    pub timeouts: ModelTimeouts,
 }
 
 /// A client for a provider of this kind.
@@ -173,10 +203,6 @@ pub fn connect(kind: ProviderKind, connection: Connection) -> std::sync::Arc<dyn
     }
 }
 
-/// `TOOLHOST_MODEL_TIMEOUT_SECS`, or the default silence limit.
-pub fn silence_limit_from_env() -> Duration {
-    std::env::var("TOOLHOST_MODEL_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_SILENCE_LIMIT)
-}
 
 /// The text of a message's text-like parts, for formats that take one string.
 pub(crate) fn text_of(parts: &[MessagePart]) -> String {

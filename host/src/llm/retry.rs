@@ -9,6 +9,9 @@ use rand::Rng;
 pub struct RetryPolicy {
     /// Calls in all, the first included.
     pub max_attempts: u32,
+    /// Calls in all when the provider keeps sending nothing at all (first-byte timeouts): each
+    /// costs the whole timeout, so fewer are made.
+    pub max_silent_attempts: u32,
     /// The wait after the first failure; it doubles with each attempt.
     pub base_delay: Duration,
     pub max_delay: Duration,
@@ -19,11 +22,17 @@ pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { max_attempts: 8, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(60) }
+        RetryPolicy { max_attempts: 8, max_silent_attempts: 3, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(60) }
     }
 }
 
 impl RetryPolicy {
+    /// Whether another call is made after `attempt` calls that ended in `kind`.
+    pub fn allows_another(&self, attempt: u32, kind: crate::llm::ErrorKind) -> bool {
+        let limit = if kind == crate::llm::ErrorKind::Timeout { self.max_silent_attempts } else { self.max_attempts };
+        attempt < limit
+    }
+
     /// The wait before attempt `failed + 1`, after `failed` failures. A provider's
     /// `retry-after` is honoured as given; otherwise the backoff is drawn from the upper half of
     /// `base * 2^(failed-1)` (capped), so that many chats hit by the same outage spread out.

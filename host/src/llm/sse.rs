@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
+use std::time::Duration;
 
 use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
@@ -44,12 +45,26 @@ async fn send(provider: &str, http: reqwest::RequestBuilder) -> Result<reqwest::
     Err(LlmError::from_status(provider, status.as_u16(), &body, wait))
 }
 
-/// The request's answer as a stream of events.
-pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBuilder, parser: P) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
+/// The request's answer as a stream of events. A provider that sends no byte of its answer
+/// within `first_byte` of the request fails with [`ErrorKind::Timeout`].
+pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBuilder, parser: P, first_byte: Duration) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
     futures::stream::once(async move {
-        match send(&provider, http).await {
-            Ok(response) => parse(provider, response.bytes_stream(), parser).boxed(),
-            Err(error) => futures::stream::iter([Err(error)]).boxed(),
+        let started = async {
+            let response = send(&provider, http).await?;
+            let mut bytes = response.bytes_stream();
+            let first = bytes.next().await;
+            Ok::<_, LlmError>(futures::stream::iter(first).chain(bytes))
+        };
+        match tokio::time::timeout(first_byte, started).await {
+            Ok(Ok(bytes)) => parse(provider, bytes.boxed(), parser).boxed(),
+            Ok(Err(error)) => futures::stream::iter([Err(error)]).boxed(),
+            Err(_) => {
+                let message = format!(
+                    "provider `{provider}` sent nothing within {} s of the request (raise TOOLHOST_MODEL_FIRST_BYTE_TIMEOUT_SECS for a model that takes longer to begin)",
+                    first_byte.as_secs_f64()
+                );
+                futures::stream::iter([Err(LlmError::new(ErrorKind::Timeout, message))]).boxed()
+            }
         }
     })
     .flatten()

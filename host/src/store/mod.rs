@@ -5,6 +5,7 @@
 mod agents;
 mod catalog;
 mod chats;
+mod liveness;
 mod policy;
 mod usage;
 mod users;
@@ -13,6 +14,7 @@ mod workspaces;
 
 pub use catalog::{ModelRecord, Pricing, ProviderRecord, Source};
 pub use chats::{Chat, ChatStatus, Message, NewChat, QueuedMessage};
+pub use liveness::WorkerLock;
 pub use policy::{Denial, PolicyVersion};
 pub use users::{User, hash_token};
 pub use usage::{UsageFilter, UsageGroup, UsageGrouping, UsageTotals};
@@ -51,6 +53,28 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// Whether the database was unavailable (unreachable, restarting, out of disk, locked)
+    /// rather than refusing what was asked: the same write may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(error) = self else { return false };
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: connection exceptions, insufficient resources (disk full), the
+                // server shutting down or starting, serialization failures and deadlocks.
+                let postgres = code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40001" || code == "40P01";
+                // SQLite (extended codes; the primary code is the low byte): busy, locked, I/O
+                // error, disk full, cannot open. Their codes have at most 4 digits, PostgreSQL's 5.
+                let sqlite = code.len() < 5 && code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14));
+                postgres || sqlite
+            }
+            _ => false,
+        }
+    }
+}
 
 /// A connection pool and the backend it speaks to.
 #[derive(Clone)]

@@ -28,12 +28,24 @@ pub struct TokenUsage {
 }
 
 impl Store {
-    pub async fn chat_last_seq(&self, chat_id: &str) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT last_seq FROM chats WHERE id = $1").bind(chat_id).fetch_optional(&self.pool).await?;
-        Ok(match row {
-            Some(row) => row.try_get("last_seq")?,
-            None => 0,
-        })
+    /// Reserves `count` sequence numbers for the chat's events and returns them, durably: a
+    /// number reserved here is never handed out again, whichever process dies when. `None`
+    /// when there is no such chat.
+    pub async fn reserve_seqs(&self, chat_id: &str, count: i64) -> StoreResult<Option<std::ops::RangeInclusive<i64>>> {
+        let row = sqlx::query("UPDATE chats SET last_seq = last_seq + $1 WHERE id = $2 RETURNING last_seq")
+            .bind(count)
+            .bind(chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let last: i64 = row.try_get("last_seq")?;
+        Ok(Some(last - count + 1..=last))
+    }
+
+    /// Whether a run of the chat was cut off without storing what it streamed; clears the mark.
+    pub async fn take_cut_off(&self, chat_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE chats SET cut_off = 0 WHERE id = $1 AND cut_off <> 0").bind(chat_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Takes the oldest pending chat for `worker_id`, if any.
@@ -70,7 +82,7 @@ impl Store {
     /// Running chats whose worker stopped heartbeating before `stale_before` go back to pending.
     pub async fn recover_stale(&self, stale_before: i64) -> StoreResult<Vec<String>> {
         let rows = sqlx::query(
-            "UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 \
+            "UPDATE chats SET status = 'pending', worker_id = NULL, cut_off = 1, updated_at = $1 \
              WHERE status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < $2) RETURNING id",
         )
         .bind(now_ms())
@@ -82,7 +94,7 @@ impl Store {
 
     /// On shutdown: this worker's running chats go back to pending, for another worker.
     pub async fn release_worker(&self, worker_id: &str) -> StoreResult<u64> {
-        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 WHERE worker_id = $2 AND status = 'running'")
+        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, cut_off = 1, updated_at = $1 WHERE worker_id = $2 AND status = 'running'")
             .bind(now_ms())
             .bind(worker_id)
             .execute(&self.pool)
@@ -90,14 +102,13 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Stores a message numbered `seq`. With `owner`, only if that worker still owns the chat
-    /// (`None` is returned otherwise, and nothing is written).
-    #[allow(clippy::too_many_arguments)]
+    /// Stores a message, numbered past every number reserved for the chat so far (by any
+    /// process), so that a client that saw any earlier event is sent it. With `owner`, only if
+    /// that worker still owns the chat (`None` is returned otherwise, and nothing is written).
     pub async fn insert_message(
         &self,
         chat_id: &str,
         owner: Option<&str>,
-        seq: i64,
         role: &str,
         content: &[MessagePart],
         model: Option<&str>,
@@ -105,16 +116,14 @@ impl Store {
     ) -> StoreResult<Option<Message>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let touched = sqlx::query("UPDATE chats SET last_seq = $1, updated_at = $2 WHERE id = $3 AND ($4 IS NULL OR worker_id = $4)")
-            .bind(seq)
+        let touched = sqlx::query("UPDATE chats SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 AND ($3 IS NULL OR worker_id = $3) RETURNING last_seq")
             .bind(now)
             .bind(chat_id)
             .bind(owner)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if touched.rows_affected() == 0 {
-            return Ok(None);
-        }
+        let Some(touched) = touched else { return Ok(None) };
+        let seq: i64 = touched.try_get("last_seq")?;
         // Messages without a model call (user, tool, partial) store no counts.
         let count = |f: fn(&TokenUsage) -> i64| usage.as_ref().map(f);
         let row = sqlx::query(&format!(
@@ -220,10 +229,16 @@ impl Store {
     }
 
     /// Replaces a user message, deletes every later message and the queue, and makes the chat
-    /// pending (taking it from any worker). The edited message gets sequence number `seq`.
-    pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, seq: i64, content: &[MessagePart]) -> StoreResult<Message> {
+    /// pending (taking it from any worker). The edited message is numbered like a new one.
+    pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, content: &[MessagePart]) -> StoreResult<Message> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        let seq: i64 = sqlx::query("UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+            .bind(chat_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("no chat `{chat_id}`")))?
+            .try_get("last_seq")?;
         let row = sqlx::query(&format!(
             "UPDATE chat_messages SET content = $1, seq = $2 WHERE id = $3 AND chat_id = $4 AND role = 'user' RETURNING {MESSAGE_COLUMNS}"
         ))
@@ -238,8 +253,7 @@ impl Store {
         };
         sqlx::query("DELETE FROM chat_messages WHERE chat_id = $1 AND id > $2").bind(chat_id).bind(message_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM chat_queued_messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
-        sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, last_error = NULL, last_seq = $1, updated_at = $2 WHERE id = $3")
-            .bind(seq)
+        sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, last_error = NULL, updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(chat_id)
             .execute(&mut *tx)
@@ -274,11 +288,36 @@ impl Store {
     /// Every running chat goes back to pending (a lone SQLite server starting: nobody else
     /// can be running them).
     pub async fn recover_all_running(&self) -> StoreResult<u64> {
-        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, updated_at = $1 WHERE status = 'running'")
+        let done = sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, cut_off = 1, updated_at = $1 WHERE status = 'running'")
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Sets the status of a chat `worker_id` still runs (releasing it unless `running`);
+    /// false when the worker no longer owns it. `cut_off` marks a run that streamed parts it
+    /// did not store.
+    pub async fn settle(&self, chat_id: &str, worker_id: &str, status: ChatStatus, last_error: Option<&str>, cut_off: bool) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE chats SET status = $1, last_error = $2, worker_id = NULL, cut_off = CASE WHEN $3 = 1 THEN 1 ELSE cut_off END, updated_at = $4 \
+             WHERE id = $5 AND worker_id = $6",
+        )
+        .bind(status.as_str())
+        .bind(last_error)
+        .bind(i64::from(cut_off))
+        .bind(now_ms())
+        .bind(chat_id)
+        .bind(worker_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The workers that hold running chats.
+    pub async fn running_workers(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT worker_id FROM chats WHERE status = 'running' AND worker_id IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get("worker_id").map_err(StoreError::from)).collect()
     }
 
     /// The status and owner of a chat, fresh from the database.
