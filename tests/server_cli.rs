@@ -2,72 +2,31 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::time::Duration;
-
-use futures::StreamExt;
-use serde_json::{Value, json};
-use support::fake_llm::{self, FakeLlm};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 
-fn toolhost(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("TOOLHOST_CONFIG")
-        .output()
-        .expect("toolhost runs")
+use serde_json::Value;
+use support::process::{Deployment, Served};
+
+/// The server's command line over a data directory, as an operator runs it.
+fn local(data_dir: &Path) -> Deployment {
+    Deployment { data_dir: data_dir.to_path_buf(), database_url: None }
 }
 
-/// Starts `serve` on an ephemeral port; returns the child, its base URL and what it said first.
-fn serve(data_dir: &Path) -> (Child, String, Vec<String>) {
-    serve_with_model(data_dir, "http://127.0.0.1:9/v1")
+fn toolhost(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    local(data_dir).run(args)
 }
 
-fn serve_with_model(data_dir: &Path, model_url: &str) -> (Child, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--model", "test-model"])
-        .env("OPENAI_BASE_URL", model_url)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut said = Vec::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("serve says where it listens").unwrap();
-        if let Some(rest) = line.strip_prefix("toolhost: listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-        said.push(line);
-    };
-    // Keep draining what the server says, as a terminal would, and echo it for failures.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("[server] {line}");
-        }
-    });
-    (child, base, said)
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    child.wait().unwrap()
+/// Starts `serve` on an ephemeral port, its model unreachable.
+fn serve(data_dir: &Path) -> Served {
+    local(data_dir).serve("http://127.0.0.1:9/v1", &[])
 }
 
 #[tokio::test]
 async fn an_operator_starts_the_server_creates_a_token_and_calls_the_api() {
     let data = tempfile::tempdir().unwrap();
-    let (mut first, _, said) = serve(data.path());
-    assert!(said.join("\n").contains("toolhost users create admin --admin"), "the first start explains how to get a token: {said:?}");
-    assert!(terminate(&mut first).success(), "SIGTERM shuts down cleanly");
+    let mut first = serve(data.path());
+    assert!(first.said.join("\n").contains("toolhost users create admin --admin"), "the first start explains how to get a token: {:?}", first.said);
+    first.stop();
 
     let migrate = toolhost(data.path(), &["migrate"]);
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
@@ -82,11 +41,11 @@ async fn an_operator_starts_the_server_creates_a_token_and_calls_the_api() {
     let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("th_"));
 
-    let (mut server, base, said) = serve(data.path());
-    assert!(!said.join("\n").contains("no users"), "{said:?}");
-    let response = reqwest::Client::new().get(format!("{base}/api/v1/chats")).bearer_auth(&token).send().await.unwrap();
+    let mut server = serve(data.path());
+    assert!(!server.said.join("\n").contains("no users"), "{:?}", server.said);
+    let response = reqwest::Client::new().get(server.url("/api/v1/chats")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(terminate(&mut server).success());
+    server.stop();
 }
 
 #[test]
@@ -96,59 +55,6 @@ fn an_unusable_database_url_is_refused_with_what_to_use() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_mid_turn_resumes_the_chat_when_it_starts_again() {
-    let data = tempfile::tempdir().unwrap();
-    assert!(toolhost(data.path(), &["users", "create", "alice"]).status.success());
-    let token = String::from_utf8(toolhost(data.path(), &["tokens", "create", "alice"]).stdout).unwrap().trim().to_string();
-    let llm = FakeLlm::start().await;
-    llm.script([fake_llm::slow_text("this answer will never finish because the server dies", Duration::from_millis(150))]);
-    let (mut server, base, _) = serve_with_model(data.path(), &llm.base_url);
-    let http = reqwest::Client::new();
-    let chat: Value = http
-        .post(format!("{base}/api/v1/chats"))
-        .bearer_auth(&token)
-        .json(&json!({"content": [{"type": "text", "text": "tell me something long"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = chat["id"].as_str().unwrap().to_string();
-    // Watch until the answer is streaming, then kill the server without warning.
-    let response = http.get(format!("{base}/api/v1/chats/{id}/stream")).bearer_auth(&token).send().await.unwrap();
-    let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-    let mut parts = 0;
-    while let Some(Ok(event)) = events.next().await {
-        if event.event == "message_part" {
-            parts += 1;
-            if parts == 3 {
-                break;
-            }
-        }
-    }
-    server.kill().unwrap();
-    server.wait().unwrap();
-
-    llm.script([fake_llm::text("Resumed after the crash.")]);
-    let (mut server, base, _) = serve_with_model(data.path(), &llm.base_url);
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = http.get(format!("{base}/api/v1/chats/{id}/messages")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        if last["messages"].as_array().unwrap().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let messages = last["messages"].as_array().unwrap();
-    let state: Value = http.get(format!("{base}/api/v1/chats/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!(messages.len(), 2, "{last} {state} requests: {}", llm.requests().len());
-    assert_eq!(messages[0]["content"][0]["text"], "tell me something long", "the accepted message survived");
-    assert_eq!(messages[1]["content"][0]["text"], "Resumed after the crash.");
-    assert!(terminate(&mut server).success());
 }
 
 #[test]

@@ -119,6 +119,8 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         let _ = worker_task.await;
         lifecycle.closing.cancel();
         let _ = server.await;
+        lifecycle.websockets.close();
+        lifecycle.websockets.wait().await;
         workspaces.shutdown().await;
         store.close().await;
     };

@@ -32,6 +32,8 @@ pub enum Script {
     Raw(String),
     /// The answer made from the request (for tool calls that need ids the chat got earlier).
     Computed(Computed),
+    /// Response headers, then nothing, ever: a provider that accepts and then says nothing.
+    Silent,
 }
 
 /// Makes a script from the request body.
@@ -390,6 +392,10 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
         Script::Stream { chunks, pause } => (chunks, pause, true),
         Script::Dropped(chunks) => (chunks, Duration::ZERO, false),
         Script::Computed(_) => panic!("a computed script computed another"),
+        Script::Silent => {
+            let nothing = futures::stream::pending::<Result<Bytes, Infallible>>();
+            return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(nothing)).unwrap();
+        }
     };
     let mut frames: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     if done {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,6 +82,11 @@ impl TestDatabase {
                 TestDatabase { url: format!("{base}/{name}"), pg_name: Some(name), _dir: dir }
             }
         }
+    }
+
+    /// SQLite in `dir` (a folder the test controls, such as a small disk).
+    pub fn sqlite_in(dir: &std::path::Path) -> TestDatabase {
+        TestDatabase { url: Store::sqlite_url(dir), pg_name: None, _dir: tempfile::tempdir().unwrap() }
     }
 
     /// Drops the PostgreSQL database (a failed test leaves it behind, named toolhost_test_*).
@@ -207,6 +213,18 @@ impl TestServer {
             axum::serve(listener, api::router(state)).await.unwrap();
         });
         TestServer { base: format!("http://{address}"), store, catalog, http: reqwest::Client::new(), llm, data, workspaces, database, task, stop_worker, worker_task, worker, _plugins: plugins }
+    }
+
+    /// The PostgreSQL database's name (`None` for SQLite).
+    pub fn database_name(&self) -> Option<String> {
+        self.database.pg_name.clone()
+    }
+
+    /// A connection pool to the PostgreSQL server's admin database, for doing things to the
+    /// test's database from outside (refusing connections, ending sessions).
+    pub async fn postgres_admin(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await.unwrap()
     }
 
     /// POSTs JSON as `token`; returns the status and the JSON body.
@@ -356,6 +374,47 @@ pub fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, Strin
             _ => None,
         })
         .collect()
+}
+
+/// A small disk (a tmpfs) to fill up; unmounted when dropped. Mounting needs root, as CI has.
+pub struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "this test fills a small tmpfs, which only root can mount: run the tests as root (CI does)");
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full; returns its path (remove it to make room).
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for size in [64 * 1024, 4096, 512] {
+            let block = vec![0u8; size];
+            while file.write_all(&block).is_ok() {}
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }
 
 /// Reads SSE events from the chat's stream until `until` says stop (or 20 s pass).

@@ -43,6 +43,9 @@ pub struct Lifecycle {
     pub draining: tokio_util::sync::CancellationToken,
     /// Cancelled once the worker has handed its chats back: streams end.
     pub closing: tokio_util::sync::CancellationToken,
+    /// WebSocket streams, which the HTTP server's graceful shutdown does not wait for (their
+    /// connections were upgraded out of it): the shutdown waits for their last event here.
+    pub websockets: tokio_util::task::TaskTracker,
 }
 
 #[derive(Clone, Debug)]

@@ -202,7 +202,11 @@ fn until_shutdown(events: BoxStream<'static, Outgoing>, closing: CancellationTok
                     None => return Some((Outgoing::shutdown(cursor), None)),
                 },
             };
-            let out = next?;
+            // Once the API server has stopped, the chat channels go with it and the live
+            // events end: that is the shutdown too.
+            let Some(out) = next else {
+                return closing.is_cancelled().then(|| (Outgoing::shutdown(cursor), None));
+            };
             if let (Some(id), Some(cursor)) = (out.id, cursor.as_mut()) {
                 *cursor = (*cursor).max(id);
             }
@@ -218,7 +222,13 @@ async fn respond(state: &AppState, request: Request, events: BoxStream<'static, 
     if wants_upgrade {
         let (mut parts, _) = request.into_parts();
         let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
-        return Ok(upgrade.on_upgrade(move |socket| send_over_websocket(socket, events)).into_response());
+        let open = state.lifecycle.websockets.token();
+        return Ok(upgrade
+            .on_upgrade(move |socket| async move {
+                send_over_websocket(socket, events).await;
+                drop(open);
+            })
+            .into_response());
     }
     Ok(sse(events))
 }

@@ -136,7 +136,7 @@ impl Worker {
     /// Chats held by workers whose process is gone go back to pending at once.
     async fn recover_from_dead_workers(&self) {
         let store = &self.service.store;
-        let dead = match store.dead_workers().await {
+        let dead = match store.dead_workers(&self.id).await {
             Ok(dead) => dead,
             Err(e) => return tracing::warn!(error = %e, "cannot check which workers are alive"),
         };

@@ -25,17 +25,17 @@ pub struct Anthropic {
     name: String,
     base_url: String,
     api_key: Option<String>,
-    /// Longest wait for the first byte of an answer.
-    first_byte: std::time::Duration,
+    /// How long the provider may stay silent.
+    timeouts: super::ModelTimeouts,
 }
 
 impl Anthropic {
     pub fn new(connection: Connection) -> Anthropic {
-        let client = super::sse::http_client(connection.timeouts.silence);
+        let client = super::sse::http_client(connection.timeouts);
         let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         // Accept the base URL with or without the `/v1` the SDKs leave out.
         let base_url = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        Anthropic { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), first_byte: connection.timeouts.first_byte }
+        Anthropic { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), timeouts: connection.timeouts }
     }
 }
 
@@ -49,7 +49,7 @@ impl Provider for Anthropic {
         if let Some(key) = &self.api_key {
             http = http.header("x-api-key", key);
         }
-        sse::request_stream(self.name.clone(), http, EventParser::new(self.name.clone()), self.first_byte)
+        sse::request_stream(self.name.clone(), http, EventParser::new(self.name.clone()), self.timeouts)
     }
 }
 

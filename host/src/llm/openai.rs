@@ -17,17 +17,17 @@ pub struct OpenAi {
     name: String,
     base_url: String,
     api_key: Option<String>,
-    /// Longest wait for the first byte of an answer.
-    first_byte: std::time::Duration,
+    /// How long the provider may stay silent.
+    timeouts: super::ModelTimeouts,
 }
 
 impl OpenAi {
     /// `connection.timeouts`: a provider that sends nothing for that long is treated as
     /// gone, and the stream ends in a [`ErrorKind::Dropped`] error rather than hanging.
     pub fn new(connection: Connection) -> OpenAi {
-        let client = super::sse::http_client(connection.timeouts.silence);
+        let client = super::sse::http_client(connection.timeouts);
         let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string()).trim_end_matches('/').to_string();
-        OpenAi { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), first_byte: connection.timeouts.first_byte }
+        OpenAi { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), timeouts: connection.timeouts }
     }
 }
 
@@ -257,7 +257,7 @@ impl Provider for OpenAi {
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
-        sse::request_stream(self.name.clone(), http, ChunkParser::new(self.name.clone()), self.first_byte)
+        sse::request_stream(self.name.clone(), http, ChunkParser::new(self.name.clone()), self.timeouts)
     }
 }
 

@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
 use super::errors::retry_after;
-use super::{ErrorKind, LlmError, StreamEvent};
+use super::{ErrorKind, LlmError, ModelTimeouts, StreamEvent};
 
 /// One wire format's reading of server-sent events.
 pub trait WireParser: Send + 'static {
@@ -20,12 +20,12 @@ pub trait WireParser: Send + 'static {
     fn feed(&mut self, event: &Event, out: &mut Vec<StreamEvent>) -> Result<bool, LlmError>;
 }
 
-/// The HTTP client of a provider: a provider silent for `silence_limit` (before answering or
-/// mid-stream) is treated as gone, so a stream ends in an error rather than hanging.
-pub fn http_client(silence_limit: std::time::Duration) -> reqwest::Client {
+/// The HTTP client of a provider. [`request_stream`] keeps the timeouts; the client's read
+/// timeout is only a backstop.
+pub fn http_client(timeouts: ModelTimeouts) -> reqwest::Client {
     reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(silence_limit)
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(timeouts.first_byte.max(timeouts.silence))
         .build()
         .unwrap_or_default()
 }
@@ -46,14 +46,16 @@ async fn send(provider: &str, http: reqwest::RequestBuilder) -> Result<reqwest::
 }
 
 /// The request's answer as a stream of events. A provider that sends no byte of its answer
-/// within `first_byte` of the request fails with [`ErrorKind::Timeout`].
-pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBuilder, parser: P, first_byte: Duration) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
+/// within `timeouts.first_byte` of the request fails with [`ErrorKind::Timeout`]; one that then
+/// stays silent for `timeouts.silence` breaks off ([`ErrorKind::Dropped`]).
+pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBuilder, parser: P, timeouts: ModelTimeouts) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
+    let ModelTimeouts { first_byte, silence } = timeouts;
     futures::stream::once(async move {
         let started = async {
             let response = send(&provider, http).await?;
-            let mut bytes = response.bytes_stream();
+            let mut bytes = response.bytes_stream().map(|chunk| chunk.map_err(|e| e.to_string()));
             let first = bytes.next().await;
-            Ok::<_, LlmError>(futures::stream::iter(first).chain(bytes))
+            Ok::<_, LlmError>(futures::stream::iter(first).chain(until_silent(bytes, silence)))
         };
         match tokio::time::timeout(first_byte, started).await {
             Ok(Ok(bytes)) => parse(provider, bytes.boxed(), parser).boxed(),
@@ -69,6 +71,21 @@ pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBui
     })
     .flatten()
     .boxed()
+}
+
+/// `bytes`, ending in an error once nothing arrives for `silence`.
+fn until_silent<S>(bytes: S, silence: Duration) -> impl Stream<Item = Result<Bytes, String>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, String>> + Send + Unpin + 'static,
+{
+    futures::stream::unfold(Some(bytes), move |bytes| async move {
+        let mut bytes = bytes?;
+        match tokio::time::timeout(silence, bytes.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(bytes))),
+            Ok(None) => None,
+            Err(_) => Some((Err(format!("nothing arrived for {} s (TOOLHOST_MODEL_TIMEOUT_SECS)", silence.as_secs_f64())), None)),
+        }
+    })
 }
 
 struct Reader<S, P> {

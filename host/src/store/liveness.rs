@@ -13,7 +13,7 @@ use super::{Backend, Store, StoreResult};
 /// How often the lock's connection is checked, and how long to wait before taking it again
 /// after it was lost (while the database restarts, other replicas may take this worker's chats;
 /// its writes then find it no longer owns them, and it stops those runs).
-const KEEPALIVE: Duration = Duration::from_secs(5);
+const KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// The advisory lock key of a worker: PostgreSQL's own stable text hash.
 const KEY: &str = "hashtextextended('toolhost-worker:' || $1, 0)";
@@ -70,14 +70,15 @@ impl Store {
         Ok(connection)
     }
 
-    /// The workers holding running chats whose process is gone (PostgreSQL; none for SQLite).
-    pub async fn dead_workers(&self) -> StoreResult<Vec<String>> {
+    /// The workers holding running chats whose process is gone (PostgreSQL; none for SQLite),
+    /// but never `me`: a worker that lost its lock's connection is alive, and takes it again.
+    pub async fn dead_workers(&self, me: &str) -> StoreResult<Vec<String>> {
         if self.backend != Backend::Postgres {
             return Ok(Vec::new());
         }
         let mut dead = Vec::new();
         let mut connection = self.pool.acquire().await?;
-        for worker_id in self.running_workers().await? {
+        for worker_id in self.running_workers().await?.into_iter().filter(|w| w != me) {
             // Taken only if nobody holds it, and then let go at once, in one statement so
             // that it is never left held by a pooled session.
             let row = sqlx::query(&format!("SELECT CASE WHEN pg_try_advisory_lock({KEY}) THEN pg_advisory_unlock({KEY}) ELSE false END AS dead"))

@@ -64,8 +64,9 @@ impl StoreError {
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
                 // PostgreSQL: connection exceptions, insufficient resources (disk full), the
-                // server shutting down or starting, serialization failures and deadlocks.
-                let postgres = code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40001" || code == "40P01";
+                // server shutting down or starting, a database not accepting connections (55000
+                // on connecting), serialization failures and deadlocks.
+                let postgres = code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || ["55000", "40001", "40P01"].contains(&code.as_ref());
                 // SQLite (extended codes; the primary code is the low byte): busy, locked, I/O
                 // error, disk full, cannot open. Their codes have at most 4 digits, PostgreSQL's 5.
                 let sqlite = code.len() < 5 && code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14));
@@ -115,6 +116,17 @@ impl Store {
                             use sqlx::Executor;
                             conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
                             Ok(())
+                        })
+                    })
+                    // A transaction SQLite rolled back on its own (a full disk, an I/O error)
+                    // leaves sqlx counting it open, and every later `begin` on that connection
+                    // fails: such a connection is closed instead of pooled. The ping first
+                    // lets a rollback queued by the dropped transaction run.
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Connection;
+                            conn.ping().await?;
+                            Ok(!conn.is_in_transaction())
                         })
                     })
                     .connect(url)
