@@ -1,11 +1,13 @@
 //! `toolhost serve`, `migrate`, `users` and `tokens`, run as an operator runs them.
 
 mod support;
+#[path = "support/process.rs"]
+mod process;
 
 use std::path::Path;
 
 use serde_json::Value;
-use support::process::{Deployment, Served};
+use process::{Deployment, Served};
 
 /// The server's command line over a data directory, as an operator runs it.
 fn local(data_dir: &Path) -> Deployment {

@@ -5,6 +5,8 @@
 //! Real processes and signals, real databases.
 
 mod support;
+#[path = "support/process.rs"]
+mod process;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::fake_llm::{self, FakeLlm, Script};
-use support::process;
 use support::{Backend, TestServer};
 
 const LONG: &str = "this answer streams slowly and is cut off before the server can store any of it at all";

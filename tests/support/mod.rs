@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod fake_llm;
-pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
+#![allow(dead_code)]
 //! Real `toolhost` processes, started and stopped as an operator does: for what only a whole
-//! process shows (signals, crashes, restarts).
+//! process shows (signals, crashes, restarts). Included by the tests that use it
+//! (`#[path = "support/process.rs"] mod process;`), not by `support`: the benchmarks share
+//! `support`, and only tests know where the built binary is.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -134,8 +137,8 @@ impl Drop for Served {
 }
 
 /// A fresh data directory (and, for PostgreSQL, a fresh database) for one test.
-pub async fn deployment(backend: super::Backend, data_dir: &Path) -> (Deployment, super::TestDatabase) {
-    let database = super::TestDatabase::create(backend).await;
-    let database_url = matches!(backend, super::Backend::Postgres).then(|| database.url.clone());
+pub async fn deployment(backend: crate::support::Backend, data_dir: &Path) -> (Deployment, crate::support::TestDatabase) {
+    let database = crate::support::TestDatabase::create(backend).await;
+    let database_url = matches!(backend, crate::support::Backend::Postgres).then(|| database.url.clone());
     (Deployment { data_dir: data_dir.to_path_buf(), database_url }, database)
 }
