@@ -21,11 +21,11 @@ pub trait WireParser: Send + 'static {
 }
 
 /// The HTTP client of a provider. [`request_stream`] keeps the timeouts; the client's read
-/// timeout is only a backstop.
+/// timeout is only a backstop, well past them so that it never decides first.
 pub fn http_client(timeouts: ModelTimeouts) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .read_timeout(timeouts.first_byte.max(timeouts.silence))
+        .read_timeout(timeouts.first_byte.max(timeouts.silence) + Duration::from_secs(30))
         .build()
         .unwrap_or_default()
 }
