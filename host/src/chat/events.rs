@@ -277,13 +277,10 @@ impl ChannelGuard<'_> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_channels_are_swept_and_numbering_goes_on_past_every_reserved_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
-        let alice = store.create_user("alice", false).await.unwrap();
-        let chat = |_: &str| crate::store::NewChat {
-            owner_id: alice.id.clone(),
+    /// A new root chat of `owner_id`.
+    async fn new_chat(store: &Store, owner_id: &str) -> Chat {
+        let new = crate::store::NewChat {
+            owner_id: owner_id.to_string(),
             parent_chat_id: None,
             root_chat_id: None,
             kind: crate::plugins::ChatKind::Root,
@@ -292,8 +289,16 @@ mod tests {
             model: None,
             content: vec![super::super::parts::MessagePart::text("hi")],
         };
-        let (c1, _) = store.create_chat(chat("c1")).await.unwrap();
-        let (c2, _) = store.create_chat(chat("c2")).await.unwrap();
+        store.create_chat(new).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_swept_and_numbering_goes_on_past_every_reserved_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let alice = store.create_user("alice", false).await.unwrap();
+        let c1 = new_chat(&store, &alice.id).await;
+        let c2 = new_chat(&store, &alice.id).await;
         let hub = EventHub::default();
         let channel = hub.channel(&c1.id);
         let first = channel.lock().await.next_seq(&store).await.unwrap();
@@ -316,19 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
         let alice = store.create_user("alice", false).await.unwrap();
-        let (chat, _) = store
-            .create_chat(crate::store::NewChat {
-                owner_id: alice.id,
-                parent_chat_id: None,
-                root_chat_id: None,
-                kind: crate::plugins::ChatKind::Root,
-                workspace_id: None,
-                title: "t".into(),
-                model: None,
-                content: vec![super::super::parts::MessagePart::text("hi")],
-            })
-            .await
-            .unwrap();
+        let chat = new_chat(&store, &alice.id).await;
         let hub = EventHub::default();
         let channel = hub.channel(&chat.id);
         let mut guard = channel.lock().await;
