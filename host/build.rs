@@ -9,7 +9,16 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// A cargo profile of the workspace, tuned for small plugins.
 const PROFILE: &str = "plugin";
-const PACKAGES: &[&str] = &["toolhost-files", "toolhost-workspaces", "toolhost-shell", "toolhost-subagents", "fixture-hostile", "fixture-bad-schema", "fixture-wrong-version", "fixture-stand-ins"];
+const PACKAGES: &[&str] = &[
+    "toolhost-files",
+    "toolhost-workspaces",
+    "toolhost-shell",
+    "toolhost-subagents",
+    "fixture-hostile",
+    "fixture-bad-schema",
+    "fixture-wrong-version",
+    "fixture-stand-ins",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -17,7 +26,8 @@ fn main() {
     for watched in ["wit", "plugins", "tests/fixtures", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
-    let target_root = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+    let target_root =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
     let target_dir = target_root.join("wasm-plugins");
     ensure_wasm_target();
     build_plugins(&workspace, &target_dir);
@@ -35,7 +45,9 @@ fn ensure_wasm_target() {
     }
     let installed = Command::new("rustup").args(["target", "add", WASM_TARGET]).status();
     if !matches!(installed, Ok(status) if status.success()) {
-        panic!("the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed; install it and build again");
+        panic!(
+            "the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed; install it and build again"
+        );
     }
 }
 
@@ -53,7 +65,9 @@ fn build_plugins(workspace: &Path, target_dir: &Path) {
         command.arg("--offline");
     }
     // Flags meant for the host build must not leak into the wasm build.
-    for variable in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for variable in
+        ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"]
+    {
         command.env_remove(variable);
     }
     let status = command.status().expect("cargo runs");

@@ -38,7 +38,12 @@ fn texts(messages: &[Value]) -> Vec<(String, String)> {
 }
 
 /// A chat made directly in the store (as a spawning chat or a dead worker's would be).
-async fn stored_chat(store: &toolhost::store::Store, owner_id: String, parent: Option<String>, text: &str) -> toolhost::store::Chat {
+async fn stored_chat(
+    store: &toolhost::store::Store,
+    owner_id: String,
+    parent: Option<String>,
+    text: &str,
+) -> toolhost::store::Chat {
     let kind = if parent.is_some() { toolhost::plugins::ChatKind::Subagent } else { toolhost::plugins::ChatKind::Root };
     let new = toolhost::store::NewChat {
         owner_id,
@@ -64,14 +69,24 @@ async fn a_turn_streams_the_answer_and_ends_waiting(backend: Backend) {
     .await;
     assert_eq!(events[0].1["type"], "status", "the snapshot starts with the status");
     assert!(events[0].0.is_none(), "snapshot state carries no event id");
-    let streamed: String = events.iter().filter(|(_, e)| e["type"] == "message_part").map(|(_, e)| e["part"]["text"].as_str().unwrap().to_string()).collect();
+    let streamed: String = events
+        .iter()
+        .filter(|(_, e)| e["type"] == "message_part")
+        .map(|(_, e)| e["part"]["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(streamed, "Hello there, how can I help?");
     let ids: Vec<i64> = events.iter().filter_map(|(id, _)| *id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "event ids increase: {ids:?}");
-    let final_message = events.iter().find(|(_, e)| e["type"] == "message" && e["message"]["role"] == "assistant").expect("the stored message is published");
+    let final_message = events
+        .iter()
+        .find(|(_, e)| e["type"] == "message" && e["message"]["role"] == "assistant")
+        .expect("the stored message is published");
     assert_eq!(final_message.1["message"]["content"][0]["text"], "Hello there, how can I help?");
     server.wait_for_status(&token, &chat, "waiting").await;
-    assert_eq!(texts(&messages(&server, &token, &chat).await), vec![("user".into(), "hi".into()), ("assistant".into(), "Hello there, how can I help?".into())]);
+    assert_eq!(
+        texts(&messages(&server, &token, &chat).await),
+        vec![("user".into(), "hi".into()), ("assistant".into(), "Hello there, how can I help?".into())]
+    );
     server.finish().await;
 }
 on_both_backends!(a_turn_streams_the_answer_and_ends_waiting);
@@ -82,11 +97,17 @@ async fn a_client_that_reconnects_gets_every_later_event_exactly_once(backend: B
     server.llm.script([fake_llm::text("one two three")]);
     let chat = create_chat(&server, &token, "count").await;
     server.wait_for_status(&token, &chat, "waiting").await;
-    let all = read_stream(&server, &token, &chat, Some(0), |events| events.iter().filter(|e| e["type"] == "message").count() == 2).await;
+    let all = read_stream(&server, &token, &chat, Some(0), |events| {
+        events.iter().filter(|e| e["type"] == "message").count() == 2
+    })
+    .await;
     let message_ids: Vec<i64> = all.iter().filter(|(_, e)| e["type"] == "message").map(|(id, _)| id.unwrap()).collect();
     assert_eq!(message_ids.len(), 2);
     // Reconnect after the user message: only the assistant message comes again, once.
-    let later = read_stream(&server, &token, &chat, Some(message_ids[0]), |events| events.iter().any(|e| e["type"] == "message")).await;
+    let later = read_stream(&server, &token, &chat, Some(message_ids[0]), |events| {
+        events.iter().any(|e| e["type"] == "message")
+    })
+    .await;
     let replayed: Vec<&Value> = later.iter().filter(|(_, e)| e["type"] == "message").map(|(_, e)| e).collect();
     assert_eq!(replayed.len(), 1);
     assert_eq!(replayed[0]["message"]["role"], "assistant");
@@ -104,7 +125,10 @@ async fn a_client_that_reconnects_gets_every_later_event_exactly_once(backend: B
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.event, "status");
     let next = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
-    assert!(next.is_err() || next.unwrap().map(|e| e.map(|e| e.event == "ping").unwrap_or(true)).unwrap_or(true), "nothing after the last event is replayed");
+    assert!(
+        next.is_err() || next.unwrap().map(|e| e.map(|e| e.event == "ping").unwrap_or(true)).unwrap_or(true),
+        "nothing after the last event is replayed"
+    );
     server.finish().await;
 }
 on_both_backends!(a_client_that_reconnects_gets_every_later_event_exactly_once);
@@ -123,7 +147,13 @@ async fn the_model_uses_the_files_plugin_in_parallel_tool_calls(backend: Backend
     ]);
     server.require_sandbox();
     let workspace = server.ready_workspace(&token, "blank", json!({})).await;
-    let (status, created) = server.post(&token, "/api/v1/chats", json!({"content": [{"type": "text", "text": "write a note"}], "workspace_id": workspace["id"]})).await;
+    let (status, created) = server
+        .post(
+            &token,
+            "/api/v1/chats",
+            json!({"content": [{"type": "text", "text": "write a note"}], "workspace_id": workspace["id"]}),
+        )
+        .await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
     let chat = created["id"].as_str().unwrap().to_string();
     server.wait_for_status(&token, &chat, "waiting").await;
@@ -134,20 +164,29 @@ async fn the_model_uses_the_files_plugin_in_parallel_tool_calls(backend: Backend
     let roles: Vec<&str> = all.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
     let calls = all[1]["content"].as_array().unwrap();
-    assert_eq!(calls[0]["args"], json!({"path": "notes/todo.txt", "content": "ship it\n"}), "arguments split across chunks are joined");
+    assert_eq!(
+        calls[0]["args"],
+        json!({"path": "notes/todo.txt", "content": "ship it\n"}),
+        "arguments split across chunks are joined"
+    );
     let results = all[2]["content"].as_array().unwrap();
     let ids: Vec<&str> = results.iter().map(|r| r["tool_call_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["call_w", "call_r", "call_x", "call_j"], "results are kept in call order");
     assert_eq!(results[0]["is_error"], false);
     assert!(results[1]["is_error"] == true && results[1]["result"].as_str().unwrap().contains("missing.txt"));
-    assert!(results[2]["is_error"] == true && results[2]["result"].as_str().unwrap().contains("no tool named `no_such_tool`"));
+    assert!(
+        results[2]["is_error"] == true
+            && results[2]["result"].as_str().unwrap().contains("no tool named `no_such_tool`")
+    );
     assert!(results[3]["is_error"] == true && results[3]["result"].as_str().unwrap().contains("not valid JSON"));
 
     let requests = server.llm.requests();
     assert_eq!(requests.len(), 2);
-    let tools: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> =
+        requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert!(tools.contains(&"read_file") && tools.contains(&"edit_files"), "{tools:?}");
-    let tool_messages: Vec<&Value> = requests[1]["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").collect();
+    let tool_messages: Vec<&Value> =
+        requests[1]["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").collect();
     assert_eq!(tool_messages.len(), 4, "the model sees every result, errors included");
     assert_eq!(tool_messages[2]["tool_call_id"], "call_x");
     server.finish().await;
@@ -165,7 +204,12 @@ async fn a_failing_provider_leaves_an_error_that_the_next_message_clears(backend
     let chat = create_chat(&server, &token, "hello").await;
     let failed = server.wait_for_status(&token, &chat, "error").await;
     let last_error = failed["last_error"].as_str().unwrap();
-    assert!(last_error.contains("provider `fake`") && last_error.contains("Incorrect API key") && last_error.contains("api_key"), "{failed}");
+    assert!(
+        last_error.contains("provider `fake`")
+            && last_error.contains("Incorrect API key")
+            && last_error.contains("api_key"),
+        "{failed}"
+    );
     assert_eq!(server.llm.requests().len(), 1, "a refused key is not retried");
 
     let (status, sent) = server.post(&token, &format!("/api/v1/chats/{chat}/messages"), text("again")).await;
@@ -174,7 +218,11 @@ async fn a_failing_provider_leaves_an_error_that_the_next_message_clears(backend
     let dropped = server.wait_for_status(&token, &chat, "error").await;
     assert!(dropped["last_error"].as_str().unwrap().contains("ended before"), "{dropped}");
     let kept = texts(&messages(&server, &token, &chat).await);
-    assert_eq!(kept.last().unwrap(), &("assistant".to_string(), "half an ".to_string()), "streamed text is kept, once: {kept:?}");
+    assert_eq!(
+        kept.last().unwrap(),
+        &("assistant".to_string(), "half an ".to_string()),
+        "streamed text is kept, once: {kept:?}"
+    );
     assert_eq!(server.llm.requests().len(), 2, "a connection cut after output is not retried");
 
     server.post(&token, &format!("/api/v1/chats/{chat}/messages"), text("once more")).await;
@@ -187,7 +235,10 @@ on_both_backends!(a_failing_provider_leaves_an_error_that_the_next_message_clear
 async fn messages_sent_during_a_turn_are_queued_and_run_in_order(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = server.user("alice", false).await;
-    server.llm.script([fake_llm::slow_text("first answer is slow", Duration::from_millis(300)), fake_llm::text("second answer")]);
+    server.llm.script([
+        fake_llm::slow_text("first answer is slow", Duration::from_millis(300)),
+        fake_llm::text("second answer"),
+    ]);
     let chat = create_chat(&server, &token, "first").await;
     server.wait_for_status(&token, &chat, "running").await;
     let (status, sent) = server.post(&token, &format!("/api/v1/chats/{chat}/messages"), text("second")).await;
@@ -198,10 +249,11 @@ async fn messages_sent_during_a_turn_are_queued_and_run_in_order(backend: Backen
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.wait_for_status(&token, &chat, "waiting").await;
     let order = texts(&messages(&server, &token, &chat).await);
-    let expected: Vec<(String, String)> = [("user", "first"), ("assistant", "first answer is slow"), ("user", "second"), ("assistant", "second answer")]
-        .iter()
-        .map(|(r, t)| (r.to_string(), t.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        [("user", "first"), ("assistant", "first answer is slow"), ("user", "second"), ("assistant", "second answer")]
+            .iter()
+            .map(|(r, t)| (r.to_string(), t.to_string()))
+            .collect();
     if order != expected {
         // The queued message may start its turn between polls; wait for it to end.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -217,7 +269,10 @@ async fn an_interrupt_keeps_what_was_streamed_and_leaves_the_chat_waiting(backen
     let token = server.user("alice", false).await;
     server.llm.script([fake_llm::slow_text("a b c d e f g h i j k l m n o p", Duration::from_millis(100))]);
     let chat = create_chat(&server, &token, "talk slowly").await;
-    read_stream(&server, &token, &chat, None, |events| events.iter().filter(|e| e["type"] == "message_part").count() >= 3).await;
+    read_stream(&server, &token, &chat, None, |events| {
+        events.iter().filter(|e| e["type"] == "message_part").count() >= 3
+    })
+    .await;
     let (status, after) = server.post(&token, &format!("/api/v1/chats/{chat}/interrupt"), json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(after["status"], "waiting");
@@ -239,10 +294,22 @@ on_both_backends!(an_interrupt_keeps_what_was_streamed_and_leaves_the_chat_waiti
 async fn sending_with_interrupt_stops_the_turn_and_runs_the_new_message_next(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = server.user("alice", false).await;
-    server.llm.script([fake_llm::slow_text("a b c d e f g h i j k l m n o p", Duration::from_millis(100)), fake_llm::text("changed course")]);
+    server.llm.script([
+        fake_llm::slow_text("a b c d e f g h i j k l m n o p", Duration::from_millis(100)),
+        fake_llm::text("changed course"),
+    ]);
     let chat = create_chat(&server, &token, "go").await;
-    read_stream(&server, &token, &chat, None, |events| events.iter().filter(|e| e["type"] == "message_part").count() >= 2).await;
-    let (_, sent) = server.post(&token, &format!("/api/v1/chats/{chat}/messages"), json!({"content": [{"type": "text", "text": "stop, do this"}], "busy_behavior": "interrupt"})).await;
+    read_stream(&server, &token, &chat, None, |events| {
+        events.iter().filter(|e| e["type"] == "message_part").count() >= 2
+    })
+    .await;
+    let (_, sent) = server
+        .post(
+            &token,
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"content": [{"type": "text", "text": "stop, do this"}], "busy_behavior": "interrupt"}),
+        )
+        .await;
     assert_eq!(sent["queued"], true);
     let mut order = Vec::new();
     for _ in 0..200 {
@@ -287,7 +354,8 @@ async fn a_chat_whose_worker_died_is_recovered_and_completed(backend: Backend) {
     assert!(store.acquire_chat("dead-worker").await.unwrap().is_some());
     store.close().await;
 
-    let settings = toolhost::chat::worker::WorkerSettings { stale_after: Duration::from_millis(400), ..support::test_settings() };
+    let settings =
+        toolhost::chat::worker::WorkerSettings { stale_after: Duration::from_millis(400), ..support::test_settings() };
     let server = TestServer::start_on(database, settings).await;
     // The worker may recover it before a script could be queued: any answer will do.
     server.wait_for_status(&token, &chat.id, "waiting").await;
@@ -319,7 +387,14 @@ async fn editing_a_user_message_drops_what_followed_and_runs_again(backend: Back
     let first_id = all[0]["id"].as_i64().unwrap();
     let assistant_id = all[1]["id"].as_i64().unwrap();
 
-    let patch = |id: i64, body: Value| server.http.patch(server.url(&format!("/api/v1/chats/{chat}/messages/{id}"))).bearer_auth(&token).json(&body).send();
+    let patch = |id: i64, body: Value| {
+        server
+            .http
+            .patch(server.url(&format!("/api/v1/chats/{chat}/messages/{id}")))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
     let not_user = patch(assistant_id, text("no")).await.unwrap();
     assert_eq!(not_user.status(), StatusCode::BAD_REQUEST);
     let unknown = patch(999_999, text("no")).await.unwrap();
@@ -330,7 +405,8 @@ async fn editing_a_user_message_drops_what_followed_and_runs_again(backend: Back
     assert_eq!(edited.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.wait_for_status(&token, &chat, "waiting").await;
-    let expected: Vec<(String, String)> = vec![("user".into(), "first, edited".into()), ("assistant".into(), "answer to the edit".into())];
+    let expected: Vec<(String, String)> =
+        vec![("user".into(), "first, edited".into()), ("assistant".into(), "answer to the edit".into())];
     assert_eq!(texts(&messages(&server, &token, &chat).await), expected);
     server.finish().await;
 }
@@ -339,7 +415,11 @@ on_both_backends!(editing_a_user_message_drops_what_followed_and_runs_again);
 async fn queued_messages_can_be_deleted_and_promoted(backend: Backend) {
     let server = TestServer::start(backend).await;
     let token = server.user("alice", false).await;
-    server.llm.script([fake_llm::slow_text("a b c d e f g h i j k l m n o p q r s t", Duration::from_millis(100)), fake_llm::text("for three"), fake_llm::text("for one")]);
+    server.llm.script([
+        fake_llm::slow_text("a b c d e f g h i j k l m n o p q r s t", Duration::from_millis(100)),
+        fake_llm::text("for three"),
+        fake_llm::text("for one"),
+    ]);
     let chat = create_chat(&server, &token, "start").await;
     server.wait_for_status(&token, &chat, "running").await;
     let mut ids = Vec::new();
@@ -347,9 +427,21 @@ async fn queued_messages_can_be_deleted_and_promoted(backend: Backend) {
         let (_, sent) = server.post(&token, &format!("/api/v1/chats/{chat}/messages"), text(t)).await;
         ids.push(sent["queued_message"]["id"].as_i64().unwrap());
     }
-    let deleted = server.http.delete(server.url(&format!("/api/v1/chats/{chat}/queue/{}", ids[1]))).bearer_auth(&token).send().await.unwrap();
+    let deleted = server
+        .http
+        .delete(server.url(&format!("/api/v1/chats/{chat}/queue/{}", ids[1])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let again = server.http.delete(server.url(&format!("/api/v1/chats/{chat}/queue/{}", ids[1]))).bearer_auth(&token).send().await.unwrap();
+    let again = server
+        .http
+        .delete(server.url(&format!("/api/v1/chats/{chat}/queue/{}", ids[1])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     let (status, _) = server.post(&token, &format!("/api/v1/chats/{chat}/queue/{}/promote", ids[2]), json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -376,13 +468,25 @@ async fn archiving_a_chat_archives_its_descendants(backend: Backend) {
     let owner = server.store.find_user("alice").await.unwrap().unwrap();
     let child = stored_chat(&server.store, owner.id, Some(root.clone()), "help").await;
     server.wait_for_status(&token, &child.id, "waiting").await;
-    let archived = server.http.post(server.url(&format!("/api/v1/chats/{root}/archive"))).bearer_auth(&token).send().await.unwrap();
+    let archived = server
+        .http
+        .post(server.url(&format!("/api/v1/chats/{root}/archive")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(archived.status(), StatusCode::NO_CONTENT);
     let (_, active) = server.get(&token, "/api/v1/chats").await;
     assert_eq!(active["chats"], json!([]));
     let (_, shelved) = server.get(&token, "/api/v1/chats?archived=true").await;
     assert_eq!(shelved["chats"].as_array().unwrap().len(), 2, "the child is archived with its root");
-    let restored = server.http.post(server.url(&format!("/api/v1/chats/{root}/unarchive"))).bearer_auth(&token).send().await.unwrap();
+    let restored = server
+        .http
+        .post(server.url(&format!("/api/v1/chats/{root}/unarchive")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(restored.status(), StatusCode::NO_CONTENT);
     let (_, active) = server.get(&token, "/api/v1/chats").await;
     assert_eq!(active["chats"].as_array().unwrap().len(), 2);
@@ -411,7 +515,8 @@ async fn the_chat_stream_is_also_a_websocket(backend: Backend) {
     server.llm.script([fake_llm::slow_text("over the socket", Duration::from_millis(30))]);
     let chat = create_chat(&server, &token, "ws").await;
     let url = format!("{}/api/v1/chats/{chat}/stream?after=0", server.base.replace("http://", "ws://"));
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let mut events: Vec<Value> = Vec::new();
@@ -427,7 +532,11 @@ async fn the_chat_stream_is_also_a_websocket(backend: Backend) {
         }
     }
     assert_eq!(events[0]["type"], "status");
-    let streamed: String = events.iter().filter(|e| e["type"] == "message_part").map(|e| e["part"]["text"].as_str().unwrap().to_string()).collect();
+    let streamed: String = events
+        .iter()
+        .filter(|e| e["type"] == "message_part")
+        .map(|e| e["part"]["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(streamed, "over the socket");
     let seqs: Vec<i64> = events.iter().skip(1).map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
@@ -440,7 +549,14 @@ async fn the_watch_stream_tells_a_user_about_their_chats_only(backend: Backend) 
     let alice = server.user("alice", false).await;
     let bob = server.user("bob", false).await;
     server.llm.script([fake_llm::text("hi bob"), fake_llm::text("hi alice")]);
-    let response = server.http.get(server.url("/api/v1/chats/watch")).bearer_auth(&alice).header("accept", "text/event-stream").send().await.unwrap();
+    let response = server
+        .http
+        .get(server.url("/api/v1/chats/watch"))
+        .bearer_auth(&alice)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut watch = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
     create_chat(&server, &bob, "bob's chat").await;

@@ -24,9 +24,20 @@ fn schemathesis() -> PathBuf {
     if std::fs::read_to_string(&installed).ok().as_deref() == Some(SCHEMATHESIS) && command.is_file() {
         return command;
     }
-    let made = std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).output().expect("python3 runs (bash .ci/system-deps installs it)");
-    assert!(made.status.success(), "a Python virtual environment cannot be made (bash .ci/system-deps installs python3-venv): {}", String::from_utf8_lossy(&made.stderr));
-    let pip = std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS]).output().unwrap();
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .output()
+        .expect("python3 runs (bash .ci/system-deps installs it)");
+    assert!(
+        made.status.success(),
+        "a Python virtual environment cannot be made (bash .ci/system-deps installs python3-venv): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS])
+        .output()
+        .unwrap();
     assert!(pip.status.success(), "pip cannot install {SCHEMATHESIS}: {}", String::from_utf8_lossy(&pip.stderr));
     std::fs::write(&installed, SCHEMATHESIS).unwrap();
     command
@@ -46,7 +57,18 @@ async fn the_openapi_document_states_every_constraint_and_every_answer() {
         .arg(server.url("/api/v1/openapi.json"))
         .args(["--url", &server.url("/api/v1")])
         .args(["--header", &format!("Authorization: Bearer {admin}")])
-        .args(["--checks", "all", "--max-examples", "8", "--workers", "2", "--seed", "20261201", "--request-timeout", "10"])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "8",
+            "--workers",
+            "2",
+            "--seed",
+            "20261201",
+            "--request-timeout",
+            "10",
+        ])
         // Not the coverage phase: in this version its constraint walker fails inside
         // schemathesis (a KeyError) on the 64-bit bounds of path ids, which is no finding
         // about the server.
@@ -59,7 +81,8 @@ async fn the_openapi_document_states_every_constraint_and_every_answer() {
         .await
         .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
-    let tail: String = said.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String =
+        said.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert!(done.status.success(), "schemathesis found the document and the server at odds:\n{tail}");
     assert!(said.contains("passed") && !said.contains("failures"), "{tail}");
     server.finish().await;

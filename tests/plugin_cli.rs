@@ -59,7 +59,15 @@ fn plugin_call_prints_the_result_as_json() {
     std::fs::write(ws.path().join("hello.txt"), "hello\nworld\n").unwrap();
     let out = toolhost(
         data.path(),
-        &["plugin", "call", "read_file", "--args", r#"{"path": "hello.txt", "limit": 1}"#, "--workspace", ws.path().to_str().unwrap()],
+        &[
+            "plugin",
+            "call",
+            "read_file",
+            "--args",
+            r#"{"path": "hello.txt", "limit": 1}"#,
+            "--workspace",
+            ws.path().to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -98,7 +106,12 @@ fn plugin_inspect_reports_facts_or_the_refusal() {
     let bad = toolhost(data.path(), &["plugin", "inspect", fixture("wrong-version").to_str().unwrap()]);
     assert!(!bad.status.success());
     let err = stderr(&bad);
-    assert!(err.contains("wrong_version.wasm") && err.contains("toolhost:plugin@0.2.0") && err.contains("toolhost:plugin@0.1.0"), "{err}");
+    assert!(
+        err.contains("wrong_version.wasm")
+            && err.contains("toolhost:plugin@0.2.0")
+            && err.contains("toolhost:plugin@0.1.0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +121,17 @@ fn plugin_bench_ends_with_a_json_line_of_figures() {
     std::fs::write(ws.path().join("a.txt"), "one\ntwo\n").unwrap();
     let out = toolhost(
         data.path(),
-        &["plugin", "bench", "read_file", "--args", r#"{"path": "a.txt"}"#, "--workspace", ws.path().to_str().unwrap(), "--calls", "20"],
+        &[
+            "plugin",
+            "bench",
+            "read_file",
+            "--args",
+            r#"{"path": "a.txt"}"#,
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--calls",
+            "20",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -140,10 +163,19 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_loads() {
     assert!(build.status.success(), "the scaffold builds with one command: {}", stderr(&build));
 
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(target_dir.join("wasm32-wasip2/release/word_tools.wasm"), plugins.path().join("word_tools.wasm")).unwrap();
+    std::fs::copy(target_dir.join("wasm32-wasip2/release/word_tools.wasm"), plugins.path().join("word_tools.wasm"))
+        .unwrap();
     let call = toolhost(
         data.path(),
-        &["--plugins-dir", plugins.path().to_str().unwrap(), "plugin", "call", "word_tools_count_words", "--args", r#"{"text": "one two three"}"#],
+        &[
+            "--plugins-dir",
+            plugins.path().to_str().unwrap(),
+            "plugin",
+            "call",
+            "word_tools_count_words",
+            "--args",
+            r#"{"text": "one two three"}"#,
+        ],
     );
     assert!(call.status.success(), "{}", stderr(&call));
     let result: Value = serde_json::from_str(&stdout(&call)).unwrap();

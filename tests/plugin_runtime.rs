@@ -9,8 +9,8 @@ use tempfile::TempDir;
 use toolhost::capabilities::Grants;
 use toolhost::capabilities::progress::ProgressUpdate;
 use toolhost::plugins::{
-    CallContext, CallError, CallRequest, ChatKind, ContentPart, LimitsConfig, PluginLimits, PluginRuntime, RuntimeOptions,
-    ToolOutput,
+    CallContext, CallError, CallRequest, ChatKind, ContentPart, LimitsConfig, PluginLimits, PluginRuntime,
+    RuntimeOptions, ToolOutput,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -52,7 +52,8 @@ fn request(tool: &str, arguments: Value, workspace: Option<&Path>) -> CallReques
             user_id: "user-1".into(),
             call_id: "call-1".into(),
         },
-        workspace: workspace.map(|path| toolhost::workspace::confined::WorkspaceRoot { path: path.to_path_buf(), owner: None }),
+        workspace: workspace
+            .map(|path| toolhost::workspace::confined::WorkspaceRoot { path: path.to_path_buf(), owner: None }),
         chat: None,
         grants: None,
         progress: None,
@@ -199,7 +200,10 @@ async fn an_endless_loop_is_stopped_at_the_time_limit_and_the_next_call_works() 
     let error = runtime.call(request("spin", json!({}), None)).await.unwrap_err();
     assert_eq!(error.code(), "timeout");
     let message = error.to_string();
-    assert!(message.contains("plugin `hostile`") && message.contains("time limit of 500 ms") && message.contains("`spin`"), "{message}");
+    assert!(
+        message.contains("plugin `hostile`") && message.contains("time limit of 500 ms") && message.contains("`spin`"),
+        "{message}"
+    );
     assert_still_serves(&runtime).await;
 }
 
@@ -254,7 +258,9 @@ async fn workspace_fs_refuses_every_way_out_of_the_workspace() {
     std::os::unix::fs::symlink("inside.txt", ws.path().join("inner-link")).unwrap();
     let secret = outside.path().join("secret.txt");
     let relative_escape = format!("../{}/secret.txt", outside.path().file_name().unwrap().to_string_lossy());
-    for path in [relative_escape.as_str(), secret.to_str().unwrap(), "escape/secret.txt", "secret-link", "a/../../secret.txt"] {
+    for path in
+        [relative_escape.as_str(), secret.to_str().unwrap(), "escape/secret.txt", "secret-link", "a/../../secret.txt"]
+    {
         let error = runtime.call(request("read", json!({"path": path}), Some(ws.path()))).await.unwrap_err();
         assert_eq!(error.code(), "denied", "{path}: {error}");
         assert!(!error.to_string().contains("TOP SECRET"));
@@ -284,7 +290,10 @@ async fn progress_reports_reach_the_call_s_sink() {
     runtime.call(call).await.unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].message.as_str(), seen[0].fraction, seen[0].tool.as_str()), ("half way", Some(0.5), "log_and_report"));
+    assert_eq!(
+        (seen[0].message.as_str(), seen[0].fraction, seen[0].tool.as_str()),
+        ("half way", Some(0.5), "log_and_report")
+    );
 }
 
 #[tokio::test]
@@ -308,7 +317,11 @@ async fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions(
     let (runtime, dir) = runtime_with(&["wrong-version"], quick_limits()).await;
     let [refusal] = runtime.refused() else { panic!("expected one refusal: {:?}", runtime.refused()) };
     assert_eq!(refusal.source, dir.path().join("wrong-version.wasm").display().to_string());
-    assert!(refusal.reason.contains("toolhost:plugin@0.2.0") && refusal.reason.contains("toolhost:plugin@0.1.0"), "{}", refusal.reason);
+    assert!(
+        refusal.reason.contains("toolhost:plugin@0.2.0") && refusal.reason.contains("toolhost:plugin@0.1.0"),
+        "{}",
+        refusal.reason
+    );
     assert!(runtime.plugins().any(|p| p.name == "files"), "the other plugins still load");
 }
 
@@ -316,7 +329,11 @@ async fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions(
 async fn a_tool_with_an_invalid_input_schema_is_refused() {
     let (runtime, _dir) = runtime_with(&["bad-schema"], quick_limits()).await;
     let [refusal] = runtime.refused() else { panic!("expected one refusal: {:?}", runtime.refused()) };
-    assert!(refusal.reason.contains("`bad_schema_tool`") && refusal.reason.contains("not valid JSON Schema"), "{}", refusal.reason);
+    assert!(
+        refusal.reason.contains("`bad_schema_tool`") && refusal.reason.contains("not valid JSON Schema"),
+        "{}",
+        refusal.reason
+    );
 }
 
 #[tokio::test]
@@ -337,7 +354,8 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
     std::fs::write(dir.path().join("core.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
     let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
     let reason = |file: &str| {
-        let refusal = runtime.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
+        let refusal =
+            runtime.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
         refusal.reason.clone()
     };
     assert!(reason("garbage.wasm").contains("not a valid WebAssembly component"), "{}", reason("garbage.wasm"));

@@ -13,13 +13,25 @@ use toolhost::plugins::ChatKind;
 use toolhost::store::NewChat;
 
 async fn put_policy(server: &TestServer, token: &str, policy: &str) -> (StatusCode, Value) {
-    let response = server.http.put(server.url("/api/v1/policy")).bearer_auth(token).json(&json!({"policy": policy})).send().await.unwrap();
+    let response = server
+        .http
+        .put(server.url("/api/v1/policy"))
+        .bearer_auth(token)
+        .json(&json!({"policy": policy}))
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn tool<'a>(explained: &'a Value, name: &str) -> &'a Value {
-    explained["tools"].as_array().unwrap().iter().find(|t| t["tool"] == name).unwrap_or_else(|| panic!("no `{name}` in {explained}"))
+    explained["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {explained}"))
 }
 
 /// The default policy, with subagents also kept from writing files.
@@ -44,7 +56,16 @@ async fn wait_until_waiting(server: &TestServer, chat: &str) {
 /// A root chat of `owner` whose first turn (one scripted answer) is over.
 async fn finished_root_chat(server: &TestServer, owner: &str) -> toolhost::store::Chat {
     let owner = server.store.find_user(owner).await.unwrap().unwrap();
-    let root = NewChat { owner_id: owner.id, parent_chat_id: None, root_chat_id: None, kind: ChatKind::Root, workspace_id: None, title: "root".into(), model: None, content: vec![MessagePart::text("root")] };
+    let root = NewChat {
+        owner_id: owner.id,
+        parent_chat_id: None,
+        root_chat_id: None,
+        kind: ChatKind::Root,
+        workspace_id: None,
+        title: "root".into(),
+        model: None,
+        content: vec![MessagePart::text("root")],
+    };
     let (root, _) = server.store.create_chat(root).await.unwrap();
     wait_until_waiting(server, &root.id).await;
     root
@@ -94,7 +115,12 @@ async fn the_default_policy_is_in_force_out_of_the_box_and_explains_itself(backe
     assert_eq!(status, StatusCode::OK, "{root}");
     assert_eq!(tool(&root, "write_file")["visible"], true);
     assert_eq!(tool(&root, "write_file")["decided_by"], "root-chats-use-every-tool");
-    let capability = root["capabilities"].as_array().unwrap().iter().find(|c| c["tool"] == "read_file" && c["capability"] == "workspace-fs").unwrap();
+    let capability = root["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tool"] == "read_file" && c["capability"] == "workspace-fs")
+        .unwrap();
     assert_eq!(capability["allowed"], true);
     assert_eq!(capability["decided_by"], "bundled-plugins-use-what-they-import");
 
@@ -112,7 +138,10 @@ async fn the_default_policy_is_in_force_out_of_the_box_and_explains_itself(backe
 on_both_backends!(the_default_policy_is_in_force_out_of_the_box_and_explains_itself);
 
 fn offered_tools(request: &Value) -> Vec<String> {
-    request["tools"].as_array().map(|t| t.iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    request["tools"]
+        .as_array()
+        .map(|t| t.iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, bool)> {
@@ -121,7 +150,9 @@ fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, bool)> {
         .filter(|m| m.role == "tool")
         .flat_map(|m| m.content.iter())
         .filter_map(|p| match p {
-            MessagePart::ToolResult { result, is_error, .. } => Some((result.as_str().unwrap_or_default().to_string(), *is_error)),
+            MessagePart::ToolResult { result, is_error, .. } => {
+                Some((result.as_str().unwrap_or_default().to_string(), *is_error))
+            }
             _ => None,
         })
         .collect()
@@ -137,7 +168,15 @@ async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_
     let root_results = tool_results(&server.store.messages(&root.id, 0).await.unwrap());
     assert_eq!(root_results, [("spawn_computer_use_agent ran (stand-in)".to_string(), false)], "root chats call them");
     let root_tools = offered_tools(&server.llm.requests()[0]);
-    for tool in ["create_workspace", "spawn_agent", "wait_agent", "spawn_computer_use_agent", "list_templates", "read_file", "execute"] {
+    for tool in [
+        "create_workspace",
+        "spawn_agent",
+        "wait_agent",
+        "spawn_computer_use_agent",
+        "list_templates",
+        "read_file",
+        "execute",
+    ] {
         assert!(root_tools.iter().any(|t| t == tool), "root chats are told of {tool}: {root_tools:?}");
     }
 
@@ -147,14 +186,33 @@ async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_
     let requests = server.llm.requests();
     let child_request = requests.iter().find(|r| r.to_string().contains("make a workspace")).unwrap();
     let child_tools = offered_tools(child_request);
-    assert!(child_tools.iter().any(|t| t == "read_file") && child_tools.iter().any(|t| t == "execute"), "{child_tools:?}");
-    for tool in ["create_workspace", "start_workspace", "spawn_agent", "wait_agent", "message_agent", "close_agent", "spawn_computer_use_agent", "list_templates", "read_template"] {
+    assert!(
+        child_tools.iter().any(|t| t == "read_file") && child_tools.iter().any(|t| t == "execute"),
+        "{child_tools:?}"
+    );
+    for tool in [
+        "create_workspace",
+        "start_workspace",
+        "spawn_agent",
+        "wait_agent",
+        "message_agent",
+        "close_agent",
+        "spawn_computer_use_agent",
+        "list_templates",
+        "read_template",
+    ] {
         assert!(!child_tools.iter().any(|t| t == tool), "the subagent is told of {tool}: {child_tools:?}");
     }
     let (result, is_error) = tool_results(&server.store.messages(&child, 0).await.unwrap()).remove(0);
-    assert!(is_error && result.contains("subagents-do-not-provision-workspaces-or-spawn-agents") && !result.contains("ran"), "{result}");
+    assert!(
+        is_error && result.contains("subagents-do-not-provision-workspaces-or-spawn-agents") && !result.contains("ran"),
+        "{result}"
+    );
     let denials = audit(&server, &admin, 1).await;
-    assert_eq!((denials[0]["chat_id"].as_str(), denials[0]["tool"].as_str(), denials[0]["plugin"].as_str()), (Some(child.as_str()), Some("create_workspace"), Some("workspaces")));
+    assert_eq!(
+        (denials[0]["chat_id"].as_str(), denials[0]["tool"].as_str(), denials[0]["plugin"].as_str()),
+        (Some(child.as_str()), Some("create_workspace"), Some("workspaces"))
+    );
     assert_eq!(denials[0]["policy_version"], 0, "the built-in default decided");
     server.finish().await;
 }
@@ -171,7 +229,10 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
     server.llm.script([fake_llm::text("root answer")]);
     let root = finished_root_chat(&server, "alice").await;
     server.llm.script([
-        fake_llm::tool_calls(&[("call_w", "write_file", r#"{"path": "stolen.txt", "content": "x"}"#), ("call_r", "read_file", r#"{"path": "missing.txt"}"#)]),
+        fake_llm::tool_calls(&[
+            ("call_w", "write_file", r#"{"path": "stolen.txt", "content": "x"}"#),
+            ("call_r", "read_file", r#"{"path": "missing.txt"}"#),
+        ]),
         fake_llm::text("I could not write."),
     ]);
     let child = subagent_chat(&server, &root, "write a file").await;
@@ -179,20 +240,42 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
     let requests = server.llm.requests();
     let child_requests: Vec<&Value> = requests.iter().filter(|r| r.to_string().contains("write a file")).collect();
     assert_eq!(child_requests.len(), 2, "{requests:?}");
-    let offered: Vec<&str> = child_requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert!(offered.contains(&"read_file") && !offered.contains(&"write_file"), "the subagent is not told about write_file: {offered:?}");
+    let offered: Vec<&str> = child_requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        offered.contains(&"read_file") && !offered.contains(&"write_file"),
+        "the subagent is not told about write_file: {offered:?}"
+    );
     let root_requests: Vec<&Value> = requests.iter().filter(|r| !r.to_string().contains("write a file")).collect();
     assert!(root_requests[0]["tools"].to_string().contains("write_file"), "root chats still see it");
 
     let messages = server.store.messages(&child, 0).await.unwrap();
     let results = &messages.iter().find(|m| m.role == "tool").unwrap().content;
     let MessagePart::ToolResult { result, is_error, .. } = &results[0] else { panic!("{results:?}") };
-    assert!(*is_error && result.as_str().unwrap().contains("the tool policy denies it (subagents-do-not-write"), "{result}");
+    assert!(
+        *is_error && result.as_str().unwrap().contains("the tool policy denies it (subagents-do-not-write"),
+        "{result}"
+    );
     let MessagePart::ToolResult { result, .. } = &results[1] else { panic!() };
     assert!(!result.as_str().unwrap().contains("policy"), "read_file ran: {result}");
     let workspaces = server.data.path().join("workspaces");
-    let ids: Vec<String> = std::fs::read_dir(&workspaces).map(|entries| entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
-    let stolen = ids.iter().map(|id| server.workspaces.local_files(id)).any(|files| files.exists() && has_file(&files, "stolen.txt"));
+    let ids: Vec<String> = std::fs::read_dir(&workspaces)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let stolen = ids
+        .iter()
+        .map(|id| server.workspaces.local_files(id))
+        .any(|files| files.exists() && has_file(&files, "stolen.txt"));
     assert!(!stolen, "the invented call did not run");
 
     let denials = audit(&server, &admin, 1).await;
@@ -221,7 +304,10 @@ async fn a_capability_use_outside_its_allowed_scope_is_denied_and_audited(backen
     let (status, saved) = put_policy(&server, &admin, &policy).await;
     assert_eq!(status, StatusCode::OK, "{saved}");
     server.llm.script([
-        fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "secrets/key", "content": "k"}"#), ("c2", "write_file", r#"{"path": "notes.txt", "content": "n"}"#)]),
+        fake_llm::tool_calls(&[
+            ("c1", "write_file", r#"{"path": "secrets/key", "content": "k"}"#),
+            ("c2", "write_file", r#"{"path": "notes.txt", "content": "n"}"#),
+        ]),
         fake_llm::text("done"),
     ]);
     let (chat, workspace) = server.chat_with_workspace(&alice, "write both").await;
@@ -242,7 +328,9 @@ async fn bad_policies_are_refused_with_line_precise_errors_and_nothing_changes(b
     let admin = server.user("root", true).await;
     let alice = server.user("alice", false).await;
 
-    let (status, refused) = put_policy(&server, &admin, "permit (principal, action, resource);\n\nforbid (principal, action resource);\n").await;
+    let (status, refused) =
+        put_policy(&server, &admin, "permit (principal, action, resource);\n\nforbid (principal, action resource);\n")
+            .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert_eq!(refused["error"]["code"], "invalid_policy");
     assert_eq!(refused["error"]["details"]["problems"][0]["line"], 3, "{refused}");
@@ -251,7 +339,9 @@ async fn bad_policies_are_refused_with_line_precise_errors_and_nothing_changes(b
     let (status, refused) = put_policy(&server, &admin, "permit (principal is Robot, action, resource);").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an unknown entity type: {refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("Robot"), "{refused}");
-    let (status, refused) = put_policy(&server, &admin, "permit (principal, action, resource)\nwhen { principal.colour == \"red\" };").await;
+    let (status, refused) =
+        put_policy(&server, &admin, "permit (principal, action, resource)\nwhen { principal.colour == \"red\" };")
+            .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an unknown attribute: {refused}");
     assert_eq!(refused["error"]["details"]["problems"][0]["line"], 2);
 
@@ -259,17 +349,31 @@ async fn bad_policies_are_refused_with_line_precise_errors_and_nothing_changes(b
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(server.get(&admin, "/api/v1/policy").await.1["version"], 0, "nothing refused took effect");
 
-    let typo = format!("{}\n@id(\"typo\")\nforbid (principal, action, resource) when {{ resource.name == \"raed_file\" }};\n", toolhost::policy::DEFAULT_POLICY);
+    let typo = format!(
+        "{}\n@id(\"typo\")\nforbid (principal, action, resource) when {{ resource.name == \"raed_file\" }};\n",
+        toolhost::policy::DEFAULT_POLICY
+    );
     let (status, saved) = put_policy(&server, &admin, &typo).await;
     assert_eq!(status, StatusCode::OK, "an unknown tool name is a warning: {saved}");
     let warnings = saved["warnings"].as_array().unwrap();
     let warning = warnings.iter().find(|w| w["rule"] == "typo").unwrap_or_else(|| panic!("{saved}"));
-    assert!(warning["message"].as_str().unwrap().contains("no installed plugin offers a tool named `raed_file`"), "{saved}");
+    assert!(
+        warning["message"].as_str().unwrap().contains("no installed plugin offers a tool named `raed_file`"),
+        "{saved}"
+    );
     assert!(warning["line"].as_u64().unwrap() > 30, "{warning}");
 
-    let (status, saved) = put_policy(&server, &admin, "@id(\"lockdown\")\nforbid (principal, action, resource);\npermit (principal, action, resource);").await;
+    let (status, saved) = put_policy(
+        &server,
+        &admin,
+        "@id(\"lockdown\")\nforbid (principal, action, resource);\npermit (principal, action, resource);",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{saved}");
-    assert!(saved["warnings"].to_string().contains("WARNING: with this policy an admin's root chat sees none"), "{saved}");
+    assert!(
+        saved["warnings"].to_string().contains("WARNING: with this policy an admin's root chat sees none"),
+        "{saved}"
+    );
     assert_eq!(saved["version"], 2);
 
     // Every version is kept and an earlier one can be put back; another replica picks it up.
@@ -329,7 +433,10 @@ async fn scoped_rules_follow_symbolic_links_and_hidden_tools_stay_uncallable(bac
     );
     let (status, saved) = put_policy(&server, &admin, &policy).await;
     assert_eq!(status, StatusCode::OK, "{saved}");
-    server.llm.script([fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "notes.txt", "content": "n"}"#)]), fake_llm::text("ok")]);
+    server.llm.script([
+        fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "notes.txt", "content": "n"}"#)]),
+        fake_llm::text("ok"),
+    ]);
     let (chat, workspace) = server.chat_with_workspace(&alice, "start").await;
     server.wait_for_status(&alice, &chat, "waiting").await;
     assert!(!offered_tools(&server.llm.requests()[0]).iter().any(|t| t == "edit_files"), "edit_files is not offered");
@@ -345,13 +452,22 @@ async fn scoped_rules_follow_symbolic_links_and_hidden_tools_stay_uncallable(bac
         ]),
         fake_llm::text("done"),
     ]);
-    server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), json!({"content": [{"type": "text", "text": "read it"}]})).await;
+    server
+        .post(
+            &alice,
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"content": [{"type": "text", "text": "read it"}]}),
+        )
+        .await;
     server.wait_for_status(&alice, &chat, "waiting").await;
     let results = tool_results(&server.store.messages(&chat, 0).await.unwrap());
     let (read, read_error) = &results[1];
     assert!(*read_error && read.contains("no-secrets") && !read.contains("hunter2"), "{read}");
     let (edit, edit_error) = &results[2];
-    assert!(*edit_error && edit.contains("edit-files-unseen") && edit.contains("not visible"), "a tool hidden from the chat is not callable by name: {edit}");
+    assert!(
+        *edit_error && edit.contains("edit-files-unseen") && edit.contains("not visible"),
+        "a tool hidden from the chat is not callable by name: {edit}"
+    );
     assert_eq!(std::fs::read_to_string(workspace.join("notes.txt")).unwrap(), "n");
     let denials = audit(&server, &admin, 2).await;
     assert!(denials.iter().any(|d| d["scope"] == "secrets/key" && d["decided_by"] == "no-secrets"), "{denials:?}");
@@ -362,18 +478,39 @@ on_both_backends!(scoped_rules_follow_symbolic_links_and_hidden_tools_stay_uncal
 async fn a_stored_policy_that_no_longer_loads_denies_everything_rather_than_falling_back(backend: Backend) {
     let server = TestServer::start(backend).await;
     // As if an upgrade changed the schema under a stored policy.
-    server.store.add_policy_version("permit (principal, action, resource) when { principal.retired_attribute };", "root", "").await.unwrap();
+    server
+        .store
+        .add_policy_version("permit (principal, action, resource) when { principal.retired_attribute };", "root", "")
+        .await
+        .unwrap();
     let inventory = toolhost::policy::sample_inventory(0);
     let engine = toolhost::policy::PolicyEngine::load(server.store.clone(), inventory).await.unwrap();
     let active = engine.active();
     assert_eq!(active.version, 1);
-    assert!(active.problem.as_deref().is_some_and(|p| p.contains("no longer validates") && p.contains("PUT /api/v1/policy")), "{:?}", active.problem);
-    let root = toolhost::policy::Principal { id: "c".into(), kind: ChatKind::Root, depth: 0, owner: "a".into(), owner_role: "admin".into(), model: String::new() };
+    assert!(
+        active
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("no longer validates") && p.contains("PUT /api/v1/policy")),
+        "{:?}",
+        active.problem
+    );
+    let root = toolhost::policy::Principal {
+        id: "c".into(),
+        kind: ChatKind::Root,
+        depth: 0,
+        owner: "a".into(),
+        owner_role: "admin".into(),
+        model: String::new(),
+    };
     assert!(active.rules.visible_tools(&root).is_empty(), "nothing is allowed");
     assert_eq!(engine.refresh().await.unwrap().version, 1, "and it is not rebuilt at every step");
     let saved = engine.save(toolhost::policy::DEFAULT_POLICY, "root", "").await.unwrap();
     assert_eq!(saved.version, 2);
-    assert!(engine.active().problem.is_none() && !engine.active().rules.visible_tools(&root).is_empty(), "a valid policy heals it");
+    assert!(
+        engine.active().problem.is_none() && !engine.active().rules.visible_tools(&root).is_empty(),
+        "a valid policy heals it"
+    );
     server.finish().await;
 }
 on_both_backends!(a_stored_policy_that_no_longer_loads_denies_everything_rather_than_falling_back);

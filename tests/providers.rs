@@ -43,30 +43,57 @@ async fn a_chat_runs_end_to_end_on_anthropic_with_thinking_tools_caching_and_cos
     let server = TestServer::start(backend).await;
     let admin = anthropic_setup(&server).await;
     let alice = server.user("alice", false).await;
-    server.llm.script([fake_llm::anthropic_thinking_tool_use("toolu_1", "read_file", r#"{"path": "missing.txt"}"#), fake_llm::anthropic_text("The file is missing.")]);
-    let chat = create_chat(&server, &alice, json!({"content": [{"type": "text", "text": "read missing.txt"}], "model": "claude-test"})).await;
+    server.llm.script([
+        fake_llm::anthropic_thinking_tool_use("toolu_1", "read_file", r#"{"path": "missing.txt"}"#),
+        fake_llm::anthropic_text("The file is missing."),
+    ]);
+    let chat = create_chat(
+        &server,
+        &alice,
+        json!({"content": [{"type": "text", "text": "read missing.txt"}], "model": "claude-test"}),
+    )
+    .await;
     server.wait_for_status(&alice, &chat, "waiting").await;
 
     let all = messages(&server, &alice, &chat).await;
     let roles: Vec<&str> = all.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "tool", "assistant"], "{all:?}");
-    assert_eq!(all[1]["content"][0], json!({"type": "reasoning", "text": "I should read the file."}), "signatures stay internal");
+    assert_eq!(
+        all[1]["content"][0],
+        json!({"type": "reasoning", "text": "I should read the file."}),
+        "signatures stay internal"
+    );
     assert_eq!(all[1]["content"][1]["args"], json!({"path": "missing.txt"}));
     assert_eq!(all[2]["content"][0]["is_error"], true);
     assert_eq!(all[3]["content"][0]["text"], "The file is missing.");
     let usage = &all[3]["usage"];
-    assert_eq!((usage["input_tokens"].as_i64(), usage["cache_read_tokens"].as_i64(), usage["cache_creation_tokens"].as_i64(), usage["output_tokens"].as_i64()), (Some(100), Some(1000), Some(50), Some(20)));
+    assert_eq!(
+        (
+            usage["input_tokens"].as_i64(),
+            usage["cache_read_tokens"].as_i64(),
+            usage["cache_creation_tokens"].as_i64(),
+            usage["output_tokens"].as_i64()
+        ),
+        (Some(100), Some(1000), Some(50), Some(20))
+    );
     // 100 * 3 + 20 * 15 + 1000 * 0.3 + 50 * 3.75 = 1087.5 per million.
     assert!((usage["cost_usd"].as_f64().unwrap() - 0.0010875).abs() < 1e-12, "{usage}");
 
     let requests = server.llm.requests();
     assert_eq!(requests.len(), 2);
-    assert!(server.llm.keys().iter().all(|k| k.as_deref() == Some("sk-ant-secret-123")), "the sealed key is opened for the provider");
+    assert!(
+        server.llm.keys().iter().all(|k| k.as_deref() == Some("sk-ant-secret-123")),
+        "the sealed key is opened for the provider"
+    );
     let second = &requests[1];
     assert_eq!(second["model"], "claude-sonnet-test");
     assert_eq!(second["thinking"]["budget_tokens"], 2048);
     assert_eq!(second["system"][0]["cache_control"]["type"], "ephemeral");
-    assert_eq!(second["messages"][1]["content"][0], json!({"type": "thinking", "thinking": "I should read the file.", "signature": "c2lnbmF0dXJl"}), "{second}");
+    assert_eq!(
+        second["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "I should read the file.", "signature": "c2lnbmF0dXJl"}),
+        "{second}"
+    );
     assert_eq!(second["messages"][2]["content"][0]["type"], "tool_result");
     assert_eq!(second["messages"][2]["content"][0]["cache_control"]["type"], "ephemeral");
 
@@ -93,18 +120,35 @@ async fn retryable_failures_back_off_publish_retry_events_and_never_duplicate_ou
     anthropic_setup(&server).await;
     let alice = server.user("alice", false).await;
     server.llm.script([
-        Script::StatusRetryAfter(429, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}), 1),
+        Script::StatusRetryAfter(
+            429,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+            1,
+        ),
         fake_llm::anthropic_error_after("Partial answer ", "overloaded_error"),
         fake_llm::anthropic_text("All good."),
     ]);
-    let chat = create_chat(&server, &alice, json!({"content": [{"type": "text", "text": "hi"}], "model": "claude-test"})).await;
-    let events = read_stream(&server, &alice, &chat, None, |events| events.iter().any(|e| e["type"] == "status" && e["status"] == "waiting")).await;
+    let chat =
+        create_chat(&server, &alice, json!({"content": [{"type": "text", "text": "hi"}], "model": "claude-test"}))
+            .await;
+    let events = read_stream(&server, &alice, &chat, None, |events| {
+        events.iter().any(|e| e["type"] == "status" && e["status"] == "waiting")
+    })
+    .await;
     let retries: Vec<&Value> = events.iter().map(|(_, e)| e).filter(|e| e["type"] == "retry").collect();
     assert_eq!(retries.len(), 2, "{events:?}");
-    assert_eq!((retries[0]["attempt"].as_i64(), retries[0]["error_kind"].as_str(), retries[0]["discarded_output"].as_bool()), (Some(1), Some("rate_limited"), Some(false)));
+    assert_eq!(
+        (retries[0]["attempt"].as_i64(), retries[0]["error_kind"].as_str(), retries[0]["discarded_output"].as_bool()),
+        (Some(1), Some("rate_limited"), Some(false))
+    );
     assert!(retries[0]["delay_ms"].as_u64().unwrap() >= 1000, "retry-after is honoured: {}", retries[0]);
-    assert!(retries[0]["retrying_at"].as_i64().is_some() && retries[0]["error"].as_str().unwrap().contains("slow down"));
-    assert_eq!((retries[1]["attempt"].as_i64(), retries[1]["error_kind"].as_str(), retries[1]["discarded_output"].as_bool()), (Some(2), Some("overloaded"), Some(true)));
+    assert!(
+        retries[0]["retrying_at"].as_i64().is_some() && retries[0]["error"].as_str().unwrap().contains("slow down")
+    );
+    assert_eq!(
+        (retries[1]["attempt"].as_i64(), retries[1]["error_kind"].as_str(), retries[1]["discarded_output"].as_bool()),
+        (Some(2), Some("overloaded"), Some(true))
+    );
 
     let all = messages(&server, &alice, &chat).await;
     assert_eq!(all.len(), 2, "only the answer that finished is stored: {all:?}");
@@ -117,7 +161,8 @@ on_both_backends!(retryable_failures_back_off_publish_retry_events_and_never_dup
 async fn a_storm_of_overload_is_given_up_on_with_a_readable_error(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.user("alice", false).await;
-    let overloaded = Script::Status(529, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+    let overloaded =
+        Script::Status(529, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
     server.llm.script(std::iter::repeat_n(overloaded, 4));
     let chat = create_chat(&server, &alice, text("hello")).await;
     let failed = server.wait_for_status(&alice, &chat, "error").await;
@@ -139,13 +184,22 @@ async fn malformed_events_and_invalid_tool_arguments_have_defined_outcomes(backe
         fake_llm::anthropic_text("Fixed my arguments."),
         Script::Raw("event: message_start\ndata: {\"type\": \"message_start\", \"message\": {}}\n\nevent: content_block_delta\ndata: {this is not json\n\n".into()),
     ]);
-    let chat = create_chat(&server, &alice, json!({"content": [{"type": "text", "text": "read a.txt"}], "model": "claude-test"})).await;
+    let chat = create_chat(
+        &server,
+        &alice,
+        json!({"content": [{"type": "text", "text": "read a.txt"}], "model": "claude-test"}),
+    )
+    .await;
     server.wait_for_status(&alice, &chat, "waiting").await;
     let all = messages(&server, &alice, &chat).await;
     assert_eq!(all[2]["role"], "tool");
     assert_eq!(all[2]["content"][0]["is_error"], true);
     assert!(all[2]["content"][0]["result"].as_str().unwrap().contains("not valid JSON"), "{}", all[2]);
-    assert_eq!(server.llm.requests()[1]["messages"][1]["content"][1]["input"], json!({"unparsed_arguments": "{\"path\": \"a.tx"}), "the model sees what it sent");
+    assert_eq!(
+        server.llm.requests()[1]["messages"][1]["content"][1]["input"],
+        json!({"unparsed_arguments": "{\"path\": \"a.tx"}),
+        "the model sees what it sent"
+    );
 
     server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), text("again")).await;
     let failed = server.wait_for_status(&alice, &chat, "error").await;
@@ -177,7 +231,8 @@ async fn admins_administer_providers_and_models_and_keys_never_leave_the_server(
 
     // A provider without a key: its models are listed as unusable, with the reason.
     let (_, keyless) = server.post(&admin, "/api/v1/providers", json!({"name": "nokey", "kind": "anthropic"})).await;
-    let (status, model) = server.post(&admin, "/api/v1/models", json!({"name": "claude-nokey", "provider": "nokey"})).await;
+    let (status, model) =
+        server.post(&admin, "/api/v1/models", json!({"name": "claude-nokey", "provider": "nokey"})).await;
     assert_eq!(status, StatusCode::CREATED, "{model}");
     assert_eq!(model["context_window"], 200000, "guessed from the name");
     let (status, listing) = server.get(&alice, "/api/v1/models").await;
@@ -186,11 +241,19 @@ async fn admins_administer_providers_and_models_and_keys_never_leave_the_server(
     let nokey = listing["models"].as_array().unwrap().iter().find(|m| m["name"] == "claude-nokey").unwrap();
     assert_eq!(nokey["available"], false);
     assert!(nokey["unavailable_reason"].as_str().unwrap().starts_with("missing_api_key"), "{nokey}");
-    let (status, bad) = server.post(&admin, "/api/v1/models", json!({"name": "m", "provider": "nokey", "compaction_threshold": 1.5})).await;
+    let (status, bad) = server
+        .post(&admin, "/api/v1/models", json!({"name": "m", "provider": "nokey", "compaction_threshold": 1.5}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad["error"]["message"].as_str().unwrap().contains("compaction_threshold"), "{bad}");
 
-    let in_use = server.http.delete(server.url(&format!("/api/v1/providers/{}", keyless["id"].as_str().unwrap()))).bearer_auth(&admin).send().await.unwrap();
+    let in_use = server
+        .http
+        .delete(server.url(&format!("/api/v1/providers/{}", keyless["id"].as_str().unwrap())))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(in_use.status(), StatusCode::CONFLICT, "a provider with models is not deleted");
 
     // Patching the key makes the models usable; a chat on a deleted model falls back to the default.
@@ -206,18 +269,28 @@ async fn admins_administer_providers_and_models_and_keys_never_leave_the_server(
     let (_, listing) = server.get(&alice, "/api/v1/models").await;
     assert!(listing["models"].as_array().unwrap().iter().all(|m| m["available"] == true), "{listing}");
 
-    let (status, unknown) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "hi"}], "model": "nope"})).await;
+    let (status, unknown) = server
+        .post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "hi"}], "model": "nope"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(unknown["error"]["message"].as_str().unwrap().contains("GET /api/v1/models"), "{unknown}");
-    let (status, _) = server.post(&admin, "/api/v1/models", json!({"name": "doomed", "provider": "fake", "model": "doomed-model"})).await;
+    let (status, _) = server
+        .post(&admin, "/api/v1/models", json!({"name": "doomed", "provider": "fake", "model": "doomed-model"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, models) = server.get(&admin, "/api/v1/models").await;
-    let doomed = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "doomed").unwrap()["id"].as_str().unwrap().to_string();
-    let (status, chat) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "hi"}], "model": "doomed"})).await;
+    let doomed = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "doomed").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, chat) = server
+        .post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "hi"}], "model": "doomed"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let chat = chat["id"].as_str().unwrap().to_string();
     server.wait_for_status(&alice, &chat, "waiting").await;
-    let deleted = server.http.delete(server.url(&format!("/api/v1/models/{doomed}"))).bearer_auth(&admin).send().await.unwrap();
+    let deleted =
+        server.http.delete(server.url(&format!("/api/v1/models/{doomed}"))).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), text("still there?")).await;
     server.wait_for_status(&alice, &chat, "waiting").await;
@@ -232,13 +305,23 @@ async fn prompts_are_assembled_in_the_documented_order(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.user("root", true).await;
     let alice = server.user("alice", false).await;
-    let put = |token: &str, path: &str, body: Value| server.http.put(server.url(path)).bearer_auth(token).json(&body).send();
-    assert_eq!(put(&alice, "/api/v1/settings/system-prompt", json!({"prompt": "nope"})).await.unwrap().status(), StatusCode::FORBIDDEN);
-    assert_eq!(put(&admin, "/api/v1/settings/system-prompt", json!({"prompt": "DEPLOYMENT RULES"})).await.unwrap().status(), StatusCode::OK);
+    let put =
+        |token: &str, path: &str, body: Value| server.http.put(server.url(path)).bearer_auth(token).json(&body).send();
+    assert_eq!(
+        put(&alice, "/api/v1/settings/system-prompt", json!({"prompt": "nope"})).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put(&admin, "/api/v1/settings/system-prompt", json!({"prompt": "DEPLOYMENT RULES"})).await.unwrap().status(),
+        StatusCode::OK
+    );
     let too_long = "x".repeat(128 * 1024 + 1);
     let refused = put(&admin, "/api/v1/settings/system-prompt", json!({"prompt": too_long})).await.unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(put(&alice, "/api/v1/users/me/prompt", json!({"prompt": "ALICE LIKES BREVITY"})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        put(&alice, "/api/v1/users/me/prompt", json!({"prompt": "ALICE LIKES BREVITY"})).await.unwrap().status(),
+        StatusCode::OK
+    );
     let (_, mine) = server.get(&alice, "/api/v1/users/me/prompt").await;
     assert_eq!(mine["prompt"], "ALICE LIKES BREVITY");
 
@@ -251,9 +334,15 @@ async fn prompts_are_assembled_in_the_documented_order(backend: Backend) {
     let requests = server.llm.requests();
     let system = |request: &Value| request["messages"][0]["content"].as_str().unwrap().to_string();
     let first = system(&requests[0]);
-    assert!(first.starts_with("DEPLOYMENT RULES") && first.contains("ALICE LIKES BREVITY") && !first.contains("WORKSPACE"), "{first}");
+    assert!(
+        first.starts_with("DEPLOYMENT RULES") && first.contains("ALICE LIKES BREVITY") && !first.contains("WORKSPACE"),
+        "{first}"
+    );
     let second = system(&requests[1]);
-    let order: Vec<usize> = ["DEPLOYMENT RULES", "WORKSPACE: run make test", "ALICE LIKES BREVITY"].iter().map(|s| second.find(s).unwrap_or(usize::MAX)).collect();
+    let order: Vec<usize> = ["DEPLOYMENT RULES", "WORKSPACE: run make test", "ALICE LIKES BREVITY"]
+        .iter()
+        .map(|s| second.find(s).unwrap_or(usize::MAX))
+        .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]) && order[2] != usize::MAX, "{second}");
     server.finish().await;
 }
@@ -264,8 +353,18 @@ async fn a_new_chat_gets_a_generated_title_from_the_title_model_beside_its_turn(
     let admin = anthropic_setup(&server).await;
     let alice = server.user("alice", false).await;
     let models = server.get(&admin, "/api/v1/models").await.1;
-    let claude = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "claude-test").unwrap()["id"].as_str().unwrap().to_string();
-    let marked = server.http.patch(server.url(&format!("/api/v1/models/{claude}"))).bearer_auth(&admin).json(&json!({"title_model": true})).send().await.unwrap();
+    let claude = models["models"].as_array().unwrap().iter().find(|m| m["name"] == "claude-test").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let marked = server
+        .http
+        .patch(server.url(&format!("/api/v1/models/{claude}")))
+        .bearer_auth(&admin)
+        .json(&json!({"title_model": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(marked.status(), StatusCode::OK);
     server.llm.script([fake_llm::text("The answer.")]);
     let chat = create_chat(&server, &alice, text("please help me migrate the billing service to the new queue")).await;
@@ -309,7 +408,10 @@ async fn a_chat_past_the_compaction_threshold_continues_from_a_hidden_summary(ba
     let alice = server.user("alice", false).await;
     // test-model: 100k context, threshold 70%. The first call reports an 80k-token prompt.
     server.llm.script([
-        fake_llm::with_prompt_tokens(fake_llm::tool_calls(&[("call_1", "read_file", r#"{"path": "missing.txt"}"#)]), 80_000),
+        fake_llm::with_prompt_tokens(
+            fake_llm::tool_calls(&[("call_1", "read_file", r#"{"path": "missing.txt"}"#)]),
+            80_000,
+        ),
         fake_llm::text(SUMMARY),
         fake_llm::text("The file is missing."),
     ]);
@@ -323,7 +425,10 @@ async fn a_chat_past_the_compaction_threshold_continues_from_a_hidden_summary(ba
     assert_eq!(marker["trigger"], "threshold");
     assert_eq!(marker["through_seq"], all[2]["seq"], "it covers everything up to the tool results");
     assert_eq!(marker["messages_compacted"], 3);
-    assert!(marker["prompt_tokens"].as_i64().unwrap() >= 80_000, "the last call's prompt and what followed it: {marker}");
+    assert!(
+        marker["prompt_tokens"].as_i64().unwrap() >= 80_000,
+        "the last call's prompt and what followed it: {marker}"
+    );
     assert_eq!(marker["context_window"], 100_000);
     assert!(marker.get("summary").is_none(), "the summary is the model's, not shown to clients: {marker}");
     assert!(all[3]["usage"]["output_tokens"].as_i64().unwrap() > 0, "the summary call's tokens are counted");
@@ -363,7 +468,11 @@ async fn a_prompt_refused_as_too_long_is_compacted_and_sent_once_more(backend: B
     let chat = create_chat(&server, &alice, text("hello")).await;
     server.wait_for_status(&alice, &chat, "waiting").await;
 
-    server.llm.script([fake_llm::context_too_long(), fake_llm::text(SUMMARY), fake_llm::text("Answered after compaction.")]);
+    server.llm.script([
+        fake_llm::context_too_long(),
+        fake_llm::text(SUMMARY),
+        fake_llm::text("Answered after compaction."),
+    ]);
     server.post(&alice, &format!("/api/v1/chats/{chat}/messages"), text("now the long part")).await;
     server.wait_for_status(&alice, &chat, "waiting").await;
 

@@ -1,13 +1,13 @@
 //! `toolhost serve`, `migrate`, `users` and `tokens`, run as an operator runs them.
 
-mod support;
 #[path = "support/process.rs"]
 mod process;
+mod support;
 
 use std::path::Path;
 
-use serde_json::Value;
 use process::{Deployment, Served};
+use serde_json::Value;
 
 /// The server's command line over a data directory, as an operator runs it.
 fn local(data_dir: &Path) -> Deployment {
@@ -27,7 +27,11 @@ fn serve(data_dir: &Path) -> Served {
 async fn an_operator_starts_the_server_creates_a_token_and_calls_the_api() {
     let data = tempfile::tempdir().unwrap();
     let mut first = serve(data.path());
-    assert!(first.said.join("\n").contains("toolhost users create admin --admin"), "the first start explains how to get a token: {:?}", first.said);
+    assert!(
+        first.said.join("\n").contains("toolhost users create admin --admin"),
+        "the first start explains how to get a token: {:?}",
+        first.said
+    );
     first.stop();
 
     let migrate = toolhost(data.path(), &["migrate"]);
@@ -69,7 +73,11 @@ fn an_admin_checks_sets_and_explains_the_policy_from_the_command_line() {
     let said = String::from_utf8_lossy(&checked.stderr);
     assert!(said.contains(&format!("{}:3:", broken.display())), "line-precise: {said}");
     let nested = data.path().join("nested.cedar");
-    std::fs::write(&nested, format!("permit (principal, action, resource)\nwhen {{ {}true{} }};\n", "(".repeat(150), ")".repeat(150))).unwrap();
+    std::fs::write(
+        &nested,
+        format!("permit (principal, action, resource)\nwhen {{ {}true{} }};\n", "(".repeat(150), ")".repeat(150)),
+    )
+    .unwrap();
     let checked = toolhost(data.path(), &["policy", "check", nested.to_str().unwrap()]);
     assert_eq!(checked.status.code(), Some(1), "a deeply nested policy is refused, not a crash: {checked:?}");
     let said = String::from_utf8_lossy(&checked.stderr);
@@ -96,7 +104,10 @@ fn an_admin_checks_sets_and_explains_the_policy_from_the_command_line() {
     assert_eq!(explained["policy_version"], 1);
     let tools = explained["explanation"]["tools"].as_array().unwrap();
     let write = tools.iter().find(|t| t["tool"] == "write_file").unwrap();
-    assert_eq!((write["visible"].as_bool(), write["decided_by"].as_str()), (Some(false), Some("subagents-do-not-write")));
+    assert_eq!(
+        (write["visible"].as_bool(), write["decided_by"].as_str()),
+        (Some(false), Some("subagents-do-not-write"))
+    );
     let read = tools.iter().find(|t| t["tool"] == "read_file").unwrap();
     assert_eq!((read["visible"].as_bool(), read["decided_by"].as_str()), (Some(true), Some("subagents-use-tools")));
     let missing = toolhost(data.path(), &["policy", "explain", "--chat", "nope"]);

@@ -4,9 +4,9 @@
 //! in bounded time with the chats handed back, and no chat stays `running` with nobody running it.
 //! Real processes and signals, real databases.
 
-mod support;
 #[path = "support/process.rs"]
 mod process;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,8 @@ impl Collector {
 
     async fn websocket(base: &str, token: &str, chat: &str) -> Collector {
         let url = format!("{}/api/v1/chats/{chat}/stream", base.replace("http://", "ws://"));
-        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -166,11 +167,27 @@ async fn create_chat(base: &str, token: &str, text: &str) -> String {
 }
 
 async fn chat_state(base: &str, token: &str, chat: &str) -> Value {
-    reqwest::Client::new().get(format!("{base}/api/v1/chats/{chat}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/chats/{chat}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn messages(base: &str, token: &str, chat: &str) -> Vec<Value> {
-    let body: Value = reqwest::Client::new().get(format!("{base}/api/v1/chats/{chat}/messages")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/chats/{chat}/messages"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["messages"].as_array().unwrap().clone()
 }
 
@@ -205,9 +222,16 @@ async fn a_server_killed_in_the_first_step_is_resumed_from_the_last_seen_seq_exa
     assert!(discard < first_part, "the discard comes before the re-run's parts: {after:#?}");
     let mut all = before.clone();
     all.extend(after);
-    assert_eq!(shown(&all), ["tell me something long", "Resumed after the crash."], "a client following the rules shows nothing twice");
+    assert_eq!(
+        shown(&all),
+        ["tell me something long", "Resumed after the crash."],
+        "a client following the rules shows nothing twice"
+    );
     // The stale timeout (60 s, checked every 30 s) is only for replicas that vanished.
-    assert!(took < Duration::from_secs(20), "the restarted server took the chat back at once, not after the stale timeout: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the restarted server took the chat back at once, not after the stale timeout: {took:?}"
+    );
     let stored = messages(&server.base, &token, &chat).await;
     assert_eq!(stored.len(), 2, "{stored:#?}");
     drop(server);
@@ -235,7 +259,10 @@ async fn sigterm_hands_the_chat_back_and_ends_open_streams_in_time(backend: Back
     server.terminate();
     let (status, took) = server.wait_exit(Duration::from_secs(30)).expect("the server exits after SIGTERM");
     assert!(status.success(), "{status}");
-    assert!(took <= Duration::from_secs(10), "SIGTERM ends the process within the default shutdown timeout (10 s): {took:?}");
+    assert!(
+        took <= Duration::from_secs(10),
+        "SIGTERM ends the process within the default shutdown timeout (10 s): {took:?}"
+    );
     let before = sse.ended(Duration::from_secs(5)).await;
     let over_websocket = websocket.ended(Duration::from_secs(5)).await;
     for (transport, events) in [("SSE", &before), ("WebSocket", &over_websocket)] {
@@ -250,7 +277,11 @@ async fn sigterm_hands_the_chat_back_and_ends_open_streams_in_time(backend: Back
     let resume_after = before.last().unwrap().event["resume_after"].as_i64().unwrap();
     assert_eq!(resume_after, before.iter().filter_map(|e| e.id).max().unwrap(), "the notice names the last event sent");
 
-    let store = toolhost::store::Store::open(&deployment.database_url.clone().unwrap_or_else(|| toolhost::store::Store::sqlite_url(data.path()))).await.unwrap();
+    let store = toolhost::store::Store::open(
+        &deployment.database_url.clone().unwrap_or_else(|| toolhost::store::Store::sqlite_url(data.path())),
+    )
+    .await
+    .unwrap();
     let left = store.chat(&chat).await.unwrap().unwrap();
     assert_eq!(left.status, toolhost::store::ChatStatus::Pending, "handed back for the next server");
     store.close().await;
@@ -278,7 +309,14 @@ fn long_then_short(llm: &FakeLlm, words: usize, size: usize, short: &str) {
 
 /// After the database comes back: the chat is no longer `running` within seconds, the turn ran
 /// again and its answer is stored once, and the stream said to drop what was not stored.
-async fn settled_after_the_outage(server: &TestServer, token: &str, chat: &str, stream: &Collector, back: Instant, short: &str) {
+async fn settled_after_the_outage(
+    server: &TestServer,
+    token: &str,
+    chat: &str,
+    stream: &Collector,
+    back: Instant,
+    short: &str,
+) {
     let deadline = back + Duration::from_secs(15);
     let status = loop {
         let state = chat_state(&server.base, token, chat).await;
@@ -290,13 +328,20 @@ async fn settled_after_the_outage(server: &TestServer, token: &str, chat: &str, 
     };
     assert_eq!(status["status"], "waiting", "the turn went back to pending and ran again: {status}");
     let events = stream.until(Duration::from_secs(10), assistant_message).await;
-    let discard = events.iter().find(|e| e.kind() == "discard").unwrap_or_else(|| panic!("no discard: {:?}", events.iter().map(Received::kind).collect::<Vec<_>>()));
+    let discard = events
+        .iter()
+        .find(|e| e.kind() == "discard")
+        .unwrap_or_else(|| panic!("no discard: {:?}", events.iter().map(Received::kind).collect::<Vec<_>>()));
     assert_eq!(discard.event["reason"], "not_stored", "{discard:?}");
     let stored = messages(&server.base, token, chat).await;
     let roles: Vec<&str> = stored.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant"], "{stored:#?}");
     assert_eq!(stored[1]["content"][0]["text"], short);
-    assert_eq!(shown(&events).last().map(String::as_str), Some(short), "a client following the rules shows the stored answer only");
+    assert_eq!(
+        shown(&events).last().map(String::as_str),
+        Some(short),
+        "a client following the rules shows the stored answer only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +358,10 @@ async fn a_postgresql_outage_mid_turn_ends_with_the_chat_resumed_within_seconds_
     let name = server.database_name().unwrap();
     let admin = server.postgres_admin().await;
     sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&admin).await.unwrap();
-    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .execute(&admin)
+        .await
+        .unwrap();
     stream.until(Duration::from_secs(20), |events| events.iter().any(|e| e.kind() == "discard")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(server.store.chat(&chat).await.is_err(), "the database is still out");

@@ -12,8 +12,6 @@ use support::fake_llm::{self, computed};
 use support::{Backend, TestServer, tool_results};
 use toolhost::agents::AgentsConfig;
 
-
-
 /// The chat ids spawn_agent returned, as the model reads them in its request.
 fn spawned_ids(request: &Value) -> Vec<String> {
     let mut ids = Vec::new();
@@ -38,7 +36,10 @@ fn wait_for_all(id: &'static str, timeout_seconds: u64) -> fake_llm::Script {
 }
 
 fn offered_tools(request: &Value) -> Vec<String> {
-    request["tools"].as_array().map(|tools| tools.iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    request["tools"]
+        .as_array()
+        .map(|tools| tools.iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 async fn a_root_chat_delegates_to_two_subagents_in_its_workspace_and_collects_their_reports(backend: Backend) {
@@ -60,13 +61,23 @@ async fn a_root_chat_delegates_to_two_subagents_in_its_workspace_and_collects_th
     server.llm.script_for(
         "CHILD-A",
         [
-            fake_llm::tool_calls(&[("a1", "write_file", r#"{"path": "a.txt", "content": "from A\n"}"#), ("a2", "spawn_agent", r#"{"prompt": "grandchild"}"#)]),
+            fake_llm::tool_calls(&[
+                ("a1", "write_file", r#"{"path": "a.txt", "content": "from A\n"}"#),
+                ("a2", "spawn_agent", r#"{"prompt": "grandchild"}"#),
+            ]),
             fake_llm::tool_calls(&[("a3", "execute", r#"{"command": "cat a.txt"}"#)]),
             fake_llm::text("A: wrote a.txt"),
         ],
     );
-    server.llm.script_for("CHILD-B", [fake_llm::tool_calls(&[("b1", "write_file", r#"{"path": "b.txt", "content": "from B\n"}"#)]), fake_llm::text("B: wrote b.txt")]);
-    let body = json!({"content": [{"type": "text", "text": "ROOT-TASK: split the work"}], "workspace_id": workspace["id"]});
+    server.llm.script_for(
+        "CHILD-B",
+        [
+            fake_llm::tool_calls(&[("b1", "write_file", r#"{"path": "b.txt", "content": "from B\n"}"#)]),
+            fake_llm::text("B: wrote b.txt"),
+        ],
+    );
+    let body =
+        json!({"content": [{"type": "text", "text": "ROOT-TASK: split the work"}], "workspace_id": workspace["id"]});
     let (status, root) = server.post(&alice, "/api/v1/chats", body).await;
     assert_eq!(status, StatusCode::CREATED, "{root}");
     let root = root["id"].as_str().unwrap().to_string();
@@ -77,20 +88,28 @@ async fn a_root_chat_delegates_to_two_subagents_in_its_workspace_and_collects_th
     let (_, waited, is_error) = done.iter().find(|(tool, _, _)| tool == "wait_agent").unwrap();
     assert!(!is_error, "{waited}");
     let waited: Value = serde_json::from_str(waited).unwrap();
-    let reports: Vec<&str> = waited["agents"].as_array().unwrap().iter().map(|a| a["report"].as_str().unwrap_or("")).collect();
+    let reports: Vec<&str> =
+        waited["agents"].as_array().unwrap().iter().map(|a| a["report"].as_str().unwrap_or("")).collect();
     assert_eq!(reports, ["A: wrote a.txt", "B: wrote b.txt"], "the reports come back in the order asked: {waited}");
     assert!(waited["agents"].as_array().unwrap().iter().all(|a| a["status"] == "finished"));
 
     let files = server.workspace_files(workspace["id"].as_str().unwrap());
     assert_eq!(std::fs::read_to_string(files.join("a.txt")).unwrap(), "from A\n");
-    assert_eq!(std::fs::read_to_string(files.join("b.txt")).unwrap(), "from B\n", "both children worked in the root's workspace");
+    assert_eq!(
+        std::fs::read_to_string(files.join("b.txt")).unwrap(),
+        "from B\n",
+        "both children worked in the root's workspace"
+    );
 
     let (status, children) = server.get(&alice, &format!("/api/v1/chats/{root}/children")).await;
     assert_eq!(status, StatusCode::OK);
     let children = children["chats"].as_array().unwrap();
     assert_eq!(children.len(), 2);
     for child in children {
-        assert_eq!((child["parent_chat_id"].as_str(), child["root_chat_id"].as_str(), child["kind"].as_str()), (Some(root.as_str()), Some(root.as_str()), Some("subagent")));
+        assert_eq!(
+            (child["parent_chat_id"].as_str(), child["root_chat_id"].as_str(), child["kind"].as_str()),
+            (Some(root.as_str()), Some(root.as_str()), Some("subagent"))
+        );
     }
     assert!(children.iter().any(|c| c["title"] == "writer a"));
 
@@ -98,15 +117,35 @@ async fn a_root_chat_delegates_to_two_subagents_in_its_workspace_and_collects_th
     let child_a_results = tool_results(&server.store.messages(&child_a, 0).await.unwrap());
     let (_, grandchild, is_error) = child_a_results.iter().find(|(tool, _, _)| tool == "spawn_agent").unwrap();
     assert!(*is_error && grandchild.contains("subagents-do-not-provision-workspaces-or-spawn-agents"), "{grandchild}");
-    let first_user = |r: &Value| r["messages"].as_array().unwrap().iter().find(|m| m["role"] == "user").map(|m| m["content"].to_string()).unwrap_or_default();
-    let child_requests: Vec<Value> = server.llm.requests().into_iter().filter(|r| first_user(r).contains("CHILD-")).collect();
+    let first_user = |r: &Value| {
+        r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "user")
+            .map(|m| m["content"].to_string())
+            .unwrap_or_default()
+    };
+    let child_requests: Vec<Value> =
+        server.llm.requests().into_iter().filter(|r| first_user(r).contains("CHILD-")).collect();
     assert!(child_requests.len() >= 5, "{}", child_requests.len());
     for request in &child_requests {
         let offered = offered_tools(request);
-        for hidden in ["spawn_agent", "wait_agent", "message_agent", "close_agent", "create_workspace", "start_workspace", "list_templates"] {
+        for hidden in [
+            "spawn_agent",
+            "wait_agent",
+            "message_agent",
+            "close_agent",
+            "create_workspace",
+            "start_workspace",
+            "list_templates",
+        ] {
             assert!(!offered.contains(&hidden.to_string()), "a child's request offers {hidden}: {offered:?}");
         }
-        assert!(request["messages"][0]["content"].as_str().unwrap().contains("You are a subagent"), "children get the subagent instruction");
+        assert!(
+            request["messages"][0]["content"].as_str().unwrap().contains("You are a subagent"),
+            "children get the subagent instruction"
+        );
     }
     server.finish().await;
 }
@@ -120,7 +159,8 @@ async fn limits_ancestry_and_bad_input_are_clear_tool_errors() {
     let bob = server.user("bob", false).await;
     // A chat of someone else's, which alice's chat must not be able to address.
     server.llm.script_for("BOB-TASK", [fake_llm::text("bob's answer")]);
-    let (_, bobs) = server.post(&bob, "/api/v1/chats", json!({"content": [{"type": "text", "text": "BOB-TASK"}]})).await;
+    let (_, bobs) =
+        server.post(&bob, "/api/v1/chats", json!({"content": [{"type": "text", "text": "BOB-TASK"}]})).await;
     let bobs = bobs["id"].as_str().unwrap().to_string();
     server.finished(&bobs).await;
 
@@ -147,14 +187,19 @@ async fn limits_ancestry_and_bad_input_are_clear_tool_errors() {
             ]),
             computed(|request| {
                 let ids = spawned_ids(request);
-                fake_llm::tool_calls(&[("w5", "wait_agent", &json!({"chat_ids": [ids[0]], "timeout_seconds": 0}).to_string())])
+                fake_llm::tool_calls(&[(
+                    "w5",
+                    "wait_agent",
+                    &json!({"chat_ids": [ids[0]], "timeout_seconds": 0}).to_string(),
+                )])
             }),
             wait_for_all("w6", 60),
             fake_llm::tool_calls(&[("s4", "spawn_agent", r#"{"prompt": "FOURTH"}"#)]),
             fake_llm::text("done"),
         ],
     );
-    let (_, root) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-LIMITS"}]})).await;
+    let (_, root) =
+        server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-LIMITS"}]})).await;
     let root = root["id"].as_str().unwrap().to_string();
     let done = tool_results(&server.finished(&root).await);
     let result = |id: usize| done[id].clone();
@@ -175,7 +220,10 @@ async fn limits_ancestry_and_bad_input_are_clear_tool_errors() {
 
     let (_, short, is_error) = result(7);
     let short: Value = serde_json::from_str(&short).unwrap_or(json!({"raw": short}));
-    assert!(!is_error && short["note"].as_str().unwrap_or("").contains("still working"), "a zero timeout is clamped to a short wait that reports progress: {short}");
+    assert!(
+        !is_error && short["note"].as_str().unwrap_or("").contains("still working"),
+        "a zero timeout is clamped to a short wait that reports progress: {short}"
+    );
     let (_, all, is_error) = result(8);
     assert!(!is_error && all.contains("eight"), "{all}");
     let (_, per_turn, is_error) = result(9);
@@ -188,12 +236,34 @@ async fn a_subagent_may_not_spawn_past_the_depth_limit_even_when_the_policy_lets
     let server = TestServer::start(Backend::Sqlite).await;
     let admin = server.user("root", true).await;
     // The default policy without the rule that hides agent tools from subagents.
-    let policy = toolhost::policy::DEFAULT_POLICY.replace("\"spawn_agent\", \"wait_agent\", \"message_agent\", \"close_agent\",", "");
-    let response = server.http.put(server.url("/api/v1/policy")).bearer_auth(&admin).json(&json!({"policy": policy})).send().await.unwrap();
+    let policy = toolhost::policy::DEFAULT_POLICY
+        .replace("\"spawn_agent\", \"wait_agent\", \"message_agent\", \"close_agent\",", "");
+    let response = server
+        .http
+        .put(server.url("/api/v1/policy"))
+        .bearer_auth(&admin)
+        .json(&json!({"policy": policy}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    server.llm.script_for("ROOT-DEPTH", [fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-DEPTH"}"#)]), wait_for_all("r2", 60), fake_llm::text("ok")]);
-    server.llm.script_for("CHILD-DEPTH", [fake_llm::tool_calls(&[("c1", "spawn_agent", r#"{"prompt": "grandchild"}"#)]), fake_llm::text("I could not delegate.")]);
-    let (_, root) = server.post(&admin, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-DEPTH"}]})).await;
+    server.llm.script_for(
+        "ROOT-DEPTH",
+        [
+            fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-DEPTH"}"#)]),
+            wait_for_all("r2", 60),
+            fake_llm::text("ok"),
+        ],
+    );
+    server.llm.script_for(
+        "CHILD-DEPTH",
+        [
+            fake_llm::tool_calls(&[("c1", "spawn_agent", r#"{"prompt": "grandchild"}"#)]),
+            fake_llm::text("I could not delegate."),
+        ],
+    );
+    let (_, root) =
+        server.post(&admin, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-DEPTH"}]})).await;
     let root = root["id"].as_str().unwrap().to_string();
     server.finished(&root).await;
     let children = server.store.children(&root).await.unwrap();
@@ -209,8 +279,16 @@ async fn interrupting_a_root_chat_interrupts_its_running_subagents(backend: Back
     let alice = server.user("alice", false).await;
     let words = (0..400).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
     server.llm.script_for("CHILD-LONG", [fake_llm::slow_text(&words, Duration::from_millis(50))]);
-    server.llm.script_for("ROOT-INTERRUPT", [fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-LONG"}"#)]), wait_for_all("r2", 600), fake_llm::text("never")]);
-    let (_, root) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-INTERRUPT"}]})).await;
+    server.llm.script_for(
+        "ROOT-INTERRUPT",
+        [
+            fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-LONG"}"#)]),
+            wait_for_all("r2", 600),
+            fake_llm::text("never"),
+        ],
+    );
+    let (_, root) =
+        server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-INTERRUPT"}]})).await;
     let root = root["id"].as_str().unwrap().to_string();
     let mut child = None;
     for _ in 0..200 {
@@ -229,7 +307,11 @@ async fn interrupting_a_root_chat_interrupts_its_running_subagents(backend: Back
     let child_now = server.wait_for_status(&alice, &child, "waiting").await;
     assert_eq!(child_now["status"], "waiting", "the interrupt reached the child");
     let streamed = server.store.last_assistant_text(&child).await.unwrap().unwrap_or_default();
-    assert!(!streamed.contains("w399"), "the child stopped before the end of its answer: {} words", streamed.split(' ').count());
+    assert!(
+        !streamed.contains("w399"),
+        "the child stopped before the end of its answer: {} words",
+        streamed.split(' ').count()
+    );
     server.finish().await;
 }
 on_both_backends!(interrupting_a_root_chat_interrupts_its_running_subagents);
@@ -238,16 +320,30 @@ on_both_backends!(interrupting_a_root_chat_interrupts_its_running_subagents);
 async fn a_subagent_that_fails_is_a_tool_error_carrying_its_last_error() {
     let server = TestServer::start(Backend::Sqlite).await;
     let alice = server.user("alice", false).await;
-    server.llm.script_for("CHILD-FAILS", [fake_llm::Script::Status(401, json!({"error": {"message": "Incorrect API key provided"}}))]);
-    server.llm.script_for("ROOT-FAILS", [fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-FAILS"}"#)]), wait_for_all("r2", 60), fake_llm::text("noted")]);
-    let (_, root) = server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-FAILS"}]})).await;
+    server.llm.script_for(
+        "CHILD-FAILS",
+        [fake_llm::Script::Status(401, json!({"error": {"message": "Incorrect API key provided"}}))],
+    );
+    server.llm.script_for(
+        "ROOT-FAILS",
+        [
+            fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-FAILS"}"#)]),
+            wait_for_all("r2", 60),
+            fake_llm::text("noted"),
+        ],
+    );
+    let (_, root) =
+        server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "ROOT-FAILS"}]})).await;
     let root = root["id"].as_str().unwrap().to_string();
     let done = tool_results(&server.finished(&root).await);
     let (_, waited, is_error) = done.iter().find(|(tool, _, _)| tool == "wait_agent").unwrap().clone();
     assert!(is_error, "{waited}");
     let waited: Value = serde_json::from_str(&waited).unwrap();
     assert_eq!(waited["agents"][0]["status"], "error");
-    assert!(waited["error"].as_str().unwrap().contains("Incorrect API key provided"), "the child's last_error reaches the parent: {waited}");
+    assert!(
+        waited["error"].as_str().unwrap().contains("Incorrect API key provided"),
+        "the child's last_error reaches the parent: {waited}"
+    );
     server.finish().await;
 }
 
@@ -264,7 +360,10 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     let sleeping = format!("sleep\u{0}{seconds}");
     // The child's first answer is cut off by the restart; its turn runs again and reports.
     let slow = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
-    server.llm.script_for("CHILD-PATIENT", [fake_llm::slow_text(&slow, Duration::from_millis(200)), fake_llm::text("the patient report")]);
+    server.llm.script_for(
+        "CHILD-PATIENT",
+        [fake_llm::slow_text(&slow, Duration::from_millis(200)), fake_llm::text("the patient report")],
+    );
     server.llm.script_for(
         "ROOT-RESTART",
         [
@@ -288,7 +387,11 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     }
     assert!(support::processes_running(&sleeping) > 0, "the command runs while the root waits");
     let child = server.store.children(&root).await.unwrap().remove(0);
-    assert_eq!(server.store.chat(&child.id).await.unwrap().unwrap().status, toolhost::store::ChatStatus::Running, "the child is still at work");
+    assert_eq!(
+        server.store.chat(&child.id).await.unwrap().unwrap().status,
+        toolhost::store::ChatStatus::Running,
+        "the child is still at work"
+    );
 
     server.restart_worker().await;
     for _ in 0..100 {
@@ -302,11 +405,20 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     let done = tool_results(&server.finished(&root).await);
     assert_eq!(done.len(), 3, "one result per call, none twice: {done:?}");
     let (tool, waited, is_error) = &done[1];
-    assert!(tool == "wait_agent" && !is_error && waited.contains("the patient report"), "the wait ran again and got the report: {waited}");
+    assert!(
+        tool == "wait_agent" && !is_error && waited.contains("the patient report"),
+        "the wait ran again and got the report: {waited}"
+    );
     let (tool, cut_off, is_error) = &done[2];
-    assert!(tool == "execute" && *is_error && cut_off.contains("server restarted"), "the model learns the command may not have run: {cut_off}");
+    assert!(
+        tool == "execute" && *is_error && cut_off.contains("server restarted"),
+        "the model learns the command may not have run: {cut_off}"
+    );
     let last = server.store.messages(&root, 0).await.unwrap().last().unwrap().clone();
-    assert_eq!((last.role.as_str(), last.content[0].clone()), ("assistant", toolhost::chat::parts::MessagePart::text("all done")));
+    assert_eq!(
+        (last.role.as_str(), last.content[0].clone()),
+        ("assistant", toolhost::chat::parts::MessagePart::text("all done"))
+    );
     server.finish().await;
 }
 on_both_backends!(a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may_not_have_run);
@@ -320,14 +432,20 @@ async fn a_parent_waiting_on_its_subagents_leaves_them_room_to_work(backend: Bac
     server.llm.script_for(
         "ROOT-ROOM",
         [
-            fake_llm::tool_calls(&[("r1", "spawn_agent", r#"{"prompt": "CHILD-ROOM-A"}"#), ("r2", "spawn_agent", r#"{"prompt": "CHILD-ROOM-B"}"#)]),
+            fake_llm::tool_calls(&[
+                ("r1", "spawn_agent", r#"{"prompt": "CHILD-ROOM-A"}"#),
+                ("r2", "spawn_agent", r#"{"prompt": "CHILD-ROOM-B"}"#),
+            ]),
             wait_for_all("r3", 60),
             fake_llm::text("both done"),
         ],
     );
     for (marker, file) in [("CHILD-ROOM-A", "a.txt"), ("CHILD-ROOM-B", "b.txt")] {
         let write = json!({"path": file, "content": marker}).to_string();
-        server.llm.script_for(marker, [fake_llm::tool_calls(&[("c1", "write_file", &write)]), fake_llm::text(&format!("wrote {file}"))]);
+        server.llm.script_for(
+            marker,
+            [fake_llm::tool_calls(&[("c1", "write_file", &write)]), fake_llm::text(&format!("wrote {file}"))],
+        );
     }
     let body = json!({"content": [{"type": "text", "text": "ROOT-ROOM"}], "workspace_id": workspace["id"]});
     let (_, root) = server.post(&alice, "/api/v1/chats", body).await;
@@ -335,7 +453,8 @@ async fn a_parent_waiting_on_its_subagents_leaves_them_room_to_work(backend: Bac
     let done = tool_results(&server.finished(&root).await);
     let (_, waited, is_error) = done.iter().find(|(tool, _, _)| tool == "wait_agent").unwrap();
     let waited: Value = serde_json::from_str(waited).unwrap();
-    let statuses: Vec<&str> = waited["agents"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> =
+        waited["agents"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
     assert!(!is_error && statuses == ["finished", "finished"], "the children ran while their parent waited: {waited}");
     let files = server.workspace_files(workspace["id"].as_str().unwrap());
     assert!(files.join("a.txt").exists() && files.join("b.txt").exists());

@@ -19,7 +19,11 @@ use toolhost::workspace::{ChatScope, WorkspaceService, WorkspacesConfig};
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn threads() -> usize {
@@ -28,13 +32,20 @@ fn threads() -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let waits: usize = std::env::args().skip_while(|a| a != "--waits").nth(1).map(|n| n.parse()).transpose()?.unwrap_or(100);
+    let waits: usize =
+        std::env::args().skip_while(|a| a != "--waits").nth(1).map(|n| n.parse()).transpose()?.unwrap_or(100);
     let data = tempfile::tempdir()?;
     let store = Store::open(&Store::sqlite_url(data.path())).await?;
     let owner = store.create_user("bench", false).await?;
     let chats = ChatService::new(store.clone());
-    let agents = AgentService::new(store.clone(), chats.clone(), AgentsConfig { max_concurrent_per_root: 1000, max_spawns_per_turn: 1000, ..AgentsConfig::default() });
-    let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.map_err(anyhow::Error::msg)?;
+    let agents = AgentService::new(
+        store.clone(),
+        chats.clone(),
+        AgentsConfig { max_concurrent_per_root: 1000, max_spawns_per_turn: 1000, ..AgentsConfig::default() },
+    );
+    let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let options = RuntimeOptions { max_waiting_calls: (waits as u32).max(256), ..RuntimeOptions::default() };
     let runtime = Arc::new(PluginRuntime::load(options).await?);
     let root = NewChat {
@@ -52,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
     let services = ChatServices {
         workspaces,
         agents,
-        scope: ChatScope { chat_id: root.id.clone(), root_chat_id: root.id.clone(), owner_id: owner.id.clone(), owner_is_admin: false },
+        scope: ChatScope {
+            chat_id: root.id.clone(),
+            root_chat_id: root.id.clone(),
+            owner_id: owner.id.clone(),
+            owner_is_admin: false,
+        },
     };
 
     // One call first, so that the plugin's code and the runtime's pools are warm.
@@ -86,8 +102,12 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(!output.is_error, "a wait failed: {output:?}");
     }
     let per_wait = during.saturating_sub(before) as f64 / waits as f64;
-    println!("{waits} waits at once: resident memory {before} KiB before, {during} KiB during: {per_wait:.0} KiB per wait");
-    println!("threads: {threads_before} before, {threads_during} during; {in_waiting_slots} of the waits in waiting slots, not running ones");
+    println!(
+        "{waits} waits at once: resident memory {before} KiB before, {during} KiB during: {per_wait:.0} KiB per wait"
+    );
+    println!(
+        "threads: {threads_before} before, {threads_during} during; {in_waiting_slots} of the waits in waiting slots, not running ones"
+    );
     println!(
         "{}",
         serde_json::json!({"waits": waits, "rss_kib_before": before, "rss_kib_during": during, "rss_kib_per_wait": per_wait.round(), "threads_before": threads_before, "threads_during": threads_during, "in_waiting_slots": in_waiting_slots})

@@ -48,7 +48,14 @@ async fn main() {
         "turn" => turn(&server, &token, arg("--turns", "200").parse().unwrap()).await,
         "fanout" => {
             let rate = arg("--rate", "100").parse().unwrap();
-            fanout(&server, &token, arg("--subscribers", "1000").parse().unwrap(), arg("--parts", "2000").parse().unwrap(), rate).await
+            fanout(
+                &server,
+                &token,
+                arg("--subscribers", "1000").parse().unwrap(),
+                arg("--parts", "2000").parse().unwrap(),
+                rate,
+            )
+            .await
         }
         "concurrent" => concurrent(&server, &token, arg("--chats", "200").parse().unwrap()).await,
         other => panic!("unknown benchmark `{other}`: use turn, fanout or concurrent"),
@@ -68,7 +75,8 @@ async fn turn(server: &TestServer, token: &str, turns: usize) -> Value {
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
     for _ in 0..50 {
         let started = Instant::now();
-        let response = server.http.post(format!("{}/chat/completions", server.llm.base_url)).json(&body).send().await.unwrap();
+        let response =
+            server.http.post(format!("{}/chat/completions", server.llm.base_url)).json(&body).send().await.unwrap();
         response.bytes().await.unwrap();
         model_ms.push(started.elapsed().as_secs_f64() * 1e3);
     }
@@ -85,7 +93,9 @@ async fn turn(server: &TestServer, token: &str, turns: usize) -> Value {
         while let Some(Ok(event)) = watch.next().await {
             if event.event == "status_change" {
                 let value: Value = serde_json::from_str(&event.data).unwrap();
-                if value["chat"]["id"] == id.as_str() && (value["chat"]["status"] == "waiting" || value["chat"]["status"] == "error") {
+                if value["chat"]["id"] == id.as_str()
+                    && (value["chat"]["status"] == "waiting" || value["chat"]["status"] == "error")
+                {
                     assert_eq!(value["chat"]["status"], "waiting", "{value}");
                     break;
                 }
@@ -96,7 +106,10 @@ async fn turn(server: &TestServer, token: &str, turns: usize) -> Value {
     end_to_end.sort_by(f64::total_cmp);
     let e2e = percentile(&end_to_end, 0.5);
     let overhead = ((e2e - 2.0 * model_call_ms) * 100.0).round() / 100.0;
-    println!("turn with one tool call: p50 {e2e} ms end to end, p99 {} ms; model calls {model_call_ms} ms each; server overhead p50 {overhead} ms", percentile(&end_to_end, 0.99));
+    println!(
+        "turn with one tool call: p50 {e2e} ms end to end, p99 {} ms; model calls {model_call_ms} ms each; server overhead p50 {overhead} ms",
+        percentile(&end_to_end, 0.99)
+    );
     json!({"benchmark": "turn", "turns": turns, "e2e_p50_ms": e2e, "e2e_p99_ms": percentile(&end_to_end, 0.99), "model_call_p50_ms": model_call_ms, "server_overhead_p50_ms": overhead})
 }
 
@@ -132,7 +145,13 @@ async fn fanout(server: &TestServer, token: &str, subscribers: usize, parts: usi
                 match event.event.as_str() {
                     "message_part" => {
                         let received = now_micros();
-                        if let Some(stamp) = event.data.split("t=").nth(1).and_then(|s| s.split(';').next()).and_then(|s| s.parse::<u128>().ok()) {
+                        if let Some(stamp) = event
+                            .data
+                            .split("t=")
+                            .nth(1)
+                            .and_then(|s| s.split(';').next())
+                            .and_then(|s| s.parse::<u128>().ok())
+                        {
                             latencies.push(received.saturating_sub(stamp) as f64 / 1e3);
                         }
                     }
@@ -161,7 +180,9 @@ async fn fanout(server: &TestServer, token: &str, subscribers: usize, parts: usi
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_by(f64::total_cmp);
     let (p50, p99, max) = (percentile(&all, 0.5), percentile(&all, 0.99), percentile(&all, 1.0));
-    println!("{subscribers} subscribers x {parts} parts at {rate}/s: {complete} got every part; delivery p50 {p50} ms, p99 {p99} ms, max {max} ms; {elapsed:.2} s in all");
+    println!(
+        "{subscribers} subscribers x {parts} parts at {rate}/s: {complete} got every part; delivery p50 {p50} ms, p99 {p99} ms, max {max} ms; {elapsed:.2} s in all"
+    );
     json!({"benchmark": "fanout", "subscribers": subscribers, "parts": parts, "parts_per_sec": rate, "subscribers_complete": complete, "delivery_p50_ms": p50, "delivery_p99_ms": p99, "delivery_max_ms": max, "seconds": (elapsed * 100.0).round() / 100.0})
 }
 
@@ -189,6 +210,9 @@ async fn concurrent(server: &TestServer, token: &str, chats: usize) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
-    println!("{chats} chats at once: {waiting} finished, {errors} in error, {create_errors} refused; {seconds:.2} s ({:.1} turns/s)", chats as f64 / seconds);
+    println!(
+        "{chats} chats at once: {waiting} finished, {errors} in error, {create_errors} refused; {seconds:.2} s ({:.1} turns/s)",
+        chats as f64 / seconds
+    );
     json!({"benchmark": "concurrent", "chats": chats, "finished": waiting, "errors": errors + create_errors, "seconds": (seconds * 100.0).round() / 100.0, "turns_per_sec": ((chats as f64 / seconds) * 10.0).round() / 10.0})
 }

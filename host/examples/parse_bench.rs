@@ -24,13 +24,17 @@ fn openai_body(tokens: usize) -> String {
             "choices": [{"index": 0, "delta": {"content": WORDS[i % WORDS.len()]}, "finish_reason": null}]});
         body.push_str(&format!("data: {chunk}\n\n"));
     }
-    body.push_str("data: {\"id\":\"chatcmpl-8x1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    body.push_str(
+        "data: {\"id\":\"chatcmpl-8x1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    );
     body.push_str("data: {\"id\":\"chatcmpl-8x1\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":100000}}\n\ndata: [DONE]\n\n");
     body
 }
 
 fn anthropic_body(tokens: usize) -> String {
-    let mut body = String::from("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n");
+    let mut body = String::from(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n",
+    );
     body.push_str("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
     for i in 0..tokens {
         let event = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % WORDS.len()]}});
@@ -65,12 +69,21 @@ async fn measure<P: WireParser>(body: &str, tokens: usize, rounds: usize, parser
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let flag = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let tokens = flag("--tokens", 100_000);
     let rounds = flag("--rounds", 5);
     let openai = measure(&openai_body(tokens), tokens, rounds, || ChunkParser::new("bench")).await;
     let anthropic = measure(&anthropic_body(tokens), tokens, rounds, || EventParser::new("bench")).await;
     println!("openai: {tokens} tokens, best of {rounds}: {openai:.0} tokens/s");
     println!("anthropic: {tokens} tokens, best of {rounds}: {anthropic:.0} tokens/s");
-    println!("{}", json!({"tokens": tokens, "rounds": rounds, "openai_tokens_per_s": openai.round(), "anthropic_tokens_per_s": anthropic.round(), "target_tokens_per_s": 1_000_000}));
+    println!(
+        "{}",
+        json!({"tokens": tokens, "rounds": rounds, "openai_tokens_per_s": openai.round(), "anthropic_tokens_per_s": anthropic.round(), "target_tokens_per_s": 1_000_000})
+    );
 }

@@ -21,11 +21,22 @@ fn policy() -> String {
     let mut n = 0;
     while rules < RULES {
         let rule = match n % 5 {
-            0 => format!("forbid (principal, action in [Action::\"see_tool\", Action::\"call_tool\"], resource == Tool::\"extra_{n}\") when {{ principal.kind == \"subagent\" }};"),
-            1 => format!("permit (principal, action == Action::\"use_capability\", resource == Capability::\"log\") when {{ context.plugin.name == \"weather\" && context.tool == \"extra_{n}\" }};"),
-            2 => format!("forbid (principal, action == Action::\"call_tool\", resource) when {{ principal.depth > {} && resource.name == \"extra_{n}\" }};", n % 4 + 1),
-            3 => format!("forbid (principal, action == Action::\"see_tool\", resource) when {{ principal.model == \"cheap-{n}\" && resource.annotations.destructive }};"),
-            _ => format!("forbid (principal, action == Action::\"use_capability\", resource == Capability::\"workspace-fs\") when {{ context has scope && context.scope like \"secret-{n}/*\" && principal.owner_role == \"member\" }};"),
+            0 => format!(
+                "forbid (principal, action in [Action::\"see_tool\", Action::\"call_tool\"], resource == Tool::\"extra_{n}\") when {{ principal.kind == \"subagent\" }};"
+            ),
+            1 => format!(
+                "permit (principal, action == Action::\"use_capability\", resource == Capability::\"log\") when {{ context.plugin.name == \"weather\" && context.tool == \"extra_{n}\" }};"
+            ),
+            2 => format!(
+                "forbid (principal, action == Action::\"call_tool\", resource) when {{ principal.depth > {} && resource.name == \"extra_{n}\" }};",
+                n % 4 + 1
+            ),
+            3 => format!(
+                "forbid (principal, action == Action::\"see_tool\", resource) when {{ principal.model == \"cheap-{n}\" && resource.annotations.destructive }};"
+            ),
+            _ => format!(
+                "forbid (principal, action == Action::\"use_capability\", resource == Capability::\"workspace-fs\") when {{ context has scope && context.scope like \"secret-{n}/*\" && principal.owner_role == \"member\" }};"
+            ),
         };
         text.push_str(&format!("\n@id(\"rule-{n}\")\n{rule}\n"));
         rules += 1;
@@ -40,13 +51,22 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 fn principal(id: usize, kind: ChatKind) -> Principal {
-    Principal { id: format!("chat-{id}"), kind, depth: i64::from(kind != ChatKind::Root), owner: "alice".into(), owner_role: "member".into(), model: "test-model".into() }
+    Principal {
+        id: format!("chat-{id}"),
+        kind,
+        depth: i64::from(kind != ChatKind::Root),
+        owner: "alice".into(),
+        owner_role: "member".into(),
+        model: "test-model".into(),
+    }
 }
 
 fn main() {
-    let runs: usize = std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(2000);
+    let runs: usize =
+        std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(2000);
     let inventory = sample_inventory(TOOLS);
-    let rules = check_text(&policy(), &inventory).unwrap_or_else(|e| panic!("the benchmark policy is invalid: {e}")).rules;
+    let rules =
+        check_text(&policy(), &inventory).unwrap_or_else(|e| panic!("the benchmark policy is invalid: {e}")).rules;
 
     let mut cold = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -80,7 +100,8 @@ fn main() {
         assert!(decision.allowed);
     }
     let (cold50, cold99) = (percentile(&mut cold, 0.5), percentile(&mut cold, 0.99));
-    let (warm50, call50, call99) = (percentile(&mut warm, 0.5), percentile(&mut call, 0.5), percentile(&mut call, 0.99));
+    let (warm50, call50, call99) =
+        (percentile(&mut warm, 0.5), percentile(&mut call, 0.5), percentile(&mut call, 0.99));
     let (scoped50, scoped99) = (percentile(&mut scoped, 0.5), percentile(&mut scoped, 0.99));
     println!("{TOOLS} tools, {RULES} rules, {runs} runs");
     println!("visible tool set, new chat:    p50 {cold50:8.1} us   p99 {cold99:8.1} us");

@@ -19,14 +19,16 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::args().skip_while(|a| a != "--runs").nth(1).map(|n| n.parse()).transpose()?.unwrap_or(50);
+    let runs: usize =
+        std::env::args().skip_while(|a| a != "--runs").nth(1).map(|n| n.parse()).transpose()?.unwrap_or(50);
     let data = tempfile::tempdir()?;
     let store = Store::open(&Store::sqlite_url(data.path())).await?;
     let owner = store.create_user("bench", false).await?;
     // The bundled templates, and one whose commands may reach the network.
     std::fs::create_dir_all(data.path().join("templates/online"))?;
     std::fs::write(data.path().join("templates/online/template.toml"), "name = 'Online'\nnetwork = true\n")?;
-    let service = WorkspaceService::start(store, data.path(), &WorkspacesConfig::default()).await.map_err(anyhow::Error::msg)?;
+    let service =
+        WorkspaceService::start(store, data.path(), &WorkspacesConfig::default()).await.map_err(anyhow::Error::msg)?;
     if let Some(problem) = service.sandbox_problem() {
         anyhow::bail!("{problem}");
     }
@@ -35,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let mut workspace = None;
     for _ in 0..runs.clamp(1, 20) {
         let started = Instant::now();
-        let created = service.create(&owner.id, false, CreateRequest { template_id: "blank".into(), ..CreateRequest::default() }).await?;
+        let created = service
+            .create(&owner.id, false, CreateRequest { template_id: "blank".into(), ..CreateRequest::default() })
+            .await?;
         let ready = service.wait_settled(&created.id, Duration::from_secs(60)).await?;
         create.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(ready.status.as_str() == "ready", "{:?}", ready.detail);
@@ -51,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
         sandboxed.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(done.exit_code == Some(0), "{done:?}");
     }
-    let online = service.create(&owner.id, false, CreateRequest { template_id: "online".into(), ..CreateRequest::default() }).await?;
+    let online = service
+        .create(&owner.id, false, CreateRequest { template_id: "online".into(), ..CreateRequest::default() })
+        .await?;
     let online = service.wait_settled(&online.id, Duration::from_secs(60)).await?;
     let mut networked = Vec::new();
     for _ in 0..runs {
@@ -69,13 +75,20 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(status.success());
     }
 
-    let (create_p50, sandboxed_p50, sandboxed_p95, direct_p50) =
-        (percentile(&mut create, 0.5), percentile(&mut sandboxed, 0.5), percentile(&mut sandboxed, 0.95), percentile(&mut direct, 0.5));
+    let (create_p50, sandboxed_p50, sandboxed_p95, direct_p50) = (
+        percentile(&mut create, 0.5),
+        percentile(&mut sandboxed, 0.5),
+        percentile(&mut sandboxed, 0.95),
+        percentile(&mut direct, 0.5),
+    );
     println!("create a workspace from `blank` until ready: {create_p50:.1} ms p50 ({} runs)", create.len());
     println!("`true` in the sandbox: {sandboxed_p50:.2} ms p50, {sandboxed_p95:.2} ms p95 ({runs} runs)");
     let networked_p50 = percentile(&mut networked, 0.5);
     println!("`true` in the sandbox with a network of its own: {networked_p50:.2} ms p50");
-    println!("`bash -c true` without a sandbox: {direct_p50:.2} ms p50; sandbox overhead {:.2} ms per command", sandboxed_p50 - direct_p50);
+    println!(
+        "`bash -c true` without a sandbox: {direct_p50:.2} ms p50; sandbox overhead {:.2} ms per command",
+        sandboxed_p50 - direct_p50
+    );
     println!(
         "{}",
         serde_json::json!({

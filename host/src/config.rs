@@ -132,7 +132,12 @@ pub struct PluginsConfig {
 
 impl Default for PluginsConfig {
     fn default() -> PluginsConfig {
-        PluginsConfig { max_concurrent_calls: 128, max_waiting_calls: 256, defaults: PluginLimits::default(), limits: BTreeMap::new() }
+        PluginsConfig {
+            max_concurrent_calls: 128,
+            max_waiting_calls: 256,
+            defaults: PluginLimits::default(),
+            limits: BTreeMap::new(),
+        }
     }
 }
 
@@ -255,7 +260,8 @@ mod tests {
             "data_dir = \"/from/file\"\nplugins_dir = \"/plugins/file\"\n[plugins.defaults]\nmemory_mib = 64\n[plugins.limits.files]\ntimeout_ms = 500\n",
         )
         .unwrap();
-        let overrides = Overrides { config_file: Some(file), data_dir: Some("/from/flag".into()), ..Default::default() };
+        let overrides =
+            Overrides { config_file: Some(file), data_dir: Some("/from/flag".into()), ..Default::default() };
         let config = Config::load(&overrides).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(config.plugins_dir, Some(PathBuf::from("/plugins/file")));

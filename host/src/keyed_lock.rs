@@ -57,7 +57,10 @@ mod tests {
         assert!(locks.len() <= 3, "idle locks were dropped: {} left", locks.len());
         let second = wait_for_busy();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!first.is_finished() && !second.is_finished(), "a held lock survives pruning: the same key still waits");
+        assert!(
+            !first.is_finished() && !second.is_finished(),
+            "a held lock survives pruning: the same key still waits"
+        );
         drop(held);
         first.await.unwrap();
         second.await.unwrap();

@@ -23,7 +23,9 @@ pub enum SecretError {
     BadKey(String),
     #[error("cannot read or create the secret key file `{path}`: {error}")]
     KeyFile { path: PathBuf, error: std::io::Error },
-    #[error("a stored secret cannot be decrypted with this server's key; every replica needs the same TOOLHOST_SECRET_KEY, or set the secret again")]
+    #[error(
+        "a stored secret cannot be decrypted with this server's key; every replica needs the same TOOLHOST_SECRET_KEY, or set the secret again"
+    )]
     Undecryptable,
 }
 
@@ -41,7 +43,11 @@ impl std::fmt::Debug for SecretBox {
 
 fn decode_key(text: &str, origin: &str) -> Result<[u8; 32], SecretError> {
     let text = text.trim();
-    let bytes = STANDARD.decode(text).ok().filter(|b| b.len() == 32).or_else(|| hex::decode(text).ok().filter(|b| b.len() == 32));
+    let bytes = STANDARD
+        .decode(text)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .or_else(|| hex::decode(text).ok().filter(|b| b.len() == 32));
     bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| SecretError::BadKey(origin.to_string()))
 }
 
@@ -58,7 +64,8 @@ impl SecretBox {
         }
         let env_file = std::env::var_os("TOOLHOST_SECRET_KEY_FILE").map(PathBuf::from);
         if let Some(path) = env_file.as_deref().or(key_file) {
-            let text = std::fs::read_to_string(path).map_err(|error| SecretError::KeyFile { path: path.to_path_buf(), error })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| SecretError::KeyFile { path: path.to_path_buf(), error })?;
             return Ok(SecretBox::from_key(decode_key(&text, &format!("in `{}`", path.display()))?));
         }
         let path = data_dir.join("secret.key");
@@ -67,7 +74,8 @@ impl SecretBox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                write_private(&path, &STANDARD.encode(key)).map_err(|error| SecretError::KeyFile { path: path.clone(), error })?;
+                write_private(&path, &STANDARD.encode(key))
+                    .map_err(|error| SecretError::KeyFile { path: path.clone(), error })?;
                 tracing::info!(path = %path.display(), "created a secret key for API keys at rest; back it up with the database");
                 Ok(SecretBox::from_key(key))
             }
@@ -89,12 +97,18 @@ impl SecretBox {
     }
 
     pub fn open(&self, sealed: &str, context: &str) -> Result<String, SecretError> {
-        let raw = sealed.strip_prefix(VERSION_PREFIX).and_then(|b| STANDARD.decode(b).ok()).ok_or(SecretError::Undecryptable)?;
+        let raw = sealed
+            .strip_prefix(VERSION_PREFIX)
+            .and_then(|b| STANDARD.decode(b).ok())
+            .ok_or(SecretError::Undecryptable)?;
         if raw.len() < NONCE_LEN {
             return Err(SecretError::Undecryptable);
         }
         let (nonce, body) = raw.split_at(NONCE_LEN);
-        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() }).map_err(|_| SecretError::Undecryptable)?;
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
+            .map_err(|_| SecretError::Undecryptable)?;
         String::from_utf8(plain).map_err(|_| SecretError::Undecryptable)
     }
 }

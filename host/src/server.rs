@@ -9,19 +9,19 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::AgentService;
 use crate::api::{self, ApiLimits, AppState, Lifecycle};
-use std::future::IntoFuture;
-use std::time::Duration;
+use crate::catalog::{Catalog, seed};
 use crate::chat::service::ChatService;
 use crate::chat::worker::{Worker, WorkerSettings};
-use crate::catalog::{Catalog, seed};
+use crate::config::Config;
+use crate::plugins::PluginRuntime;
 use crate::policy::{Inventory, PolicyEngine};
 use crate::secrets::SecretBox;
-use crate::plugins::PluginRuntime;
-use crate::config::Config;
 use crate::store::Store;
-use crate::agents::AgentService;
 use crate::workspace::WorkspaceService;
+use std::future::IntoFuture;
+use std::time::Duration;
 
 /// Opens the database (creating and migrating it if needed) as configured.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -68,7 +68,9 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     }
     let catalog = Arc::new(open_catalog(config, &store).await?);
     let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
-    let workspaces = WorkspaceService::start(store.clone(), &config.data_dir, &config.workspaces).await.map_err(anyhow::Error::msg)?;
+    let workspaces = WorkspaceService::start(store.clone(), &config.data_dir, &config.workspaces)
+        .await
+        .map_err(anyhow::Error::msg)?;
     if let Some(problem) = workspaces.sandbox_problem() {
         eprintln!("toolhost: workspace commands are disabled: {problem}");
     }
@@ -105,7 +107,11 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
     let closing = lifecycle.closing.clone();
-    let mut server = tokio::spawn(axum::serve(listener, api::router(state)).with_graceful_shutdown(async move { closing.cancelled().await }).into_future());
+    let mut server = tokio::spawn(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move { closing.cancelled().await })
+            .into_future(),
+    );
     tokio::select! {
         _ = signal => {}
         served = &mut server => return served.context("the API server stopped")?.context("the API server failed"),
@@ -125,7 +131,10 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         store.close().await;
     };
     if tokio::time::timeout(limit, shut_down).await.is_err() {
-        eprintln!("toolhost: shutdown took longer than {} s (api.shutdown_timeout_secs); exiting anyway", limit.as_secs());
+        eprintln!(
+            "toolhost: shutdown took longer than {} s (api.shutdown_timeout_secs); exiting anyway",
+            limit.as_secs()
+        );
     }
     Ok(())
 }

@@ -164,7 +164,10 @@ pub fn with_prompt_tokens(script: Script, tokens: i64) -> Script {
 
 /// The provider refusing a prompt as too long for the model (OpenAI's wording).
 pub fn context_too_long() -> Script {
-    Script::Status(400, json!({"error": {"message": "This model's maximum context length is 100000 tokens; your messages resulted in 131072 tokens.", "type": "invalid_request_error", "code": "context_length_exceeded"}}))
+    Script::Status(
+        400,
+        json!({"error": {"message": "This model's maximum context length is 100000 tokens; your messages resulted in 131072 tokens.", "type": "invalid_request_error", "code": "context_length_exceeded"}}),
+    )
 }
 
 /// How to answer when no script is queued.
@@ -266,11 +269,13 @@ impl Drop for FakeLlm {
 }
 
 fn record(shared: &Shared, headers: &axum::http::HeaderMap, body: &Value) {
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(String::from));
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(String::from).or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(String::from)
+    });
     if shared.record.load(std::sync::atomic::Ordering::Relaxed) {
         shared.keys.lock().unwrap().push(key);
         shared.requests.lock().unwrap().push(body.clone());
@@ -283,8 +288,14 @@ fn unanswered_openai_tool_calls(body: &Value) -> Option<String> {
     let mut missing = Vec::new();
     for (at, message) in messages.iter().enumerate() {
         let Some(calls) = message["tool_calls"].as_array() else { continue };
-        let answered: Vec<&str> = messages[at + 1..].iter().take_while(|m| m["role"] == "tool").filter_map(|m| m["tool_call_id"].as_str()).collect();
-        missing.extend(calls.iter().filter_map(|c| c["id"].as_str()).filter(|id| !answered.contains(id)).map(String::from));
+        let answered: Vec<&str> = messages[at + 1..]
+            .iter()
+            .take_while(|m| m["role"] == "tool")
+            .filter_map(|m| m["tool_call_id"].as_str())
+            .collect();
+        missing.extend(
+            calls.iter().filter_map(|c| c["id"].as_str()).filter(|id| !answered.contains(id)).map(String::from),
+        );
     }
     (!missing.is_empty()).then(|| missing.join(", "))
 }
@@ -293,7 +304,12 @@ fn unanswered_openai_tool_calls(body: &Value) -> Option<String> {
 fn unanswered_anthropic_tool_uses(body: &Value) -> Option<String> {
     let messages = body["messages"].as_array()?;
     let blocks = |m: &Value, kind: &str, field: &str| -> Vec<String> {
-        m["content"].as_array().map(|c| c.iter().filter(|b| b["type"] == kind).filter_map(|b| b[field].as_str().map(String::from)).collect()).unwrap_or_default()
+        m["content"]
+            .as_array()
+            .map(|c| {
+                c.iter().filter(|b| b["type"] == kind).filter_map(|b| b[field].as_str().map(String::from)).collect()
+            })
+            .unwrap_or_default()
     };
     let mut missing = Vec::new();
     for (at, message) in messages.iter().enumerate() {
@@ -324,54 +340,97 @@ fn is_title_request(shared: &Shared, body: &Value) -> bool {
     title
 }
 
-async fn anthropic_messages(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+async fn anthropic_messages(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: axum::Json<Value>,
+) -> Response {
     if is_title_request(&shared, &body.0) {
-        return anthropic_messages_stream(match anthropic_text(TITLE) { Script::Anthropic { events } => events, _ => unreachable!() });
+        return anthropic_messages_stream(match anthropic_text(TITLE) {
+            Script::Anthropic { events } => events,
+            _ => unreachable!(),
+        });
     }
     record(&shared, &headers, &body.0);
     if let Some(unanswered) = unanswered_anthropic_tool_uses(&body.0) {
-        let message = format!("messages: `tool_use` ids were found without `tool_result` blocks immediately after: {unanswered}");
-        return status_response(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}), None);
+        let message =
+            format!("messages: `tool_use` ids were found without `tool_result` blocks immediately after: {unanswered}");
+        return status_response(
+            400,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}}),
+            None,
+        );
     }
-    let script = shared.scripts.lock().unwrap().pop_front().unwrap_or_else(|| anthropic_text("(no more scripted answers)"));
+    let script =
+        shared.scripts.lock().unwrap().pop_front().unwrap_or_else(|| anthropic_text("(no more scripted answers)"));
     let events = match script {
         Script::Status(status, body) => return status_response(status, body, None),
         Script::StatusRetryAfter(status, body, seconds) => return status_response(status, body, Some(seconds)),
         Script::Anthropic { events } => events,
-        Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
+        Script::Raw(body) => {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from(body))
+                .unwrap();
+        }
         other => panic!("an OpenAI script was queued for an Anthropic request: {other:?}"),
     };
     anthropic_messages_stream(events)
 }
 
 fn anthropic_messages_stream(events: Vec<Value>) -> Response {
-    let frames: Vec<String> = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("unknown"))).collect();
+    let frames: Vec<String> =
+        events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("unknown"))).collect();
     let stream = futures::stream::iter(frames).map(|frame| Ok::<_, Infallible>(Bytes::from(frame)));
     Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
 async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
     if is_title_request(&shared, &body.0) {
-        let frames: Vec<String> = text_chunks(TITLE).iter().map(|c| format!("data: {c}\n\n")).chain(["data: [DONE]\n\n".to_string()]).collect();
+        let frames: Vec<String> = text_chunks(TITLE)
+            .iter()
+            .map(|c| format!("data: {c}\n\n"))
+            .chain(["data: [DONE]\n\n".to_string()])
+            .collect();
         let stream = futures::stream::iter(frames).map(|frame| Ok::<_, Infallible>(Bytes::from(frame)));
-        return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap();
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(stream))
+            .unwrap();
     }
-    let last_role = body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
+    let last_role =
+        body.0["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["role"].as_str()).unwrap_or("").to_string();
     record(&shared, &headers, &body.0);
     if let Some(unanswered) = unanswered_openai_tool_calls(&body.0) {
         let message = format!(
             "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {unanswered}"
         );
-        return status_response(400, json!({"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": null}}), None);
+        return status_response(
+            400,
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": null}}),
+            None,
+        );
     }
     // The chat's first message tells chats apart (later messages may quote other chats' prompts).
-    let first_user = body.0["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).map(|m| m["content"].to_string()).unwrap_or_default();
-    let routed = shared.routed.lock().unwrap().iter_mut().find(|(marker, scripts)| !scripts.is_empty() && first_user.contains(marker.as_str())).and_then(|(_, scripts)| scripts.pop_front());
+    let first_user = body.0["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .map(|m| m["content"].to_string())
+        .unwrap_or_default();
+    let routed = shared
+        .routed
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .find(|(marker, scripts)| !scripts.is_empty() && first_user.contains(marker.as_str()))
+        .and_then(|(_, scripts)| scripts.pop_front());
     let queued = routed.or_else(|| shared.scripts.lock().unwrap().pop_front());
     let fallback = *shared.fallback.lock().unwrap();
     let script = queued.unwrap_or_else(|| match fallback {
         Fallback::Text => text("(no more scripted answers)"),
-        Fallback::ToolThenText if last_role == "user" => tool_calls(&[("call_1", "read_file", r#"{"path": "README.md"}"#)]),
+        Fallback::ToolThenText if last_role == "user" => {
+            tool_calls(&[("call_1", "read_file", r#"{"path": "README.md"}"#)])
+        }
         Fallback::ToolThenText => text("done"),
         Fallback::TimedParts(..) => Script::Stream { chunks: Vec::new(), pause: Duration::ZERO },
     });
@@ -388,13 +447,21 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
         Script::Status(status, body) => return status_response(status, body, None),
         Script::StatusRetryAfter(status, body, seconds) => return status_response(status, body, Some(seconds)),
         Script::Anthropic { .. } => panic!("an Anthropic script was queued for an OpenAI request"),
-        Script::Raw(body) => return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(body)).unwrap(),
+        Script::Raw(body) => {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from(body))
+                .unwrap();
+        }
         Script::Stream { chunks, pause } => (chunks, pause, true),
         Script::Dropped(chunks) => (chunks, Duration::ZERO, false),
         Script::Computed(_) => panic!("a computed script computed another"),
         Script::Silent => {
             let nothing = futures::stream::pending::<Result<Bytes, Infallible>>();
-            return Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(nothing)).unwrap();
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(nothing))
+                .unwrap();
         }
     };
     let mut frames: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();

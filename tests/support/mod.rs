@@ -13,18 +13,18 @@ use futures::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
+use toolhost::agents::{AgentService, AgentsConfig};
 use toolhost::api::{self, ApiLimits, AppState};
+use toolhost::catalog::{Catalog, ModelInput, NewProvider};
 use toolhost::chat::service::ChatService;
 use toolhost::chat::worker::{Worker, WorkerSettings};
-use toolhost::catalog::{Catalog, ModelInput, NewProvider};
-use toolhost::llm::{ModelTimeouts, ProviderKind};
 use toolhost::llm::retry::RetryPolicy;
-use toolhost::secrets::SecretBox;
-use toolhost::store::Source;
+use toolhost::llm::{ModelTimeouts, ProviderKind};
 use toolhost::plugins::{PluginRuntime, RuntimeOptions};
 use toolhost::policy::{Inventory, PolicyEngine};
+use toolhost::secrets::SecretBox;
+use toolhost::store::Source;
 use toolhost::store::Store;
-use toolhost::agents::{AgentService, AgentsConfig};
 use toolhost::workspace::{WorkspaceService, WorkspacesConfig};
 
 use fake_llm::FakeLlm;
@@ -73,7 +73,9 @@ impl TestDatabase {
                 sqlx::any::install_default_drivers();
                 let admin = postgres_admin_url();
                 let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL tests need a server at {admin} (set TOOLHOST_TEST_POSTGRES_URL to use another): {e}")
+                    panic!(
+                        "PostgreSQL tests need a server at {admin} (set TOOLHOST_TEST_POSTGRES_URL to use another): {e}"
+                    )
                 });
                 let name = format!("toolhost_test_{}", uuid::Uuid::now_v7().simple());
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
@@ -126,13 +128,26 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { settings: test_settings(), plugins: None, agents: AgentsConfig::default(), max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls }
+        Setup {
+            settings: test_settings(),
+            plugins: None,
+            agents: AgentsConfig::default(),
+            max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
+        }
     }
 }
 
 /// Worker settings for tests: retries after milliseconds, not seconds.
 pub fn test_settings() -> WorkerSettings {
-    WorkerSettings { retry: RetryPolicy { max_attempts: 4, max_silent_attempts: 2, base_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }, ..WorkerSettings::default() }
+    WorkerSettings {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            max_silent_attempts: 2,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        },
+        ..WorkerSettings::default()
+    }
 }
 
 impl TestServer {
@@ -150,10 +165,12 @@ impl TestServer {
     pub async fn start_with_fixtures(backend: Backend, fixtures: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         for name in fixtures {
-            let built = std::path::Path::new(env!("TOOLHOST_WASM_DIR")).join(format!("fixture_{}.wasm", name.replace('-', "_")));
+            let built = std::path::Path::new(env!("TOOLHOST_WASM_DIR"))
+                .join(format!("fixture_{}.wasm", name.replace('-', "_")));
             std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
         }
-        TestServer::start_full(TestDatabase::create(backend).await, Setup { plugins: Some(dir), ..Setup::default() }).await
+        TestServer::start_full(TestDatabase::create(backend).await, Setup { plugins: Some(dir), ..Setup::default() })
+            .await
     }
 
     /// A server over an existing test database.
@@ -170,24 +187,50 @@ impl TestServer {
     /// calls at once.
     pub async fn start_with_slots(backend: Backend, chats: usize, calls: u32) -> TestServer {
         let settings = WorkerSettings { max_concurrent_chats: chats, ..test_settings() };
-        TestServer::start_full(TestDatabase::create(backend).await, Setup { settings, max_concurrent_calls: calls, ..Setup::default() }).await
+        TestServer::start_full(
+            TestDatabase::create(backend).await,
+            Setup { settings, max_concurrent_calls: calls, ..Setup::default() },
+        )
+        .await
     }
 
     async fn start_full(database: TestDatabase, setup: Setup) -> TestServer {
         let Setup { settings, plugins, agents, max_concurrent_calls } = setup;
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let store = Store::open(&database.url).await.unwrap();
         let llm = FakeLlm::start().await;
         let data = tempfile::tempdir().unwrap();
-        let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.unwrap();
+        let workspaces =
+            WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.unwrap();
         let chats = ChatService::new(store.clone());
-        let options = RuntimeOptions { plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()), max_concurrent_calls, ..RuntimeOptions::default() };
+        let options = RuntimeOptions {
+            plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()),
+            max_concurrent_calls,
+            ..RuntimeOptions::default()
+        };
         let runtime = Arc::new(PluginRuntime::load(options).await.unwrap());
-        let catalog = Arc::new(Catalog::new(store.clone(), SecretBox::from_key([42; 32]), ModelTimeouts { first_byte: Duration::from_secs(2), silence: Duration::from_secs(2) }));
+        let catalog = Arc::new(Catalog::new(
+            store.clone(),
+            SecretBox::from_key([42; 32]),
+            ModelTimeouts { first_byte: Duration::from_secs(2), silence: Duration::from_secs(2) },
+        ));
         // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
-        let fake = NewProvider { name: "fake".into(), kind: ProviderKind::Openai, base_url: Some(llm.base_url.clone()), api_key: None };
+        let fake = NewProvider {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(llm.base_url.clone()),
+            api_key: None,
+        };
         catalog.create_provider(fake, Source::Api).await.unwrap();
-        let model = ModelInput { name: Some("test-model".into()), provider: Some("fake".into()), context_window: Some(100_000), ..ModelInput::default() };
+        let model = ModelInput {
+            name: Some("test-model".into()),
+            provider: Some("fake".into()),
+            context_window: Some(100_000),
+            ..ModelInput::default()
+        };
         catalog.save_model(None, model, Source::Api).await.unwrap();
         let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await.unwrap();
         let worker = Arc::new(Worker {
@@ -198,20 +241,39 @@ impl TestServer {
             policy: policy.clone(),
             workspaces: workspaces.clone(),
             agents: AgentService::new(store.clone(), chats.clone(), agents),
-            settings: WorkerSettings {
-                poll: Duration::from_millis(100),
-                ..settings
-            },
+            settings: WorkerSettings { poll: Duration::from_millis(100), ..settings },
         });
         let stop_worker = CancellationToken::new();
         let worker_task = Some(tokio::spawn(worker.clone().run(stop_worker.clone())));
-        let state = AppState { store: store.clone(), chats, limits: ApiLimits { max_message_bytes: 64 * 1024 }, catalog: catalog.clone(), policy, workspaces: workspaces.clone(), lifecycle: Default::default() };
+        let state = AppState {
+            store: store.clone(),
+            chats,
+            limits: ApiLimits { max_message_bytes: 64 * 1024 },
+            catalog: catalog.clone(),
+            policy,
+            workspaces: workspaces.clone(),
+            lifecycle: Default::default(),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, api::router(state)).await.unwrap();
         });
-        TestServer { base: format!("http://{address}"), store, catalog, http: reqwest::Client::new(), llm, data, workspaces, database, task, stop_worker, worker_task, worker, _plugins: plugins }
+        TestServer {
+            base: format!("http://{address}"),
+            store,
+            catalog,
+            http: reqwest::Client::new(),
+            llm,
+            data,
+            workspaces,
+            database,
+            task,
+            stop_worker,
+            worker_task,
+            worker,
+            _plugins: plugins,
+        }
     }
 
     /// The PostgreSQL database's name (`None` for SQLite).
@@ -308,13 +370,17 @@ impl TestServer {
     /// command installs bubblewrap first.
     pub fn require_sandbox(&self) {
         if let Some(problem) = self.workspaces.sandbox_problem() {
-            panic!("workspace commands cannot run here: {problem}. Run `bash .ci/system-deps` (the README's test command does)");
+            panic!(
+                "workspace commands cannot run here: {problem}. Run `bash .ci/system-deps` (the README's test command does)"
+            );
         }
     }
 
     /// A workspace of `token`'s user made from `template`, ready (its startup script done).
     pub async fn ready_workspace(&self, token: &str, template: &str, parameters: Value) -> Value {
-        let (status, workspace) = self.post(token, "/api/v1/workspaces", serde_json::json!({"template_id": template, "parameters": parameters})).await;
+        let (status, workspace) = self
+            .post(token, "/api/v1/workspaces", serde_json::json!({"template_id": template, "parameters": parameters}))
+            .await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "{workspace}");
         let id = workspace["id"].as_str().unwrap().to_string();
         for _ in 0..400 {
@@ -388,7 +454,10 @@ impl SmallDisk {
             .arg(dir.path())
             .status()
             .expect("mount runs");
-        assert!(mounted.success(), "this test fills a small tmpfs, which only root can mount: run the tests as root (CI does)");
+        assert!(
+            mounted.success(),
+            "this test fills a small tmpfs, which only root can mount: run the tests as root (CI does)"
+        );
         SmallDisk { dir }
     }
 
@@ -417,8 +486,18 @@ impl Drop for SmallDisk {
 }
 
 /// Reads SSE events from the chat's stream until `until` says stop (or 20 s pass).
-pub async fn read_stream(server: &TestServer, token: &str, chat: &str, after: Option<i64>, until: impl Fn(&[Value]) -> bool) -> Vec<(Option<i64>, Value)> {
-    let mut request = server.http.get(server.url(&format!("/api/v1/chats/{chat}/stream"))).bearer_auth(token).header("accept", "text/event-stream");
+pub async fn read_stream(
+    server: &TestServer,
+    token: &str,
+    chat: &str,
+    after: Option<i64>,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<(Option<i64>, Value)> {
+    let mut request = server
+        .http
+        .get(server.url(&format!("/api/v1/chats/{chat}/stream")))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream");
     if let Some(after) = after {
         request = request.query(&[("after", after)]);
     }

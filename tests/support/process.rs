@@ -137,7 +137,10 @@ impl Drop for Served {
 }
 
 /// A fresh data directory (and, for PostgreSQL, a fresh database) for one test.
-pub async fn deployment(backend: crate::support::Backend, data_dir: &Path) -> (Deployment, crate::support::TestDatabase) {
+pub async fn deployment(
+    backend: crate::support::Backend,
+    data_dir: &Path,
+) -> (Deployment, crate::support::TestDatabase) {
     let database = crate::support::TestDatabase::create(backend).await;
     let database_url = matches!(backend, crate::support::Backend::Postgres).then(|| database.url.clone());
     (Deployment { data_dir: data_dir.to_path_buf(), database_url }, database)

@@ -45,7 +45,11 @@ impl Default for AgentsConfig {
 
 impl AgentsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        for (name, value) in [("max_depth", self.max_depth), ("max_concurrent_per_root", self.max_concurrent_per_root), ("max_spawns_per_turn", self.max_spawns_per_turn)] {
+        for (name, value) in [
+            ("max_depth", self.max_depth),
+            ("max_concurrent_per_root", self.max_concurrent_per_root),
+            ("max_spawns_per_turn", self.max_spawns_per_turn),
+        ] {
             if value < 0 {
                 return Err(format!("[agents] {name} must not be negative"));
             }
@@ -108,18 +112,29 @@ impl AgentService {
 
     /// `child_id`, when it is a descendant of `parent_id`.
     async fn descendant(&self, parent_id: &str, child_id: &str) -> Result<Chat, AgentError> {
-        let child = self.store.chat(child_id).await?.ok_or_else(|| AgentError::NotFound(format!("there is no chat `{child_id}`; use the ids spawn_agent returned")))?;
+        let child = self.store.chat(child_id).await?.ok_or_else(|| {
+            AgentError::NotFound(format!("there is no chat `{child_id}`; use the ids spawn_agent returned"))
+        })?;
         if !self.store.is_descendant(&child, parent_id).await? {
-            return Err(AgentError::Denied(format!("chat `{child_id}` is not one of this chat's subagents; a chat may address only the agents it (or its subagents) spawned")));
+            return Err(AgentError::Denied(format!(
+                "chat `{child_id}` is not one of this chat's subagents; a chat may address only the agents it (or its subagents) spawned"
+            )));
         }
         Ok(child)
     }
 
     /// Starts a child of `parent_id` with `prompt`; returns it at once (pending).
-    pub async fn spawn(&self, parent_id: &str, prompt: &str, title: Option<&str>, kind: ChatKind) -> Result<Chat, AgentError> {
+    pub async fn spawn(
+        &self,
+        parent_id: &str,
+        prompt: &str,
+        title: Option<&str>,
+        kind: ChatKind,
+    ) -> Result<Chat, AgentError> {
         if kind != ChatKind::Subagent {
             return Err(AgentError::Invalid(
-                "computer-use agents drive a desktop, and this server has none configured; spawn a subagent instead".into(),
+                "computer-use agents drive a desktop, and this server has none configured; spawn a subagent instead"
+                    .into(),
             ));
         }
         let prompt = prompt.trim();
@@ -184,7 +199,12 @@ impl AgentService {
 
     /// Waits until each child has finished its turn, or `timeout` (clamped to
     /// [`MIN_WAIT`]..[`MAX_WAIT`]) passes; returns every child's report, in the order given.
-    pub async fn wait(&self, parent_id: &str, child_ids: &[String], timeout: Duration) -> Result<Vec<AgentReport>, AgentError> {
+    pub async fn wait(
+        &self,
+        parent_id: &str,
+        child_ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<AgentReport>, AgentError> {
         if child_ids.is_empty() {
             return Err(AgentError::Invalid("name at least one subagent to wait for".into()));
         }
@@ -214,7 +234,13 @@ impl AgentService {
     }
 
     /// Sends `message` to a descendant: queued behind a running turn, or run next.
-    pub async fn send(&self, parent_id: &str, child_id: &str, message: &str, interrupt: bool) -> Result<(), AgentError> {
+    pub async fn send(
+        &self,
+        parent_id: &str,
+        child_id: &str,
+        message: &str,
+        interrupt: bool,
+    ) -> Result<(), AgentError> {
         if message.trim().is_empty() {
             return Err(AgentError::Invalid("the message is empty".into()));
         }
@@ -225,7 +251,9 @@ impl AgentService {
         let busy = if interrupt { BusyBehavior::Interrupt } else { BusyBehavior::Queue };
         match self.chats.send(&child, vec![MessagePart::text(message)], busy).await {
             Ok(_) => Ok(()),
-            Err(SendError::QueueFull(n)) => Err(AgentError::Limit(format!("the subagent already has {n} queued messages; wait for it first"))),
+            Err(SendError::QueueFull(n)) => {
+                Err(AgentError::Limit(format!("the subagent already has {n} queued messages; wait for it first")))
+            }
             Err(SendError::Store(e)) => Err(AgentError::Store(e)),
         }
     }

@@ -19,7 +19,9 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
         let Caller(user) = Caller::from_request_parts(parts, state).await?;
         if !user.is_admin {
-            return Err(ApiError::forbidden("only admins may do this; an operator makes admins with `toolhost users create NAME --admin`"));
+            return Err(ApiError::forbidden(
+                "only admins may do this; an operator makes admins with `toolhost users create NAME --admin`",
+            ));
         }
         Ok(Admin(user))
     }
@@ -30,14 +32,17 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()) else {
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
+        else {
             return Err(ApiError::unauthorized(
                 "send `Authorization: Bearer TOKEN`; an operator creates tokens with `toolhost tokens create USER`",
             ));
         };
         match state.store.authenticate(token).await? {
             Some(user) => Ok(Caller(user)),
-            None => Err(ApiError::unauthorized("the token is not valid; create a new one with `toolhost tokens create USER`")),
+            None => Err(ApiError::unauthorized(
+                "the token is not valid; create a new one with `toolhost tokens create USER`",
+            )),
         }
     }
 }

@@ -54,7 +54,11 @@ pub struct CreateChat {
     workspace_id: Option<String>,
 }
 
-pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson(body): ApiJson<CreateChat>) -> Result<(StatusCode, Json<Chat>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<CreateChat>,
+) -> Result<(StatusCode, Json<Chat>), ApiError> {
     validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
     let model = match body.model {
         Some(name) => {
@@ -94,7 +98,11 @@ pub struct ListQuery {
     offset: i64,
 }
 
-pub async fn list(State(state): State<AppState>, Caller(user): Caller, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) || query.offset < 0 {
@@ -109,11 +117,19 @@ pub(super) async fn owned(state: &AppState, user_id: &str, id: &str) -> Result<C
     state.store.owned_chat(user_id, id).await?.ok_or_else(|| ApiError::not_found(format!("no chat `{id}`")))
 }
 
-pub async fn get(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Chat>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Chat>, ApiError> {
     Ok(Json(owned(&state, &user.id, &id).await?))
 }
 
-pub async fn messages(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn messages(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     let messages: Vec<_> = state.store.messages(&chat.id, 0).await?.iter().map(|m| m.public()).collect();
     let queued = state.store.queued_messages(&chat.id).await?;
@@ -131,18 +147,29 @@ pub struct SendMessage {
 
 /// Sends a message: it starts a turn when the chat is idle, or is queued (and with
 /// `busy_behavior: interrupt`, stops the running turn so it runs next).
-pub async fn send(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>, ApiJson(body): ApiJson<SendMessage>) -> Result<Json<SendOutcome>, ApiError> {
+pub async fn send(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> Result<Json<SendOutcome>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     validate_user_content(&body.content, state.limits.max_message_bytes).map_err(ApiError::bad_request)?;
     match state.chats.send(&chat, body.content, body.busy_behavior).await {
         Ok(outcome) => Ok(Json(outcome)),
-        Err(SendError::QueueFull(n)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", SendError::QueueFull(n).to_string())),
+        Err(SendError::QueueFull(n)) => {
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", SendError::QueueFull(n).to_string()))
+        }
         Err(SendError::Store(e)) => Err(e.into()),
     }
 }
 
 /// Stops the running turn, keeping what was streamed; the chat is left waiting.
-pub async fn interrupt(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Chat>, ApiError> {
+pub async fn interrupt(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Chat>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     state.chats.interrupt_tree(&chat.id).await?;
     Ok(Json(owned(&state, &user.id, &id).await?))
@@ -154,7 +181,11 @@ pub struct ChildList {
 }
 
 /// The chats a chat spawned, oldest first.
-pub async fn children(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<ChildList>, ApiError> {
+pub async fn children(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChildList>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     Ok(Json(ChildList { chats: state.store.children(&chat.id).await? }))
 }
@@ -178,13 +209,21 @@ pub async fn edit(
     match state.store.message_role(&chat.id, message_id).await?.as_deref() {
         None => return Err(ApiError::not_found(format!("chat `{id}` has no message {message_id}"))),
         Some("user") => {}
-        Some(role) => return Err(ApiError::bad_request(format!("message {message_id} is a `{role}` message; only user messages can be edited"))),
+        Some(role) => {
+            return Err(ApiError::bad_request(format!(
+                "message {message_id} is a `{role}` message; only user messages can be edited"
+            )));
+        }
     }
     let message = state.chats.edit(&chat.id, message_id, &body.content).await?;
     Ok(Json(json!({ "message": message.public() })))
 }
 
-pub async fn delete_queued(State(state): State<AppState>, Caller(user): Caller, Path((id, queued_id)): Path<(String, i64)>) -> Result<StatusCode, ApiError> {
+pub async fn delete_queued(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((id, queued_id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     if state.chats.delete_queued(&chat.id, queued_id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -193,7 +232,11 @@ pub async fn delete_queued(State(state): State<AppState>, Caller(user): Caller, 
     }
 }
 
-pub async fn promote_queued(State(state): State<AppState>, Caller(user): Caller, Path((id, queued_id)): Path<(String, i64)>) -> Result<Json<Chat>, ApiError> {
+pub async fn promote_queued(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path((id, queued_id)): Path<(String, i64)>,
+) -> Result<Json<Chat>, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     if !state.chats.promote(&chat.id, queued_id).await? {
         return Err(ApiError::not_found(format!("chat `{id}` has no queued message {queued_id}")));
@@ -201,13 +244,21 @@ pub async fn promote_queued(State(state): State<AppState>, Caller(user): Caller,
     Ok(Json(owned(&state, &user.id, &id).await?))
 }
 
-pub async fn archive(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn archive(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     state.chats.set_archived(&chat.id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn unarchive(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn unarchive(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     state.chats.set_archived(&chat.id, false).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -71,7 +71,14 @@ impl From<crate::policy::PolicyError> for ApiError {
             PolicyError::NoSuchVersion(_) => ApiError::not_found(error.to_string()),
             PolicyError::Invalid(invalid) => {
                 let details = json!({ "problems": invalid.problems });
-                ApiError { details: Some(details), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", format!("{invalid}; nothing was changed")) }
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_policy",
+                        format!("{invalid}; nothing was changed"),
+                    )
+                }
             }
         }
     }
@@ -83,7 +90,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             other => {
                 tracing::error!(error = %other, "request failed in the store");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server could not complete the request; the server log has the details")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not complete the request; the server log has the details",
+                )
             }
         }
     }
@@ -104,9 +115,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(rejection) => return Err(json_rejection(rejection)),
         };
         if !value.is_object() {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", format!("the body must be a JSON object, not {}", json_kind(&value))));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_json",
+                format!("the body must be a JSON object, not {}", json_kind(&value)),
+            ));
         }
-        serde_json::from_value(value).map(ApiJson).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_json", format!("the body is not what this endpoint takes: {e}")))
+        serde_json::from_value(value).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_json",
+                format!("the body is not what this endpoint takes: {e}"),
+            )
+        })
     }
 }
 
@@ -127,21 +148,38 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 /// empty bodies. The status and headers such as `Allow` are kept.
 pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let is_json = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
     let (code, advice) = match status {
-        StatusCode::BAD_REQUEST => ("bad_request", "check the path and query parameters against GET /api/v1/openapi.json"),
+        StatusCode::BAD_REQUEST => {
+            ("bad_request", "check the path and query parameters against GET /api/v1/openapi.json")
+        }
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint; the API lives under /api/v1"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method; the `Allow` header lists those it takes"),
-        StatusCode::NOT_ACCEPTABLE => ("not_acceptable", "ask for `application/json` or, for streams, `text/event-stream`"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this endpoint does not take that method; the `Allow` header lists those it takes")
+        }
+        StatusCode::NOT_ACCEPTABLE => {
+            ("not_acceptable", "ask for `application/json` or, for streams, `text/event-stream`")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as JSON with `Content-Type: application/json`"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "send the body as JSON with `Content-Type: application/json`")
+        }
         StatusCode::UPGRADE_REQUIRED => ("upgrade_required", "connect to this endpoint with a WebSocket client"),
-        status if status.is_server_error() => ("internal", "the server could not complete the request; the server log has the details"),
+        status if status.is_server_error() => {
+            ("internal", "the server could not complete the request; the server log has the details")
+        }
         _ => ("bad_request", "see GET /api/v1/openapi.json for what this endpoint takes"),
     };
     let message = if text.is_empty() { advice.to_string() } else { format!("{text}; {advice}") };

@@ -22,7 +22,12 @@ use crate::workspace::git::{self, GitSnapshot};
 const PERIODIC_REFRESH: Duration = Duration::from_secs(30);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-pub async fn watch(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn watch(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let chat = owned(&state, &user.id, &id).await?;
     Ok(upgrade.on_upgrade(move |socket| serve(state, chat.id, socket)))
 }
@@ -79,7 +84,8 @@ async fn snapshot(state: &AppState, chat_id: &str, touched: &mut Touched) -> Res
         return Ok(GitSnapshot { workspace_id: Some(workspace.id), repositories: Vec::new() });
     };
     let paths = touched.paths.clone();
-    let repositories = tokio::task::spawn_blocking(move || git::repositories(&root, &paths)).await.map_err(|e| e.to_string())?;
+    let repositories =
+        tokio::task::spawn_blocking(move || git::repositories(&root, &paths)).await.map_err(|e| e.to_string())?;
     state.workspaces.git_snapshot(&workspace, &repositories).await.map_err(|e| e.to_string())
 }
 
@@ -87,7 +93,9 @@ async fn serve(state: AppState, chat_id: String, mut socket: WebSocket) {
     let mut touched = match Touched::new(&state, &chat_id).await {
         Ok(touched) => touched,
         Err(e) => {
-            let _ = socket.send(WsMessage::Text(json!({"type": "error", "message": e.to_string()}).to_string().into())).await;
+            let _ = socket
+                .send(WsMessage::Text(json!({"type": "error", "message": e.to_string()}).to_string().into()))
+                .await;
             return;
         }
     };
@@ -105,7 +113,8 @@ async fn serve(state: AppState, chat_id: String, mut socket: WebSocket) {
             let message = match snapshot(&state, &chat_id, &mut touched).await {
                 Ok(snapshot) if last_sent.as_ref() == Some(&snapshot) => None,
                 Ok(snapshot) => {
-                    let text = json!({"type": "snapshot", "snapshot": &snapshot, "taken_at": crate::store::now_ms()}).to_string();
+                    let text = json!({"type": "snapshot", "snapshot": &snapshot, "taken_at": crate::store::now_ms()})
+                        .to_string();
                     last_sent = Some(snapshot);
                     Some(text)
                 }

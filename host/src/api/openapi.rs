@@ -8,15 +8,15 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
-use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, Versions, VersionText};
+use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, VersionText, Versions};
 use super::prompts::Prompt;
-use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
-use crate::store::Workspace;
-use crate::policy::Saved;
 use super::usage::UsageReport;
+use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
 use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
 use crate::chat::events::{ChatEvent, WatchEvent};
 use crate::chat::service::SendOutcome;
+use crate::policy::Saved;
+use crate::store::Workspace;
 use crate::store::{Chat, Message, QueuedMessage};
 
 pub async fn openapi() -> Json<Value> {
@@ -35,7 +35,8 @@ fn ok<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Valu
 /// events as JSON WebSocket messages after an upgrade.
 /// A stream ends with a `shutdown` event when the server stops.
 fn stream<T: JsonSchema>(generator: &mut SchemaGenerator, description: &str) -> Value {
-    let schema = json!({"anyOf": [generator.subschema_for::<T>(), generator.subschema_for::<super::stream::ShutdownNotice>()]});
+    let schema =
+        json!({"anyOf": [generator.subschema_for::<T>(), generator.subschema_for::<super::stream::ShutdownNotice>()]});
     // The event as Server-Sent Events frame it: `data` is one of these events as JSON text.
     let frame = json!({"type": "object", "required": ["data"], "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": {"type": "string"}, "retry": {"type": "integer"}}});
     json!({"description": description, "content": {"text/event-stream": {"schema": frame}, "application/json": {"schema": schema}}})
@@ -88,7 +89,8 @@ pub fn document() -> Value {
         "parameters": [chat_path[0].clone(), {"name": "message_id", "in": "path", "required": true, "schema": id_integer()}],
         "patch": with_body(operation("Edit a user message: later messages and the queue are dropped, and the chat runs again", json!({"200": {"description": "{message: Message}"}})), body::<EditMessage>(&mut g)),
     }));
-    let queued_path = json!([chat_path[0].clone(), {"name": "queued_id", "in": "path", "required": true, "schema": id_integer()}]);
+    let queued_path =
+        json!([chat_path[0].clone(), {"name": "queued_id", "in": "path", "required": true, "schema": id_integer()}]);
     paths.insert("/chats/{id}/queue/{queued_id}".into(), json!({"parameters": queued_path, "delete": operation("Delete a queued message", json!({"204": {"description": "Deleted"}}))}));
     paths.insert("/chats/{id}/queue/{queued_id}/promote".into(), json!({"parameters": queued_path, "post": operation("Run a queued message next (interrupting a running turn)", json!({"200": ok::<Chat>(&mut g, "The chat")}))}));
     paths.insert("/chats/{id}/interrupt".into(), json!({"parameters": chat_path, "post": operation("Stop the running turn, keeping what was streamed", json!({"200": ok::<Chat>(&mut g, "The chat, waiting")}))}));

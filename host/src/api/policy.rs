@@ -52,9 +52,16 @@ pub async fn get(State(state): State<AppState>, _admin: Admin) -> Result<Json<Po
 
 use crate::policy::MAX_POLICY_BYTES;
 
-pub async fn put(State(state): State<AppState>, Admin(admin): Admin, ApiJson(body): ApiJson<NewPolicy>) -> Result<Json<Saved>, ApiError> {
+pub async fn put(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<NewPolicy>,
+) -> Result<Json<Saved>, ApiError> {
     if body.policy.len() > MAX_POLICY_BYTES {
-        return Err(ApiError::bad_request(format!("the policy is {} bytes; the limit is {MAX_POLICY_BYTES}", body.policy.len())));
+        return Err(ApiError::bad_request(format!(
+            "the policy is {} bytes; the limit is {MAX_POLICY_BYTES}",
+            body.policy.len()
+        )));
     }
     Ok(Json(state.policy.save(&body.policy, &admin.name, "").await?))
 }
@@ -77,16 +84,30 @@ pub struct VersionText {
     pub policy: String,
 }
 
-pub async fn version(State(state): State<AppState>, _admin: Admin, Path(version): Path<i64>) -> Result<Json<VersionText>, ApiError> {
+pub async fn version(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(version): Path<i64>,
+) -> Result<Json<VersionText>, ApiError> {
     if version == 0 {
-        let builtin = PolicyVersion { version: 0, author: "built-in".into(), note: "the default policy".into(), created_at: 0, text: String::new() };
+        let builtin = PolicyVersion {
+            version: 0,
+            author: "built-in".into(),
+            note: "the default policy".into(),
+            created_at: 0,
+            text: String::new(),
+        };
         return Ok(Json(VersionText { policy: crate::policy::DEFAULT_POLICY.to_string(), version: builtin }));
     }
     let found = state.store.policy(version).await?.ok_or(crate::policy::PolicyError::NoSuchVersion(version))?;
     Ok(Json(VersionText { policy: found.text.clone(), version: found }))
 }
 
-pub async fn restore(State(state): State<AppState>, Admin(admin): Admin, Path(version): Path<i64>) -> Result<Json<Saved>, ApiError> {
+pub async fn restore(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(version): Path<i64>,
+) -> Result<Json<Saved>, ApiError> {
     Ok(Json(state.policy.restore(version, &admin.name).await?))
 }
 
@@ -115,7 +136,11 @@ pub struct ExplainResponse {
     pub explanation: Explanation,
 }
 
-pub async fn explain(State(state): State<AppState>, _admin: Admin, ApiJson(body): ApiJson<ExplainRequest>) -> Result<Json<ExplainResponse>, ApiError> {
+pub async fn explain(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<ExplainRequest>,
+) -> Result<Json<ExplainResponse>, ApiError> {
     let principal = principal(&state, body).await?;
     let active = state.policy.refresh().await?;
     Ok(Json(ExplainResponse { policy_version: active.version, explanation: active.rules.explain(&principal) }))
@@ -123,10 +148,21 @@ pub async fn explain(State(state): State<AppState>, _admin: Admin, ApiJson(body)
 
 async fn principal(state: &AppState, body: ExplainRequest) -> Result<Principal, ApiError> {
     if let Some(chat_id) = body.chat_id {
-        if body.kind.is_some() || body.depth.is_some() || body.owner.is_some() || body.owner_role.is_some() || body.model.is_some() {
-            return Err(ApiError::bad_request("give either `chat_id` or a synthetic chat (`kind`, `depth`, `owner`, `owner_role`, `model`), not both"));
+        if body.kind.is_some()
+            || body.depth.is_some()
+            || body.owner.is_some()
+            || body.owner_role.is_some()
+            || body.model.is_some()
+        {
+            return Err(ApiError::bad_request(
+                "give either `chat_id` or a synthetic chat (`kind`, `depth`, `owner`, `owner_role`, `model`), not both",
+            ));
         }
-        let chat = state.store.chat(&chat_id).await?.ok_or_else(|| ApiError::not_found(format!("chat {chat_id} not found")))?;
+        let chat = state
+            .store
+            .chat(&chat_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("chat {chat_id} not found")))?;
         // The model the chat's turns use: its own, or the default when it has none or it was deleted.
         let model = match state.catalog.resolve(chat.model.as_deref()).await {
             Ok(resolved) => resolved.record.name,
@@ -143,7 +179,14 @@ async fn principal(state: &AppState, body: ExplainRequest) -> Result<Principal, 
     if !(0..=MAX_EXPLAIN_DEPTH).contains(&depth) {
         return Err(ApiError::bad_request(format!("`depth` is {depth}; use 0 (a root chat) to {MAX_EXPLAIN_DEPTH}")));
     }
-    Ok(Principal { id: "synthetic".into(), kind, depth, owner: body.owner.unwrap_or_default(), owner_role, model: body.model.unwrap_or_default() })
+    Ok(Principal {
+        id: "synthetic".into(),
+        kind,
+        depth,
+        owner: body.owner.unwrap_or_default(),
+        owner_role,
+        model: body.model.unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -165,13 +208,19 @@ pub struct AuditPage {
     pub next_before: Option<i64>,
 }
 
-pub async fn audit(State(state): State<AppState>, _admin: Admin, Query(query): Query<AuditQuery>) -> Result<Json<AuditPage>, ApiError> {
+pub async fn audit(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` is {limit}; use 1 to 500")));
     }
     if let Some(before) = query.before.filter(|b| *b < 1) {
-        return Err(ApiError::bad_request(format!("`before` is {before}; give the `next_before` of the previous page (at least 1)")));
+        return Err(ApiError::bad_request(format!(
+            "`before` is {before}; give the `next_before` of the previous page (at least 1)"
+        )));
     }
     let denials = state.store.denials(query.before, limit).await?;
     let next_before = (denials.len() as i64 == limit).then(|| denials.last().map(|d| d.id)).flatten();

@@ -20,7 +20,10 @@ fn checked(prompt: Option<String>) -> Result<Option<String>, ApiError> {
     let prompt = prompt.filter(|p| !p.trim().is_empty());
     if let Some(text) = &prompt {
         if text.len() > MAX_PROMPT_BYTES {
-            return Err(ApiError::bad_request(format!("the prompt is {} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB)", text.len())));
+            return Err(ApiError::bad_request(format!(
+                "the prompt is {} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB)",
+                text.len()
+            )));
         }
     }
     Ok(prompt)
@@ -30,7 +33,11 @@ pub async fn get_system_prompt(State(state): State<AppState>, _admin: Admin) -> 
     Ok(Json(Prompt { prompt: state.store.setting(SYSTEM_PROMPT_SETTING).await? }))
 }
 
-pub async fn put_system_prompt(State(state): State<AppState>, _admin: Admin, ApiJson(body): ApiJson<Prompt>) -> Result<Json<Prompt>, ApiError> {
+pub async fn put_system_prompt(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<Prompt>,
+) -> Result<Json<Prompt>, ApiError> {
     let prompt = checked(body.prompt)?;
     state.store.set_setting(SYSTEM_PROMPT_SETTING, prompt.as_deref()).await?;
     Ok(Json(Prompt { prompt }))
@@ -40,7 +47,11 @@ pub async fn get_user_prompt(State(state): State<AppState>, Caller(user): Caller
     Ok(Json(Prompt { prompt: state.store.user_prompt(&user.id).await? }))
 }
 
-pub async fn put_user_prompt(State(state): State<AppState>, Caller(user): Caller, ApiJson(body): ApiJson<Prompt>) -> Result<Json<Prompt>, ApiError> {
+pub async fn put_user_prompt(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<Prompt>,
+) -> Result<Json<Prompt>, ApiError> {
     let prompt = checked(body.prompt)?;
     state.store.set_user_prompt(&user.id, prompt.as_deref()).await?;
     Ok(Json(Prompt { prompt }))

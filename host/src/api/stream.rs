@@ -14,18 +14,18 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::header;
-use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use tokio_util::sync::CancellationToken;
-use std::sync::Arc;
 use serde::Deserialize;
+use std::sync::Arc;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
 
 use super::auth::Caller;
 use super::chats::owned;
@@ -105,7 +105,8 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let chat = owned(&state, &user.id, &id).await?;
-    let last_event_id = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let last_event_id =
+        request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
     let events = chat_events(&state, &chat.id, after).await?;
     let events = until_shutdown(events, state.lifecycle.closing.clone(), Some(after));
@@ -119,11 +120,17 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
     let channel = state.chats.hub.channel(chat_id);
     let guard = channel.lock().await;
     let chat = store.chat(chat_id).await?.ok_or_else(|| ApiError::not_found(format!("no chat `{chat_id}`")))?;
-    let mut snapshot = vec![Outgoing::of(&ChatEvent { seq: after, body: EventBody::Status { status: chat.status, last_error: chat.last_error.clone() } }, false)];
+    let mut snapshot = vec![Outgoing::of(
+        &ChatEvent { seq: after, body: EventBody::Status { status: chat.status, last_error: chat.last_error.clone() } },
+        false,
+    )];
     let mut cursor = after;
     for message in store.messages(chat_id, after).await? {
         cursor = cursor.max(message.seq);
-        snapshot.push(Outgoing::of(&ChatEvent { seq: message.seq, body: EventBody::Message { message: message.public() } }, true));
+        snapshot.push(Outgoing::of(
+            &ChatEvent { seq: message.seq, body: EventBody::Message { message: message.public() } },
+            true,
+        ));
     }
     for part in guard.in_flight_after(after) {
         cursor = cursor.max(part.seq);
@@ -131,7 +138,10 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
     }
     let queued = store.queued_messages(chat_id).await?;
     if !queued.is_empty() {
-        snapshot.push(Outgoing::of(&ChatEvent { seq: after, body: EventBody::QueueUpdate { queued_messages: queued } }, false));
+        snapshot.push(Outgoing::of(
+            &ChatEvent { seq: after, body: EventBody::QueueUpdate { queued_messages: queued } },
+            false,
+        ));
     }
     let live = BroadcastStream::new(guard.subscribe());
     drop(guard);
@@ -160,7 +170,11 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
 
 /// `GET /api/v1/chats/watch`: created, status_change, title_change, archived and unarchived
 /// events of the caller's chats, live (no replay).
-pub async fn watch(State(state): State<AppState>, Caller(user): Caller, request: Request) -> Result<Response, ApiError> {
+pub async fn watch(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
     let owner = user.id.clone();
     let events = BroadcastStream::new(state.chats.hub.watch())
         .scan(false, move |ended, received| {
@@ -189,7 +203,11 @@ pub async fn watch(State(state): State<AppState>, Caller(user): Caller, request:
 /// Ends `events` when the server shuts down: what was published before is still sent, then a
 /// `shutdown` event. `resume_from` (chat streams) is the cursor the stream started at; the
 /// notice says to resume after the last event sent.
-fn until_shutdown(events: BoxStream<'static, Outgoing>, closing: CancellationToken, resume_from: Option<i64>) -> BoxStream<'static, Outgoing> {
+fn until_shutdown(
+    events: BoxStream<'static, Outgoing>,
+    closing: CancellationToken,
+    resume_from: Option<i64>,
+) -> BoxStream<'static, Outgoing> {
     futures::stream::unfold(Some((events, resume_from)), move |state| {
         let closing = closing.clone();
         async move {
@@ -217,11 +235,21 @@ fn until_shutdown(events: BoxStream<'static, Outgoing>, closing: CancellationTok
 }
 
 /// Serves `events` as a WebSocket when the request asks to upgrade, otherwise as SSE.
-async fn respond(state: &AppState, request: Request, events: BoxStream<'static, Outgoing>) -> Result<Response, ApiError> {
-    let wants_upgrade = request.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+async fn respond(
+    state: &AppState,
+    request: Request,
+    events: BoxStream<'static, Outgoing>,
+) -> Result<Response, ApiError> {
+    let wants_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if wants_upgrade {
         let (mut parts, _) = request.into_parts();
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
         let open = state.lifecycle.websockets.token();
         return Ok(upgrade
             .on_upgrade(move |socket| async move {

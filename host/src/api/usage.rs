@@ -50,12 +50,18 @@ fn bound(text: &str, end_of_day: bool) -> Result<i64, ApiError> {
         let start = date.midnight().assume_utc().unix_timestamp() * 1000;
         return Ok(if end_of_day { start + DAY_MS } else { start });
     }
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time like 2026-11-01T00:00:00Z")))
+    OffsetDateTime::parse(text, &Rfc3339).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64).map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{text}` is not a date: use YYYY-MM-DD or an RFC 3339 time like 2026-11-01T00:00:00Z"
+        ))
+    })
 }
 
-pub async fn usage(State(state): State<AppState>, Caller(caller): Caller, query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<UsageReport>, ApiError> {
+pub async fn usage(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageReport>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let to_ms = match &query.to {
         Some(text) => bound(text, true)?,
@@ -71,10 +77,16 @@ pub async fn usage(State(state): State<AppState>, Caller(caller): Caller, query:
     let (owner_id, user) = match query.user.as_deref() {
         None => (Some(caller.id.clone()), caller.name.clone()),
         Some(name) if name == caller.name => (Some(caller.id.clone()), caller.name.clone()),
-        Some(_) if !caller.is_admin => return Err(ApiError::forbidden("only admins may see other users' usage; leave out `user` for your own")),
+        Some(_) if !caller.is_admin => {
+            return Err(ApiError::forbidden("only admins may see other users' usage; leave out `user` for your own"));
+        }
         Some("all") => (None, "all".to_string()),
         Some(name) => {
-            let user = state.store.find_user(name).await?.ok_or_else(|| ApiError::not_found(format!("there is no user `{name}`")))?;
+            let user = state
+                .store
+                .find_user(name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("there is no user `{name}`")))?;
             (Some(user.id), user.name)
         }
     };

@@ -20,7 +20,9 @@ impl From<WorkspaceError> for ApiError {
             WorkspaceError::NotFound(m) => ApiError::not_found(m),
             WorkspaceError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters", m),
             WorkspaceError::Denied(m) => ApiError::forbidden(m),
-            WorkspaceError::NotReady(m) | WorkspaceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            WorkspaceError::NotReady(m) | WorkspaceError::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", m)
+            }
             WorkspaceError::Failed(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "workspace_failed", m),
             WorkspaceError::Store(e) => e.into(),
         }
@@ -69,7 +71,11 @@ pub async fn list(State(state): State<AppState>, Caller(user): Caller) -> Result
     Ok(Json(WorkspaceList { workspaces: state.store.workspaces_of(&user.id).await? }))
 }
 
-pub async fn create(State(state): State<AppState>, Caller(user): Caller, ApiJson(body): ApiJson<CreateWorkspace>) -> Result<(StatusCode, Json<Workspace>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<CreateWorkspace>,
+) -> Result<(StatusCode, Json<Workspace>), ApiError> {
     let request = CreateRequest { template_id: body.template_id, name: body.name, parameters: body.parameters };
     let workspace = state.workspaces.create(&user.id, user.is_admin, request).await?;
     Ok((StatusCode::CREATED, Json(workspace)))
@@ -83,21 +89,37 @@ pub async fn owned_workspace(state: &AppState, user: &User, id: &str) -> Result<
     }
 }
 
-pub async fn get(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Workspace>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Workspace>, ApiError> {
     Ok(Json(owned_workspace(&state, &user, &id).await?))
 }
 
-pub async fn start(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Workspace>, ApiError> {
+pub async fn start(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Workspace>, ApiError> {
     let workspace = owned_workspace(&state, &user, &id).await?;
     Ok(Json(state.workspaces.start_workspace(&workspace.id).await?))
 }
 
-pub async fn stop(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<Json<Workspace>, ApiError> {
+pub async fn stop(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Workspace>, ApiError> {
     let workspace = owned_workspace(&state, &user, &id).await?;
     Ok(Json(state.workspaces.stop(&workspace.id).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, Caller(user): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let workspace = owned_workspace(&state, &user, &id).await?;
     state.workspaces.delete(&workspace.id).await?;
     Ok(StatusCode::NO_CONTENT)

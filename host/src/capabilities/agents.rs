@@ -8,7 +8,9 @@ use wasmtime::component::{HasSelf, Linker};
 use super::{CallState, Capability, ChatServices};
 use crate::agents::{AgentError as ServiceError, AgentReport as Report};
 use crate::plugins::ChatKind;
-use crate::plugins::bindings::toolhost::plugin::agents::{self as wit, AgentError, AgentKind, AgentReport, AgentStatus};
+use crate::plugins::bindings::toolhost::plugin::agents::{
+    self as wit, AgentError, AgentKind, AgentReport, AgentStatus,
+};
 use crate::store::ChatStatus;
 
 pub struct Agents;
@@ -26,7 +28,9 @@ impl CallState {
     /// no borrow of it may live across an await).
     fn agents_access(&self) -> Result<ChatServices, AgentError> {
         self.grants.require(Agents::NAME, &self.identity.plugin).map_err(AgentError::Denied)?;
-        self.chat.clone().ok_or_else(|| AgentError::Failed("agents are available only to tools called from a chat".into()))
+        self.chat
+            .clone()
+            .ok_or_else(|| AgentError::Failed("agents are available only to tools called from a chat".into()))
     }
 }
 
@@ -37,7 +41,8 @@ impl wit::Host for CallState {
             AgentKind::Subagent => ChatKind::Subagent,
             AgentKind::ComputerUse => ChatKind::ComputerUse,
         };
-        let child = access.agents.spawn(&access.scope.chat_id, &prompt, title.as_deref(), kind).await.map_err(to_wit)?;
+        let child =
+            access.agents.spawn(&access.scope.chat_id, &prompt, title.as_deref(), kind).await.map_err(to_wit)?;
         Ok(child.id)
     }
 

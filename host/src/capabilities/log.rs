@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, CallState};
+use super::{CallState, Capability};
 use crate::plugins::bindings::toolhost::plugin::log::{self as wit, Level};
 
 /// Longest log line kept; longer ones are cut.
@@ -41,11 +41,21 @@ impl wit::Host for CallState {
         let message = truncate(&message, MAX_LINE_BYTES);
         let id = &self.identity;
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin = %id.plugin, tool = %id.tool, chat_id = %id.chat_id, call_id = %id.call_id, "{message}")
+            }
         }
     }
 }

@@ -78,7 +78,10 @@ pub struct Grants {
 
 impl std::fmt::Debug for Grants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grants").field("capabilities", &self.capabilities).field("checked", &self.check.is_some()).finish()
+        f.debug_struct("Grants")
+            .field("capabilities", &self.capabilities)
+            .field("checked", &self.check.is_some())
+            .finish()
     }
 }
 
@@ -116,7 +119,9 @@ impl Grants {
             // Not granted at the start: the check says why, and records the denial.
             check.check(capability, None)?;
         }
-        Err(format!("plugin `{plugin}` is not granted the `{capability}` capability for this chat; an admin can grant it in the tool policy"))
+        Err(format!(
+            "plugin `{plugin}` is not granted the `{capability}` capability for this chat; an admin can grant it in the tool policy"
+        ))
     }
 
     /// A capability that is not an interface (see [`NETWORK`]): only the policy grants it, so

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, CallState, ProgressSink};
+use super::{CallState, Capability, ProgressSink};
 use crate::plugins::bindings::toolhost::plugin::progress as wit;
 
 const MAX_MESSAGE_BYTES: usize = 1024;

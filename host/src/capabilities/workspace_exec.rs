@@ -8,7 +8,9 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{CallState, Capability, NETWORK};
-use crate::plugins::bindings::toolhost::plugin::workspace_exec::{self as wit, Command, Completed, ExecError, ProcessInfo, Signal};
+use crate::plugins::bindings::toolhost::plugin::workspace_exec::{
+    self as wit, Command, Completed, ExecError, ProcessInfo, Signal,
+};
 use crate::store::Workspace;
 use crate::workspace::sandbox::{CommandSpec, confine_workdir};
 use crate::workspace::{WorkspaceError, processes};
@@ -36,7 +38,12 @@ impl CallState {
                 // The scope is the folder as the policy would name it: `./a/`, `/workspace/a`
                 // and `a` are all `a`.
                 let folder = confine_workdir(workdir).map_err(|e| ExecError::Invalid(e.to_string()))?;
-                let scope = folder.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).filter(|c| c != ".").collect::<Vec<_>>().join("/");
+                let scope = folder
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .filter(|c| c != ".")
+                    .collect::<Vec<_>>()
+                    .join("/");
                 self.grants.require_scoped(WorkspaceExec::NAME, plugin, if scope.is_empty() { "." } else { &scope })
             }
             None => self.grants.require(WorkspaceExec::NAME, plugin),
@@ -66,7 +73,13 @@ impl CallState {
         if command.stdin.as_ref().is_some_and(|s| s.len() > MAX_STDIN_BYTES) {
             return Err(ExecError::Invalid(format!("stdin is larger than {} MiB", MAX_STDIN_BYTES / (1024 * 1024))));
         }
-        Ok(CommandSpec { command: command.command, workdir: command.workdir, env: command.env, stdin: command.stdin, ..CommandSpec::default() })
+        Ok(CommandSpec {
+            command: command.command,
+            workdir: command.workdir,
+            env: command.env,
+            stdin: command.stdin,
+            ..CommandSpec::default()
+        })
     }
 }
 
@@ -87,7 +100,8 @@ impl wit::Host for CallState {
         if network {
             spec.private_destinations = self.private_destinations(&access, &workspace);
         }
-        let done = host_waits.during(access.workspaces.run(&workspace, spec, timeout, network)).await.map_err(to_wit)?;
+        let done =
+            host_waits.during(access.workspaces.run(&workspace, spec, timeout, network)).await.map_err(to_wit)?;
         Ok(Completed {
             exit_code: done.exit_code,
             output: done.output.text,
@@ -115,7 +129,8 @@ impl wit::Host for CallState {
     async fn output(&mut self, process_id: String) -> Result<(ProcessInfo, String), ExecError> {
         let access = self.exec_access(None)?;
         let workspace = chat_workspace(&access).await?;
-        let (info, output) = access.workspaces.processes().output(&workspace.id, &process_id).ok_or_else(|| not_found(&process_id))?;
+        let (info, output) =
+            access.workspaces.processes().output(&workspace.id, &process_id).ok_or_else(|| not_found(&process_id))?;
         Ok((process_info(info), output))
     }
 
@@ -133,12 +148,18 @@ impl wit::Host for CallState {
             Signal::Terminate => rustix::process::Signal::TERM,
             Signal::Kill => rustix::process::Signal::KILL,
         };
-        if access.workspaces.processes().signal(&workspace.id, &process_id, signal) { Ok(()) } else { Err(not_found(&process_id)) }
+        if access.workspaces.processes().signal(&workspace.id, &process_id, signal) {
+            Ok(())
+        } else {
+            Err(not_found(&process_id))
+        }
     }
 }
 
 fn not_found(process_id: &str) -> ExecError {
-    ExecError::NotFound(format!("there is no background process `{process_id}` in this workspace; process_list shows them"))
+    ExecError::NotFound(format!(
+        "there is no background process `{process_id}` in this workspace; process_list shows them"
+    ))
 }
 
 fn process_info(info: processes::ProcessInfo) -> ProcessInfo {

@@ -90,7 +90,11 @@ fn check_tree(grants: &super::Grants, plugin: &str, dir: &cap_std::fs::Dir, rela
 
 /// A relative path as policy sees it: `/`-separated, `.` for the root.
 fn scope_of(relative: &Path) -> String {
-    let parts: Vec<_> = relative.components().filter(|c| matches!(c, Component::Normal(_))).map(|c| c.as_os_str().to_string_lossy()).collect();
+    let parts: Vec<_> = relative
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect();
     if parts.is_empty() { ".".to_string() } else { parts.join("/") }
 }
 
@@ -111,7 +115,9 @@ fn confine(path: &str) -> Result<&Path, FsError> {
     for component in p.components() {
         match component {
             Component::RootDir | Component::Prefix(_) => {
-                return Err(FsError::Denied(format!("`{path}` is absolute; give a path relative to the workspace root, e.g. `src/main.rs`")));
+                return Err(FsError::Denied(format!(
+                    "`{path}` is absolute; give a path relative to the workspace root, e.g. `src/main.rs`"
+                )));
             }
             Component::ParentDir => {
                 return Err(FsError::Denied(format!("`{path}` contains `..`; paths must stay inside the workspace")));
@@ -125,11 +131,15 @@ fn confine(path: &str) -> Result<&Path, FsError> {
 fn fs_error(path: &str, e: io::Error) -> FsError {
     match e.kind() {
         io::ErrorKind::NotFound => FsError::NotFound(format!("`{path}` does not exist")),
-        io::ErrorKind::PermissionDenied => FsError::Denied(format!("`{path}` leads outside the workspace (through a symbolic link) or is not accessible")),
+        io::ErrorKind::PermissionDenied => FsError::Denied(format!(
+            "`{path}` leads outside the workspace (through a symbolic link) or is not accessible"
+        )),
         io::ErrorKind::AlreadyExists => FsError::AlreadyExists(format!("`{path}` already exists")),
         io::ErrorKind::NotADirectory => FsError::NotADirectory(format!("a part of `{path}` is not a directory")),
         io::ErrorKind::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
-        io::ErrorKind::DirectoryNotEmpty => FsError::Io(format!("`{path}` is a directory that is not empty; remove it with recursive set")),
+        io::ErrorKind::DirectoryNotEmpty => {
+            FsError::Io(format!("`{path}` is a directory that is not empty; remove it with recursive set"))
+        }
         _ => FsError::Io(format!("`{path}`: {e}")),
     }
 }
@@ -153,7 +163,9 @@ impl wit::Host for CallState {
             workspace.read(&relative, offset, max_bytes.min(MAX_READ_BYTES)).map_err(|e| match e {
                 ReadError::Io(e) => fs_error(&path, e),
                 ReadError::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
-                ReadError::NotAFile => FsError::Io(format!("`{path}` is not a regular file (a pipe, socket or device); only files can be read")),
+                ReadError::NotAFile => FsError::Io(format!(
+                    "`{path}` is not a regular file (a pipe, socket or device); only files can be read"
+                )),
             })
         })
         .await
@@ -175,7 +187,11 @@ impl wit::Host for CallState {
                 let entry = entry.map_err(|e| fs_error(&path, e))?;
                 let file_type = entry.file_type().map_err(|e| fs_error(&path, e))?;
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                entries.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), kind: entry_kind(file_type), size });
+                entries.push(DirEntry {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    kind: entry_kind(file_type),
+                    size,
+                });
             }
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(entries)
@@ -187,8 +203,17 @@ impl wit::Host for CallState {
         let (workspace, relative) = self.workspace_path(&path)?;
         blocking(move || {
             let meta = workspace.dir().symlink_metadata(&relative).map_err(|e| fs_error(&path, e))?;
-            let modified_ms = meta.modified().ok().and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
-            Ok(Metadata { kind: entry_kind(meta.file_type()), size: meta.len(), modified_ms, readonly: meta.permissions().readonly() })
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64);
+            Ok(Metadata {
+                kind: entry_kind(meta.file_type()),
+                size: meta.len(),
+                modified_ms,
+                readonly: meta.permissions().readonly(),
+            })
         })
         .await
     }

@@ -9,7 +9,8 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::{CallState, Capability};
 use crate::plugins::bindings::toolhost::plugin::workspaces::{
-    self as wit, CreateOutcome, ParameterType, TemplateInfo, TemplateParameter, WorkspaceError, WorkspaceInfo, WorkspaceStatus,
+    self as wit, CreateOutcome, ParameterType, TemplateInfo, TemplateParameter, WorkspaceError, WorkspaceInfo,
+    WorkspaceStatus,
 };
 use crate::store::{Workspace, WorkspaceStatus as Status};
 use crate::workspace::template::{self, Template};
@@ -38,7 +39,9 @@ impl CallState {
             None => self.grants.require(Workspaces::NAME, plugin),
         }
         .map_err(WorkspaceError::Denied)?;
-        self.chat.clone().ok_or_else(|| WorkspaceError::Failed("workspaces are not available in this context (no chat)".into()))
+        self.chat
+            .clone()
+            .ok_or_else(|| WorkspaceError::Failed("workspaces are not available in this context (no chat)".into()))
     }
 }
 
@@ -62,15 +65,29 @@ impl wit::Host for CallState {
         chat_workspace(&access).await.ok().map(|w| workspace_info(&w))
     }
 
-    async fn create(&mut self, template_id: String, name: Option<String>, parameters_json: String) -> Result<(CreateOutcome, WorkspaceInfo), WorkspaceError> {
+    async fn create(
+        &mut self,
+        template_id: String,
+        name: Option<String>,
+        parameters_json: String,
+    ) -> Result<(CreateOutcome, WorkspaceInfo), WorkspaceError> {
         let access = self.workspaces_access(Some(&format!("template:{template_id}")))?;
-        let parameters = match serde_json::from_str::<serde_json::Value>(if parameters_json.trim().is_empty() { "{}" } else { &parameters_json }) {
+        let parameters = match serde_json::from_str::<serde_json::Value>(if parameters_json.trim().is_empty() {
+            "{}"
+        } else {
+            &parameters_json
+        }) {
             Ok(serde_json::Value::Object(map)) => map,
-            _ => return Err(WorkspaceError::InvalidParameters("parameters must be a JSON object of parameter names to values".into())),
+            _ => {
+                return Err(WorkspaceError::InvalidParameters(
+                    "parameters must be a JSON object of parameter names to values".into(),
+                ));
+            }
         };
         let request = CreateRequest { template_id, name, parameters };
         let host_waits = self.host_waits.clone();
-        let (outcome, workspace) = host_waits.during(access.workspaces.create_for_chat(&access.scope, request)).await.map_err(to_wit)?;
+        let (outcome, workspace) =
+            host_waits.during(access.workspaces.create_for_chat(&access.scope, request)).await.map_err(to_wit)?;
         let outcome = match outcome {
             service::CreateOutcome::Created => CreateOutcome::Created,
             service::CreateOutcome::Reused => CreateOutcome::Reused,

@@ -18,7 +18,9 @@ pub const DEFAULT_COMPACTION_THRESHOLD: f64 = 0.7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("no model is configured: an admin adds one with POST /api/v1/models (or start the server with --model NAME and OPENAI_API_KEY or ANTHROPIC_API_KEY)")]
+    #[error(
+        "no model is configured: an admin adds one with POST /api/v1/models (or start the server with --model NAME and OPENAI_API_KEY or ANTHROPIC_API_KEY)"
+    )]
     NoModel,
     #[error("model `{model}` cannot be used: {reason}")]
     Unavailable { model: String, reason: String },
@@ -169,14 +171,23 @@ pub fn guess_kind(model: &str) -> ProviderKind {
 }
 
 fn valid_name(what: &str, name: &str) -> Result<(), CatalogError> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
-    if ok { Ok(()) } else { Err(CatalogError::Invalid(format!("{what} name `{name}` must be 1 to 64 letters, digits or . _ - : /"))) }
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid(format!("{what} name `{name}` must be 1 to 64 letters, digits or . _ - : /")))
+    }
 }
 
 fn valid_base_url(url: &Option<String>) -> Result<(), CatalogError> {
     match url {
-        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() => {
-            Err(CatalogError::Invalid(format!("`base_url` `{url}` is not an http(s) URL, e.g. https://api.anthropic.com")))
+        Some(url)
+            if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() =>
+        {
+            Err(CatalogError::Invalid(format!(
+                "`base_url` `{url}` is not an http(s) URL, e.g. https://api.anthropic.com"
+            )))
         }
         _ => Ok(()),
     }
@@ -188,13 +199,20 @@ fn validate_model(record: &ModelRecord) -> Result<(), CatalogError> {
         return Err(CatalogError::Invalid("`model` (the provider's name for it) is empty".into()));
     }
     if record.context_window < 1024 {
-        return Err(CatalogError::Invalid(format!("`context_window` is {}; it must be at least 1024 tokens", record.context_window)));
+        return Err(CatalogError::Invalid(format!(
+            "`context_window` is {}; it must be at least 1024 tokens",
+            record.context_window
+        )));
     }
     if !(record.compaction_threshold > 0.0 && record.compaction_threshold <= 1.0) {
-        return Err(CatalogError::Invalid("`compaction_threshold` is a share of the context window: more than 0, at most 1 (e.g. 0.7)".into()));
+        return Err(CatalogError::Invalid(
+            "`compaction_threshold` is a share of the context window: more than 0, at most 1 (e.g. 0.7)".into(),
+        ));
     }
     if record.max_output_tokens.is_some_and(|n| n < 1) || record.thinking_budget.is_some_and(|n| n < 1024) {
-        return Err(CatalogError::Invalid("`max_output_tokens` must be positive and `thinking_budget_tokens` at least 1024".into()));
+        return Err(CatalogError::Invalid(
+            "`max_output_tokens` must be positive and `thinking_budget_tokens` at least 1024".into(),
+        ));
     }
     let p = record.pricing;
     if [p.input, p.output, p.cache_read, p.cache_write].iter().any(|v| !v.is_finite() || *v < 0.0) {
@@ -230,7 +248,10 @@ impl Catalog {
             Some(_) => None,
             // A custom base URL is a local server, which needs no key.
             None if provider.base_url.is_some() => None,
-            None => Some(format!("missing_api_key: provider `{}` has no API key; set {key_var} or PATCH /api/v1/providers/{} with an `api_key`", provider.name, provider.id)),
+            None => Some(format!(
+                "missing_api_key: provider `{}` has no API key; set {key_var} or PATCH /api/v1/providers/{} with an `api_key`",
+                provider.name, provider.id
+            )),
         };
         Availability { available: reason.is_none(), unavailable_reason: reason }
     }
@@ -245,8 +266,18 @@ impl Catalog {
         if let Some(reason) = self.availability(provider).unavailable_reason {
             return Err(reason);
         }
-        let api_key = provider.api_key.as_ref().map(|sealed| self.secrets.open(sealed, &Catalog::key_context(&provider.id))).transpose().map_err(|e| e.to_string())?;
-        let connection = Connection { name: provider.name.clone(), base_url: provider.base_url.clone(), api_key, timeouts: self.timeouts };
+        let api_key = provider
+            .api_key
+            .as_ref()
+            .map(|sealed| self.secrets.open(sealed, &Catalog::key_context(&provider.id)))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let connection = Connection {
+            name: provider.name.clone(),
+            base_url: provider.base_url.clone(),
+            api_key,
+            timeouts: self.timeouts,
+        };
         let client = llm::connect(provider.kind, connection);
         clients.insert(provider.id.clone(), (provider.updated_at, client.clone()));
         Ok(client)
@@ -279,8 +310,13 @@ impl Catalog {
     }
 
     async fn ready(&self, record: ModelRecord) -> Result<Resolved, CatalogError> {
-        let provider = self.store.provider(&record.provider_id).await?.ok_or_else(|| CatalogError::Unavailable { model: record.name.clone(), reason: "its provider was deleted".into() })?;
-        let client = self.client(&provider).map_err(|reason| CatalogError::Unavailable { model: record.name.clone(), reason })?;
+        let provider = self.store.provider(&record.provider_id).await?.ok_or_else(|| CatalogError::Unavailable {
+            model: record.name.clone(),
+            reason: "its provider was deleted".into(),
+        })?;
+        let client = self
+            .client(&provider)
+            .map_err(|reason| CatalogError::Unavailable { model: record.name.clone(), reason })?;
         Ok(Resolved { record, provider_name: provider.name, client })
     }
 
@@ -293,13 +329,23 @@ impl Catalog {
     pub async fn check_model_name(&self, name: &str) -> Result<(), CatalogError> {
         match self.store.model(name).await? {
             Some(_) => Ok(()),
-            None => Err(CatalogError::Invalid(format!("there is no model `{name}`; GET /api/v1/models lists the models"))),
+            None => {
+                Err(CatalogError::Invalid(format!("there is no model `{name}`; GET /api/v1/models lists the models")))
+            }
         }
     }
 
     fn provider_view(&self, provider: ProviderRecord) -> ProviderView {
         let availability = self.availability(&provider);
-        ProviderView { id: provider.id, name: provider.name, kind: provider.kind, base_url: provider.base_url, has_api_key: provider.api_key.is_some(), source: provider.source, availability }
+        ProviderView {
+            id: provider.id,
+            name: provider.name,
+            kind: provider.kind,
+            base_url: provider.base_url,
+            has_api_key: provider.api_key.is_some(),
+            source: provider.source,
+            availability,
+        }
     }
 
     pub async fn providers(&self) -> Result<Vec<ProviderView>, CatalogError> {
@@ -310,25 +356,45 @@ impl Catalog {
         valid_name("provider", &new.name)?;
         valid_base_url(&new.base_url)?;
         let id = new_id();
-        let api_key = new.api_key.filter(|k| !k.trim().is_empty()).map(|k| self.secrets.seal(k.trim(), &Catalog::key_context(&id)));
-        let record = ProviderRecord { id, name: new.name, kind: new.kind, base_url: new.base_url, api_key, source, updated_at: 0 };
+        let api_key = new
+            .api_key
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| self.secrets.seal(k.trim(), &Catalog::key_context(&id)));
+        let record = ProviderRecord {
+            id,
+            name: new.name,
+            kind: new.kind,
+            base_url: new.base_url,
+            api_key,
+            source,
+            updated_at: 0,
+        };
         self.store.insert_provider(&record).await?;
         self.provider_view_by_id(&record.id).await
     }
 
     async fn provider_view_by_id(&self, id: &str) -> Result<ProviderView, CatalogError> {
-        let record = self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
+        let record =
+            self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
         Ok(self.provider_view(record))
     }
 
-    pub async fn update_provider(&self, id: &str, patch: ProviderPatch, source: Source) -> Result<ProviderView, CatalogError> {
-        let mut record = self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
+    pub async fn update_provider(
+        &self,
+        id: &str,
+        patch: ProviderPatch,
+        source: Source,
+    ) -> Result<ProviderView, CatalogError> {
+        let mut record =
+            self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
         if let Some(base_url) = patch.base_url {
             valid_base_url(&base_url)?;
             record.base_url = base_url;
         }
         if let Some(api_key) = patch.api_key {
-            record.api_key = api_key.filter(|k| !k.trim().is_empty()).map(|k| self.secrets.seal(k.trim(), &Catalog::key_context(&record.id)));
+            record.api_key = api_key
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| self.secrets.seal(k.trim(), &Catalog::key_context(&record.id)));
         }
         record.source = source;
         self.store.update_provider(&record).await?;
@@ -336,7 +402,8 @@ impl Catalog {
     }
 
     pub async fn delete_provider(&self, id: &str) -> Result<(), CatalogError> {
-        let record = self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
+        let record =
+            self.store.provider(id).await?.ok_or_else(|| CatalogError::NotFound(format!("provider `{id}`")))?;
         self.store.delete_provider(&record.id).await?;
         Ok(())
     }
@@ -375,11 +442,19 @@ impl Catalog {
     }
 
     /// Creates a model config (`existing: None`) or applies `input` to one.
-    pub async fn save_model(&self, existing: Option<&str>, input: ModelInput, source: Source) -> Result<ModelView, CatalogError> {
+    pub async fn save_model(
+        &self,
+        existing: Option<&str>,
+        input: ModelInput,
+        source: Source,
+    ) -> Result<ModelView, CatalogError> {
         let mut record = match existing {
             Some(id) => self.store.model(id).await?.ok_or_else(|| CatalogError::NotFound(format!("model `{id}`")))?,
             None => {
-                let name = input.name.clone().ok_or_else(|| CatalogError::Invalid("`name` is required: what chats call this model".into()))?;
+                let name = input
+                    .name
+                    .clone()
+                    .ok_or_else(|| CatalogError::Invalid("`name` is required: what chats call this model".into()))?;
                 let model = input.model.clone().unwrap_or_else(|| name.clone());
                 ModelRecord {
                     id: new_id(),
@@ -398,10 +473,14 @@ impl Catalog {
             }
         };
         if let Some(provider) = &input.provider {
-            let found = self.store.provider(provider).await?.ok_or_else(|| CatalogError::Invalid(format!("there is no provider `{provider}`; GET /api/v1/providers lists them")))?;
+            let found = self.store.provider(provider).await?.ok_or_else(|| {
+                CatalogError::Invalid(format!("there is no provider `{provider}`; GET /api/v1/providers lists them"))
+            })?;
             record.provider_id = found.id;
         } else if existing.is_none() {
-            return Err(CatalogError::Invalid("`provider` is required: the name of a provider (GET /api/v1/providers)".into()));
+            return Err(CatalogError::Invalid(
+                "`provider` is required: the name of a provider (GET /api/v1/providers)".into(),
+            ));
         }
         if let Some(name) = input.name {
             record.name = name;

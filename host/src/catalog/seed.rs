@@ -35,22 +35,37 @@ fn wanted_providers(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Ve
     for (name, provider) in &config.providers {
         let key_var = provider.api_key_env.clone().unwrap_or_else(|| provider.kind.env_vars().0.to_string());
         wanted.retain(|w| &w.name != name);
-        wanted.push(Wanted { name: name.clone(), kind: provider.kind, base_url: provider.base_url.clone(), api_key: env(&key_var) });
+        wanted.push(Wanted {
+            name: name.clone(),
+            kind: provider.kind,
+            base_url: provider.base_url.clone(),
+            api_key: env(&key_var),
+        });
     }
     wanted
 }
 
 /// Applies the configuration's providers and models.
-pub async fn seed(catalog: &Catalog, config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CatalogError> {
+pub async fn seed(
+    catalog: &Catalog,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), CatalogError> {
     let store = catalog.store();
     for wanted in wanted_providers(config, env) {
         let api_key = wanted.api_key.filter(|k| !k.trim().is_empty());
         match store.provider(&wanted.name).await? {
             Some(existing) if existing.source == Source::Api => {
-                tracing::info!(provider = wanted.name, "an admin manages this provider through the API; the configuration does not change it");
+                tracing::info!(
+                    provider = wanted.name,
+                    "an admin manages this provider through the API; the configuration does not change it"
+                );
             }
             Some(existing) if existing.kind != wanted.kind => {
-                return Err(CatalogError::Invalid(format!("provider `{}` is {:?} in the database but {:?} in the configuration; rename one", wanted.name, existing.kind, wanted.kind)));
+                return Err(CatalogError::Invalid(format!(
+                    "provider `{}` is {:?} in the database but {:?} in the configuration; rename one",
+                    wanted.name, existing.kind, wanted.kind
+                )));
             }
             Some(existing) => {
                 let patch = ProviderPatch { base_url: Some(wanted.base_url), api_key: Some(api_key) };
@@ -64,7 +79,10 @@ pub async fn seed(catalog: &Catalog, config: &Config, env: &dyn Fn(&str) -> Opti
     }
     for (name, model) in &config.models {
         if store.provider(&model.provider).await?.is_none() {
-            return Err(CatalogError::Invalid(format!("model `{name}` in the config file names provider `{}`, which is not configured: add [providers.{}]", model.provider, model.provider)));
+            return Err(CatalogError::Invalid(format!(
+                "model `{name}` in the config file names provider `{}`, which is not configured: add [providers.{}]",
+                model.provider, model.provider
+            )));
         }
         let input = ModelInput {
             name: Some(name.clone()),
@@ -80,7 +98,10 @@ pub async fn seed(catalog: &Catalog, config: &Config, env: &dyn Fn(&str) -> Opti
         };
         match store.model(name).await? {
             Some(existing) if existing.source == Source::Api => {
-                tracing::info!(model = name, "an admin manages this model through the API; the configuration does not change it");
+                tracing::info!(
+                    model = name,
+                    "an admin manages this model through the API; the configuration does not change it"
+                );
             }
             Some(existing) => {
                 catalog.save_model(Some(&existing.id), input, Source::Config).await?;
@@ -101,22 +122,35 @@ async fn seed_named_model(catalog: &Catalog, name: &str) -> Result<(), CatalogEr
     let store = catalog.store();
     if let Some(existing) = store.model(name).await? {
         if store.default_model().await?.is_none() {
-            catalog.save_model(Some(&existing.id), ModelInput { default: Some(true), ..ModelInput::default() }, existing.source).await?;
+            catalog
+                .save_model(
+                    Some(&existing.id),
+                    ModelInput { default: Some(true), ..ModelInput::default() },
+                    existing.source,
+                )
+                .await?;
         }
         return Ok(());
     }
     let kind = guess_kind(name);
     let providers = store.providers().await?;
-    let provider = match providers.iter().find(|p| p.kind == kind).or(if providers.len() == 1 { providers.first() } else { None }) {
-        Some(provider) => provider.name.clone(),
-        None => {
-            // Made without a key, so GET /api/v1/models says what is missing.
-            let new = NewProvider { name: kind.as_str().to_string(), kind, base_url: None, api_key: None };
-            catalog.create_provider(new, Source::Config).await?.name
-        }
-    };
+    let provider =
+        match providers.iter().find(|p| p.kind == kind).or(if providers.len() == 1 { providers.first() } else { None })
+        {
+            Some(provider) => provider.name.clone(),
+            None => {
+                // Made without a key, so GET /api/v1/models says what is missing.
+                let new = NewProvider { name: kind.as_str().to_string(), kind, base_url: None, api_key: None };
+                catalog.create_provider(new, Source::Config).await?.name
+            }
+        };
     let make_default = store.default_model().await?.is_none();
-    let input = ModelInput { name: Some(name.to_string()), provider: Some(provider), default: make_default.then_some(true), ..ModelInput::default() };
+    let input = ModelInput {
+        name: Some(name.to_string()),
+        provider: Some(provider),
+        default: make_default.then_some(true),
+        ..ModelInput::default()
+    };
     catalog.save_model(None, input, Source::Config).await?;
     Ok(())
 }

@@ -57,7 +57,9 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     pub fn of(history: &'a [Message]) -> View<'a> {
         let latest = history.iter().rev().find_map(|m| match m.content.first() {
-            Some(MessagePart::Compaction { summary: Some(summary), through_seq, messages_compacted, .. }) if m.role == ROLE => {
+            Some(MessagePart::Compaction { summary: Some(summary), through_seq, messages_compacted, .. })
+                if m.role == ROLE =>
+            {
                 Some((m.seq, summary.as_str(), *through_seq, *messages_compacted))
             }
             _ => None,
@@ -114,7 +116,10 @@ impl<'a> View<'a> {
 }
 
 fn prompt_of(summary: Option<&str>, messages: &[&Message]) -> Vec<PromptMessage> {
-    let summary = summary.map(|text| PromptMessage { role: Role::User, content: vec![MessagePart::text(format!("{SUMMARY_PREAMBLE}{text}"))] });
+    let summary = summary.map(|text| PromptMessage {
+        role: Role::User,
+        content: vec![MessagePart::text(format!("{SUMMARY_PREAMBLE}{text}"))],
+    });
     let rest = messages.iter().map(|m| PromptMessage {
         role: match m.role.as_str() {
             "assistant" => Role::Assistant,
@@ -126,7 +131,8 @@ fn prompt_of(summary: Option<&str>, messages: &[&Message]) -> Vec<PromptMessage>
     answer_every_call(summary.into_iter().chain(rest).collect())
 }
 
-const NO_RECORDED_RESULT: &str = "this tool call has no recorded result (its turn was cut off); whether it took effect is unknown";
+const NO_RECORDED_RESULT: &str =
+    "this tool call has no recorded result (its turn was cut off); whether it took effect is unknown";
 
 /// Every tool call of a prompt gets its result in the message right after it, as providers
 /// require. A stored history can lack some: a worker that lost the chat to a new message while
@@ -141,7 +147,9 @@ fn answer_every_call(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
                 .content
                 .iter()
                 .filter_map(|part| match part {
-                    MessagePart::ToolCall { tool_call_id, tool_name, .. } => Some((tool_call_id.clone(), tool_name.clone())),
+                    MessagePart::ToolCall { tool_call_id, tool_name, .. } => {
+                        Some((tool_call_id.clone(), tool_name.clone()))
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -151,12 +159,21 @@ fn answer_every_call(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
         if calls.is_empty() {
             continue;
         }
-        let mut results = messages.next_if(|next| next.role == Role::Tool).unwrap_or(PromptMessage { role: Role::Tool, content: Vec::new() });
-        let has_result = |id: &str, content: &[MessagePart]| content.iter().any(|p| matches!(p, MessagePart::ToolResult { tool_call_id, .. } if tool_call_id == id));
+        let mut results = messages
+            .next_if(|next| next.role == Role::Tool)
+            .unwrap_or(PromptMessage { role: Role::Tool, content: Vec::new() });
+        let has_result = |id: &str, content: &[MessagePart]| {
+            content.iter().any(|p| matches!(p, MessagePart::ToolResult { tool_call_id, .. } if tool_call_id == id))
+        };
         for (id, name) in calls {
             if !has_result(&id, &results.content) {
                 let result = serde_json::Value::String(NO_RECORDED_RESULT.into());
-                results.content.push(MessagePart::ToolResult { tool_call_id: id, tool_name: name, result, is_error: true });
+                results.content.push(MessagePart::ToolResult {
+                    tool_call_id: id,
+                    tool_name: name,
+                    result,
+                    is_error: true,
+                });
             }
         }
         answered.push(results);
@@ -237,7 +254,9 @@ async fn summarize_older(
         }
         let mut instruction = SUMMARY_INSTRUCTION.to_string();
         if start > 0 {
-            instruction.push_str(&format!("\n(The {start} oldest messages did not fit and are not shown; say so in the summary.)"));
+            instruction.push_str(&format!(
+                "\n(The {start} oldest messages did not fit and are not shown; say so in the summary.)"
+            ));
         }
         messages.push(PromptMessage { role: Role::User, content: vec![MessagePart::text(instruction)] });
         let request = ModelRequest { messages, tools_disabled: true, ..job.request.clone() };
@@ -249,7 +268,10 @@ async fn summarize_older(
                 let Some(next) = (half.max(start + 1)..older.len()).find(|&i| older[i].role != "tool") else {
                     return Ok(Err(why));
                 };
-                tracing::warn!(dropped = next, "the summary request was too long; summarizing the more recent part only");
+                tracing::warn!(
+                    dropped = next,
+                    "the summary request was too long; summarizing the more recent part only"
+                );
                 start = next;
             }
             Err(Failure::Other(why)) => return Ok(Err(why)),
@@ -304,7 +326,10 @@ async fn summarize(
                 None => {
                     let summary = text.trim();
                     if summary.is_empty() {
-                        return Ok(Err(Failure::Other(format!("model `{}` answered the summary request without text", model.record.name))));
+                        return Ok(Err(Failure::Other(format!(
+                            "model `{}` answered the summary request without text",
+                            model.record.name
+                        ))));
                     }
                     // A summary cut short loses its end: the next steps the model is to go on with.
                     if finish == Some(FinishReason::Length) {
@@ -352,7 +377,14 @@ mod tests {
             role: role.into(),
             content,
             model: None,
-            usage: prompt_tokens.map(|input| TokenUsage { input, output: 1, reasoning: 0, cache_read: 0, cache_creation: 0, cost_usd: None }),
+            usage: prompt_tokens.map(|input| TokenUsage {
+                input,
+                output: 1,
+                reasoning: 0,
+                cache_read: 0,
+                cache_creation: 0,
+                cost_usd: None,
+            }),
             created_at: 0,
         }
     }
@@ -391,11 +423,21 @@ mod tests {
     }
 
     fn call(id: &str) -> MessagePart {
-        MessagePart::ToolCall { tool_call_id: id.into(), tool_name: "execute".into(), args: serde_json::json!({}), provider_metadata: None }
+        MessagePart::ToolCall {
+            tool_call_id: id.into(),
+            tool_name: "execute".into(),
+            args: serde_json::json!({}),
+            provider_metadata: None,
+        }
     }
 
     fn result(id: &str) -> MessagePart {
-        MessagePart::ToolResult { tool_call_id: id.into(), tool_name: "execute".into(), result: "ok".into(), is_error: false }
+        MessagePart::ToolResult {
+            tool_call_id: id.into(),
+            tool_name: "execute".into(),
+            result: "ok".into(),
+            is_error: false,
+        }
     }
 
     #[test]
@@ -411,12 +453,20 @@ mod tests {
         let roles: Vec<Role> = prompt.iter().map(|m| m.role).collect();
         assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Assistant, Role::Tool, Role::User]);
         let results = |at: usize| -> Vec<(String, bool)> {
-            prompt[at].content.iter().filter_map(|p| match p {
-                MessagePart::ToolResult { tool_call_id, is_error, .. } => Some((tool_call_id.clone(), *is_error)),
-                _ => None,
-            }).collect()
+            prompt[at]
+                .content
+                .iter()
+                .filter_map(|p| match p {
+                    MessagePart::ToolResult { tool_call_id, is_error, .. } => Some((tool_call_id.clone(), *is_error)),
+                    _ => None,
+                })
+                .collect()
         };
-        assert_eq!(results(2), [("a".to_string(), false), ("b".to_string(), true)], "the stored result is kept, the missing one added");
+        assert_eq!(
+            results(2),
+            [("a".to_string(), false), ("b".to_string(), true)],
+            "the stored result is kept, the missing one added"
+        );
         assert_eq!(results(4), [("c".to_string(), true)], "a call followed by a user message is answered before it");
     }
 
@@ -438,7 +488,10 @@ mod tests {
 
     #[test]
     fn compaction_is_due_when_the_latest_call_passes_the_threshold() {
-        let history = vec![message(1, "user", vec![MessagePart::text("hi")], None), message(2, "assistant", vec![MessagePart::text("a")], Some(70))];
+        let history = vec![
+            message(1, "user", vec![MessagePart::text("hi")], None),
+            message(2, "assistant", vec![MessagePart::text("a")], Some(70)),
+        ];
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), Some(71), "prompt and answer");
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.72)), None);
         assert_eq!(View::of(&history[..1]).compaction_due(&model(100, 0.1)), None, "no call yet, nothing measured");
@@ -446,7 +499,12 @@ mod tests {
 
     #[test]
     fn what_was_stored_after_the_latest_call_counts_too() {
-        let result = MessagePart::ToolResult { tool_call_id: "1".into(), tool_name: "t".into(), result: "x".repeat(400).into(), is_error: false };
+        let result = MessagePart::ToolResult {
+            tool_call_id: "1".into(),
+            tool_name: "t".into(),
+            result: "x".repeat(400).into(),
+            is_error: false,
+        };
         let history = vec![
             message(1, "user", vec![MessagePart::text("hi")], None),
             message(2, "assistant", vec![MessagePart::text("a")], Some(50)),
@@ -463,7 +521,11 @@ mod tests {
             marker(3, 2, "S"),
             message(4, "assistant", vec![MessagePart::text("b")], Some(90)),
         ];
-        assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), None, "the first call after it was still past the threshold");
+        assert_eq!(
+            View::of(&history).compaction_due(&model(100, 0.7)),
+            None,
+            "the first call after it was still past the threshold"
+        );
         history[3].usage.as_mut().unwrap().input = 30;
         history.push(message(5, "assistant", vec![MessagePart::text("c")], Some(80)));
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), Some(81), "it helped; the chat grew again");
@@ -498,7 +560,12 @@ mod tests {
         let long = format!("HEAD{}TAIL", "x".repeat(10_000));
         let mut messages = vec![PromptMessage {
             role: Role::Tool,
-            content: vec![MessagePart::ToolResult { tool_call_id: "1".into(), tool_name: "t".into(), result: long.into(), is_error: false }],
+            content: vec![MessagePart::ToolResult {
+                tool_call_id: "1".into(),
+                tool_name: "t".into(),
+                result: long.into(),
+                is_error: false,
+            }],
         }];
         shrink_tool_results(&mut messages);
         let MessagePart::ToolResult { result, .. } = &messages[0].content[0] else { panic!() };

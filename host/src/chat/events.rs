@@ -37,19 +37,42 @@ pub struct ChatEvent {
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
-    Status { status: ChatStatus, last_error: Option<String> },
-    Message { message: Message },
-    MessagePart { part: PartDelta },
-    QueueUpdate { queued_messages: Vec<QueuedMessage> },
-    Error { message: String },
+    Status {
+        status: ChatStatus,
+        last_error: Option<String>,
+    },
+    Message {
+        message: Message,
+    },
+    MessagePart {
+        part: PartDelta,
+    },
+    QueueUpdate {
+        queued_messages: Vec<QueuedMessage>,
+    },
+    Error {
+        message: String,
+    },
     /// A model call failed and is tried again after `delay_ms`. When `discarded_output` is
     /// true, the parts streamed since the last message are dropped: the retry streams anew.
-    Retry { attempt: u32, delay_ms: u64, error: String, error_kind: crate::llm::ErrorKind, retrying_at: i64, discarded_output: bool },
+    Retry {
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+        error_kind: crate::llm::ErrorKind,
+        retrying_at: i64,
+        discarded_output: bool,
+    },
     /// The model is summarizing the older history; a `compaction` message follows when done.
-    Compacting { trigger: super::parts::CompactionTrigger },
+    Compacting {
+        trigger: super::parts::CompactionTrigger,
+    },
     /// The parts streamed since the last message will not be stored: drop them. What replaces
     /// them (a run of the step again, or an error) follows.
-    Discard { reason: DiscardReason, message: String },
+    Discard {
+        reason: DiscardReason,
+        message: String,
+    },
 }
 
 /// Why streamed parts are dropped.
@@ -144,7 +167,12 @@ impl EventHub {
             .or_insert_with(|| {
                 let (live, _) = broadcast::channel(LIVE_BUFFER);
                 let state = ChannelState::default();
-                Arc::new(ChatChannel { chat_id: chat_id.to_string(), state: AsyncMutex::new(state), live, watch: self.watch.clone() })
+                Arc::new(ChatChannel {
+                    chat_id: chat_id.to_string(),
+                    state: AsyncMutex::new(state),
+                    live,
+                    watch: self.watch.clone(),
+                })
             })
             .clone()
     }
@@ -206,7 +234,10 @@ impl ChannelGuard<'_> {
             return Ok(seq);
         }
         let chat_id = &self.channel.chat_id;
-        let mut lease = store.reserve_seqs(chat_id, LEASE).await?.ok_or_else(|| StoreError::Conflict(format!("no chat `{chat_id}`")))?;
+        let mut lease = store
+            .reserve_seqs(chat_id, LEASE)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("no chat `{chat_id}`")))?;
         let seq = lease.next().unwrap_or_default();
         self.state.lease = Some(lease);
         Ok(seq)
@@ -232,7 +263,13 @@ impl ChannelGuard<'_> {
         let published = Published::new(&event);
         // A retry goes with the in-flight parts: a client resuming after it must learn that
         // the parts it has of this step were dropped. So does a compaction under way.
-        if matches!(event.body, EventBody::MessagePart { .. } | EventBody::Retry { .. } | EventBody::Compacting { .. } | EventBody::Discard { .. }) {
+        if matches!(
+            event.body,
+            EventBody::MessagePart { .. }
+                | EventBody::Retry { .. }
+                | EventBody::Compacting { .. }
+                | EventBody::Discard { .. }
+        ) {
             self.state.in_flight.push(published.clone());
         }
         let _ = self.channel.live.send(published);

@@ -105,7 +105,9 @@ impl MessagePart {
 /// Parts a user may send: text, file references and images.
 pub fn validate_user_content(content: &[MessagePart], max_bytes: usize) -> Result<(), String> {
     if content.is_empty() {
-        return Err("`content` is empty: send at least one part, e.g. [{\"type\": \"text\", \"text\": \"hello\"}]".into());
+        return Err(
+            "`content` is empty: send at least one part, e.g. [{\"type\": \"text\", \"text\": \"hello\"}]".into()
+        );
     }
     let mut total = 0;
     for (i, part) in content.iter().enumerate() {
@@ -115,14 +117,22 @@ pub fn validate_user_content(content: &[MessagePart], max_bytes: usize) -> Resul
             }
             MessagePart::Text { .. } | MessagePart::FileReference { .. } | MessagePart::Image { .. } => {}
             other => {
-                let kind = serde_json::to_value(other).ok().and_then(|v| v["type"].as_str().map(String::from)).unwrap_or_default();
-                return Err(format!("content part {} has type `{kind}`, which only the model can produce; send text, file-reference or image parts", i + 1));
+                let kind = serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(String::from))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "content part {} has type `{kind}`, which only the model can produce; send text, file-reference or image parts",
+                    i + 1
+                ));
             }
         }
         total += part.size();
     }
     if total > max_bytes {
-        return Err(format!("the message is {total} bytes, over the limit of {max_bytes} bytes; send a shorter message or attach less"));
+        return Err(format!(
+            "the message is {total} bytes, over the limit of {max_bytes} bytes; send a shorter message or attach less"
+        ));
     }
     Ok(())
 }

@@ -118,7 +118,12 @@ impl ChatService {
     }
 
     /// Sends a user message: it starts a turn when the chat is idle, or waits in the queue.
-    pub async fn send(&self, chat: &Chat, content: Vec<MessagePart>, busy: BusyBehavior) -> Result<SendOutcome, SendError> {
+    pub async fn send(
+        &self,
+        chat: &Chat,
+        content: Vec<MessagePart>,
+        busy: BusyBehavior,
+    ) -> Result<SendOutcome, SendError> {
         let channel = self.hub.channel(&chat.id);
         let mut guard = channel.lock().await;
         let (status, owner) = self.store.chat_state(&chat.id).await?.unwrap_or((chat.status, None));
@@ -128,7 +133,11 @@ impl ChatService {
                 Ok(SendOutcome { queued: false, message, queued_message: None })
             }
             _ => {
-                let queued = self.store.enqueue(&chat.id, &content).await?.ok_or(SendError::QueueFull(crate::store::MAX_QUEUED))?;
+                let queued = self
+                    .store
+                    .enqueue(&chat.id, &content)
+                    .await?
+                    .ok_or(SendError::QueueFull(crate::store::MAX_QUEUED))?;
                 self.publish_queue(&mut guard, &chat.id).await?;
                 if busy == BusyBehavior::Interrupt {
                     self.interrupt_locked(&mut guard, &chat.id, status).await?;
@@ -219,7 +228,12 @@ impl ChatService {
         Ok(())
     }
 
-    async fn interrupt_locked(&self, guard: &mut ChannelGuard<'_>, chat_id: &str, status: ChatStatus) -> Result<(), StoreError> {
+    async fn interrupt_locked(
+        &self,
+        guard: &mut ChannelGuard<'_>,
+        chat_id: &str,
+        status: ChatStatus,
+    ) -> Result<(), StoreError> {
         match status {
             ChatStatus::Running => {
                 // The worker still owns the chat until it has stored the partial step.
@@ -304,7 +318,11 @@ mod tests {
         let sent = service.send(&interrupted, vec![MessagePart::text("second")], BusyBehavior::Queue).await.unwrap();
         assert!(sent.queued, "the worker has not stored its cut-off step yet: the message waits for it");
         let after = store.chat(&chat.id).await.unwrap().unwrap();
-        assert_eq!(after.worker_id.as_deref(), Some("worker-1"), "the worker keeps the chat, so it can store its step and run the queue");
+        assert_eq!(
+            after.worker_id.as_deref(),
+            Some("worker-1"),
+            "the worker keeps the chat, so it can store its step and run the queue"
+        );
 
         // Once the run is over (here: its worker died), a message starts a turn at once.
         service.runs.finish(&chat.id, &run);

@@ -23,7 +23,12 @@ const MAX_MESSAGE_CHARS: usize = 4000;
 /// The model's answer as a one-line title, or `None` if nothing usable is left.
 pub fn clean_title(raw: &str) -> Option<String> {
     let line = raw.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let line = line.trim_start_matches("Title:").trim().trim_matches(|c| matches!(c, '"' | '\'' | '*' | '#' | '`')).trim().trim_end_matches('.');
+    let line = line
+        .trim_start_matches("Title:")
+        .trim()
+        .trim_matches(|c| matches!(c, '"' | '\'' | '*' | '#' | '`'))
+        .trim()
+        .trim_end_matches('.');
     let title: String = line.chars().take(MAX_TITLE_CHARS).collect();
     let title = title.trim().to_string();
     (!title.is_empty()).then_some(title)

@@ -12,11 +12,11 @@ use super::events::{DiscardReason, EventBody, PartDelta};
 use super::parts::{CompactionTrigger, MessagePart};
 use super::service::StopReason;
 use super::worker::Worker;
+use crate::capabilities::ChatServices;
 use crate::catalog::Resolved;
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
 use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
-use crate::capabilities::ChatServices;
 use crate::store::{Chat, ChatStatus, Denial, Message, StoreError, TokenUsage};
 use crate::workspace::ChatScope;
 use std::sync::Arc;
@@ -53,14 +53,18 @@ pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
             Ok(()) | Err(Stop::Interrupted) => record(&reason, "finish the turn", || finish(worker, &chat)).await,
             // Interrupted, then shut down before the end: the interrupt's queued message runs
             // next, as it would have; a turn cut off while running goes back to pending.
-            Err(Stop::Shutdown) if interrupted(worker, &chat).await => record(&reason, "finish the turn", || finish(worker, &chat)).await,
+            Err(Stop::Shutdown) if interrupted(worker, &chat).await => {
+                record(&reason, "finish the turn", || finish(worker, &chat)).await
+            }
             Err(Stop::Shutdown) => {
                 if let Err(e) = hand_back(worker, &chat).await {
                     tracing::warn!(error = %e, "could not hand the chat back on shutdown");
                 }
             }
             Err(Stop::LostOwnership) => {}
-            Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => record(&reason, "record the failed turn", || fail(worker, &chat, &message)).await,
+            Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => {
+                record(&reason, "record the failed turn", || fail(worker, &chat, &message)).await
+            }
             Err(Stop::Store(error)) => {
                 tracing::error!(error = %error, "the database failed mid-turn");
                 record(&reason, "record the database failure", || after_store_failure(worker, &chat, &error)).await
@@ -119,7 +123,8 @@ async fn hand_back(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
     let channel = worker.service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
     if guard.has_parts_in_flight() {
-        let why = "this server is shutting down before it stored this step; drop its parts, the next server runs it again";
+        let why =
+            "this server is shutting down before it stored this step; drop its parts, the next server runs it again";
         guard.discard(store, DiscardReason::CutOff, why.into()).await?;
     }
     if store.settle(&chat.id, &worker.id, ChatStatus::Pending, None, true).await? {
@@ -135,7 +140,8 @@ async fn after_store_failure(worker: &Worker, chat: &Chat, error: &StoreError) -
     let store = &worker.service.store;
     let channel = worker.service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
-    let last_error = (!error.is_unavailable()).then(|| format!("the database failed while storing the turn ({error}); send a message to try again"));
+    let last_error = (!error.is_unavailable())
+        .then(|| format!("the database failed while storing the turn ({error}); send a message to try again"));
     let status = if last_error.is_some() { ChatStatus::Error } else { ChatStatus::Pending };
     if guard.has_parts_in_flight() {
         let why = format!("the database could not store this step ({error}); drop its parts");
@@ -202,7 +208,12 @@ impl Step {
             }
             StreamEvent::ToolCall { index, id, name, arguments } => {
                 let position = *self.calls.entry(index).or_insert_with(|| {
-                    self.parts.push(MessagePart::ToolCall { tool_call_id: String::new(), tool_name: String::new(), args: Value::Null, provider_metadata: None });
+                    self.parts.push(MessagePart::ToolCall {
+                        tool_call_id: String::new(),
+                        tool_name: String::new(),
+                        args: Value::Null,
+                        provider_metadata: None,
+                    });
                     self.parts.len() - 1
                 });
                 if let MessagePart::ToolCall { tool_call_id, tool_name, .. } = &mut self.parts[position] {
@@ -236,7 +247,9 @@ impl Step {
         match self.parts.last_mut() {
             Some(MessagePart::Text { text: existing, .. }) if !reasoning => existing.push_str(&text),
             // A signed reasoning block is closed: more reasoning starts a new one.
-            Some(MessagePart::Reasoning { text: existing, provider_metadata: None }) if reasoning => existing.push_str(&text),
+            Some(MessagePart::Reasoning { text: existing, provider_metadata: None }) if reasoning => {
+                existing.push_str(&text)
+            }
             _ if reasoning => self.parts.push(MessagePart::Reasoning { text, provider_metadata: None }),
             _ => self.parts.push(MessagePart::text(text)),
         }
@@ -262,7 +275,12 @@ impl Step {
     }
 }
 
-async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::CancellationToken, reason: &std::sync::Mutex<Option<StopReason>>) -> Result<(), Stop> {
+async fn turn(
+    worker: &Worker,
+    chat: &Chat,
+    cancel: &tokio_util::sync::CancellationToken,
+    reason: &std::sync::Mutex<Option<StopReason>>,
+) -> Result<(), Stop> {
     let store = &worker.service.store;
     let model = worker.catalog.resolve(chat.model.as_deref()).await.map_err(|e| Stop::Failed(e.to_string()))?;
     let model_name = model.record.name.clone();
@@ -280,7 +298,12 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
     for step_number in 0..worker.settings.max_steps {
         let history = store.messages(&chat.id, 0).await?;
         if step_number == 0 && chat.kind == ChatKind::Root && history.len() == 1 {
-            super::title::spawn(worker.service.clone(), worker.catalog.clone(), chat.clone(), history[0].content.clone());
+            super::title::spawn(
+                worker.service.clone(),
+                worker.catalog.clone(),
+                chat.clone(),
+                history[0].content.clone(),
+            );
         }
         // The policy in force now (an admin may have changed it since the last step) decides
         // which tools the model is told about.
@@ -308,7 +331,10 @@ async fn turn(worker: &Worker, chat: &Chat, cancel: &tokio_util::sync::Cancellat
         let results = run_tools_until_stopped(&caller, &calls, &if_interrupted, cancel, reason).await?;
         store_message(worker, chat, "tool", &results, None, None).await?;
     }
-    Err(Stop::Failed(format!("the turn reached its limit of {} model calls; send a message to continue", worker.settings.max_steps)))
+    Err(Stop::Failed(format!(
+        "the turn reached its limit of {} model calls; send a message to continue",
+        worker.settings.max_steps
+    )))
 }
 
 /// The tool calls of an assistant message: (call id, tool, arguments).
@@ -316,7 +342,9 @@ fn tool_calls_of(parts: &[MessagePart]) -> Vec<(String, String, Value)> {
     parts
         .iter()
         .filter_map(|p| match p {
-            MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => Some((tool_call_id.clone(), tool_name.clone(), args.clone())),
+            MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => {
+                Some((tool_call_id.clone(), tool_name.clone(), args.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -325,7 +353,12 @@ fn tool_calls_of(parts: &[MessagePart]) -> Vec<(String, String, Value)> {
 fn error_results(calls: &[(String, String, Value)], why: &str) -> Vec<MessagePart> {
     calls
         .iter()
-        .map(|(id, name, _)| MessagePart::ToolResult { tool_call_id: id.clone(), tool_name: name.clone(), result: Value::String(why.into()), is_error: true })
+        .map(|(id, name, _)| MessagePart::ToolResult {
+            tool_call_id: id.clone(),
+            tool_name: name.clone(),
+            result: Value::String(why.into()),
+            is_error: true,
+        })
         .collect()
 }
 
@@ -373,7 +406,9 @@ async fn answer_calls_cut_off_by_a_restart(
     if calls.is_empty() {
         return Ok(());
     }
-    let repeatable = |tool: &str| worker.runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent));
+    let repeatable = |tool: &str| {
+        worker.runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
+    };
     let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
     tracing::warn!(
         repeated = ?again.iter().map(|c| &c.1).collect::<Vec<_>>(),
@@ -384,7 +419,10 @@ async fn answer_calls_cut_off_by_a_restart(
     let in_order = |repeated: Vec<MessagePart>| {
         let mut repeated = repeated.into_iter();
         let mut cut_off = error_results(&unknown, CUT_OFF_CALL).into_iter();
-        calls.iter().filter_map(|(_, tool, _)| if repeatable(tool) { repeated.next() } else { cut_off.next() }).collect::<Vec<_>>()
+        calls
+            .iter()
+            .filter_map(|(_, tool, _)| if repeatable(tool) { repeated.next() } else { cut_off.next() })
+            .collect::<Vec<_>>()
     };
     let policy = worker.policy.refresh().await?;
     let visible = policy.rules.visible_tools(principal);
@@ -506,7 +544,14 @@ async fn call_model(
                 guard.clear_in_flight();
             }
             let retrying_at = crate::store::now_ms() + delay.as_millis() as i64;
-            let body = EventBody::Retry { attempt, delay_ms: delay.as_millis() as u64, error: error.message.clone(), error_kind: error.kind, retrying_at, discarded_output };
+            let body = EventBody::Retry {
+                attempt,
+                delay_ms: delay.as_millis() as u64,
+                error: error.message.clone(),
+                error_kind: error.kind,
+                retrying_at,
+                discarded_output,
+            };
             guard.emit(store, body).await?;
         }
         tokio::select! {
@@ -583,10 +628,17 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
                         Err(error) => (error.to_string(), true),
                     }
                 }
-                (None, Value::String(raw)) => (format!("the arguments of `{name}` are not valid JSON ({raw:.200}); send a JSON object"), true),
+                (None, Value::String(raw)) => {
+                    (format!("the arguments of `{name}` are not valid JSON ({raw:.200}); send a JSON object"), true)
+                }
                 (None, other) => (format!("the arguments of `{name}` must be a JSON object, not {other}"), true),
             };
-            MessagePart::ToolResult { tool_call_id: id.clone(), tool_name: name.clone(), result: Value::String(result), is_error }
+            MessagePart::ToolResult {
+                tool_call_id: id.clone(),
+                tool_name: name.clone(),
+                result: Value::String(result),
+                is_error,
+            }
         }
     });
     futures::future::join_all(runs).await
@@ -607,7 +659,13 @@ async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<crate::worksp
 /// When the policy denies the call: the error the model reads (the denial is audited). A call
 /// runs only if the chat was told of the tool this step and `call_tool` permits it. Tools no
 /// plugin offers are left to the runtime, which names the closest one.
-fn denial(worker: &Worker, principal: &Principal, policy: &ActivePolicy, visible: &BTreeSet<String>, tool: &str) -> Option<String> {
+fn denial(
+    worker: &Worker,
+    principal: &Principal,
+    policy: &ActivePolicy,
+    visible: &BTreeSet<String>,
+    tool: &str,
+) -> Option<String> {
     let installed = worker.runtime.tools().find(|t| t.name == tool)?;
     let decision = if visible.contains(tool) {
         policy.rules.decide_tool(principal, Action::CallTool, tool)
@@ -632,7 +690,10 @@ fn denial(worker: &Worker, principal: &Principal, policy: &ActivePolicy, visible
         policy_version: policy.version,
         created_at: crate::store::now_ms(),
     });
-    Some(format!("tool `{tool}` is not available in this chat: the tool policy denies it ({}); do not call it again", decision.decided_by))
+    Some(format!(
+        "tool `{tool}` is not available in this chat: the tool policy denies it ({}); do not call it again",
+        decision.decided_by
+    ))
 }
 
 /// A tool's output as the text the model reads.
@@ -650,7 +711,14 @@ fn output_text(output: &ToolOutput) -> String {
 }
 
 /// Stores a message if this worker still owns the chat, and publishes it.
-pub(super) async fn store_message(worker: &Worker, chat: &Chat, role: &str, parts: &[MessagePart], model: Option<&str>, usage: Option<TokenUsage>) -> Result<Message, Stop> {
+pub(super) async fn store_message(
+    worker: &Worker,
+    chat: &Chat,
+    role: &str,
+    parts: &[MessagePart],
+    model: Option<&str>,
+    usage: Option<TokenUsage>,
+) -> Result<Message, Stop> {
     let store = &worker.service.store;
     let channel = worker.service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;

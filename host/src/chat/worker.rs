@@ -72,9 +72,13 @@ impl Worker {
         let store = &self.service.store;
         if self.settings.recover_all_on_start {
             match store.recover_all_running().await {
-                Ok(n) if n > 0 => tracing::warn!(chats = n, "resuming chats that were running when the server last stopped"),
+                Ok(n) if n > 0 => {
+                    tracing::warn!(chats = n, "resuming chats that were running when the server last stopped")
+                }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot resume chats that were running when the server last stopped"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot resume chats that were running when the server last stopped")
+                }
             }
         }
         // Proof of life for other replicas, held before any chat is taken.
@@ -114,7 +118,9 @@ impl Worker {
         match store.release_worker(&self.id).await {
             Ok(n) if n > 0 => tracing::info!(chats = n, "gave running chats back to pending for the next start"),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "could not give running chats back on shutdown; they are recovered when their heartbeat goes stale"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not give running chats back on shutdown; they are recovered when their heartbeat goes stale")
+            }
         }
     }
 
@@ -124,7 +130,9 @@ impl Worker {
         loop {
             match self.service.store.hold_worker_lock(&self.id).await {
                 Ok(lock) => return Some(lock),
-                Err(e) => tracing::error!(error = %e, "cannot take this worker's liveness lock; no chat is run until it is held"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take this worker's liveness lock; no chat is run until it is held")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,

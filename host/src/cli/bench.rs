@@ -35,7 +35,10 @@ impl Figures {
     }
 
     fn print(&self, label: &str) {
-        println!("{label:<28} calls={:<6} p50={:>9.1} us  p99={:>9.1} us  {:>10.1} calls/s", self.calls, self.p50_us, self.p99_us, self.calls_per_sec);
+        println!(
+            "{label:<28} calls={:<6} p50={:>9.1} us  p99={:>9.1} us  {:>10.1} calls/s",
+            self.calls, self.p50_us, self.p99_us, self.calls_per_sec
+        );
     }
 }
 

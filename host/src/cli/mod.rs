@@ -15,7 +15,11 @@ use crate::config::{Config, Overrides};
 use crate::plugins::ChatKind;
 
 #[derive(Debug, Parser)]
-#[command(name = "toolhost", version, about = "A self-hosted AI agent server whose tools are sandboxed WebAssembly components")]
+#[command(
+    name = "toolhost",
+    version,
+    about = "A self-hosted AI agent server whose tools are sandboxed WebAssembly components"
+)]
 pub struct Cli {
     /// TOML configuration file (values in it lose to environment variables and flags).
     #[arg(long, global = true, env = "TOOLHOST_CONFIG", value_name = "FILE")]
@@ -241,7 +245,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match store.create_user(&name, admin).await {
                 Ok(user) => {
                     println!("{}", serde_json::to_string(&user)?);
-                    eprintln!("toolhost: created {} `{name}`; create a token with `toolhost tokens create {name}`", if admin { "admin" } else { "user" });
+                    eprintln!(
+                        "toolhost: created {} `{name}`; create a token with `toolhost tokens create {name}`",
+                        if admin { "admin" } else { "user" }
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(crate::store::StoreError::Conflict(message)) => refuse(message),

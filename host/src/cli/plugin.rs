@@ -52,10 +52,15 @@ pub(super) async fn inspect(config: &Config, file: &Path, json: bool) -> anyhow:
     println!("tools:");
     for tool in &info.tools {
         let a = tool.annotations;
-        let flags: Vec<&str> = [(a.read_only, "read-only"), (a.destructive, "destructive"), (a.idempotent, "idempotent"), (a.open_world, "open-world")]
-            .into_iter()
-            .filter_map(|(set, name)| set.then_some(name))
-            .collect();
+        let flags: Vec<&str> = [
+            (a.read_only, "read-only"),
+            (a.destructive, "destructive"),
+            (a.idempotent, "idempotent"),
+            (a.open_world, "open-world"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
         println!("  {} [{}]: {}", tool.name, flags.join(", "), tool.description);
         println!("    arguments: {}", tool.input_schema);
     }

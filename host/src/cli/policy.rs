@@ -64,7 +64,10 @@ pub(super) async fn set(config: &Config, file: &Path, author: &str) -> anyhow::R
                 eprintln!("{}: warning: {warning}", file.display());
             }
             println!("{}", serde_json::to_string(&saved)?);
-            eprintln!("toolhost: policy version {} is in force; running servers apply it at their chats' next step", saved.version);
+            eprintln!(
+                "toolhost: policy version {} is in force; running servers apply it at their chats' next step",
+                saved.version
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(PolicyError::Invalid(invalid)) => {
@@ -103,17 +106,33 @@ pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Resu
     let active = engine.active();
     let explanation = active.rules.explain(&principal);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"policy_version": active.version, "explanation": explanation}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"policy_version": active.version, "explanation": explanation})
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("policy version {} for a {} chat (depth {}, owner {:?} {}, model {:?})", active.version, principal.kind_name(), principal.depth, principal.owner, principal.owner_role, principal.model);
+    println!(
+        "policy version {} for a {} chat (depth {}, owner {:?} {}, model {:?})",
+        active.version,
+        principal.kind_name(),
+        principal.depth,
+        principal.owner,
+        principal.owner_role,
+        principal.model
+    );
     println!("{:<28} {:<10} {:<8} DECIDED BY", "TOOL", "VISIBLE", "CALL");
     for tool in &explanation.tools {
         println!("{:<28} {:<10} {:<8} {}", tool.tool, tool.visible, tool.callable, tool.decided_by);
     }
     println!("{:<28} {:<16} {:<8} DECIDED BY", "TOOL", "CAPABILITY", "ALLOWED");
     for capability in &explanation.capabilities {
-        println!("{:<28} {:<16} {:<8} {}", capability.tool, capability.capability, capability.allowed, capability.decided_by);
+        println!(
+            "{:<28} {:<16} {:<8} {}",
+            capability.tool, capability.capability, capability.allowed, capability.decided_by
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,11 @@ pub(super) fn new_plugin(name: &str, parent: &Path, sdk: Option<&Path>) -> anyho
     }
     let sdk = match sdk.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(BUILT_SDK_PATH)).canonicalize() {
         Ok(path) if path.join("Cargo.toml").is_file() => path,
-        _ => return refuse("the toolhost-plugin SDK was not found; pass --sdk PATH (the plugins/sdk folder of a Toolhost checkout)"),
+        _ => {
+            return refuse(
+                "the toolhost-plugin SDK was not found; pass --sdk PATH (the plugins/sdk folder of a Toolhost checkout)",
+            );
+        }
     };
     let dir = parent.join(name);
     if dir.exists() && dir.read_dir()?.next().is_some() {
@@ -135,6 +139,11 @@ mod tests {
     #[test]
     fn plugin_names_are_lowercase_words_joined_by_dashes() {
         assert!(super::valid_name("word-tools") && super::valid_name("a1"));
-        assert!(!super::valid_name("Word") && !super::valid_name("1a") && !super::valid_name("a_b") && !super::valid_name("a-"));
+        assert!(
+            !super::valid_name("Word")
+                && !super::valid_name("1a")
+                && !super::valid_name("a_b")
+                && !super::valid_name("a-")
+        );
     }
 }

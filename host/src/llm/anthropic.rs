@@ -35,7 +35,13 @@ impl Anthropic {
         let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         // Accept the base URL with or without the `/v1` the SDKs leave out.
         let base_url = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        Anthropic { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), timeouts: connection.timeouts }
+        Anthropic {
+            client,
+            name: connection.name,
+            base_url,
+            api_key: connection.api_key.filter(|k| !k.is_empty()),
+            timeouts: connection.timeouts,
+        }
     }
 }
 
@@ -75,7 +81,11 @@ pub fn body(request: &ModelRequest) -> Value {
         body["system"] = json!([{"type": "text", "text": system, "cache_control": CACHE()}]);
     }
     if !request.tools.is_empty() {
-        body["tools"] = request.tools.iter().map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema})).collect();
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
+            .collect();
         if request.tools_disabled {
             body["tool_choice"] = json!({"type": "none"});
         }
@@ -95,13 +105,17 @@ fn blocks(part: &MessagePart) -> Option<Value> {
         MessagePart::FileReference { file_name, start_line, end_line, content } => {
             Some(json!({"type": "text", "text": format!("{file_name} (lines {start_line}-{end_line}):\n{content}")}))
         }
-        MessagePart::Image { media_type, data } => Some(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})),
+        MessagePart::Image { media_type, data } => {
+            Some(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}))
+        }
         // Only Anthropic's own thinking goes back, and only with its signature.
         MessagePart::Reasoning { text, provider_metadata: Some(meta) } => {
             if let Some(data) = meta["anthropic"]["redacted"].as_str() {
                 Some(json!({"type": "redacted_thinking", "data": data}))
             } else {
-                meta["anthropic"]["signature"].as_str().map(|signature| json!({"type": "thinking", "thinking": text, "signature": signature}))
+                meta["anthropic"]["signature"]
+                    .as_str()
+                    .map(|signature| json!({"type": "thinking", "thinking": text, "signature": signature}))
             }
         }
         MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => {
@@ -173,9 +187,17 @@ impl WireUsage {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireEvent {
-    MessageStart { message: StartMessage },
-    ContentBlockStart { index: u32, content_block: Value },
-    ContentBlockDelta { index: u32, delta: Value },
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: u32,
+        content_block: Value,
+    },
+    ContentBlockDelta {
+        index: u32,
+        delta: Value,
+    },
     ContentBlockStop {},
     MessageDelta {
         #[serde(default)]
@@ -185,7 +207,9 @@ enum WireEvent {
     },
     MessageStop {},
     Ping {},
-    Error { error: Value },
+    Error {
+        error: Value,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -238,7 +262,9 @@ impl EventParser {
             "text_delta" => out.push(StreamEvent::Text(owned(delta.text))),
             "thinking_delta" => out.push(StreamEvent::Reasoning(owned(delta.thinking))),
             "signature_delta" => out.push(StreamEvent::ReasoningSignature(owned(delta.signature))),
-            "input_json_delta" => out.push(StreamEvent::ToolCall { index, id: None, name: None, arguments: owned(delta.partial_json) }),
+            "input_json_delta" => {
+                out.push(StreamEvent::ToolCall { index, id: None, name: None, arguments: owned(delta.partial_json) })
+            }
             other => tracing::debug!(provider = %self.provider, delta = other, "skipping an unknown content delta"),
         }
     }
@@ -271,20 +297,29 @@ impl WireParser for EventParser {
                     out.push(StreamEvent::Usage(usage.usage()));
                 }
             }
-            WireEvent::ContentBlockStart { index, content_block: block } => match block["type"].as_str().unwrap_or_default() {
-                "text" if !text(&block, "text").is_empty() => out.push(StreamEvent::Text(text(&block, "text"))),
-                "thinking" if !text(&block, "thinking").is_empty() => out.push(StreamEvent::Reasoning(text(&block, "thinking"))),
-                "redacted_thinking" => out.push(StreamEvent::RedactedReasoning(text(&block, "data"))),
-                "tool_use" => {
-                    // The input arrives as input_json_delta pieces; a non-empty start input is rare.
-                    let input = match &block["input"] {
-                        Value::Object(map) if !map.is_empty() => block["input"].to_string(),
-                        _ => String::new(),
-                    };
-                    out.push(StreamEvent::ToolCall { index, id: Some(text(&block, "id")), name: Some(text(&block, "name")), arguments: input });
+            WireEvent::ContentBlockStart { index, content_block: block } => {
+                match block["type"].as_str().unwrap_or_default() {
+                    "text" if !text(&block, "text").is_empty() => out.push(StreamEvent::Text(text(&block, "text"))),
+                    "thinking" if !text(&block, "thinking").is_empty() => {
+                        out.push(StreamEvent::Reasoning(text(&block, "thinking")))
+                    }
+                    "redacted_thinking" => out.push(StreamEvent::RedactedReasoning(text(&block, "data"))),
+                    "tool_use" => {
+                        // The input arrives as input_json_delta pieces; a non-empty start input is rare.
+                        let input = match &block["input"] {
+                            Value::Object(map) if !map.is_empty() => block["input"].to_string(),
+                            _ => String::new(),
+                        };
+                        out.push(StreamEvent::ToolCall {
+                            index,
+                            id: Some(text(&block, "id")),
+                            name: Some(text(&block, "name")),
+                            arguments: input,
+                        });
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             // Servers that name events differently still reach the same reading.
             WireEvent::ContentBlockDelta { index, delta } => {
                 let delta = delta.to_string();
@@ -302,9 +337,15 @@ impl WireParser for EventParser {
             }
             WireEvent::MessageStop {} => return Ok(true),
             WireEvent::Error { error } => {
-                return Err(LlmError::from_stream_error(&self.provider, error["type"].as_str().unwrap_or("api_error"), error["message"].as_str().unwrap_or("no message")));
+                return Err(LlmError::from_stream_error(
+                    &self.provider,
+                    error["type"].as_str().unwrap_or("api_error"),
+                    error["message"].as_str().unwrap_or("no message"),
+                ));
             }
-            WireEvent::Unknown => tracing::warn!(provider = %self.provider, event = %event.event, "skipping an unknown event type"),
+            WireEvent::Unknown => {
+                tracing::warn!(provider = %self.provider, event = %event.event, "skipping an unknown event type")
+            }
         }
         Ok(false)
     }
@@ -316,7 +357,8 @@ mod tests {
     use crate::llm::ErrorKind;
 
     fn feed(parser: &mut EventParser, data: Value) -> Result<(Vec<StreamEvent>, bool), LlmError> {
-        let event = Event { event: data["type"].as_str().unwrap().to_string(), data: data.to_string(), ..Default::default() };
+        let event =
+            Event { event: data["type"].as_str().unwrap().to_string(), data: data.to_string(), ..Default::default() };
         let mut out = Vec::new();
         parser.feed(&event, &mut out).map(|done| (out, done))
     }
@@ -346,10 +388,21 @@ mod tests {
         assert_eq!(
             all,
             vec![
-                StreamEvent::Usage(Usage { input_tokens: 40, output_tokens: 1, reasoning_tokens: 0, cache_read_tokens: 900, cache_creation_tokens: 12 }),
+                StreamEvent::Usage(Usage {
+                    input_tokens: 40,
+                    output_tokens: 1,
+                    reasoning_tokens: 0,
+                    cache_read_tokens: 900,
+                    cache_creation_tokens: 12
+                }),
                 StreamEvent::Reasoning("Look first.".into()),
                 StreamEvent::ReasoningSignature("sig==".into()),
-                StreamEvent::ToolCall { index: 1, id: Some("toolu_1".into()), name: Some("read_file".into()), arguments: String::new() },
+                StreamEvent::ToolCall {
+                    index: 1,
+                    id: Some("toolu_1".into()),
+                    name: Some("read_file".into()),
+                    arguments: String::new()
+                },
                 StreamEvent::ToolCall { index: 1, id: None, name: None, arguments: "{\"path\": ".into() },
                 StreamEvent::ToolCall { index: 1, id: None, name: None, arguments: "\"a.txt\"}".into() },
                 StreamEvent::Usage(Usage { output_tokens: 57, ..Usage::default() }),
@@ -361,11 +414,23 @@ mod tests {
 
     #[test]
     fn every_stop_reason_and_a_mid_stream_error_are_understood() {
-        for (wire, ours) in [("end_turn", FinishReason::Stop), ("tool_use", FinishReason::ToolCalls), ("max_tokens", FinishReason::Length), ("pause_turn", FinishReason::Pause), ("refusal", FinishReason::Refusal)] {
-            let (out, _) = feed(&mut EventParser::new("a"), json!({"type": "message_delta", "delta": {"stop_reason": wire}})).unwrap();
+        for (wire, ours) in [
+            ("end_turn", FinishReason::Stop),
+            ("tool_use", FinishReason::ToolCalls),
+            ("max_tokens", FinishReason::Length),
+            ("pause_turn", FinishReason::Pause),
+            ("refusal", FinishReason::Refusal),
+        ] {
+            let (out, _) =
+                feed(&mut EventParser::new("a"), json!({"type": "message_delta", "delta": {"stop_reason": wire}}))
+                    .unwrap();
             assert_eq!(out, vec![StreamEvent::Finish(ours)]);
         }
-        let error = feed(&mut EventParser::new("a"), json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})).unwrap_err();
+        let error = feed(
+            &mut EventParser::new("a"),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        )
+        .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Overloaded);
         assert!(error.message.contains("Overloaded"));
         let garbage = Event { event: "content_block_delta".into(), data: "{not json".into(), ..Default::default() };
@@ -374,10 +439,23 @@ mod tests {
 
     #[test]
     fn history_goes_back_with_signed_thinking_merged_roles_and_cache_breakpoints() {
-        let signed = MessagePart::Reasoning { text: "Look first.".into(), provider_metadata: Some(json!({"anthropic": {"signature": "sig=="}})) };
+        let signed = MessagePart::Reasoning {
+            text: "Look first.".into(),
+            provider_metadata: Some(json!({"anthropic": {"signature": "sig=="}})),
+        };
         let foreign = MessagePart::Reasoning { text: "from another provider".into(), provider_metadata: None };
-        let call = MessagePart::ToolCall { tool_call_id: "toolu_1".into(), tool_name: "read_file".into(), args: json!({"path": "a.txt"}), provider_metadata: None };
-        let result = MessagePart::ToolResult { tool_call_id: "toolu_1".into(), tool_name: "read_file".into(), result: json!("hello"), is_error: false };
+        let call = MessagePart::ToolCall {
+            tool_call_id: "toolu_1".into(),
+            tool_name: "read_file".into(),
+            args: json!({"path": "a.txt"}),
+            provider_metadata: None,
+        };
+        let result = MessagePart::ToolResult {
+            tool_call_id: "toolu_1".into(),
+            tool_name: "read_file".into(),
+            result: json!("hello"),
+            is_error: false,
+        };
         let request = ModelRequest {
             model: "claude-test".into(),
             system: Some("Be brief.".into()),
@@ -395,7 +473,10 @@ mod tests {
         assert_eq!(body["thinking"]["budget_tokens"], 2048);
         let messages = body["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 3, "tool results and the next user text share one user message: {body}");
-        assert_eq!(messages[1]["content"][0], json!({"type": "thinking", "thinking": "Look first.", "signature": "sig=="}));
+        assert_eq!(
+            messages[1]["content"][0],
+            json!({"type": "thinking", "thinking": "Look first.", "signature": "sig=="})
+        );
         assert_eq!(messages[1]["content"][1]["type"], "tool_use", "reasoning without a signature is not sent");
         assert_eq!(messages[2]["content"][0]["type"], "tool_result");
         assert_eq!(messages[2]["content"][1]["cache_control"]["type"], "ephemeral");

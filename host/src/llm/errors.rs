@@ -35,7 +35,15 @@ impl ErrorKind {
     /// Whether trying again later may succeed. A dropped stream only counts before any output
     /// (the turn checks that); everything the provider refused on its merits does not.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::Connection | ErrorKind::Dropped | ErrorKind::Timeout | ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Server)
+        matches!(
+            self,
+            ErrorKind::Connection
+                | ErrorKind::Dropped
+                | ErrorKind::Timeout
+                | ErrorKind::RateLimited
+                | ErrorKind::Overloaded
+                | ErrorKind::Server
+        )
     }
 }
 
@@ -67,7 +75,9 @@ impl LlmError {
             .unwrap_or_default();
         let kind = classify(status, &code, &detail);
         let advice = match kind {
-            ErrorKind::Auth => format!("; check the API key of provider `{provider}` (PUT /api/v1/providers/{{id}} with a new `api_key`)"),
+            ErrorKind::Auth => format!(
+                "; check the API key of provider `{provider}` (PUT /api/v1/providers/{{id}} with a new `api_key`)"
+            ),
             ErrorKind::Quota => format!("; the account behind provider `{provider}` is out of credit or quota"),
             ErrorKind::ContextTooLong => "; the conversation is too long for this model".to_string(),
             _ => String::new(),
@@ -98,10 +108,21 @@ fn classify(status: u16, code: &str, detail: &str) -> ErrorKind {
     let lower = detail.to_ascii_lowercase();
     let too_long = code == "context_length_exceeded"
         || code == "exceed_context_size_error"
-        || ["context length", "context_length", "context size", "prompt is too long", "maximum context", "context window", "too many tokens"]
-            .iter()
-            .any(|needle| lower.contains(needle));
-    let quota = code == "insufficient_quota" || code == "billing_error" || lower.contains("quota") || lower.contains("credit balance");
+        || [
+            "context length",
+            "context_length",
+            "context size",
+            "prompt is too long",
+            "maximum context",
+            "context window",
+            "too many tokens",
+        ]
+        .iter()
+        .any(|needle| lower.contains(needle));
+    let quota = code == "insufficient_quota"
+        || code == "billing_error"
+        || lower.contains("quota")
+        || lower.contains("credit balance");
     match status {
         401 | 403 => ErrorKind::Auth,
         402 => ErrorKind::Quota,
@@ -137,14 +158,45 @@ mod tests {
     #[test]
     fn statuses_and_bodies_are_classified() {
         let kind = |status, body: &str| LlmError::from_status("p", status, body, None).kind;
-        assert_eq!(kind(401, r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#), ErrorKind::Auth);
-        assert_eq!(kind(429, r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#), ErrorKind::RateLimited);
-        assert_eq!(kind(429, r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#), ErrorKind::Quota);
-        assert_eq!(kind(400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#), ErrorKind::ContextTooLong);
-        assert_eq!(kind(400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#), ErrorKind::ContextTooLong);
-        assert_eq!(kind(400, r#"{"error":{"code":400,"message":"request (9000 tokens) exceeds the available context size (8192 tokens), try increasing it","type":"exceed_context_size_error"}}"#), ErrorKind::ContextTooLong, "llama.cpp");
+        assert_eq!(
+            kind(401, r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            kind(429, r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#),
+            ErrorKind::RateLimited
+        );
+        assert_eq!(
+            kind(429, r#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#),
+            ErrorKind::Quota
+        );
+        assert_eq!(
+            kind(
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#
+            ),
+            ErrorKind::ContextTooLong
+        );
+        assert_eq!(
+            kind(
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#
+            ),
+            ErrorKind::ContextTooLong
+        );
+        assert_eq!(
+            kind(
+                400,
+                r#"{"error":{"code":400,"message":"request (9000 tokens) exceeds the available context size (8192 tokens), try increasing it","type":"exceed_context_size_error"}}"#
+            ),
+            ErrorKind::ContextTooLong,
+            "llama.cpp"
+        );
         assert_eq!(kind(400, r#"{"error":{"message":"messages: field required"}}"#), ErrorKind::InvalidRequest);
-        assert_eq!(kind(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#), ErrorKind::Overloaded);
+        assert_eq!(
+            kind(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            ErrorKind::Overloaded
+        );
         assert_eq!(kind(502, "<html>bad gateway</html>"), ErrorKind::Server);
         assert!(LlmError::from_status("anthropic", 401, "{}", None).message.contains("provider `anthropic`"));
         assert_eq!(LlmError::from_stream_error("p", "overloaded_error", "Overloaded").kind, ErrorKind::Overloaded);

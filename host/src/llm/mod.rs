@@ -45,7 +45,9 @@ impl Default for ModelTimeouts {
 impl ModelTimeouts {
     /// `TOOLHOST_MODEL_FIRST_BYTE_TIMEOUT_SECS` and `TOOLHOST_MODEL_TIMEOUT_SECS`, or the defaults.
     pub fn from_env() -> ModelTimeouts {
-        let seconds = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0).map(Duration::from_secs);
+        let seconds = |name: &str| {
+            std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0).map(Duration::from_secs)
+        };
         let defaults = ModelTimeouts::default();
         ModelTimeouts {
             first_byte: seconds("TOOLHOST_MODEL_FIRST_BYTE_TIMEOUT_SECS").unwrap_or(defaults.first_byte),
@@ -138,7 +140,12 @@ pub enum StreamEvent {
     /// Reasoning the provider sent encrypted; kept only to be sent back.
     RedactedReasoning(String),
     /// A piece of a tool call; `index` groups the pieces of one call.
-    ToolCall { index: u32, id: Option<String>, name: Option<String>, arguments: String },
+    ToolCall {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
     Usage(Usage),
     Finish(FinishReason),
 }
@@ -202,7 +209,6 @@ pub fn connect(kind: ProviderKind, connection: Connection) -> std::sync::Arc<dyn
         ProviderKind::Anthropic => std::sync::Arc::new(anthropic::Anthropic::new(connection)),
     }
 }
-
 
 /// The text of a message's text-like parts, for formats that take one string.
 pub(crate) fn text_of(parts: &[MessagePart]) -> String {

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sse::{self, WireParser};
-use super::{Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage, text_of};
+use super::{
+    Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage, text_of,
+};
 use crate::chat::parts::MessagePart;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -26,8 +28,19 @@ impl OpenAi {
     /// gone, and the stream ends in a [`ErrorKind::Dropped`] error rather than hanging.
     pub fn new(connection: Connection) -> OpenAi {
         let client = super::sse::http_client(connection.timeouts);
-        let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string()).trim_end_matches('/').to_string();
-        OpenAi { client, name: connection.name, base_url, api_key: connection.api_key.filter(|k| !k.is_empty()), timeouts: connection.timeouts }
+        let base_url = connection
+            .base_url
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        OpenAi {
+            client,
+            name: connection.name,
+            base_url,
+            api_key: connection.api_key.filter(|k| !k.is_empty()),
+            timeouts: connection.timeouts,
+        }
     }
 }
 
@@ -69,9 +82,9 @@ fn wire_messages(message: &PromptMessage) -> Vec<Value> {
                 .content
                 .iter()
                 .filter_map(|p| match p {
-                    MessagePart::Image { media_type, data } => {
-                        Some(json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}))
-                    }
+                    MessagePart::Image { media_type, data } => Some(
+                        json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}),
+                    ),
                     _ => None,
                 })
                 .collect();
@@ -212,7 +225,8 @@ impl WireParser for ChunkParser {
 fn chunk_events(provider: &str, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), LlmError> {
     let chunk: Chunk = sse::payload(provider, data)?;
     if let Some(error) = chunk.error {
-        let message = error.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| error.to_string());
+        let message =
+            error.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| error.to_string());
         let kind = error.get("type").or_else(|| error.get("code")).and_then(Value::as_str).unwrap_or("server_error");
         return Err(LlmError::from_stream_error(provider, kind, &message));
     }
@@ -237,7 +251,8 @@ fn chunk_events(provider: &str, data: &str, out: &mut Vec<StreamEvent>) -> Resul
         }
     }
     if let Some(usage) = chunk.usage {
-        let detail = |v: &Option<Value>, key: &str| v.as_ref().and_then(|d| d.get(key)).and_then(Value::as_i64).unwrap_or(0);
+        let detail =
+            |v: &Option<Value>, key: &str| v.as_ref().and_then(|d| d.get(key)).and_then(Value::as_i64).unwrap_or(0);
         let cached = detail(&usage.prompt_tokens_details, "cached_tokens");
         out.push(StreamEvent::Usage(Usage {
             // OpenAI counts cached tokens inside prompt_tokens; this server counts them apart.
@@ -274,9 +289,26 @@ mod tests {
     #[test]
     fn tool_call_pieces_usage_without_choices_and_errors_are_read() {
         let events_of = events(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"read_file","arguments":"{\"pa"}}]}}]}"#).unwrap();
-        assert_eq!(events_of, vec![StreamEvent::ToolCall { index: 1, id: Some("call_b".into()), name: Some("read_file".into()), arguments: "{\"pa".into() }]);
+        assert_eq!(
+            events_of,
+            vec![StreamEvent::ToolCall {
+                index: 1,
+                id: Some("call_b".into()),
+                name: Some("read_file".into()),
+                arguments: "{\"pa".into()
+            }]
+        );
         let usage = events(r#"{"choices":null,"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4}}}"#).unwrap();
-        assert_eq!(usage, vec![StreamEvent::Usage(Usage { input_tokens: 8, output_tokens: 3, reasoning_tokens: 0, cache_read_tokens: 4, cache_creation_tokens: 0 })]);
+        assert_eq!(
+            usage,
+            vec![StreamEvent::Usage(Usage {
+                input_tokens: 8,
+                output_tokens: 3,
+                reasoning_tokens: 0,
+                cache_read_tokens: 4,
+                cache_creation_tokens: 0
+            })]
+        );
         let finish = events(r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#).unwrap();
         assert_eq!(finish, vec![StreamEvent::Finish(FinishReason::ToolCalls)]);
         let overloaded = events(r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#).unwrap_err();

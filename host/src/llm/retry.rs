@@ -22,7 +22,12 @@ pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { max_attempts: 8, max_silent_attempts: 3, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(60) }
+        RetryPolicy {
+            max_attempts: 8,
+            max_silent_attempts: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
     }
 }
 

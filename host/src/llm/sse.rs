@@ -48,7 +48,12 @@ async fn send(provider: &str, http: reqwest::RequestBuilder) -> Result<reqwest::
 /// The request's answer as a stream of events. A provider that sends no byte of its answer
 /// within `timeouts.first_byte` of the request fails with [`ErrorKind::Timeout`]; one that then
 /// stays silent for `timeouts.silence` breaks off ([`ErrorKind::Dropped`]).
-pub fn request_stream<P: WireParser>(provider: String, http: reqwest::RequestBuilder, parser: P, timeouts: ModelTimeouts) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
+pub fn request_stream<P: WireParser>(
+    provider: String,
+    http: reqwest::RequestBuilder,
+    parser: P,
+    timeouts: ModelTimeouts,
+) -> BoxStream<'static, Result<StreamEvent, LlmError>> {
     let ModelTimeouts { first_byte, silence } = timeouts;
     futures::stream::once(async move {
         let started = async {
@@ -83,7 +88,10 @@ where
         match tokio::time::timeout(silence, bytes.next()).await {
             Ok(Some(chunk)) => Some((chunk, Some(bytes))),
             Ok(None) => None,
-            Err(_) => Some((Err(format!("nothing arrived for {} s (TOOLHOST_MODEL_TIMEOUT_SECS)", silence.as_secs_f64())), None)),
+            Err(_) => Some((
+                Err(format!("nothing arrived for {} s (TOOLHOST_MODEL_TIMEOUT_SECS)", silence.as_secs_f64())),
+                None,
+            )),
         }
     })
 }
@@ -111,13 +119,18 @@ impl<S, P> Reader<S, P> {
 
 /// Reads an answer's bytes. A stream that stops before the model's finish yields an
 /// [`ErrorKind::Dropped`] error; an error ends the stream.
-pub fn parse<S, E, P>(provider: String, bytes: S, parser: P) -> impl Stream<Item = Result<StreamEvent, LlmError>> + Send + 'static
+pub fn parse<S, E, P>(
+    provider: String,
+    bytes: S,
+    parser: P,
+) -> impl Stream<Item = Result<StreamEvent, LlmError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Display + Send + 'static,
     P: WireParser,
 {
-    let reader = Reader { provider, events: bytes.eventsource(), parser, queue: VecDeque::new(), finished: false, over: false };
+    let reader =
+        Reader { provider, events: bytes.eventsource(), parser, queue: VecDeque::new(), finished: false, over: false };
     futures::stream::unfold(reader, |mut reader| async move {
         loop {
             if let Some(item) = reader.queue.pop_front() {

@@ -25,7 +25,12 @@ impl ComponentCache {
     }
 
     /// The compiled component, and whether it came from the cache.
-    pub(crate) fn load_or_compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, bool)> {
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<(Component, bool)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, bytes)?, false));
         };
@@ -38,7 +43,9 @@ impl ComponentCache {
             // checks its header and refuses an artifact that does not fit this engine.
             match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached component; recompiling"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached component; recompiling")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;

@@ -54,9 +54,9 @@ pub(crate) fn inspect(engine: &Engine, component: &Component) -> Result<Componen
             None => system_imports.push(name.to_string()),
         }
     }
-    let tools_export = exports.iter().find_map(|name| {
-        split_toolhost_name(name).filter(|(interface, _)| *interface == TOOLS_INTERFACE)
-    });
+    let tools_export = exports
+        .iter()
+        .find_map(|name| split_toolhost_name(name).filter(|(interface, _)| *interface == TOOLS_INTERFACE));
     match tools_export {
         Some((_, version)) => check_version(version, "its `tools` export")?,
         None => {

@@ -9,10 +9,17 @@ use super::bindings::toolhost::plugin::types::{Content, ToolResult};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
-    Text { text: String },
-    Json { json: serde_json::Value },
+    Text {
+        text: String,
+    },
+    Json {
+        json: serde_json::Value,
+    },
     /// `data` is base64.
-    Image { mime_type: String, data: String },
+    Image {
+        mime_type: String,
+        data: String,
+    },
 }
 
 /// A completed tool call.

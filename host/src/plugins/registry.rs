@@ -128,7 +128,10 @@ pub(crate) fn check_description(
             return Err(format!("it declares the tool `{}` twice", spec.name));
         }
         if let Some(owner) = tool_owner(&spec.name) {
-            return Err(format!("its tool `{}` is already provided by plugin `{owner}`; tool names must be unique", spec.name));
+            return Err(format!(
+                "its tool `{}` is already provided by plugin `{owner}`; tool names must be unique",
+                spec.name
+            ));
         }
         checked.push(check_tool(plugin, spec)?);
     }
@@ -145,10 +148,13 @@ fn check_tool(plugin: &str, spec: &ToolSpec) -> Result<CheckedTool, String> {
     }
     let schema: serde_json::Value = serde_json::from_str(&spec.input_schema)
         .map_err(|e| format!("the input schema of tool `{name}` is not JSON: {e}"))?;
-    let validator = jsonschema::validator_for(&schema)
-        .map_err(|e| format!("the input schema of tool `{name}` is not valid JSON Schema: {e} (at `{}`)", e.schema_path()))?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| {
+        format!("the input schema of tool `{name}` is not valid JSON Schema: {e} (at `{}`)", e.schema_path())
+    })?;
     if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-        return Err(format!("the input schema of tool `{name}` must describe an object (`\"type\": \"object\"`), as tool arguments are a JSON object"));
+        return Err(format!(
+            "the input schema of tool `{name}` must describe an object (`\"type\": \"object\"`), as tool arguments are a JSON object"
+        ));
     }
     let a = spec.annotations;
     Ok(CheckedTool {

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::workspace::confined::WorkspaceRoot;
@@ -23,8 +25,8 @@ use super::errors::ToolErrorKind;
 use super::inspect::{SUPPORTED_WIT_VERSION, inspect};
 use super::limits::MAX_MEMORY_MIB;
 use super::output::{convert, result_size};
-use super::slots::CallSlots;
 use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, ToolInfo, check_description};
+use super::slots::CallSlots;
 use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
 use crate::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
 
@@ -164,10 +166,12 @@ impl PluginRuntime {
 
     fn empty(options: &RuntimeOptions) -> Result<PluginRuntime, LoadError> {
         options.limits.validate().map_err(LoadError::Limits)?;
-        let engine = new_engine(options.max_concurrent_calls + options.max_waiting_calls).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let engine = new_engine(options.max_concurrent_calls + options.max_waiting_calls)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_all_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
-        start_epoch_ticker(&engine).map_err(|e| LoadError::Engine(format!("cannot start the epoch thread that enforces time limits: {e}")))?;
+        start_epoch_ticker(&engine)
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread that enforces time limits: {e}")))?;
         Ok(PluginRuntime {
             cache: ComponentCache::new(&engine, options.cache_dir.clone()),
             engine,
@@ -230,20 +234,25 @@ impl PluginRuntime {
             .load_or_compile(&self.engine, bytes, &sha256)
             .map_err(|e| format!("it is not a valid WebAssembly component: {}", e.root_cause()))?;
         let facts = inspect(&self.engine, &component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("it cannot be linked: {}", e.root_cause()))?;
-        let pre = ToolPre::new(instance_pre).map_err(|e| format!("it does not match the `tool` world: {}", e.root_cause()))?;
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| format!("it cannot be linked: {}", e.root_cause()))?;
+        let pre = ToolPre::new(instance_pre)
+            .map_err(|e| format!("it does not match the `tool` world: {}", e.root_cause()))?;
         let label = source.label();
         let limits = self.limits.defaults.clone();
-        let identity = CallIdentity { plugin: label.clone(), tool: "describe".into(), chat_id: String::new(), call_id: String::new() };
-        let environment = CallEnvironment::default();
-        let description = match self.run(&pre, identity, Grants::none(), environment, &limits, Operation::Describe).await {
-            Ok(Outcome::Described(description)) => description,
-            Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
-            Err(e) => return Err(format!("its `describe` failed: {e}")),
+        let identity = CallIdentity {
+            plugin: label.clone(),
+            tool: "describe".into(),
+            chat_id: String::new(),
+            call_id: String::new(),
         };
+        let environment = CallEnvironment::default();
+        let description =
+            match self.run(&pre, identity, Grants::none(), environment, &limits, Operation::Describe).await {
+                Ok(Outcome::Described(description)) => description,
+                Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
+                Err(e) => return Err(format!("its `describe` failed: {e}")),
+            };
         let loaded_names: Vec<&str> = self.plugins.iter().map(|p| p.info.name.as_str()).collect();
         let tools = check_description(&description, &loaded_names, |tool| {
             self.tools.get(tool).map(|entry| self.plugins[entry.plugin].info.name.clone())
@@ -302,7 +311,8 @@ impl PluginRuntime {
         let arguments = request.arguments.to_string();
         let operation = Operation::Invoke { context: &context, tool: &request.tool, arguments: &arguments };
         let started = std::time::Instant::now();
-        let environment = CallEnvironment { workspace: request.workspace, chat: request.chat, progress: request.progress };
+        let environment =
+            CallEnvironment { workspace: request.workspace, chat: request.chat, progress: request.progress };
         let outcome = self.run(&plugin.pre, identity, grants, environment, &plugin.limits, operation).await;
         let result = match outcome? {
             Outcome::Invoked(result) => result,
@@ -351,7 +361,16 @@ impl PluginRuntime {
         let Ok(slot) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
             return Err(CallError::Busy { plugin, waited_ms: limits.timeout_ms });
         };
-        let state = CallState::new(identity, grants, CallLimiter::new(limits), workspace, chat, progress, output.clone(), slot.clone());
+        let state = CallState::new(
+            identity,
+            grants,
+            CallLimiter::new(limits),
+            workspace,
+            chat,
+            progress,
+            output.clone(),
+            slot.clone(),
+        );
         let host_waits = state.host_waits.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -397,7 +416,11 @@ struct CallEnvironment {
 
 /// Runs `work` until it ends or has used `limit` of its own time; time spent waiting on the
 /// host (see [`capabilities::HostWaits`]) is not counted. `None` when the limit was hit.
-async fn within_time_limit<F: std::future::Future>(work: F, limit: Duration, host_waits: &capabilities::HostWaits) -> Option<F::Output> {
+async fn within_time_limit<F: std::future::Future>(
+    work: F,
+    limit: Duration,
+    host_waits: &capabilities::HostWaits,
+) -> Option<F::Output> {
     let started = tokio::time::Instant::now();
     let mut work = std::pin::pin!(work);
     loop {
@@ -457,11 +480,8 @@ fn classify_failure(plugin: String, tool: String, error: &wasmtime::Error, outpu
 /// The guest's own last words (a panic message, usually), on one line.
 fn guest_output_summary(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
-        .collect();
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with")).collect();
     let joined = lines.join(" ");
     let start = joined.len().saturating_sub(1000);
     let start = (start..joined.len()).find(|&i| joined.is_char_boundary(i)).unwrap_or(joined.len());
@@ -470,7 +490,8 @@ fn guest_output_summary(output: &[u8]) -> String {
 
 /// `*.wasm` files of `dir`, sorted by name so load order (and conflict resolution) is stable.
 fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::PluginsDir { path: dir.display().to_string(), source })?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|source| LoadError::PluginsDir { path: dir.display().to_string(), source })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|ext| ext == "wasm") && p.is_file())

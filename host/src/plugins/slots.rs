@@ -19,7 +19,11 @@ pub struct CallSlots {
 
 impl CallSlots {
     pub fn new(max_running: usize, max_waiting: usize) -> CallSlots {
-        CallSlots { running: Arc::new(Semaphore::new(max_running)), waiting: Arc::new(Semaphore::new(max_waiting)), max_waiting }
+        CallSlots {
+            running: Arc::new(Semaphore::new(max_running)),
+            waiting: Arc::new(Semaphore::new(max_waiting)),
+            max_waiting,
+        }
     }
 
     /// A running slot, once one is free.
@@ -93,6 +97,8 @@ mod tests {
     async fn with_every_waiting_slot_taken_a_wait_keeps_its_running_slot() {
         let slots = CallSlots::new(2, 0);
         let parent = slots.acquire().await;
-        parent.while_waiting(async { assert_eq!(slots.running.available_permits(), 1, "the running slot is kept") }).await;
+        parent
+            .while_waiting(async { assert_eq!(slots.running.available_permits(), 1, "the running slot is kept") })
+            .await;
     }
 }

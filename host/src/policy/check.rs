@@ -88,8 +88,18 @@ const CHECK_STACK_BYTES: usize = 64 * 1024 * 1024;
 pub fn check(text: &str, schema: &Schema, inventory: &Inventory) -> Result<Checked, Invalid> {
     within_limits(text)?;
     let (owned, schema, inventory) = (text.to_string(), schema.clone(), inventory.clone());
-    let checking = std::thread::Builder::new().name("policy-check".into()).stack_size(CHECK_STACK_BYTES).spawn(move || check_here(&owned, &schema, &inventory));
-    let failed = |why: String| Invalid { problems: vec![Problem { line: 0, column: 0, message: format!("the policy could not be checked: {why}"), rule: None }] };
+    let checking = std::thread::Builder::new()
+        .name("policy-check".into())
+        .stack_size(CHECK_STACK_BYTES)
+        .spawn(move || check_here(&owned, &schema, &inventory));
+    let failed = |why: String| Invalid {
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            message: format!("the policy could not be checked: {why}"),
+            rule: None,
+        }],
+    };
     match checking {
         Ok(handle) => handle.join().map_err(|_| failed("the check failed".into()))?,
         Err(e) => Err(failed(e.to_string())),
@@ -103,7 +113,13 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
         Err(Invalid { problems: vec![Problem { line, column, message, rule: None }] })
     };
     if text.len() > MAX_POLICY_BYTES {
-        return refuse(0, format!("the policy is {} bytes long, more than the {MAX_POLICY_BYTES} allowed; split long allow-lists into sets or fewer rules", text.len()));
+        return refuse(
+            0,
+            format!(
+                "the policy is {} bytes long, more than the {MAX_POLICY_BYTES} allowed; split long allow-lists into sets or fewer rules",
+                text.len()
+            ),
+        );
     }
     let bytes = text.as_bytes();
     let (mut depth, mut operators, mut rule_start, mut i) = (0usize, 0usize, 0usize, 0usize);
@@ -125,7 +141,12 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
             b'(' | b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
-                    return refuse(i, format!("parentheses, brackets and braces are nested more than {MAX_NESTING} deep here; simplify the condition"));
+                    return refuse(
+                        i,
+                        format!(
+                            "parentheses, brackets and braces are nested more than {MAX_NESTING} deep here; simplify the condition"
+                        ),
+                    );
                 }
                 // An opening bracket can deepen an expression without any other operator
                 // (`principal["a"]["a"]...`, a call, a record): it counts as one.
@@ -140,16 +161,21 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
                 rule_start = i + 1;
             }
             _ => {
-                let operator = [&b"&&"[..], b"||", b"==", b"!=", b"<=", b">="].into_iter().find(|op| rest.starts_with(op)).map(|op| op.len()).or_else(|| {
-                    if matches!(bytes[i], b'<' | b'>' | b'+' | b'-' | b'*' | b'!' | b'.') {
-                        return Some(1);
-                    }
-                    let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-                    let keyword = [&b"if"[..], b"in", b"has", b"like", b"is"].into_iter().find(|k| {
-                        rest.starts_with(k) && rest.get(k.len()).is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                let operator = [&b"&&"[..], b"||", b"==", b"!=", b"<=", b">="]
+                    .into_iter()
+                    .find(|op| rest.starts_with(op))
+                    .map(|op| op.len())
+                    .or_else(|| {
+                        if matches!(bytes[i], b'<' | b'>' | b'+' | b'-' | b'*' | b'!' | b'.') {
+                            return Some(1);
+                        }
+                        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+                        let keyword = [&b"if"[..], b"in", b"has", b"like", b"is"].into_iter().find(|k| {
+                            rest.starts_with(k)
+                                && rest.get(k.len()).is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                        });
+                        keyword.filter(|_| word_start).map(|k| k.len())
                     });
-                    keyword.filter(|_| word_start).map(|k| k.len())
-                });
                 if let Some(length) = operator {
                     operators += 1;
                     if operators > MAX_OPERATORS_PER_RULE {
@@ -166,19 +192,24 @@ fn within_limits(text: &str) -> Result<(), Invalid> {
 }
 
 fn too_many_operators() -> String {
-    format!("this rule has more than {MAX_OPERATORS_PER_RULE} operators; split it into several rules, or list many tools as a set (`resource in [Tool::\"a\", Tool::\"b\"]`)")
+    format!(
+        "this rule has more than {MAX_OPERATORS_PER_RULE} operators; split it into several rules, or list many tools as a set (`resource in [Tool::\"a\", Tool::\"b\"]`)"
+    )
 }
 
 fn check_here(text: &str, schema: &Schema, inventory: &Inventory) -> Result<Checked, Invalid> {
-    let set = PolicySet::from_str(text).map_err(|errors| Invalid { problems: errors.iter().map(|e| problem(text, e, None)).collect() })?;
+    let set = PolicySet::from_str(text)
+        .map_err(|errors| Invalid { problems: errors.iter().map(|e| problem(text, e, None)).collect() })?;
     let labels = labels(&set)?;
     let label = |id: &PolicyId| labels.get(id).cloned().unwrap_or_else(|| id.to_string());
     let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-    let errors: Vec<Problem> = validation.validation_errors().map(|e| problem(text, e, Some(label(e.policy_id())))).collect();
+    let errors: Vec<Problem> =
+        validation.validation_errors().map(|e| problem(text, e, Some(label(e.policy_id())))).collect();
     if !errors.is_empty() {
         return Err(Invalid { problems: errors });
     }
-    let mut warnings: Vec<Problem> = validation.validation_warnings().map(|w| problem(text, w, Some(label(w.policy_id())))).collect();
+    let mut warnings: Vec<Problem> =
+        validation.validation_warnings().map(|w| problem(text, w, Some(label(w.policy_id())))).collect();
     warnings.extend(unknown_names(text, &set, &labels, inventory));
     let rules = Rules::new(set, labels, schema.clone(), inventory.clone());
     warnings.extend(admins_left_without_tools(&rules, inventory));
@@ -193,7 +224,12 @@ fn labels(set: &PolicySet) -> Result<HashMap<PolicyId, String>, Invalid> {
     for policy in set.policies() {
         let label = policy.annotation("id").map(str::to_string).unwrap_or_else(|| policy.id().to_string());
         if !seen.insert(label.clone()) {
-            problems.push(Problem { line: 0, column: 0, message: format!("two rules have the @id `{label}`; give each rule its own"), rule: Some(label.clone()) });
+            problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: format!("two rules have the @id `{label}`; give each rule its own"),
+                rule: Some(label.clone()),
+            });
         }
         labels.insert(policy.id().clone(), label);
     }
@@ -202,7 +238,12 @@ fn labels(set: &PolicySet) -> Result<HashMap<PolicyId, String>, Invalid> {
 
 /// Tool and plugin names a policy mentions that are not installed: a warning, since the plugin
 /// may be installed later, but usually a typo.
-fn unknown_names(text: &str, set: &PolicySet, labels: &HashMap<PolicyId, String>, inventory: &Inventory) -> Vec<Problem> {
+fn unknown_names(
+    text: &str,
+    set: &PolicySet,
+    labels: &HashMap<PolicyId, String>,
+    inventory: &Inventory,
+) -> Vec<Problem> {
     let mut warnings = Vec::new();
     for policy in set.policies() {
         let Ok(json) = policy.to_json() else { continue };
@@ -212,11 +253,21 @@ fn unknown_names(text: &str, set: &PolicySet, labels: &HashMap<PolicyId, String>
         let rule = labels.get(policy.id()).cloned();
         for tool in tools.iter().filter(|t| inventory.tool(t).is_none()) {
             let (line, column) = text.find(&format!("\"{tool}\"")).map_or((0, 0), |o| place(text, o));
-            warnings.push(Problem { line, column, message: format!("no installed plugin offers a tool named `{tool}`"), rule: rule.clone() });
+            warnings.push(Problem {
+                line,
+                column,
+                message: format!("no installed plugin offers a tool named `{tool}`"),
+                rule: rule.clone(),
+            });
         }
         for plugin in plugins.iter().filter(|p| inventory.plugin(p).is_none()) {
             let (line, column) = text.find(&format!("\"{plugin}\"")).map_or((0, 0), |o| place(text, o));
-            warnings.push(Problem { line, column, message: format!("no plugin named `{plugin}` is installed"), rule: rule.clone() });
+            warnings.push(Problem {
+                line,
+                column,
+                message: format!("no plugin named `{plugin}` is installed"),
+                rule: rule.clone(),
+            });
         }
     }
     warnings
@@ -274,7 +325,14 @@ fn admins_left_without_tools(rules: &Rules, inventory: &Inventory) -> Option<Pro
     if inventory.tools.is_empty() {
         return None;
     }
-    let admin = Principal { id: "admin-check".into(), kind: ChatKind::Root, depth: 0, owner: "admin".into(), owner_role: "admin".into(), model: String::new() };
+    let admin = Principal {
+        id: "admin-check".into(),
+        kind: ChatKind::Root,
+        depth: 0,
+        owner: "admin".into(),
+        owner_role: "admin".into(),
+        model: String::new(),
+    };
     let visible = rules.visible_tools(&admin);
     visible.is_empty().then(|| Problem {
         line: 0,

@@ -64,7 +64,11 @@ pub struct PluginFacts {
 
 impl PluginFacts {
     pub fn of(info: &PluginInfo) -> PluginFacts {
-        PluginFacts { name: info.name.clone(), bundled: info.source.starts_with("bundled:"), capabilities: info.capabilities.clone() }
+        PluginFacts {
+            name: info.name.clone(),
+            bundled: info.source.starts_with("bundled:"),
+            capabilities: info.capabilities.clone(),
+        }
     }
 }
 
@@ -104,7 +108,11 @@ fn string(value: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(value.to_string())
 }
 
-fn entity(uid: EntityUid, attrs: Vec<(&str, RestrictedExpression)>, parents: HashSet<EntityUid>) -> Result<Entity, String> {
+fn entity(
+    uid: EntityUid,
+    attrs: Vec<(&str, RestrictedExpression)>,
+    parents: HashSet<EntityUid>,
+) -> Result<Entity, String> {
     let attrs: HashMap<String, RestrictedExpression> = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
 }

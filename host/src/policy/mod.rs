@@ -102,12 +102,26 @@ impl PolicyEngine {
                 }
             }
         });
-        let engine = Arc::new(PolicyEngine { schema, inventory, store, active: RwLock::new(Arc::new(default)), failed: Default::default(), audit });
+        let engine = Arc::new(PolicyEngine {
+            schema,
+            inventory,
+            store,
+            active: RwLock::new(Arc::new(default)),
+            failed: Default::default(),
+            audit,
+        });
         engine.refresh().await?;
         Ok(engine)
     }
 
-    fn build(schema: &Schema, inventory: &Inventory, version: i64, text: String, author: String, created_at: i64) -> Result<ActivePolicy, Invalid> {
+    fn build(
+        schema: &Schema,
+        inventory: &Inventory,
+        version: i64,
+        text: String,
+        author: String,
+        created_at: i64,
+    ) -> Result<ActivePolicy, Invalid> {
         let checked = check::check(&text, schema, inventory)?;
         Ok(ActivePolicy { version, text, author, created_at, rules: checked.rules, problem: None })
     }
@@ -134,7 +148,9 @@ impl PolicyEngine {
         let (schema, inventory) = (self.schema.clone(), self.inventory.clone());
         let (text, author, created_at) = (version.text.clone(), version.author.clone(), version.created_at);
         // Parsing, validating and indexing a large policy is CPU work: off the async threads.
-        let built = tokio::task::spawn_blocking(move || Self::build(&schema, &inventory, stored, text, author, created_at)).await;
+        let built =
+            tokio::task::spawn_blocking(move || Self::build(&schema, &inventory, stored, text, author, created_at))
+                .await;
         match built {
             Ok(Ok(policy)) => {
                 tracing::info!(version = policy.version, "tool policy loaded");
@@ -149,13 +165,21 @@ impl PolicyEngine {
     /// changed under it). A policy already in force from the store stays; but a server that
     /// has none yet must not fall back to the looser built-in default: it denies everything
     /// until an admin stores a policy that loads.
-    fn refuse_stored(&self, current: Arc<ActivePolicy>, version: crate::store::PolicyVersion, error: String) -> Arc<ActivePolicy> {
+    fn refuse_stored(
+        &self,
+        current: Arc<ActivePolicy>,
+        version: crate::store::PolicyVersion,
+        error: String,
+    ) -> Arc<ActivePolicy> {
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.version);
         if current.version > 0 {
             tracing::error!(version = version.version, %error, "the stored tool policy no longer validates; version {} stays in force", current.version);
             return current;
         }
-        let problem = format!("stored policy version {} no longer validates ({error}); every tool is denied until an admin stores a valid policy (PUT /api/v1/policy)", version.version);
+        let problem = format!(
+            "stored policy version {} no longer validates ({error}); every tool is denied until an admin stores a valid policy (PUT /api/v1/policy)",
+            version.version
+        );
         tracing::error!(%problem, "tool policy");
         match check::check("", &self.schema, &self.inventory) {
             Ok(nothing) => self.install(ActivePolicy {
@@ -184,14 +208,29 @@ impl PolicyEngine {
     /// refused and the one in force is untouched.
     pub async fn save(&self, text: &str, author: &str, note: &str) -> Result<Saved, PolicyError> {
         let (schema, inventory, owned) = (self.schema.clone(), self.inventory.clone(), text.to_string());
-        let checked = tokio::task::spawn_blocking(move || check::check(&owned, &schema, &inventory)).await.map_err(|e| Invalid {
-            problems: vec![Problem { line: 0, column: 0, message: format!("checking the policy failed: {e}"), rule: None }],
-        })??;
+        let checked =
+            tokio::task::spawn_blocking(move || check::check(&owned, &schema, &inventory)).await.map_err(|e| {
+                Invalid {
+                    problems: vec![Problem {
+                        line: 0,
+                        column: 0,
+                        message: format!("checking the policy failed: {e}"),
+                        rule: None,
+                    }],
+                }
+            })??;
         for warning in &checked.warnings {
             tracing::warn!(author, %warning, "the saved tool policy has a warning");
         }
         let stored = self.store.add_policy_version(text, author, note).await?;
-        self.install(ActivePolicy { version: stored.version, text: stored.text, author: stored.author, created_at: stored.created_at, rules: checked.rules, problem: None });
+        self.install(ActivePolicy {
+            version: stored.version,
+            text: stored.text,
+            author: stored.author,
+            created_at: stored.created_at,
+            rules: checked.rules,
+            problem: None,
+        });
         Ok(Saved { version: stored.version, warnings: checked.warnings })
     }
 
@@ -229,8 +268,17 @@ impl PolicyEngine {
     pub fn grants(self: &Arc<Self>, policy: &Arc<ActivePolicy>, principal: &Principal, tool: &str) -> Grants {
         let Some(plugin) = policy.rules.inventory().tool(tool).map(|t| t.plugin.clone()) else { return Grants::none() };
         let imports = policy.rules.inventory().plugin(&plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
-        let allowed: Vec<String> = imports.into_iter().filter(|capability| policy.rules.decide_capability(principal, &plugin, tool, capability, None).allowed).collect();
-        let gate = CapabilityGate { engine: self.clone(), policy: policy.clone(), principal: principal.clone(), plugin, tool: tool.to_string() };
+        let allowed: Vec<String> = imports
+            .into_iter()
+            .filter(|capability| policy.rules.decide_capability(principal, &plugin, tool, capability, None).allowed)
+            .collect();
+        let gate = CapabilityGate {
+            engine: self.clone(),
+            policy: policy.clone(),
+            principal: principal.clone(),
+            plugin,
+            tool: tool.to_string(),
+        };
         Grants::of(allowed).with_check(Arc::new(gate))
     }
 }
@@ -275,10 +323,13 @@ fn on_policy_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
 
 impl ScopeCheck for CapabilityGate {
     fn check(&self, capability: &str, scope: Option<&str>) -> Result<(), String> {
-        let (policy, principal, plugin, tool) = (self.policy.clone(), self.principal.clone(), self.plugin.clone(), self.tool.clone());
+        let (policy, principal, plugin, tool) =
+            (self.policy.clone(), self.principal.clone(), self.plugin.clone(), self.tool.clone());
         let (name, scoped) = (capability.to_string(), scope.map(String::from));
-        let decision = on_policy_thread(move || policy.rules.decide_capability(&principal, &plugin, &tool, &name, scoped.as_deref()))
-            .unwrap_or_else(|| Decision { allowed: false, decided_by: "the policy thread is not running".into() });
+        let decision = on_policy_thread(move || {
+            policy.rules.decide_capability(&principal, &plugin, &tool, &name, scoped.as_deref())
+        })
+        .unwrap_or_else(|| Decision { allowed: false, decided_by: "the policy thread is not running".into() });
         if decision.allowed {
             return Ok(());
         }
@@ -360,7 +411,10 @@ mod tests {
         vec![
             ("nested parentheses", rule(format!("{}true{}", "(".repeat(150), ")".repeat(150)))),
             ("a long && chain", rule(vec!["principal.depth == 0"; 3000].join(" && "))),
-            ("nested if-then-else", rule(format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000)))),
+            (
+                "nested if-then-else",
+                rule(format!("{}true{}", "if true then ".repeat(2000), " else false".repeat(2000))),
+            ),
             ("a run of negations", rule(format!("{}true", "!".repeat(20_000)))),
             ("nested sets", rule(format!("{}1{} == 1", "[".repeat(500), "]".repeat(500)))),
             ("a long chain of indexing", rule(format!("principal{} == 1", "[\"a\"]".repeat(20_000)))),
@@ -375,10 +429,16 @@ mod tests {
             .stack_size(2 * 1024 * 1024)
             .spawn(|| {
                 for (what, text) in hostile_policies() {
-                    let refused = check_text(&text, &sample_inventory(0)).err().unwrap_or_else(|| panic!("{what} was accepted"));
+                    let refused =
+                        check_text(&text, &sample_inventory(0)).err().unwrap_or_else(|| panic!("{what} was accepted"));
                     let problem = &refused.problems[0];
                     assert!(problem.line >= 1, "{what}: the problem has a place: {problem:?}");
-                    assert!(problem.message.contains("nested") || problem.message.contains("operators") || problem.message.contains("long"), "{what}: {problem}");
+                    assert!(
+                        problem.message.contains("nested")
+                            || problem.message.contains("operators")
+                            || problem.message.contains("long"),
+                        "{what}: {problem}"
+                    );
                 }
             })
             .unwrap()
@@ -406,7 +466,14 @@ mod tests {
     }
 
     fn chat(kind: ChatKind) -> Principal {
-        Principal { id: format!("{kind:?}"), kind, depth: i64::from(kind != ChatKind::Root), owner: "alice".into(), owner_role: "member".into(), model: "m".into() }
+        Principal {
+            id: format!("{kind:?}"),
+            kind,
+            depth: i64::from(kind != ChatKind::Root),
+            owner: "alice".into(),
+            owner_role: "member".into(),
+            model: "m".into(),
+        }
     }
 
     fn default_rules() -> Rules {
@@ -414,8 +481,15 @@ mod tests {
     }
 
     const ROOT_ONLY: [&str; 9] = [
-        "list_templates", "read_template", "create_workspace", "start_workspace",
-        "spawn_agent", "wait_agent", "message_agent", "close_agent", "spawn_computer_use_agent",
+        "list_templates",
+        "read_template",
+        "create_workspace",
+        "start_workspace",
+        "spawn_agent",
+        "wait_agent",
+        "message_agent",
+        "close_agent",
+        "spawn_computer_use_agent",
     ];
 
     #[test]
@@ -432,7 +506,10 @@ mod tests {
         for tool in ROOT_ONLY {
             assert!(!visible.contains(tool), "{tool} is visible to subagents");
             let call = rules.decide_tool(&subagent, Action::CallTool, tool);
-            assert_eq!(call, Decision { allowed: false, decided_by: "subagents-do-not-provision-workspaces-or-spawn-agents".into() });
+            assert_eq!(
+                call,
+                Decision { allowed: false, decided_by: "subagents-do-not-provision-workspaces-or-spawn-agents".into() }
+            );
         }
         for tool in ["read_file", "write_file", "computer", "forecast"] {
             assert!(visible.contains(tool), "{tool} is hidden from subagents");
@@ -444,7 +521,10 @@ mod tests {
         let rules = default_rules();
         let visible = rules.visible_tools(&chat(ChatKind::ComputerUse));
         assert_eq!(visible.iter().collect::<Vec<_>>(), ["computer"]);
-        assert_eq!(rules.decide_tool(&chat(ChatKind::ComputerUse), Action::CallTool, "read_file").decided_by, NO_RULE_PERMITS);
+        assert_eq!(
+            rules.decide_tool(&chat(ChatKind::ComputerUse), Action::CallTool, "read_file").decided_by,
+            NO_RULE_PERMITS
+        );
     }
 
     #[test]
@@ -452,7 +532,10 @@ mod tests {
         let rules = default_rules();
         let root = chat(ChatKind::Root);
         assert!(rules.decide_capability(&root, "files", "read_file", "workspace-fs", Some("src/main.rs")).allowed);
-        assert!(!rules.decide_capability(&root, "agents", "spawn_agent", "workspace-fs", None).allowed, "not imported, not granted");
+        assert!(
+            !rules.decide_capability(&root, "agents", "spawn_agent", "workspace-fs", None).allowed,
+            "not imported, not granted"
+        );
         let third_party = rules.decide_capability(&root, "weather", "forecast", "log", None);
         assert_eq!(third_party, Decision { allowed: false, decided_by: NO_RULE_PERMITS.into() });
     }
@@ -466,7 +549,13 @@ mod tests {
         let rules = check_text(&text, &sample_inventory(0)).map(|c| c.rules).unwrap_or_else(|e| panic!("{e}"));
         let mut admin = chat(ChatKind::Root);
         admin.owner_role = "admin".into();
-        assert_eq!(rules.decide_capability(&admin, "weather", "forecast", "log", None), Decision { allowed: true, decided_by: "weather-logs".into() });
-        assert_eq!(rules.decide_capability(&chat(ChatKind::Root), "weather", "forecast", "log", None), Decision { allowed: false, decided_by: "members-no-weather".into() });
+        assert_eq!(
+            rules.decide_capability(&admin, "weather", "forecast", "log", None),
+            Decision { allowed: true, decided_by: "weather-logs".into() }
+        );
+        assert_eq!(
+            rules.decide_capability(&chat(ChatKind::Root), "weather", "forecast", "log", None),
+            Decision { allowed: false, decided_by: "members-no-weather".into() }
+        );
     }
 }

@@ -4,7 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cedar_policy::{ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema};
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId, PolicySet,
+    Request, ResourceConstraint, RestrictedExpression, Schema,
+};
 use serde::Serialize;
 
 use super::entities::{self, Inventory, Principal, uid};
@@ -154,7 +157,17 @@ impl Rules {
     pub fn new(set: PolicySet, labels: HashMap<PolicyId, String>, schema: Schema, inventory: Inventory) -> Rules {
         let index = index(&set, &inventory);
         let installation = entities::installation(&schema, &inventory);
-        Rules { set, index, labels, schema, inventory, installation, authorizer: Authorizer::new(), entities: Mutex::default(), visible: Mutex::default() }
+        Rules {
+            set,
+            index,
+            labels,
+            schema,
+            inventory,
+            installation,
+            authorizer: Authorizer::new(),
+            entities: Mutex::default(),
+            visible: Mutex::default(),
+        }
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -164,7 +177,12 @@ impl Rules {
     /// Names of the tools the chat's model is told about.
     pub fn visible_tools(&self, principal: &Principal) -> Arc<BTreeSet<String>> {
         cached(&self.visible, principal, || {
-            let names = self.inventory.tools.iter().filter(|t| self.decide_tool(principal, Action::SeeTool, &t.name).allowed).map(|t| t.name.clone());
+            let names = self
+                .inventory
+                .tools
+                .iter()
+                .filter(|t| self.decide_tool(principal, Action::SeeTool, &t.name).allowed)
+                .map(|t| t.name.clone());
             Arc::new(names.collect())
         })
     }
@@ -176,7 +194,14 @@ impl Rules {
 
     /// Whether the tool may use the capability; `scope` is what the use is about, where one
     /// applies (a path, a host).
-    pub fn decide_capability(&self, principal: &Principal, plugin: &str, tool: &str, capability: &str, scope: Option<&str>) -> Decision {
+    pub fn decide_capability(
+        &self,
+        principal: &Principal,
+        plugin: &str,
+        tool: &str,
+        capability: &str,
+        scope: Option<&str>,
+    ) -> Decision {
         let mut pairs = vec![
             ("plugin".to_string(), RestrictedExpression::new_entity_uid(uid("Plugin", plugin))),
             ("tool".to_string(), RestrictedExpression::new_string(tool.to_string())),
@@ -229,11 +254,18 @@ impl Rules {
         let resource_key = resource.clone();
         let entities = match self.entities(principal) {
             Ok(entities) => entities,
-            Err(e) => return Decision { allowed: false, decided_by: format!("the chat could not be described to the policy: {e}") },
+            Err(e) => {
+                return Decision {
+                    allowed: false,
+                    decided_by: format!("the chat could not be described to the policy: {e}"),
+                };
+            }
         };
         let request = match Request::new(uid("Chat", &principal.id), action.uid(), resource, context, None) {
             Ok(request) => request,
-            Err(e) => return Decision { allowed: false, decided_by: format!("the request could not be evaluated: {e}") },
+            Err(e) => {
+                return Decision { allowed: false, decided_by: format!("the request could not be evaluated: {e}") };
+            }
         };
         let rules = self.index.get(&(action, resource_key)).unwrap_or(&self.set);
         let response = self.authorizer.is_authorized(&request, rules, &entities);
@@ -250,9 +282,13 @@ impl Rules {
         }
         if !failed_forbids.is_empty() {
             failed_forbids.sort_unstable();
-            return Decision { allowed: false, decided_by: format!("{} (failed to evaluate)", failed_forbids.join(", ")) };
+            return Decision {
+                allowed: false,
+                decided_by: format!("{} (failed to evaluate)", failed_forbids.join(", ")),
+            };
         }
-        let mut rules: Vec<&str> = response.diagnostics().reason().map(|id| self.labels.get(id).map_or(id.as_ref(), String::as_str)).collect();
+        let mut rules: Vec<&str> =
+            response.diagnostics().reason().map(|id| self.labels.get(id).map_or(id.as_ref(), String::as_str)).collect();
         rules.sort_unstable();
         let allowed = response.decision() == CedarDecision::Allow;
         let decided_by = if rules.is_empty() { NO_RULE_PERMITS.to_string() } else { rules.join(", ") };

@@ -10,10 +10,11 @@ use crate::chat::parts::MessagePart;
 impl Store {
     /// The chats `parent_id` spawned, oldest first.
     pub async fn children(&self, parent_id: &str) -> StoreResult<Vec<Chat>> {
-        let rows = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE parent_chat_id = $1 ORDER BY created_at, id"))
-            .bind(parent_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE parent_chat_id = $1 ORDER BY created_at, id"))
+                .bind(parent_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(chat_from).collect()
     }
 
@@ -65,11 +66,13 @@ impl Store {
 
     /// Children of `parent_id` made at or after `since` (milliseconds since the epoch).
     pub async fn children_since(&self, parent_id: &str, since: i64) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM chats WHERE parent_chat_id = $1 AND created_at >= $2")
-            .bind(parent_id)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM chats WHERE parent_chat_id = $1 AND created_at >= $2",
+        )
+        .bind(parent_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -84,13 +87,16 @@ impl Store {
 
     /// The text of the chat's latest assistant message that has any.
     pub async fn last_assistant_text(&self, chat_id: &str) -> StoreResult<Option<String>> {
-        let rows = sqlx::query("SELECT content FROM chat_messages WHERE chat_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 20")
-            .bind(chat_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT content FROM chat_messages WHERE chat_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 20",
+        )
+        .bind(chat_id)
+        .fetch_all(&self.pool)
+        .await?;
         for row in rows {
             let content: String = row.try_get("content")?;
-            let parts: Vec<MessagePart> = serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("message content: {e}")))?;
+            let parts: Vec<MessagePart> =
+                serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("message content: {e}")))?;
             let text: Vec<&str> = parts
                 .iter()
                 .filter_map(|part| match part {

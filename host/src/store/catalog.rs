@@ -84,7 +84,8 @@ fn provider_from(row: &sqlx::any::AnyRow) -> StoreResult<ProviderRecord> {
     Ok(ProviderRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        kind: ProviderKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("unknown provider kind `{kind}`")))?,
+        kind: ProviderKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown provider kind `{kind}`")))?,
         base_url: row.try_get("base_url")?,
         api_key: row.try_get("api_key")?,
         source: source_from(&row.try_get::<String, _>("source")?),
@@ -116,7 +117,9 @@ fn model_from(row: &sqlx::any::AnyRow) -> StoreResult<ModelRecord> {
 
 impl Store {
     pub async fn providers(&self) -> StoreResult<Vec<ProviderRecord>> {
-        let rows = sqlx::query(&format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY name")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(provider_from).collect()
     }
 
@@ -149,15 +152,17 @@ impl Store {
     }
 
     pub async fn update_provider(&self, record: &ProviderRecord) -> StoreResult<()> {
-        sqlx::query("UPDATE providers SET kind = $1, base_url = $2, api_key = $3, source = $4, updated_at = $5 WHERE id = $6")
-            .bind(record.kind.as_str())
-            .bind(&record.base_url)
-            .bind(&record.api_key)
-            .bind(record.source.as_str())
-            .bind(now_ms())
-            .bind(&record.id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE providers SET kind = $1, base_url = $2, api_key = $3, source = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(record.kind.as_str())
+        .bind(&record.base_url)
+        .bind(&record.api_key)
+        .bind(record.source.as_str())
+        .bind(now_ms())
+        .bind(&record.id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -171,13 +176,18 @@ impl Store {
             .map(|r| r.try_get("name"))
             .collect::<Result<_, _>>()?;
         if !users.is_empty() {
-            return Err(StoreError::Conflict(format!("the provider is used by model configs {}; delete them or move them to another provider first", users.join(", "))));
+            return Err(StoreError::Conflict(format!(
+                "the provider is used by model configs {}; delete them or move them to another provider first",
+                users.join(", ")
+            )));
         }
         Ok(sqlx::query("DELETE FROM providers WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected() > 0)
     }
 
     pub async fn models(&self) -> StoreResult<Vec<ModelRecord>> {
-        let rows = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs ORDER BY name")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(model_from).collect()
     }
 
@@ -191,13 +201,19 @@ impl Store {
     }
 
     pub async fn default_model(&self) -> StoreResult<Option<ModelRecord>> {
-        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs WHERE is_default = 1 ORDER BY name LIMIT 1")).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {MODEL_COLUMNS} FROM model_configs WHERE is_default = 1 ORDER BY name LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(model_from).transpose()
     }
 
     /// The model marked to write titles, if any.
     pub async fn title_model(&self) -> StoreResult<Option<ModelRecord>> {
-        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs WHERE for_titles = 1 LIMIT 1")).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs WHERE for_titles = 1 LIMIT 1"))
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(model_from).transpose()
     }
 
@@ -210,10 +226,16 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         if record.is_default {
-            sqlx::query("UPDATE model_configs SET is_default = 0 WHERE id <> $1").bind(&record.id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE model_configs SET is_default = 0 WHERE id <> $1")
+                .bind(&record.id)
+                .execute(&mut *tx)
+                .await?;
         }
         if record.for_titles {
-            sqlx::query("UPDATE model_configs SET for_titles = 0 WHERE id <> $1").bind(&record.id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE model_configs SET for_titles = 0 WHERE id <> $1")
+                .bind(&record.id)
+                .execute(&mut *tx)
+                .await?;
         }
         // An upsert, so that an update keeps the row's `created_at`.
         sqlx::query(&format!(
@@ -247,7 +269,8 @@ impl Store {
     }
 
     pub async fn delete_model(&self, id: &str) -> StoreResult<bool> {
-        Ok(sqlx::query("DELETE FROM model_configs WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query("DELETE FROM model_configs WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected()
+            > 0)
     }
 
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
@@ -260,19 +283,29 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
         if let Some(value) = value {
-            sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)").bind(key).bind(value).bind(now_ms()).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(value)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn user_prompt(&self, user_id: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT prompt FROM users WHERE id = $1").bind(user_id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT prompt FROM users WHERE id = $1").bind(user_id).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get::<Option<String>, _>("prompt")).transpose()?.flatten())
     }
 
     pub async fn set_user_prompt(&self, user_id: &str, prompt: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET prompt = $1 WHERE id = $2").bind(prompt).bind(user_id).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET prompt = $1 WHERE id = $2")
+            .bind(prompt)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

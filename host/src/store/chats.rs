@@ -227,16 +227,33 @@ impl Store {
         .try_get("id")?;
         // Read back inside the transaction: once committed, a worker may already have
         // claimed the chat, and the creator must see it as it was created.
-        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(&id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
         let chat = chat_from(&row)?;
         tx.commit().await?;
-        let message = Message { id: message_id, chat_id: id, seq: 1, role: "user".into(), content: new.content, model: None, usage: None, created_at: now };
+        let message = Message {
+            id: message_id,
+            chat_id: id,
+            seq: 1,
+            role: "user".into(),
+            content: new.content,
+            model: None,
+            usage: None,
+            created_at: now,
+        };
         Ok((chat, message))
     }
 
     /// Sets a chat's title; returns the updated chat.
     pub async fn set_title(&self, id: &str, title: &str) -> StoreResult<Option<Chat>> {
-        sqlx::query("UPDATE chats SET title = $1, updated_at = $2 WHERE id = $3").bind(title).bind(now_ms()).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE chats SET title = $1, updated_at = $2 WHERE id = $3")
+            .bind(title)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         self.chat(id).await
     }
 
@@ -250,13 +267,22 @@ impl Store {
             if depth > 1024 {
                 return Err(StoreError::Corrupt(format!("chat {} has a cycle of parents", chat.id)));
             }
-            parent = sqlx::query("SELECT parent_chat_id FROM chats WHERE id = $1").bind(&id).fetch_optional(&self.pool).await?.map(|row| row.try_get("parent_chat_id")).transpose()?.flatten();
+            parent = sqlx::query("SELECT parent_chat_id FROM chats WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| row.try_get("parent_chat_id"))
+                .transpose()?
+                .flatten();
         }
         Ok(depth)
     }
 
     pub async fn chat(&self, id: &str) -> StoreResult<Option<Chat>> {
-        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(chat_from).transpose()
     }
 
@@ -286,9 +312,9 @@ impl Store {
 
     /// A chat's messages with a sequence number above `after_seq`, in order.
     pub async fn messages(&self, chat_id: &str, after_seq: i64) -> StoreResult<Vec<Message>> {
-        let rows = sqlx::query(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chat_id = $1 AND seq > $2 ORDER BY id"),
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chat_id = $1 AND seq > $2 ORDER BY id"
+        ))
         .bind(chat_id)
         .bind(after_seq)
         .fetch_all(&self.pool)
@@ -297,10 +323,12 @@ impl Store {
     }
 
     pub async fn queued_messages(&self, chat_id: &str) -> StoreResult<Vec<QueuedMessage>> {
-        let rows = sqlx::query("SELECT id, chat_id, content, created_at FROM chat_queued_messages WHERE chat_id = $1 ORDER BY id")
-            .bind(chat_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, chat_id, content, created_at FROM chat_queued_messages WHERE chat_id = $1 ORDER BY id",
+        )
+        .bind(chat_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(queued_from).collect()
     }
 }

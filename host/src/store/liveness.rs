@@ -81,10 +81,12 @@ impl Store {
         for worker_id in self.running_workers().await?.into_iter().filter(|w| w != me) {
             // Taken only if nobody holds it, and then let go at once, in one statement so
             // that it is never left held by a pooled session.
-            let row = sqlx::query(&format!("SELECT CASE WHEN pg_try_advisory_lock({KEY}) THEN pg_advisory_unlock({KEY}) ELSE false END AS dead"))
-                .bind(&worker_id)
-                .fetch_one(&mut *connection)
-                .await?;
+            let row = sqlx::query(&format!(
+                "SELECT CASE WHEN pg_try_advisory_lock({KEY}) THEN pg_advisory_unlock({KEY}) ELSE false END AS dead"
+            ))
+            .bind(&worker_id)
+            .fetch_one(&mut *connection)
+            .await?;
             if row.try_get::<bool, _>("dead")? {
                 dead.push(worker_id);
             }

@@ -16,17 +16,17 @@ pub use catalog::{ModelRecord, Pricing, ProviderRecord, Source};
 pub use chats::{Chat, ChatStatus, Message, NewChat, QueuedMessage};
 pub use liveness::WorkerLock;
 pub use policy::{Denial, PolicyVersion};
-pub use users::{User, hash_token};
 pub use usage::{UsageFilter, UsageGroup, UsageGrouping, UsageTotals};
+pub use users::{User, hash_token};
 pub use work::{MAX_QUEUED, TokenUsage};
 pub use workspaces::{NewWorkspace, Workspace, WorkspaceStatus};
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -60,16 +60,24 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let StoreError::Database(error) = self else { return false };
         match error {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => true,
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
                 // PostgreSQL: connection exceptions, insufficient resources (disk full), the
                 // server shutting down or starting, a database not accepting connections (55000
                 // on connecting), serialization failures and deadlocks.
-                let postgres = code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || ["55000", "40001", "40P01"].contains(&code.as_ref());
+                let postgres = code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || ["55000", "40001", "40P01"].contains(&code.as_ref());
                 // SQLite (extended codes; the primary code is the low byte): busy, locked, I/O
                 // error, disk full, cannot open. Their codes have at most 4 digits, PostgreSQL's 5.
-                let sqlite = code.len() < 5 && code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14));
+                let sqlite =
+                    code.len() < 5 && code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14));
                 postgres || sqlite
             }
             _ => false,

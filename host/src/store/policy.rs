@@ -62,18 +62,26 @@ fn denial_from(row: &sqlx::any::AnyRow) -> StoreResult<Denial> {
 impl Store {
     /// The active policy version's number (0: none stored, the built-in default applies).
     pub async fn policy_version(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM policy_versions").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM policy_versions")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("v")?)
     }
 
     pub async fn policy(&self, version: i64) -> StoreResult<Option<PolicyVersion>> {
-        let row = sqlx::query("SELECT version, text, author, note, created_at FROM policy_versions WHERE version = $1").bind(version).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT version, text, author, note, created_at FROM policy_versions WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(version_from).transpose()
     }
 
     /// Every version, newest first.
     pub async fn policy_versions(&self) -> StoreResult<Vec<PolicyVersion>> {
-        let rows = sqlx::query("SELECT version, text, author, note, created_at FROM policy_versions ORDER BY version DESC").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT version, text, author, note, created_at FROM policy_versions ORDER BY version DESC")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(version_from).collect()
     }
 
@@ -84,16 +92,26 @@ impl Store {
         loop {
             let version = self.policy_version().await? + 1;
             let now = now_ms();
-            let inserted = sqlx::query("INSERT INTO policy_versions (version, text, author, note, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(version)
-                .bind(text)
-                .bind(author)
-                .bind(note)
-                .bind(now)
-                .execute(&self.pool)
-                .await;
+            let inserted = sqlx::query(
+                "INSERT INTO policy_versions (version, text, author, note, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(version)
+            .bind(text)
+            .bind(author)
+            .bind(note)
+            .bind(now)
+            .execute(&self.pool)
+            .await;
             match inserted {
-                Ok(_) => return Ok(PolicyVersion { version, author: author.into(), note: note.into(), created_at: now, text: text.into() }),
+                Ok(_) => {
+                    return Ok(PolicyVersion {
+                        version,
+                        author: author.into(),
+                        note: note.into(),
+                        created_at: now,
+                        text: text.into(),
+                    });
+                }
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 5 => {
                     attempts += 1;
                     tracing::debug!(error = %e, "policy version taken by another admin's save; trying the next");

@@ -85,14 +85,32 @@ impl Store {
     pub async fn usage_by(&self, filter: &UsageFilter, grouping: UsageGrouping) -> StoreResult<Vec<UsageGroup>> {
         let (key, label, join, group) = match grouping {
             UsageGrouping::Model => ("COALESCE(m.model, '')", "NULL", "", "COALESCE(m.model, '')"),
-            UsageGrouping::RootChat => ("c.root_chat_id", "r.title", "LEFT JOIN chats r ON r.id = c.root_chat_id", "c.root_chat_id, r.title"),
-            UsageGrouping::User => ("c.owner_id", "u.name", "LEFT JOIN users u ON u.id = c.owner_id", "c.owner_id, u.name"),
+            UsageGrouping::RootChat => {
+                ("c.root_chat_id", "r.title", "LEFT JOIN chats r ON r.id = c.root_chat_id", "c.root_chat_id, r.title")
+            }
+            UsageGrouping::User => {
+                ("c.owner_id", "u.name", "LEFT JOIN users u ON u.id = c.owner_id", "c.owner_id, u.name")
+            }
         };
-        let calls = CALLS.replacen("JOIN chats c ON c.id = m.chat_id", &format!("JOIN chats c ON c.id = m.chat_id {join}"), 1);
-        let sql = format!("SELECT {key} AS group_key, {label} AS group_label, {SUMS} {calls} GROUP BY {group} ORDER BY cost_usd DESC, group_key");
-        let rows = sqlx::query(&sql).bind(filter.from_ms).bind(filter.to_ms).bind(&filter.owner_id).fetch_all(&self.pool).await?;
+        let calls =
+            CALLS.replacen("JOIN chats c ON c.id = m.chat_id", &format!("JOIN chats c ON c.id = m.chat_id {join}"), 1);
+        let sql = format!(
+            "SELECT {key} AS group_key, {label} AS group_label, {SUMS} {calls} GROUP BY {group} ORDER BY cost_usd DESC, group_key"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.from_ms)
+            .bind(filter.to_ms)
+            .bind(&filter.owner_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
-            .map(|row| Ok(UsageGroup { key: row.try_get("group_key")?, label: row.try_get("group_label")?, totals: totals_from(row)? }))
+            .map(|row| {
+                Ok(UsageGroup {
+                    key: row.try_get("group_key")?,
+                    label: row.try_get("group_label")?,
+                    totals: totals_from(row)?,
+                })
+            })
             .collect()
     }
 }

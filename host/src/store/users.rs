@@ -40,12 +40,18 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, name, is_admin FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id, name, is_admin FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_from).transpose()
     }
 
     pub async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, name, is_admin FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id, name, is_admin FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_from).transpose()
     }
 

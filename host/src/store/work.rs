@@ -44,7 +44,10 @@ impl Store {
 
     /// Whether a run of the chat was cut off without storing what it streamed; clears the mark.
     pub async fn take_cut_off(&self, chat_id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE chats SET cut_off = 0 WHERE id = $1 AND cut_off <> 0").bind(chat_id).execute(&self.pool).await?;
+        let done = sqlx::query("UPDATE chats SET cut_off = 0 WHERE id = $1 AND cut_off <> 0")
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -70,12 +73,13 @@ impl Store {
 
     /// Records that `worker_id` still runs the chat; false when it no longer owns it.
     pub async fn heartbeat(&self, chat_id: &str, worker_id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE chats SET heartbeat_at = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running'")
-            .bind(now_ms())
-            .bind(chat_id)
-            .bind(worker_id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE chats SET heartbeat_at = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running'")
+                .bind(now_ms())
+                .bind(chat_id)
+                .bind(worker_id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -206,18 +210,23 @@ impl Store {
 
     /// Deletes a queued message; false when the chat has no such queued message.
     pub async fn delete_queued(&self, chat_id: &str, queued_id: i64) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM chat_queued_messages WHERE id = $1 AND chat_id = $2").bind(queued_id).bind(chat_id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM chat_queued_messages WHERE id = $1 AND chat_id = $2")
+            .bind(queued_id)
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Moves a queued message to the front of the queue; false when there is no such message.
     pub async fn promote_queued(&self, chat_id: &str, queued_id: i64) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let top: i64 = sqlx::query("SELECT COALESCE(MAX(promoted), 0) AS top FROM chat_queued_messages WHERE chat_id = $1")
-            .bind(chat_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("top")?;
+        let top: i64 =
+            sqlx::query("SELECT COALESCE(MAX(promoted), 0) AS top FROM chat_queued_messages WHERE chat_id = $1")
+                .bind(chat_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("top")?;
         let done = sqlx::query("UPDATE chat_queued_messages SET promoted = $1 WHERE id = $2 AND chat_id = $3")
             .bind(top + 1)
             .bind(queued_id)
@@ -230,7 +239,12 @@ impl Store {
 
     /// Replaces a user message, deletes every later message and the queue, and makes the chat
     /// pending (taking it from any worker). The edited message is numbered like a new one.
-    pub async fn edit_user_message(&self, chat_id: &str, message_id: i64, content: &[MessagePart]) -> StoreResult<Message> {
+    pub async fn edit_user_message(
+        &self,
+        chat_id: &str,
+        message_id: i64,
+        content: &[MessagePart],
+    ) -> StoreResult<Message> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let seq: i64 = sqlx::query("UPDATE chats SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
@@ -251,20 +265,30 @@ impl Store {
         let Some(row) = row else {
             return Err(StoreError::Conflict(format!("message {message_id} is not a user message of this chat")));
         };
-        sqlx::query("DELETE FROM chat_messages WHERE chat_id = $1 AND id > $2").bind(chat_id).bind(message_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM chat_queued_messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
-        sqlx::query("UPDATE chats SET status = 'pending', worker_id = NULL, last_error = NULL, updated_at = $1 WHERE id = $2")
-            .bind(now)
+        sqlx::query("DELETE FROM chat_messages WHERE chat_id = $1 AND id > $2")
             .bind(chat_id)
+            .bind(message_id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM chat_queued_messages WHERE chat_id = $1").bind(chat_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE chats SET status = 'pending', worker_id = NULL, last_error = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(chat_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         message_from(&row)
     }
 
     /// The role of a chat's message, if it exists.
     pub async fn message_role(&self, chat_id: &str, message_id: i64) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT role FROM chat_messages WHERE id = $1 AND chat_id = $2").bind(message_id).bind(chat_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT role FROM chat_messages WHERE id = $1 AND chat_id = $2")
+            .bind(message_id)
+            .bind(chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(row) => Some(row.try_get("role")?),
             None => None,
@@ -298,7 +322,14 @@ impl Store {
     /// Sets the status of a chat `worker_id` still runs (releasing it unless `running`);
     /// false when the worker no longer owns it. `cut_off` marks a run that streamed parts it
     /// did not store.
-    pub async fn settle(&self, chat_id: &str, worker_id: &str, status: ChatStatus, last_error: Option<&str>, cut_off: bool) -> StoreResult<bool> {
+    pub async fn settle(
+        &self,
+        chat_id: &str,
+        worker_id: &str,
+        status: ChatStatus,
+        last_error: Option<&str>,
+        cut_off: bool,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE chats SET status = $1, last_error = $2, worker_id = NULL, cut_off = CASE WHEN $3 = 1 THEN 1 ELSE cut_off END, updated_at = $4 \
              WHERE id = $5 AND worker_id = $6",
@@ -316,7 +347,10 @@ impl Store {
 
     /// The workers that hold running chats.
     pub async fn running_workers(&self) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("SELECT DISTINCT worker_id FROM chats WHERE status = 'running' AND worker_id IS NOT NULL").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT DISTINCT worker_id FROM chats WHERE status = 'running' AND worker_id IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| r.try_get("worker_id").map_err(StoreError::from)).collect()
     }
 

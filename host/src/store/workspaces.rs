@@ -83,7 +83,8 @@ pub struct NewWorkspace {
     pub backend: String,
 }
 
-const COLUMNS: &str = "id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at";
+const COLUMNS: &str =
+    "id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at";
 
 fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
     let parameters: String = row.try_get("parameters")?;
@@ -92,7 +93,8 @@ fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
         owner_id: row.try_get("owner_id")?,
         name: row.try_get("name")?,
         template_id: row.try_get("template_id")?,
-        parameters: serde_json::from_str(&parameters).map_err(|e| StoreError::Corrupt(format!("workspace parameters: {e}")))?,
+        parameters: serde_json::from_str(&parameters)
+            .map_err(|e| StoreError::Corrupt(format!("workspace parameters: {e}")))?,
         network: row.try_get::<i64, _>("network")? != 0,
         backend: row.try_get("backend")?,
         status: WorkspaceStatus::parse(&row.try_get::<String, _>("status")?)?,
@@ -105,7 +107,8 @@ fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
 impl Store {
     /// Stores a new workspace in `created`. Names are unique per owner.
     pub async fn create_workspace(&self, new: NewWorkspace) -> StoreResult<Workspace> {
-        let taken = || StoreError::Conflict(format!("you already have a workspace named `{}`; pick another name", new.name));
+        let taken =
+            || StoreError::Conflict(format!("you already have a workspace named `{}`; pick another name", new.name));
         let existing = sqlx::query("SELECT id FROM workspaces WHERE owner_id = $1 AND name = $2")
             .bind(&new.owner_id)
             .bind(&new.name)
@@ -140,36 +143,53 @@ impl Store {
     }
 
     pub async fn workspace(&self, id: &str) -> StoreResult<Option<Workspace>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(workspace_from).transpose()
     }
 
     /// Workspaces of `owner_id`, newest first.
     pub async fn workspaces_of(&self, owner_id: &str) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE owner_id = $1 ORDER BY created_at DESC, id DESC"))
-            .bind(owner_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE owner_id = $1 ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(workspace_from).collect()
     }
 
     /// Workspaces in `status`, across owners (recovery at start).
     pub async fn workspaces_in(&self, status: WorkspaceStatus) -> StoreResult<Vec<Workspace>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE status = $1")).bind(status.as_str()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE status = $1"))
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(workspace_from).collect()
     }
 
     /// Moves a workspace to `status` when it is in one of `from` (so two starts never both
     /// run the startup script). Returns whether it moved.
-    pub async fn transition_workspace(&self, id: &str, from: &[WorkspaceStatus], status: WorkspaceStatus, detail: Option<&str>) -> StoreResult<bool> {
+    pub async fn transition_workspace(
+        &self,
+        id: &str,
+        from: &[WorkspaceStatus],
+        status: WorkspaceStatus,
+        detail: Option<&str>,
+    ) -> StoreResult<bool> {
         let allowed: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        let moved = sqlx::query(&format!("UPDATE workspaces SET status = $1, detail = $2, updated_at = $3 WHERE id = $4 AND status IN ({})", allowed.join(", ")))
-            .bind(status.as_str())
-            .bind(detail)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let moved = sqlx::query(&format!(
+            "UPDATE workspaces SET status = $1, detail = $2, updated_at = $3 WHERE id = $4 AND status IN ({})",
+            allowed.join(", ")
+        ))
+        .bind(status.as_str())
+        .bind(detail)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(moved.rows_affected() == 1)
     }
 
@@ -185,12 +205,13 @@ impl Store {
     /// Binds a workspace to a chat tree: the root chat and every chat under it that has none.
     /// Only a tree without a workspace is bound; returns whether it was.
     pub async fn bind_workspace(&self, root_chat_id: &str, workspace_id: &str) -> StoreResult<bool> {
-        let bound = sqlx::query("UPDATE chats SET workspace_id = $1, updated_at = $2 WHERE id = $3 AND workspace_id IS NULL")
-            .bind(workspace_id)
-            .bind(now_ms())
-            .bind(root_chat_id)
-            .execute(&self.pool)
-            .await?;
+        let bound =
+            sqlx::query("UPDATE chats SET workspace_id = $1, updated_at = $2 WHERE id = $3 AND workspace_id IS NULL")
+                .bind(workspace_id)
+                .bind(now_ms())
+                .bind(root_chat_id)
+                .execute(&self.pool)
+                .await?;
         if bound.rows_affected() == 1 {
             sqlx::query("UPDATE chats SET workspace_id = $1 WHERE root_chat_id = $2 AND workspace_id IS NULL")
                 .bind(workspace_id)

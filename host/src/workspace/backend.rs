@@ -10,9 +10,9 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkspaceError;
+use super::confined::{Owner, WorkspaceRoot, chown_tree};
 use super::disk::Disks;
 use super::sandbox::SandboxMode;
-use super::confined::{Owner, WorkspaceRoot, chown_tree};
 use super::sandbox::{CommandSpec, Completed, Mounts, Running, Sandbox};
 use super::template::Template;
 use crate::store::Workspace;
@@ -22,10 +22,20 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Lays out a new workspace: its folders and the template's files.
-    fn provision<'a>(&'a self, workspace: &'a Workspace, template: &'a Template) -> BoxFuture<'a, Result<(), WorkspaceError>>;
+    fn provision<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        template: &'a Template,
+    ) -> BoxFuture<'a, Result<(), WorkspaceError>>;
 
     /// Runs a command to its end, or until `timeout` or `cancel`.
-    fn run<'a>(&'a self, workspace: &'a Workspace, spec: &'a CommandSpec, timeout: Duration, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Completed, WorkspaceError>>;
+    fn run<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        spec: &'a CommandSpec,
+        timeout: Duration,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Completed, WorkspaceError>>;
 
     /// Why the workspace is over its quota, if it is.
     fn over_quota<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Option<String>>;
@@ -80,14 +90,26 @@ impl LocalBackend {
             match disks.ensure_mounted(id, &folder) {
                 Ok(()) => {
                     let seen = disks.view(&folder);
-                    return Mounts { id: id.to_string(), files: seen.join("files"), home: seen.join("home"), namespace: Some(disks.namespace()), own_disk: true };
+                    return Mounts {
+                        id: id.to_string(),
+                        files: seen.join("files"),
+                        home: seen.join("home"),
+                        namespace: Some(disks.namespace()),
+                        own_disk: true,
+                    };
                 }
                 // Its folders then do not exist here: commands and file tools fail, and
                 // nothing is written beside the file system.
                 Err(why) => tracing::error!(workspace_id = %id, %why, "the workspace's file system cannot be mounted"),
             }
         }
-        Mounts { id: id.to_string(), files: folder.join("files"), home: folder.join("home"), namespace: None, own_disk: false }
+        Mounts {
+            id: id.to_string(),
+            files: folder.join("files"),
+            home: folder.join("home"),
+            namespace: None,
+            own_disk: false,
+        }
     }
 
     pub fn sandbox_problem(&self) -> Option<String> {
@@ -109,9 +131,14 @@ impl Backend for LocalBackend {
         "local"
     }
 
-    fn provision<'a>(&'a self, workspace: &'a Workspace, template: &'a Template) -> BoxFuture<'a, Result<(), WorkspaceError>> {
+    fn provision<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        template: &'a Template,
+    ) -> BoxFuture<'a, Result<(), WorkspaceError>> {
         Box::pin(async move {
-            let (root, id, template, owner, disks) = (self.root.clone(), workspace.id.clone(), template.clone(), self.owner(), self.disks.clone());
+            let (root, id, template, owner, disks) =
+                (self.root.clone(), workspace.id.clone(), template.clone(), self.owner(), self.disks.clone());
             let limits = self.sandbox.as_ref().ok().map(|s| s.limits().clone()).unwrap_or_default();
             tokio::task::spawn_blocking(move || {
                 let folder = root.join(&id);
@@ -144,7 +171,13 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn run<'a>(&'a self, workspace: &'a Workspace, spec: &'a CommandSpec, timeout: Duration, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Completed, WorkspaceError>> {
+    fn run<'a>(
+        &'a self,
+        workspace: &'a Workspace,
+        spec: &'a CommandSpec,
+        timeout: Duration,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Completed, WorkspaceError>> {
         Box::pin(async move { Ok(self.sandbox()?.run(&self.mounts(workspace), spec, timeout, cancel).await?) })
     }
 

@@ -80,7 +80,11 @@ impl Cgroups {
     /// made a moment ago is empty until its command joins it.
     fn remove_leftovers(&self) {
         let old = |path: &Path| {
-            std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > LEFTOVER_AGE)
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > LEFTOVER_AGE)
         };
         for hierarchy in &self.hierarchies {
             let Ok(workspaces) = std::fs::read_dir(&hierarchy.parent) else { continue };
@@ -98,7 +102,13 @@ impl Cgroups {
     }
 
     /// A new group for one command of `workspace`, both groups with these limits.
-    pub fn create(&self, workspace: &str, name: &str, processes: u64, memory_bytes: u64) -> std::io::Result<CommandGroup> {
+    pub fn create(
+        &self,
+        workspace: &str,
+        name: &str,
+        processes: u64,
+        memory_bytes: u64,
+    ) -> std::io::Result<CommandGroup> {
         let mut group = CommandGroup { folders: Vec::new(), procs: Vec::new() };
         for hierarchy in &self.hierarchies {
             let parent = hierarchy.parent.join(workspace);
@@ -127,7 +137,12 @@ impl Cgroups {
     }
 }
 
-fn write_limits(folder: &Path, limits: &[(&'static str, Limit)], processes: u64, memory_bytes: u64) -> std::io::Result<()> {
+fn write_limits(
+    folder: &Path,
+    limits: &[(&'static str, Limit)],
+    processes: u64,
+    memory_bytes: u64,
+) -> std::io::Result<()> {
     for (file, limit) in limits {
         let value = match limit {
             Limit::Processes => processes,
@@ -163,7 +178,11 @@ impl CommandGroup {
             }
             // Otherwise by PID, again until nothing is left (a process may fork meanwhile).
             for _ in 0..50 {
-                let pids: Vec<i32> = std::fs::read_to_string(folder.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
+                let pids: Vec<i32> = std::fs::read_to_string(folder.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
                 if pids.is_empty() {
                     break;
                 }

@@ -114,7 +114,9 @@ impl Confined {
                 at.push(name);
                 match self.dir.create_dir(&at) {
                     Ok(()) => self.adopt_path(&at)?,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.dir.metadata(&at).is_ok_and(|m| m.is_dir()) => {}
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && self.dir.metadata(&at).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -125,7 +127,9 @@ impl Confined {
     fn adopt(&self, file: &impl AsFd) -> io::Result<()> {
         match self.owner {
             // By the descriptor itself (an empty path), which works for `O_PATH` ones too.
-            Some(owner) => Ok(rustix::fs::chownat(file, "", Some(uid(owner)), Some(gid(owner)), rustix::fs::AtFlags::EMPTY_PATH)?),
+            Some(owner) => {
+                Ok(rustix::fs::chownat(file, "", Some(uid(owner)), Some(gid(owner)), rustix::fs::AtFlags::EMPTY_PATH)?)
+            }
             None => Ok(()),
         }
     }
@@ -143,7 +147,8 @@ impl Confined {
 /// and whether the file went on past them. `None` when there is no such regular file.
 pub async fn read_text(root: &WorkspaceRoot, relative: &str, max_bytes: u64) -> Option<(String, bool)> {
     let (root, relative) = (root.clone(), PathBuf::from(relative));
-    let bytes = tokio::task::spawn_blocking(move || root.open().ok()?.read(&relative, 0, max_bytes + 1).ok()).await.ok()??;
+    let bytes =
+        tokio::task::spawn_blocking(move || root.open().ok()?.read(&relative, 0, max_bytes + 1).ok()).await.ok()??;
     let longer = bytes.len() as u64 > max_bytes;
     let kept = &bytes[..bytes.len().min(max_bytes as usize)];
     let mut text = String::from_utf8_lossy(kept).into_owned();
@@ -169,7 +174,10 @@ pub fn chown_tree(root: &Path, owner: Owner) -> io::Result<()> {
 /// Visits every entry beneath `root` with its `lstat`, never following a symbolic link: each
 /// folder is opened relative to its parent's descriptor, without following links, so a link
 /// planted (or swapped in) meanwhile cannot lead the walk out. `visit` returns `false` to stop.
-pub fn walk_from(root: &Path, visit: impl FnMut(&OwnedFd, &CStr, &rustix::fs::Stat) -> io::Result<bool>) -> io::Result<()> {
+pub fn walk_from(
+    root: &Path,
+    visit: impl FnMut(&OwnedFd, &CStr, &rustix::fs::Stat) -> io::Result<bool>,
+) -> io::Result<()> {
     walk(open_folder(rustix::fs::CWD, root)?, visit)
 }
 
@@ -239,7 +247,12 @@ pub fn open_up_tree(root: &Path) -> io::Result<()> {
 
 fn open_folder(at: impl AsFd, path: impl rustix::path::Arg) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::openat(at, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
+    Ok(rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 fn uid(owner: Owner) -> rustix::fs::Uid {
@@ -292,7 +305,14 @@ mod tests {
     #[test]
     fn fifos_and_devices_are_not_read_and_do_not_block() {
         let (dir, ws) = workspace();
-        rustix::fs::mknodat(rustix::fs::CWD, dir.path().join("ws/fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("ws/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         assert!(matches!(ws.read(Path::new("fifo"), 0, 100), Err(ReadError::NotAFile)));
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("ws/zero")).unwrap();
         assert!(ws.read(Path::new("zero"), 0, 100).is_err());

@@ -66,7 +66,12 @@ impl Drop for Keeper {
 impl Keeper {
     fn start() -> io::Result<Keeper> {
         let mut command = Command::new("cat");
-        command.env_clear().env("PATH", super::sandbox::HELPER_PATH).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+            .env_clear()
+            .env("PATH", super::sandbox::HELPER_PATH)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: only unshare and mount between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -75,7 +80,14 @@ impl Keeper {
                 }
                 // Nothing mounted here reaches the host's namespace, and the other way round.
                 let root = c"/";
-                if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
@@ -85,7 +97,11 @@ impl Keeper {
         let lifeline = process.stdin.take().ok_or_else(|| io::Error::other("the keeper has no stdin"))?;
         let pid = process.id();
         use rustix::fs::{Mode, OFlags};
-        let root = rustix::fs::open(format!("/proc/{pid}/root"), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let root = rustix::fs::open(
+            format!("/proc/{pid}/root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         let namespace = Arc::new(std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?);
         Ok(Keeper { process, _lifeline: lifeline, root, namespace })
     }
@@ -99,21 +115,31 @@ impl Disks {
     /// Kernel-enforced quotas, when this server may have them: root, loop devices, the tools.
     pub fn probe() -> Option<Disks> {
         if !rustix::process::geteuid().is_root() {
-            tracing::warn!("not running as root: workspace disk quotas are measured every second, not enforced by the kernel");
+            tracing::warn!(
+                "not running as root: workspace disk quotas are measured every second, not enforced by the kernel"
+            );
             return None;
         }
         let which = super::sandbox::which;
         let (mkfs, mount, umount) = (which("mkfs.ext4"), which("mount"), which("umount"));
         let (Some(mkfs), Some(mount), Some(umount)) = (mkfs, mount, umount) else {
-            tracing::warn!("mkfs.ext4, mount or umount is missing: workspace disk quotas are measured every second, not enforced by the kernel (install e2fsprogs and mount)");
+            tracing::warn!(
+                "mkfs.ext4, mount or umount is missing: workspace disk quotas are measured every second, not enforced by the kernel (install e2fsprogs and mount)"
+            );
             return None;
         };
         if !Path::new("/dev/loop-control").exists() {
-            tracing::warn!("no loop devices (/dev/loop-control): workspace disk quotas are measured every second, not enforced by the kernel");
+            tracing::warn!(
+                "no loop devices (/dev/loop-control): workspace disk quotas are measured every second, not enforced by the kernel"
+            );
             return None;
         }
         match Keeper::start() {
-            Ok(keeper) => Some(Disks { tools: Tools { mkfs, mount, umount }, keeper: Mutex::new(keeper), mounted: Mutex::new(HashSet::new()) }),
+            Ok(keeper) => Some(Disks {
+                tools: Tools { mkfs, mount, umount },
+                keeper: Mutex::new(keeper),
+                mounted: Mutex::new(HashSet::new()),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "no mount namespace for workspace file systems: disk quotas are measured every second, not enforced by the kernel");
                 None
@@ -131,19 +157,42 @@ impl Disks {
     }
 
     /// Makes the workspace's file system and mounts it on `folder`, which must exist.
-    pub fn create(&self, id: &str, folder: &Path, disk_mib: u64, files: u64, owner: Option<Owner>) -> Result<(), String> {
+    pub fn create(
+        &self,
+        id: &str,
+        folder: &Path,
+        disk_mib: u64,
+        files: u64,
+        owner: Option<Owner>,
+    ) -> Result<(), String> {
         let image = Disks::image(folder);
         let bytes = (disk_mib + JOURNAL_MIB) * 1024 * 1024 + files * INODE_BYTES;
         use std::os::unix::fs::OpenOptionsExt;
         // Readable by root alone: the image holds the workspace's files, whoever owns them inside.
-        let made = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&image).and_then(|file| file.set_len(bytes));
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&image)
+            .and_then(|file| file.set_len(bytes));
         made.map_err(|e| format!("cannot make {}: {e}", image.display()))?;
         let owner = owner.map(|o| format!(",root_owner={}:{}", o.uid, o.gid)).unwrap_or_default();
         let mut mkfs = Command::new(&self.tools.mkfs);
-        mkfs.args(["-q", "-F", "-m", "0", "-N", &files.to_string(), "-I", &INODE_BYTES.to_string(), "-J", &format!("size={JOURNAL_MIB}")])
-            .arg("-E")
-            .arg(format!("lazy_itable_init=1,nodiscard{owner}"))
-            .arg(&image);
+        mkfs.args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-N",
+            &files.to_string(),
+            "-I",
+            &INODE_BYTES.to_string(),
+            "-J",
+            &format!("size={JOURNAL_MIB}"),
+        ])
+        .arg("-E")
+        .arg(format!("lazy_itable_init=1,nodiscard{owner}"))
+        .arg(&image);
         let made = run(&mut mkfs).and_then(|()| self.mount(id, folder));
         if let Err(why) = &made {
             let _ = std::fs::remove_file(&image);
@@ -169,7 +218,8 @@ impl Disks {
         if !keeper.alive() {
             // Its mounts went with it: start again, and mount each workspace anew on use.
             tracing::warn!("the keeper of workspace file systems ended; starting another");
-            *keeper = Keeper::start().map_err(|e| format!("no mount namespace for the workspace's file system: {e}"))?;
+            *keeper =
+                Keeper::start().map_err(|e| format!("no mount namespace for the workspace's file system: {e}"))?;
             self.mounted.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         if self.mounted.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
@@ -194,7 +244,9 @@ impl Disks {
             run(&mut umount)?;
         }
         match std::fs::remove_file(Disks::image(folder)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(format!("cannot remove the workspace's file system: {e}")),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(format!("cannot remove the workspace's file system: {e}"))
+            }
             _ => Ok(()),
         }
     }
@@ -229,7 +281,12 @@ fn in_namespace(command: &mut Command, namespace: Arc<std::fs::File>) {
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    let done = command.env_clear().env("PATH", super::sandbox::HELPER_PATH).stdin(Stdio::null()).output().map_err(|e| format!("{:?} cannot run: {e}", command.get_program()))?;
+    let done = command
+        .env_clear()
+        .env("PATH", super::sandbox::HELPER_PATH)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{:?} cannot run: {e}", command.get_program()))?;
     if done.status.success() {
         Ok(())
     } else {

@@ -82,7 +82,8 @@ pub fn touched_paths<'a>(calls: impl Iterator<Item = &'a Value>) -> BTreeSet<Str
             named.push(String::new());
         }
         for path in named {
-            let trimmed = path.strip_prefix(super::sandbox::WORKSPACE_MOUNT).unwrap_or(&path).trim_matches('/').to_string();
+            let trimmed =
+                path.strip_prefix(super::sandbox::WORKSPACE_MOUNT).unwrap_or(&path).trim_matches('/').to_string();
             if super::sandbox::confine_workdir(&trimmed).is_ok() {
                 paths.insert(trimmed);
             }
@@ -116,7 +117,9 @@ pub fn repositories(files_root: &WorkspaceRoot, paths: &BTreeSet<String>) -> BTr
                 break;
             }
         }
-        if !in_repository && let Ok(entries) = dir.read_dir(if start.as_os_str().is_empty() { Path::new(".") } else { &start }) {
+        if !in_repository
+            && let Ok(entries) = dir.read_dir(if start.as_os_str().is_empty() { Path::new(".") } else { &start })
+        {
             for entry in entries.flatten() {
                 let child = start.join(entry.file_name());
                 if entry.file_type().is_ok_and(|t| t.is_dir()) && is_git(&child) {
@@ -152,7 +155,11 @@ fn relative_name(path: &Path) -> String {
 
 impl WorkspaceService {
     /// A snapshot of the repositories at `repositories` in `workspace`.
-    pub async fn git_snapshot(&self, workspace: &Workspace, repositories: &BTreeSet<String>) -> Result<GitSnapshot, WorkspaceError> {
+    pub async fn git_snapshot(
+        &self,
+        workspace: &Workspace,
+        repositories: &BTreeSet<String>,
+    ) -> Result<GitSnapshot, WorkspaceError> {
         let mut snapshots = Vec::new();
         if workspace.status != crate::store::WorkspaceStatus::Ready {
             // Nothing runs in a stopped or starting workspace, git included.
@@ -160,7 +167,12 @@ impl WorkspaceService {
         }
         for repository in repositories.iter().take(MAX_REPOSITORIES) {
             let workdir = if repository == "." { String::new() } else { repository.clone() };
-            let spec = super::sandbox::CommandSpec { command: SNAPSHOT_SCRIPT.into(), workdir, read_only: true, ..Default::default() };
+            let spec = super::sandbox::CommandSpec {
+                command: SNAPSHOT_SCRIPT.into(),
+                workdir,
+                read_only: true,
+                ..Default::default()
+            };
             let done = self.backend.run(workspace, &spec, SNAPSHOT_TIMEOUT, &self.stop_token(&workspace.id)).await?;
             snapshots.push(parse(repository, &done.output.text));
         }
@@ -204,7 +216,14 @@ fn parse(path: &str, output: &str) -> RepositorySnapshot {
         diff.truncate(end);
     }
     let non_empty = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());
-    RepositorySnapshot { path: path.to_string(), branch: non_empty(branch), remote: non_empty(remote), changed_files, diff, diff_truncated }
+    RepositorySnapshot {
+        path: path.to_string(),
+        branch: non_empty(branch),
+        remote: non_empty(remote),
+        changed_files,
+        diff,
+        diff_truncated,
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +233,13 @@ mod tests {
 
     #[test]
     fn touched_paths_come_from_path_workdir_and_files_arguments() {
-        let calls = [json!({"path": "app/src/main.rs"}), json!({"command": "ls", "workdir": "/workspace/lib"}), json!({"files": [{"path": "b.txt"}]}), json!({"command": "make"}), json!({"path": "../etc/passwd"})];
+        let calls = [
+            json!({"path": "app/src/main.rs"}),
+            json!({"command": "ls", "workdir": "/workspace/lib"}),
+            json!({"files": [{"path": "b.txt"}]}),
+            json!({"command": "make"}),
+            json!({"path": "../etc/passwd"}),
+        ];
         let paths = touched_paths(calls.iter());
         assert_eq!(paths, ["", "app/src/main.rs", "b.txt", "lib"].iter().map(|s| s.to_string()).collect());
     }
@@ -225,7 +250,13 @@ mod tests {
         let snapshot = parse(".", output);
         assert_eq!(snapshot.branch.as_deref(), Some("main"));
         assert_eq!(snapshot.remote, None);
-        assert_eq!(snapshot.changed_files, vec![ChangedFile { path: "README.md".into(), status: " M".into() }, ChangedFile { path: "notes.txt".into(), status: "??".into() }]);
+        assert_eq!(
+            snapshot.changed_files,
+            vec![
+                ChangedFile { path: "README.md".into(), status: " M".into() },
+                ChangedFile { path: "notes.txt".into(), status: "??".into() }
+            ]
+        );
         assert!(snapshot.diff.contains("@@ -1 +1 @@\n-a\n+b"));
     }
 }

@@ -156,7 +156,11 @@ pub struct WorkspaceService {
 impl WorkspaceService {
     /// Loads the templates and checks the sandbox. A sandbox that cannot run does not stop the
     /// server: workspaces can still be made, and commands are refused with the reason.
-    pub async fn start(store: Store, data_dir: &std::path::Path, config: &WorkspacesConfig) -> Result<Arc<WorkspaceService>, String> {
+    pub async fn start(
+        store: Store,
+        data_dir: &std::path::Path,
+        config: &WorkspacesConfig,
+    ) -> Result<Arc<WorkspaceService>, String> {
         config.limits.validate()?;
         if config.max_command_seconds == 0 {
             return Err("[workspaces] max_command_seconds must be at least 1".into());
@@ -191,7 +195,14 @@ impl WorkspaceService {
     async fn recover(&self) -> Result<(), StoreError> {
         for workspace in self.store.workspaces_in(WorkspaceStatus::Starting).await? {
             let detail = "the server restarted while the startup script ran; start the workspace again";
-            self.store.transition_workspace(&workspace.id, &[WorkspaceStatus::Starting], WorkspaceStatus::Stopped, Some(detail)).await?;
+            self.store
+                .transition_workspace(
+                    &workspace.id,
+                    &[WorkspaceStatus::Starting],
+                    WorkspaceStatus::Stopped,
+                    Some(detail),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -220,21 +231,35 @@ impl WorkspaceService {
             WorkspaceError::NotFound(format!("there is no template `{id}`; the templates are: {}", known.join(", ")))
         })?;
         if template.admins_only && !owner_is_admin {
-            return Err(WorkspaceError::Denied(format!("template `{id}` is for admins only; pick another template or ask an admin")));
+            return Err(WorkspaceError::Denied(format!(
+                "template `{id}` is for admins only; pick another template or ask an admin"
+            )));
         }
         Ok(template.clone())
     }
 
     /// Makes a workspace from a template and starts it (the startup script runs in the
     /// background; see [`WorkspaceService::wait_settled`]).
-    pub async fn create(self: &Arc<Self>, owner_id: &str, owner_is_admin: bool, request: CreateRequest) -> Result<Workspace, WorkspaceError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        owner_id: &str,
+        owner_is_admin: bool,
+        request: CreateRequest,
+    ) -> Result<Workspace, WorkspaceError> {
         let (service, owner_id) = (self.clone(), owner_id.to_string());
         to_the_end(async move { service.create_now(&owner_id, owner_is_admin, request).await }).await
     }
 
-    async fn create_now(&self, owner_id: &str, owner_is_admin: bool, request: CreateRequest) -> Result<Workspace, WorkspaceError> {
+    async fn create_now(
+        &self,
+        owner_id: &str,
+        owner_is_admin: bool,
+        request: CreateRequest,
+    ) -> Result<Workspace, WorkspaceError> {
         let template = self.template(&request.template_id, owner_is_admin)?;
-        let parameters = template.resolve(&request.parameters).map_err(|problems| WorkspaceError::Invalid(format!("invalid parameters for template `{}`: {problems}", template.id)))?;
+        let parameters = template.resolve(&request.parameters).map_err(|problems| {
+            WorkspaceError::Invalid(format!("invalid parameters for template `{}`: {problems}", template.id))
+        })?;
         let name = match request.name {
             Some(name) => check_name(&name)?,
             // The random end of a new id (its start is a timestamp, shared by ids made together).
@@ -262,12 +287,20 @@ impl WorkspaceService {
 
     /// [`WorkspaceService::create`] for a chat: serialized per chat tree, and idempotent (the
     /// tree's workspace is reused when building or ready, and reported when stopped).
-    pub async fn create_for_chat(self: &Arc<Self>, scope: &ChatScope, request: CreateRequest) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
+    pub async fn create_for_chat(
+        self: &Arc<Self>,
+        scope: &ChatScope,
+        request: CreateRequest,
+    ) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
         let (service, scope) = (self.clone(), scope.clone());
         to_the_end(async move { service.create_for_chat_now(&scope, request).await }).await
     }
 
-    async fn create_for_chat_now(&self, scope: &ChatScope, request: CreateRequest) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
+    async fn create_for_chat_now(
+        &self,
+        scope: &ChatScope,
+        request: CreateRequest,
+    ) -> Result<(CreateOutcome, Workspace), WorkspaceError> {
         let _serialized = self.create_locks.lock(&scope.root_chat_id).await;
         if let Some(existing) = self.store.chat_workspace(&scope.chat_id).await? {
             return Ok((settled_outcome(&existing), existing));
@@ -276,7 +309,11 @@ impl WorkspaceService {
         if !self.store.bind_workspace(&scope.root_chat_id, &workspace.id).await? {
             // Another replica bound one first: keep theirs.
             self.delete_now(&workspace.id).await?;
-            let existing = self.store.chat_workspace(&scope.chat_id).await?.ok_or_else(|| WorkspaceError::Failed("the chat's workspace vanished".into()))?;
+            let existing = self
+                .store
+                .chat_workspace(&scope.chat_id)
+                .await?
+                .ok_or_else(|| WorkspaceError::Failed("the chat's workspace vanished".into()))?;
             return Ok((settled_outcome(&existing), existing));
         }
         Ok((CreateOutcome::Created, workspace))
@@ -290,7 +327,12 @@ impl WorkspaceService {
     }
 
     async fn start_now(&self, id: &str) -> Result<Workspace, WorkspaceError> {
-        let startable = [WorkspaceStatus::Created, WorkspaceStatus::Stopped, WorkspaceStatus::StartError, WorkspaceStatus::StartTimeout];
+        let startable = [
+            WorkspaceStatus::Created,
+            WorkspaceStatus::Stopped,
+            WorkspaceStatus::StartError,
+            WorkspaceStatus::StartTimeout,
+        ];
         let _turn = self.lifecycle.lock(id).await;
         if self.store.transition_workspace(id, &startable, WorkspaceStatus::Starting, None).await? {
             let workspace = self.get(id).await?;
@@ -307,7 +349,10 @@ impl WorkspaceService {
                 // A stop (or delete) cancelled this start and recorded its own status; any start
                 // since then is another one, whose outcome is its own to record.
                 if !cancel.is_cancelled() {
-                    if let Err(e) = store.transition_workspace(&workspace.id, &[WorkspaceStatus::Starting], status, Some(&detail)).await {
+                    if let Err(e) = store
+                        .transition_workspace(&workspace.id, &[WorkspaceStatus::Starting], status, Some(&detail))
+                        .await
+                    {
                         tracing::error!(workspace_id = %workspace.id, error = %e, "cannot record the end of a startup script");
                     }
                 }
@@ -340,7 +385,13 @@ impl WorkspaceService {
         let workspace = self.get(id).await?;
         let _turn = self.lifecycle.lock(id).await;
         self.stop_commands(&workspace.id);
-        let stoppable = [WorkspaceStatus::Created, WorkspaceStatus::Starting, WorkspaceStatus::Ready, WorkspaceStatus::StartError, WorkspaceStatus::StartTimeout];
+        let stoppable = [
+            WorkspaceStatus::Created,
+            WorkspaceStatus::Starting,
+            WorkspaceStatus::Ready,
+            WorkspaceStatus::StartError,
+            WorkspaceStatus::StartTimeout,
+        ];
         self.store.transition_workspace(id, &stoppable, WorkspaceStatus::Stopped, Some("stopped by its owner")).await?;
         self.changed.notify_waiters();
         self.get(id).await
@@ -406,7 +457,13 @@ impl WorkspaceService {
 
     /// Runs a command in a ready workspace. `network` is the caller's permission; the
     /// workspace's template must allow it too.
-    pub async fn run(&self, workspace: &Workspace, mut spec: CommandSpec, timeout: Duration, network: bool) -> Result<Completed, WorkspaceError> {
+    pub async fn run(
+        &self,
+        workspace: &Workspace,
+        mut spec: CommandSpec,
+        timeout: Duration,
+        network: bool,
+    ) -> Result<Completed, WorkspaceError> {
         require_ready(workspace)?;
         spec.network = network && workspace.network;
         spec.private_destinations.retain(|_| spec.network);
@@ -415,7 +472,12 @@ impl WorkspaceService {
     }
 
     /// Starts a background command in a ready workspace.
-    pub fn spawn(&self, workspace: &Workspace, mut spec: CommandSpec, network: bool) -> Result<ProcessInfo, WorkspaceError> {
+    pub fn spawn(
+        &self,
+        workspace: &Workspace,
+        mut spec: CommandSpec,
+        network: bool,
+    ) -> Result<ProcessInfo, WorkspaceError> {
         require_ready(workspace)?;
         spec.network = network && workspace.network;
         spec.private_destinations.retain(|_| spec.network);
@@ -455,7 +517,9 @@ impl WorkspaceService {
 fn settled_outcome(workspace: &Workspace) -> CreateOutcome {
     match workspace.status {
         WorkspaceStatus::Created | WorkspaceStatus::Starting | WorkspaceStatus::Ready => CreateOutcome::Reused,
-        WorkspaceStatus::Stopped | WorkspaceStatus::StartError | WorkspaceStatus::StartTimeout => CreateOutcome::Stopped,
+        WorkspaceStatus::Stopped | WorkspaceStatus::StartError | WorkspaceStatus::StartTimeout => {
+            CreateOutcome::Stopped
+        }
     }
 }
 
@@ -464,8 +528,12 @@ fn require_ready(workspace: &Workspace) -> Result<(), WorkspaceError> {
     let name = &workspace.name;
     match workspace.status {
         WorkspaceStatus::Ready => Ok(()),
-        WorkspaceStatus::Created | WorkspaceStatus::Starting => Err(WorkspaceError::NotReady(format!("workspace `{name}` is still starting (its startup script is running); wait for it to be ready"))),
-        WorkspaceStatus::Stopped => Err(WorkspaceError::NotReady(format!("workspace `{name}` is stopped; start it with start_workspace"))),
+        WorkspaceStatus::Created | WorkspaceStatus::Starting => Err(WorkspaceError::NotReady(format!(
+            "workspace `{name}` is still starting (its startup script is running); wait for it to be ready"
+        ))),
+        WorkspaceStatus::Stopped => {
+            Err(WorkspaceError::NotReady(format!("workspace `{name}` is stopped; start it with start_workspace")))
+        }
         WorkspaceStatus::StartError | WorkspaceStatus::StartTimeout => Err(WorkspaceError::NotReady(format!(
             "workspace `{name}` failed to start ({}); start it again with start_workspace",
             workspace.detail.as_deref().unwrap_or("no detail")
@@ -475,8 +543,15 @@ fn require_ready(workspace: &Workspace) -> Result<(), WorkspaceError> {
 
 fn check_name(name: &str) -> Result<String, WorkspaceError> {
     let name = name.trim();
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok { Ok(name.to_string()) } else { Err(WorkspaceError::Invalid(format!("workspace name `{name}` must be 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`, `.`"))) }
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(WorkspaceError::Invalid(format!(
+            "workspace name `{name}` must be 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`, `.`"
+        )))
+    }
 }
 
 const ALL_STATUSES: [WorkspaceStatus; 6] = [
@@ -508,7 +583,9 @@ async fn watch_background_quotas(service: std::sync::Weak<WorkspaceService>) {
 /// Runs a lifecycle change to its end even if its caller stops waiting (a tool call's time
 /// limit, an interrupted turn): one cut in half would leave a workspace `starting` for good, or
 /// its commands stopped and its status not.
-async fn to_the_end<T: Send + 'static>(change: impl std::future::Future<Output = Result<T, WorkspaceError>> + Send + 'static) -> Result<T, WorkspaceError> {
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, WorkspaceError>> + Send + 'static,
+) -> Result<T, WorkspaceError> {
     tokio::spawn(change).await.map_err(|e| WorkspaceError::Failed(format!("a workspace change failed: {e}")))?
 }
 
@@ -527,9 +604,17 @@ fn detail_text(text: &str) -> String {
 }
 
 /// Runs the startup script; the status it leads to and what to say about it.
-async fn run_startup(backend: &dyn Backend, workspace: &Workspace, template: Option<&Template>, cancel: &CancellationToken) -> (WorkspaceStatus, String) {
+async fn run_startup(
+    backend: &dyn Backend,
+    workspace: &Workspace,
+    template: Option<&Template>,
+    cancel: &CancellationToken,
+) -> (WorkspaceStatus, String) {
     let Some(template) = template else {
-        return (WorkspaceStatus::Ready, format!("template `{}` is no longer installed; started without a startup script", workspace.template_id));
+        return (
+            WorkspaceStatus::Ready,
+            format!("template `{}` is no longer installed; started without a startup script", workspace.template_id),
+        );
     };
     if template.startup.script.trim().is_empty() {
         return (WorkspaceStatus::Ready, "no startup script".into());
@@ -545,18 +630,30 @@ async fn run_startup(backend: &dyn Backend, workspace: &Workspace, template: Opt
     match backend.run(workspace, &spec, timeout, cancel).await {
         Ok(done) if done.timed_out => (
             WorkspaceStatus::StartTimeout,
-            format!("the startup script ran past its {} s limit and was stopped; output:\n{}", template.startup.timeout_seconds, detail_text(&done.output.text)),
+            format!(
+                "the startup script ran past its {} s limit and was stopped; output:\n{}",
+                template.startup.timeout_seconds,
+                detail_text(&done.output.text)
+            ),
         ),
-        Ok(done) if done.exit_code == Some(0) => {
-            (WorkspaceStatus::Ready, format!("the startup script succeeded in {} ms; output:\n{}", done.duration_ms, detail_text(&done.output.text)))
-        }
+        Ok(done) if done.exit_code == Some(0) => (
+            WorkspaceStatus::Ready,
+            format!(
+                "the startup script succeeded in {} ms; output:\n{}",
+                done.duration_ms,
+                detail_text(&done.output.text)
+            ),
+        ),
         Ok(done) => {
             let how = match (done.exit_code, &done.stopped_because) {
                 (_, Some(why)) => format!("was stopped: {why}"),
                 (Some(code), None) => format!("exited with code {code}"),
                 (None, None) => "was killed by a signal".into(),
             };
-            (WorkspaceStatus::StartError, format!("the startup script {how}; output:\n{}", detail_text(&done.output.text)))
+            (
+                WorkspaceStatus::StartError,
+                format!("the startup script {how}; output:\n{}", detail_text(&done.output.text)),
+            )
         }
         Err(e) => (WorkspaceStatus::StartError, format!("the startup script could not run: {e}")),
     }

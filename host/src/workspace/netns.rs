@@ -174,7 +174,8 @@ fn sandbox_report(info: &mut std::io::PipeReader) -> Result<Sandbox, String> {
         }
     }
     let end = text.iter().position(|b| *b == b'}').unwrap_or(text.len() - 1);
-    let report: serde_json::Value = serde_json::from_slice(&text[..=end]).map_err(|e| format!("bubblewrap's report is not JSON: {e}"))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&text[..=end]).map_err(|e| format!("bubblewrap's report is not JSON: {e}"))?;
     match (report["child-pid"].as_u64(), report["net-namespace"].as_u64()) {
         (Some(pid), Some(netns)) => Ok(Sandbox { pid: pid as u32, netns }),
         _ => Err(format!("bubblewrap's report lacks child-pid or net-namespace: {report}")),
@@ -196,7 +197,11 @@ fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until `tap0` is up.
-fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetup) -> Result<std::process::Child, String> {
+fn attach(
+    netns: &std::fs::File,
+    exit: &std::io::PipeReader,
+    setup: &NetworkSetup,
+) -> Result<std::process::Child, String> {
     let (mut ready, ready_for_slirp) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut command = Command::new(SLIRP4NETNS);
     command.env_clear().env("PATH", super::sandbox::HELPER_PATH);
@@ -242,7 +247,9 @@ fn attach(netns: &std::fs::File, exit: &std::io::PipeReader, setup: &NetworkSetu
             }
         });
     }
-    let mut child = command.spawn().map_err(|e| format!("slirp4netns cannot run ({e}); install it (`apt-get install slirp4netns`)"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("slirp4netns cannot run ({e}); install it (`apt-get install slirp4netns`)"))?;
     drop((ready_for_slirp, userns));
     let mut signal = [0u8; 1];
     match ready.read(&mut signal) {
@@ -269,7 +276,8 @@ fn restrict(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
     run_ip(netns, &ipv4, false)?;
     // IPv6 has no route out of the namespace; its prohibit routes guard the day it does, and
     // fail harmlessly where the kernel has IPv6 switched off.
-    let ipv6: String = NOT_PUBLIC.iter().filter(|r| r.contains(':')).map(|range| format!("route add prohibit {range}\n")).collect();
+    let ipv6: String =
+        NOT_PUBLIC.iter().filter(|r| r.contains(':')).map(|range| format!("route add prohibit {range}\n")).collect();
     let _ = run_ip(netns, &ipv6, true);
     Ok(())
 }
@@ -303,7 +311,8 @@ fn run_ip(netns: &std::fs::File, script: &str, force: bool) -> Result<(), String
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|e| format!("`ip` cannot run ({e}); install it (`apt-get install iproute2`)"))?;
+    let mut child =
+        command.spawn().map_err(|e| format!("`ip` cannot run ({e}); install it (`apt-get install iproute2`)"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes()).map_err(|e| format!("cannot set its routes: {e}"))?;
     }

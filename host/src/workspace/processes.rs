@@ -65,7 +65,12 @@ impl ProcessTable {
             duration_ms: 0,
         };
         let (signals, mut receive) = mpsc::unbounded_channel();
-        let entry = Arc::new(Entry { info: Mutex::new(info.clone()), started: Instant::now(), capture: running.capture.clone(), signals });
+        let entry = Arc::new(Entry {
+            info: Mutex::new(info.clone()),
+            started: Instant::now(),
+            capture: running.capture.clone(),
+            signals,
+        });
         let watched = entry.clone();
         tokio::spawn(async move {
             let status = loop {
@@ -97,7 +102,8 @@ impl ProcessTable {
     /// The processes of `workspace_id`, newest first.
     pub fn list(&self, workspace_id: &str) -> Vec<ProcessInfo> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut found: Vec<ProcessInfo> = entries.values().map(|e| e.snapshot()).filter(|i| i.workspace_id == workspace_id).collect();
+        let mut found: Vec<ProcessInfo> =
+            entries.values().map(|e| e.snapshot()).filter(|i| i.workspace_id == workspace_id).collect();
         found.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
         found
     }
@@ -132,7 +138,8 @@ impl ProcessTable {
     /// Workspaces with a background process running.
     pub fn workspaces_with_running(&self) -> Vec<String> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<String> = entries.values().map(|e| e.snapshot()).filter(|i| i.running).map(|i| i.workspace_id).collect();
+        let mut ids: Vec<String> =
+            entries.values().map(|e| e.snapshot()).filter(|i| i.running).map(|i| i.workspace_id).collect();
         ids.sort();
         ids.dedup();
         ids

@@ -81,7 +81,16 @@ pub struct CommandLimits {
 
 impl Default for CommandLimits {
     fn default() -> CommandLimits {
-        CommandLimits { cpu_seconds: 600, memory_mib: 4096, processes: 256, file_size_mib: 1024, tmp_mib: 512, disk_mib: 4096, files: 500_000, output_kib: 1024 }
+        CommandLimits {
+            cpu_seconds: 600,
+            memory_mib: 4096,
+            processes: 256,
+            file_size_mib: 1024,
+            tmp_mib: 512,
+            disk_mib: 4096,
+            files: 500_000,
+            output_kib: 1024,
+        }
     }
 }
 
@@ -270,38 +279,76 @@ impl Sandbox {
         let cgroups = Cgroups::detect();
         match (&cgroups, rustix::process::geteuid().is_root()) {
             (Some(_), _) => tracing::info!("workspace commands get a control group each (process and memory limits)"),
-            (None, false) => tracing::warn!("no control groups: memory is limited per process, processes per user (RLIMIT_NPROC)"),
-            (None, true) => tracing::warn!("no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"),
+            (None, false) => {
+                tracing::warn!("no control groups: memory is limited per process, processes per user (RLIMIT_NPROC)")
+            }
+            (None, true) => tracing::warn!(
+                "no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"
+            ),
         }
         let hidden = ["/etc", "/opt"].iter().flat_map(|root| not_world_readable(Path::new(root))).collect();
         let resolv_conf = resolver_for_network();
         let identity = (rustix::process::geteuid().is_root() && mode == SandboxMode::Bubblewrap).then_some(identity);
         if identity.is_some_and(|i| i.uid == 0 || i.gid == 0) {
-            return Err(SandboxError::Unavailable("[workspaces] sandbox_uid and sandbox_gid must not be 0: commands would be root on the host".into()));
+            return Err(SandboxError::Unavailable(
+                "[workspaces] sandbox_uid and sandbox_gid must not be 0: commands would be root on the host".into(),
+            ));
         }
         let seccomp = super::seccomp::compiled().map_err(SandboxError::Unavailable)?;
         tracing::debug!(refused = %super::seccomp::refused_names().join(", "), "workspace commands' seccomp filter");
-        let proc_read_only = ["sys", "sysrq-trigger", "irq", "bus", "fs"].into_iter().filter(|name| Path::new("/proc").join(name).exists()).collect();
+        let proc_read_only = ["sys", "sysrq-trigger", "irq", "bus", "fs"]
+            .into_iter()
+            .filter(|name| Path::new("/proc").join(name).exists())
+            .collect();
         let tun_shared = std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.mode() & 0o006 == 0o006);
         let network_helper = identity.filter(|_| tun_shared);
         if identity.is_some() && !tun_shared {
-            tracing::warn!("/dev/net/tun is not usable by other users (mode 0666), so slirp4netns, the network stack of commands allowed the network, runs as root; `chmod 0666 /dev/net/tun` lets it run as the sandbox's user");
+            tracing::warn!(
+                "/dev/net/tun is not usable by other users (mode 0666), so slirp4netns, the network stack of commands allowed the network, runs as root; `chmod 0666 /dev/net/tun` lets it run as the sandbox's user"
+            );
         }
-        let sandbox = Sandbox { mode, limits, bwrap, system, cgroups, hidden, resolv_conf, identity, network_helper, seccomp, proc_read_only };
+        let sandbox = Sandbox {
+            mode,
+            limits,
+            bwrap,
+            system,
+            cgroups,
+            hidden,
+            resolv_conf,
+            identity,
+            network_helper,
+            seccomp,
+            proc_read_only,
+        };
         if mode == SandboxMode::Unsandboxed {
-            tracing::warn!("WORKSPACE COMMANDS RUN UNSANDBOXED: they can read and change anything this server's user can; use only on a machine dedicated to it");
+            tracing::warn!(
+                "WORKSPACE COMMANDS RUN UNSANDBOXED: they can read and change anything this server's user can; use only on a machine dedicated to it"
+            );
             return Ok(sandbox);
         }
         let scratch = tempfile_dir()?;
         // A group of its own: other servers on the machine probe at the same time.
         let probe_id = format!("probe-{}", crate::store::new_id());
-        let mounts = Mounts { id: probe_id.clone(), files: scratch.join("files"), home: scratch.join("home"), namespace: None, own_disk: false };
+        let mounts = Mounts {
+            id: probe_id.clone(),
+            files: scratch.join("files"),
+            home: scratch.join("home"),
+            namespace: None,
+            own_disk: false,
+        };
         for folder in [&mounts.files, &mounts.home] {
-            std::fs::create_dir_all(folder).map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", folder.display())))?;
+            std::fs::create_dir_all(folder)
+                .map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", folder.display())))?;
         }
         if let Some(identity) = identity {
-            super::confined::chown_tree(&scratch, identity).map_err(|e| SandboxError::Unavailable(format!("cannot give {} to the sandbox's user: {e}", scratch.display())))?;
-            tracing::info!(uid = identity.uid, gid = identity.gid, "workspace commands run as an unprivileged host user");
+            super::confined::chown_tree(&scratch, identity).map_err(|e| {
+                SandboxError::Unavailable(format!("cannot give {} to the sandbox's user: {e}", scratch.display()))
+            })?;
+            tracing::info!(
+                uid = identity.uid,
+                gid = identity.gid,
+                "workspace commands run as an unprivileged host user"
+            );
         }
         let spec = CommandSpec { command: "true".into(), ..CommandSpec::default() };
         let outcome = sandbox.run(&mounts, &spec, Duration::from_secs(20), &CancellationToken::new()).await;
@@ -349,18 +396,30 @@ impl Sandbox {
     fn command(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<Prepared, SandboxError> {
         let workdir = confine_workdir(&spec.workdir)?;
         let root = super::confined::WorkspaceRoot { path: mounts.files.clone(), owner: self.identity };
-        let workdir_is_folder = root.open().and_then(|ws| ws.dir().metadata(if workdir.as_os_str().is_empty() { Path::new(".") } else { &workdir })).is_ok_and(|m| m.is_dir());
+        let workdir_is_folder = root
+            .open()
+            .and_then(|ws| ws.dir().metadata(if workdir.as_os_str().is_empty() { Path::new(".") } else { &workdir }))
+            .is_ok_and(|m| m.is_dir());
         if !workdir_is_folder {
-            return Err(SandboxError::Invalid(format!("the working directory `{}` does not exist in the workspace", spec.workdir)));
+            return Err(SandboxError::Invalid(format!(
+                "the working directory `{}` does not exist in the workspace",
+                spec.workdir
+            )));
         }
         for (name, _) in &spec.env {
-            let ok = !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let ok = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
-                return Err(SandboxError::Invalid(format!("`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)")));
+                return Err(SandboxError::Invalid(format!(
+                    "`{name}` is not a valid environment variable name (letters, digits and `_`, not starting with a digit)"
+                )));
             }
         }
         let network = match (self.mode, spec.network) {
-            (SandboxMode::Bubblewrap, true) => Some(Handshake::new().map_err(|e| SandboxError::Spawn(format!("no pipes for its network: {e}")))?),
+            (SandboxMode::Bubblewrap, true) => {
+                Some(Handshake::new().map_err(|e| SandboxError::Spawn(format!("no pipes for its network: {e}")))?)
+            }
             _ => None,
         };
         let mut passed = Vec::new();
@@ -383,7 +442,8 @@ impl Sandbox {
                 command
             }
         };
-        let (reader, writer) = std::io::pipe().map_err(|e| SandboxError::Spawn(format!("no pipe for its output: {e}")))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| SandboxError::Spawn(format!("no pipe for its output: {e}")))?;
         let writer_for_errors = writer.try_clone().map_err(|e| SandboxError::Spawn(e.to_string()))?;
         command
             .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -394,7 +454,12 @@ impl Sandbox {
         let group = match &self.cgroups {
             Some(cgroups) => Some(
                 cgroups
-                    .create(&mounts.id, &format!("command-{}", crate::store::new_id()), self.limits.processes, self.limits.memory_mib * 1024 * 1024)
+                    .create(
+                        &mounts.id,
+                        &format!("command-{}", crate::store::new_id()),
+                        self.limits.processes,
+                        self.limits.memory_mib * 1024 * 1024,
+                    )
                     .map_err(|e| SandboxError::Spawn(format!("no control group for it: {e}")))?,
             ),
             None => None,
@@ -433,10 +498,13 @@ impl Sandbox {
     fn adopt_workspace(&self, mounts: &Mounts) -> Result<(), SandboxError> {
         let Some(identity) = self.identity else { return Ok(()) };
         for folder in [&mounts.files, &mounts.home] {
-            let owned = std::fs::symlink_metadata(folder).is_ok_and(|m| m.uid() == identity.uid && m.gid() == identity.gid);
+            let owned =
+                std::fs::symlink_metadata(folder).is_ok_and(|m| m.uid() == identity.uid && m.gid() == identity.gid);
             if !owned {
                 tracing::info!(workspace_id = %mounts.id, folder = %folder.display(), "giving a workspace's files to the sandbox's user");
-                super::confined::chown_tree(folder, identity).map_err(|e| SandboxError::Spawn(format!("its files cannot be given to the sandbox's user: {e}")))?;
+                super::confined::chown_tree(folder, identity).map_err(|e| {
+                    SandboxError::Spawn(format!("its files cannot be given to the sandbox's user: {e}"))
+                })?;
             }
         }
         Ok(())
@@ -448,21 +516,33 @@ impl Sandbox {
     fn handed_descriptors(&self, mounts: &Mounts) -> Result<Handed, SandboxError> {
         use rustix::fs::{Mode, OFlags};
         let open = |folder: &Path| {
-            rustix::fs::open(folder, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| SandboxError::Spawn(format!("cannot open {}: {e}", folder.display())))
+            rustix::fs::open(
+                folder,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| SandboxError::Spawn(format!("cannot open {}: {e}", folder.display())))
         };
         let mut seccomp = Vec::new();
         for program in &self.seccomp {
-            let (reader, mut writer) = std::io::pipe().map_err(|e| SandboxError::Spawn(format!("no pipe for its seccomp filter: {e}")))?;
+            let (reader, mut writer) =
+                std::io::pipe().map_err(|e| SandboxError::Spawn(format!("no pipe for its seccomp filter: {e}")))?;
             // A program is a few KiB, well within a pipe's buffer: written before bubblewrap
             // starts, read by it at once.
-            std::io::Write::write_all(&mut writer, program).map_err(|e| SandboxError::Spawn(format!("cannot pass its seccomp filter: {e}")))?;
+            std::io::Write::write_all(&mut writer, program)
+                .map_err(|e| SandboxError::Spawn(format!("cannot pass its seccomp filter: {e}")))?;
             seccomp.push(std::os::fd::OwnedFd::from(reader));
         }
         Ok(Handed { files: open(&mounts.files)?, home: open(&mounts.home)?, seccomp })
     }
 
-    fn bubblewrap(&self, handed: &Handed, spec: &CommandSpec, workdir: &Path, network: Option<&Handshake>) -> tokio::process::Command {
+    fn bubblewrap(
+        &self,
+        handed: &Handed,
+        spec: &CommandSpec,
+        workdir: &Path,
+        network: Option<&Handshake>,
+    ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.bwrap);
         // Nothing of the server's environment (its keys, its database URL) may reach the
         // sandbox: bubblewrap's `--clearenv` clears the list but its init process, which the
@@ -517,7 +597,13 @@ impl Sandbox {
 
     /// Runs `spec` to its end, or until `timeout`, until the workspace outgrows its disk quota,
     /// or until `cancel` (the workspace stops); the process tree is killed in the last three.
-    pub async fn run(&self, mounts: &Mounts, spec: &CommandSpec, timeout: Duration, cancel: &CancellationToken) -> Result<Completed, SandboxError> {
+    pub async fn run(
+        &self,
+        mounts: &Mounts,
+        spec: &CommandSpec,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Completed, SandboxError> {
         let mut running = self.start(mounts, spec)?;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -570,7 +656,8 @@ impl Sandbox {
         let capture = Arc::new(Mutex::new(Capture::new((self.limits.output_kib * 1024) as usize)));
         if let Some(handshake) = network {
             let sink = capture.clone();
-            let setup = netns::NetworkSetup { identity: self.network_helper, allowed: spec.private_destinations.clone() };
+            let setup =
+                netns::NetworkSetup { identity: self.network_helper, allowed: spec.private_destinations.clone() };
             handshake.connect(setup, move |line| {
                 if let Ok(mut capture) = sink.lock() {
                     capture.push(line.as_bytes());
@@ -618,9 +705,16 @@ impl Sandbox {
         .await
         .ok()?;
         if used > limit {
-            return Some(format!("the workspace uses more than its disk quota of {} MiB; delete files to make room", self.limits.disk_mib));
+            return Some(format!(
+                "the workspace uses more than its disk quota of {} MiB; delete files to make room",
+                self.limits.disk_mib
+            ));
         }
-        (files > max_files).then(|| format!("the workspace holds more than its quota of {max_files} files and folders; delete some to make room"))
+        (files > max_files).then(|| {
+            format!(
+                "the workspace holds more than its quota of {max_files} files and folders; delete some to make room"
+            )
+        })
     }
 }
 
@@ -654,7 +748,10 @@ pub(super) fn become_user(identity: Owner) -> std::io::Result<()> {
     // SAFETY: plain system calls on ids; called between fork and exec, where the child has
     // one thread.
     unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(identity.gid, identity.gid, identity.gid) != 0 || libc::setresuid(identity.uid, identity.uid, identity.uid) != 0 {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(identity.gid, identity.gid, identity.gid) != 0
+            || libc::setresuid(identity.uid, identity.uid, identity.uid) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -743,11 +840,15 @@ pub fn confine_workdir(workdir: &str) -> Result<PathBuf, SandboxError> {
     let inside = workdir == WORKSPACE_MOUNT || workdir.starts_with(&format!("{WORKSPACE_MOUNT}/"));
     let trimmed = if inside { &workdir[WORKSPACE_MOUNT.len()..] } else { workdir }.trim_start_matches('/');
     if workdir.starts_with('/') && !inside {
-        return Err(SandboxError::Invalid(format!("the working directory `{workdir}` is outside the workspace; give a path relative to the workspace root (it is mounted at {WORKSPACE_MOUNT})")));
+        return Err(SandboxError::Invalid(format!(
+            "the working directory `{workdir}` is outside the workspace; give a path relative to the workspace root (it is mounted at {WORKSPACE_MOUNT})"
+        )));
     }
     let path = Path::new(trimmed);
     if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(SandboxError::Invalid(format!("the working directory `{workdir}` must stay inside the workspace (no `..`)")));
+        return Err(SandboxError::Invalid(format!(
+            "the working directory `{workdir}` must stay inside the workspace (no `..`)"
+        )));
     }
     Ok(path.to_path_buf())
 }
@@ -757,7 +858,8 @@ pub fn confine_workdir(workdir: &str) -> Result<PathBuf, SandboxError> {
 fn rlimits(limits: &CommandLimits, in_group: bool) -> Vec<(rustix::process::Resource, u64)> {
     use rustix::process::Resource;
     let mib = 1024 * 1024;
-    let mut set = vec![(Resource::Cpu, limits.cpu_seconds), (Resource::Fsize, limits.file_size_mib * mib), (Resource::Core, 0)];
+    let mut set =
+        vec![(Resource::Cpu, limits.cpu_seconds), (Resource::Fsize, limits.file_size_mib * mib), (Resource::Core, 0)];
     if !in_group {
         set.push((Resource::As, limits.memory_mib * mib));
         if !rustix::process::geteuid().is_root() {
@@ -856,7 +958,10 @@ fn descendants(root: u32) -> Vec<u32> {
 /// may lack `/usr/sbin`, where `mkfs.ext4` and `mount` live).
 pub(super) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).chain(HELPER_PATH.split(':').map(PathBuf::from)).map(|dir| dir.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .chain(HELPER_PATH.split(':').map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// What commands with network see as `/etc/resolv.conf`: a file, and where to bind it (where
@@ -892,7 +997,8 @@ fn resolver_for_network() -> Option<(PathBuf, PathBuf)> {
 
 fn tempfile_dir() -> Result<PathBuf, SandboxError> {
     let dir = std::env::temp_dir().join(format!("toolhost-probe-{}", crate::store::new_id()));
-    std::fs::create_dir_all(&dir).map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }
 

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
 
 /// Refused outright, with `EPERM`.
 const REFUSED: &[(&str, i64)] = &[
@@ -73,7 +75,13 @@ const REFUSED: &[(&str, i64)] = &[
 ];
 
 /// Namespace flags a `clone` may not carry.
-const NEW_NAMESPACES: u64 = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWCGROUP) as u64;
+const NEW_NAMESPACES: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u64;
 
 /// Terminal requests that push input into another program's terminal.
 const TERMINAL_INJECTION: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
@@ -88,12 +96,15 @@ pub fn refused_names() -> Vec<&'static str> {
 /// The filters as bubblewrap reads them: each a BPF program's instructions, in the machine's
 /// byte order. Two programs, since one program has one action for what it matches.
 pub fn compiled() -> Result<Vec<Vec<u8>>, String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("no seccomp filter for this processor: {e:?}"))?;
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| format!("no seccomp filter for this processor: {e:?}"))?;
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
-    let mut refused: BTreeMap<i64, Vec<SeccompRule>> = REFUSED.iter().map(|(_, number)| (*number, Vec::new())).collect();
+    let mut refused: BTreeMap<i64, Vec<SeccompRule>> =
+        REFUSED.iter().map(|(_, number)| (*number, Vec::new())).collect();
     let namespace_flag = |flag: u64| -> Result<SeccompRule, String> {
         // `clone`'s flags are its first argument on every architecture Toolhost runs on.
-        let condition = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag).map_err(|e| e.to_string())?;
+        let condition = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
+            .map_err(|e| e.to_string())?;
         SeccompRule::new(vec![condition]).map_err(|e| e.to_string())
     };
     let mut clone_rules = Vec::new();
@@ -106,15 +117,21 @@ pub fn compiled() -> Result<Vec<Vec<u8>>, String> {
     refused.insert(libc::SYS_clone, clone_rules);
     let mut ioctl_rules = Vec::new();
     for request in TERMINAL_INJECTION {
-        let condition = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *request).map_err(|e| e.to_string())?;
+        let condition =
+            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *request).map_err(|e| e.to_string())?;
         ioctl_rules.push(SeccompRule::new(vec![condition]).map_err(|e| e.to_string())?);
     }
     refused.insert(libc::SYS_ioctl, ioctl_rules);
     let main = SeccompFilter::new(refused, SeccompAction::Allow, eperm, arch).map_err(|e| e.to_string())?;
     // clone3 passes its flags in memory, where a filter cannot look: refuse it as unknown, and
     // libc uses clone instead.
-    let clone3 = SeccompFilter::new([(libc::SYS_clone3, Vec::new())].into_iter().collect(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-        .map_err(|e| e.to_string())?;
+    let clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
     let mut programs = Vec::new();
     #[cfg(target_arch = "x86_64")]
     programs.push(no_x32());

@@ -187,13 +187,16 @@ impl Templates {
                 Ok(template) => {
                     by_id.insert(id.to_string(), template);
                 }
-                Err(problem) => problems.push(TemplateProblem { id: id.to_string(), source: "bundled".into(), problem }),
+                Err(problem) => {
+                    problems.push(TemplateProblem { id: id.to_string(), source: "bundled".into(), problem })
+                }
             }
         }
         if let Some(dir) = dir {
             match std::fs::read_dir(dir) {
                 Ok(entries) => {
-                    let mut folders: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+                    let mut folders: Vec<PathBuf> =
+                        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
                     folders.sort();
                     for folder in folders {
                         let id = folder.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -242,19 +245,23 @@ impl Templates {
 impl Template {
     fn read(id: &str, folder: &Path) -> Result<Template, String> {
         let manifest_path = folder.join("template.toml");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{} cannot be read: {e}", manifest_path.display()))?;
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| format!("{} cannot be read: {e}", manifest_path.display()))?;
         Template::parse(id, &folder.display().to_string(), &text, TemplateFiles::Folder(folder.join("files")))
     }
 
     /// Parses and checks a manifest; the error names the field to fix.
     pub fn parse(id: &str, source: &str, manifest: &str, files: TemplateFiles) -> Result<Template, String> {
         check_id(id)?;
-        let manifest: Manifest = toml::from_str(manifest).map_err(|e| format!("template.toml is invalid: {}", e.to_string().trim()))?;
+        let manifest: Manifest =
+            toml::from_str(manifest).map_err(|e| format!("template.toml is invalid: {}", e.to_string().trim()))?;
         if manifest.name.trim().is_empty() {
             return Err("template.toml: `name` must not be empty".into());
         }
         if manifest.startup.timeout_seconds == 0 || manifest.startup.timeout_seconds > MAX_STARTUP_SECONDS {
-            return Err(format!("template.toml: `startup.timeout_seconds` must be between 1 and {MAX_STARTUP_SECONDS}"));
+            return Err(format!(
+                "template.toml: `startup.timeout_seconds` must be between 1 and {MAX_STARTUP_SECONDS}"
+            ));
         }
         let mut private_destinations = Vec::new();
         for destination in &manifest.private_destinations {
@@ -291,7 +298,11 @@ impl Template {
         for name in given.keys() {
             if !self.parameters.iter().any(|p| &p.name == name) {
                 let known: Vec<&str> = self.parameters.iter().map(|p| p.name.as_str()).collect();
-                problems.push(format!("`{name}` is not a parameter of template `{}` (it takes: {})", self.id, if known.is_empty() { "none".into() } else { known.join(", ") }));
+                problems.push(format!(
+                    "`{name}` is not a parameter of template `{}` (it takes: {})",
+                    self.id,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ));
             }
         }
         let mut values = Map::new();
@@ -303,7 +314,9 @@ impl Template {
                     }
                     Err(problem) => problems.push(problem),
                 },
-                None if parameter.required => problems.push(format!("`{}` is required: {}", parameter.name, parameter.description)),
+                None if parameter.required => {
+                    problems.push(format!("`{}` is required: {}", parameter.name, parameter.description))
+                }
                 None => {}
             }
         }
@@ -348,21 +361,32 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 fn check_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok { Ok(()) } else { Err(format!("template id `{id}` (its folder's name) must be 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("template id `{id}` (its folder's name) must be 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`"))
+    }
 }
 
 impl Parameter {
     fn check(&self) -> Result<(), String> {
         let name = &self.name;
-        let ok = !name.is_empty() && name.len() <= 64 && name.starts_with(|c: char| c.is_ascii_lowercase()) && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            return Err(format!("template.toml: parameter name `{name}` must be 1 to 64 characters of a-z, 0-9, `_`, starting with a letter"));
+            return Err(format!(
+                "template.toml: parameter name `{name}` must be 1 to 64 characters of a-z, 0-9, `_`, starting with a letter"
+            ));
         }
         if let Some(pattern) = &self.pattern {
             if self.kind != ParameterType::String {
                 return Err(format!("template.toml: parameter `{name}`: `pattern` applies to strings only"));
             }
-            Regex::new(pattern).map_err(|e| format!("template.toml: parameter `{name}`: `pattern` is not a valid regular expression: {e}"))?;
+            Regex::new(pattern).map_err(|e| {
+                format!("template.toml: parameter `{name}`: `pattern` is not a valid regular expression: {e}")
+            })?;
         }
         if (self.min.is_some() || self.max.is_some()) && self.kind != ParameterType::Number {
             return Err(format!("template.toml: parameter `{name}`: `min` and `max` apply to numbers only"));
@@ -382,7 +406,11 @@ impl Parameter {
             ParameterType::Number => value.is_number(),
             ParameterType::Bool => value.is_boolean(),
         };
-        if fits { Ok(()) } else { Err(format!("`{}` must be a {:?}, not {value}", self.name, self.kind).to_lowercase()) }
+        if fits {
+            Ok(())
+        } else {
+            Err(format!("`{}` must be a {:?}, not {value}", self.name, self.kind).to_lowercase())
+        }
     }
 
     /// The value, when it satisfies the parameter; otherwise what is wrong with it.
@@ -401,7 +429,11 @@ impl Parameter {
         }
         if let Some(number) = value.as_f64() {
             if self.min.is_some_and(|min| number < min) || self.max.is_some_and(|max| number > max) {
-                let range = format!("{} to {}", self.min.map_or("any".into(), |m| m.to_string()), self.max.map_or("any".into(), |m| m.to_string()));
+                let range = format!(
+                    "{} to {}",
+                    self.min.map_or("any".into(), |m| m.to_string()),
+                    self.max.map_or("any".into(), |m| m.to_string())
+                );
                 return Err(format!("`{name}` must be in the range {range}, not {value}"));
             }
         }
@@ -425,7 +457,11 @@ pub fn parameter_environment(values: &Map<String, Value>) -> Vec<(String, String
 
 /// A destination as routes name it (`10.1.2.3/32`, `192.168.7.0/24`), or what is wrong with it.
 pub fn normalize_destination(destination: &str) -> Result<String, String> {
-    let wrong = || format!("template.toml: `private_destinations` entry `{destination}` is not an address or a range like `10.1.2.3` or `192.168.7.0/24`");
+    let wrong = || {
+        format!(
+            "template.toml: `private_destinations` entry `{destination}` is not an address or a range like `10.1.2.3` or `192.168.7.0/24`"
+        )
+    };
     let (address, prefix) = match destination.trim().split_once('/') {
         Some((address, prefix)) => (address, Some(prefix)),
         None => (destination.trim(), None),
@@ -437,7 +473,9 @@ pub fn normalize_destination(destination: &str) -> Result<String, String> {
         None => 32,
     };
     if prefix < 8 {
-        return Err(format!("template.toml: `private_destinations` entry `{destination}` is too wide; name the addresses its commands need"));
+        return Err(format!(
+            "template.toml: `private_destinations` entry `{destination}` is too wide; name the addresses its commands need"
+        ));
     }
     // The network the range names (`10.1.2.3/8` is `10.0.0.0/8`), as routes want it.
     let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
@@ -467,7 +505,8 @@ mod tests {
         assert!(template("name = 'x'\nnetwrok = true").unwrap_err().contains("netwrok"));
         let bad_pattern = template("name = 'x'\n[[parameters]]\nname = 'p'\npattern = '('").unwrap_err();
         assert!(bad_pattern.contains("`p`") && bad_pattern.contains("regular expression"), "{bad_pattern}");
-        let bad_default = template("name = 'x'\n[[parameters]]\nname = 'n'\ntype = 'number'\nmax = 3\ndefault = 9").unwrap_err();
+        let bad_default =
+            template("name = 'x'\n[[parameters]]\nname = 'n'\ntype = 'number'\nmax = 3\ndefault = 9").unwrap_err();
         assert!(bad_default.contains("default") && bad_default.contains("range"), "{bad_default}");
         assert!(template("name = 'x'\n[startup]\ntimeout_seconds = 0").unwrap_err().contains("timeout_seconds"));
     }
@@ -482,8 +521,14 @@ mod tests {
         .unwrap();
         let ok = t.resolve(json!({"package": "demo", "workers": 2}).as_object().unwrap()).unwrap();
         assert_eq!(Value::Object(ok), json!({"package": "demo", "python": "3.11", "workers": 2}));
-        let problems = t.resolve(json!({"python": "2.7", "workers": 99, "colour": "red"}).as_object().unwrap()).unwrap_err();
-        for expected in ["`package` is required", "`python` must be one of", "`workers` must be in the range", "`colour` is not a parameter"] {
+        let problems =
+            t.resolve(json!({"python": "2.7", "workers": 99, "colour": "red"}).as_object().unwrap()).unwrap_err();
+        for expected in [
+            "`package` is required",
+            "`python` must be one of",
+            "`workers` must be in the range",
+            "`colour` is not a parameter",
+        ] {
             assert!(problems.contains(expected), "{expected} missing from {problems}");
         }
         let partial = t.resolve(json!({"package": "Demo1"}).as_object().unwrap()).unwrap_err();

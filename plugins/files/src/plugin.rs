@@ -107,10 +107,7 @@ fn read_image(path: &str, mime_type: &str) -> Result<ToolResult, ToolError> {
         )));
     }
     let data = fs::read(path, 0, size)?;
-    Ok(ToolResult {
-        content: vec![Content::Image(Image { mime_type: mime_type.to_string(), data })],
-        is_error: false,
-    })
+    Ok(ToolResult { content: vec![Content::Image(Image { mime_type: mime_type.to_string(), data })], is_error: false })
 }
 
 /// Arguments of `write_file`.
@@ -126,10 +123,7 @@ struct WriteFileArgs {
 fn write_file(_ctx: &CallContext, args: WriteFileArgs) -> Result<ToolResult, ToolError> {
     let existed = match fs::stat(&args.path) {
         Ok(meta) if meta.kind == EntryKind::Directory => {
-            return Err(ToolError::InvalidArguments(format!(
-                "`{}` is a directory; give a file path",
-                args.path
-            )));
+            return Err(ToolError::InvalidArguments(format!("`{}` is a directory; give a file path", args.path)));
         }
         Ok(_) => true,
         Err(FsError::NotFound(_)) => false,

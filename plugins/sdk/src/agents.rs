@@ -1,8 +1,8 @@
 //! Child chats of the calling chat (capability `agents`).
 
-pub use crate::bindings::toolhost::plugin::agents::{AgentError, AgentKind, AgentReport, AgentStatus};
-use crate::bindings::toolhost::plugin::agents as wit;
 use crate::ToolError;
+use crate::bindings::toolhost::plugin::agents as wit;
+pub use crate::bindings::toolhost::plugin::agents::{AgentError, AgentKind, AgentReport, AgentStatus};
 
 /// Starts a child chat of `kind`; returns its id at once.
 pub fn spawn(prompt: &str, title: Option<&str>, kind: AgentKind) -> Result<String, AgentError> {

@@ -1,8 +1,8 @@
 //! Commands in the calling chat's workspace, inside its sandbox (capability `workspace-exec`).
 
-pub use crate::bindings::toolhost::plugin::workspace_exec::{Command, Completed, ExecError, ProcessInfo, Signal};
-use crate::bindings::toolhost::plugin::workspace_exec as wit;
 use crate::ToolError;
+use crate::bindings::toolhost::plugin::workspace_exec as wit;
+pub use crate::bindings::toolhost::plugin::workspace_exec::{Command, Completed, ExecError, ProcessInfo, Signal};
 
 /// Runs a command to its end or its timeout.
 pub fn run(command: &Command) -> Result<Completed, ExecError> {
@@ -32,7 +32,9 @@ impl From<ExecError> for ToolError {
     fn from(e: ExecError) -> ToolError {
         match e {
             ExecError::Denied(m) => ToolError::Denied(m),
-            ExecError::NoWorkspace => ToolError::Failed("this chat has no workspace; create one with create_workspace".into()),
+            ExecError::NoWorkspace => {
+                ToolError::Failed("this chat has no workspace; create one with create_workspace".into())
+            }
             ExecError::NotReady(m) | ExecError::Failed(m) => ToolError::Failed(m),
             ExecError::Invalid(m) => ToolError::InvalidArguments(m),
             ExecError::NotFound(m) => ToolError::NotFound(m),

@@ -3,9 +3,9 @@
 //! Paths are relative to the workspace root. Absolute paths, `..`, and symbolic links that
 //! lead outside the workspace are refused with [`FsError::Denied`].
 
-pub use crate::bindings::toolhost::plugin::workspace_fs::{DirEntry, EntryKind, FsError, Metadata};
-use crate::bindings::toolhost::plugin::workspace_fs as wit;
 use crate::ToolError;
+use crate::bindings::toolhost::plugin::workspace_fs as wit;
+pub use crate::bindings::toolhost::plugin::workspace_fs::{DirEntry, EntryKind, FsError, Metadata};
 
 /// Reads at most `max_bytes` bytes of a file from byte `offset`.
 pub fn read(path: &str, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {

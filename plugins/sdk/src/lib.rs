@@ -51,8 +51,8 @@ pub mod exec;
 pub mod fs;
 pub mod log;
 pub mod progress;
-pub mod workspaces;
 mod tool;
+pub mod workspaces;
 
 pub use bindings::toolhost::plugin::types::{
     CallContext, ChatKind, Content, Image, ToolAnnotations, ToolError, ToolResult,

@@ -40,7 +40,10 @@ impl Tool {
     {
         let mut tool = Tool::with_schema(name, description, String::new(), move |ctx, raw| {
             let args: A = serde_json::from_str(raw).map_err(|e| {
-                ToolError::InvalidArguments(format!("the arguments do not fit `{}`: {e}", std::any::type_name::<A>().rsplit("::").next().unwrap_or("arguments")))
+                ToolError::InvalidArguments(format!(
+                    "the arguments do not fit `{}`: {e}",
+                    std::any::type_name::<A>().rsplit("::").next().unwrap_or("arguments")
+                ))
             })?;
             handler(ctx, args)
         });
@@ -57,12 +60,7 @@ impl Tool {
             name: name.to_string(),
             description: description.to_string(),
             input_schema: Schema::Given(input_schema),
-            annotations: ToolAnnotations {
-                read_only: false,
-                destructive: false,
-                idempotent: false,
-                open_world: false,
-            },
+            annotations: ToolAnnotations { read_only: false, destructive: false, idempotent: false, open_world: false },
             handler: Box::new(handler),
         }
     }
@@ -137,10 +135,7 @@ impl<P: Plugin + PluginVersion> Guest for Export<P> {
     fn invoke(ctx: CallContext, tool: String, arguments: String) -> Result<ToolResult, ToolError> {
         let tools = P::tools();
         let Some(found) = tools.iter().find(|t| t.name == tool) else {
-            return Err(ToolError::NotFound(format!(
-                "plugin `{}` has no tool named `{tool}`",
-                P::NAME
-            )));
+            return Err(ToolError::NotFound(format!("plugin `{}` has no tool named `{tool}`", P::NAME)));
         };
         (found.handler)(&ctx, &arguments)
     }

@@ -1,10 +1,10 @@
 //! Templates and the workspace of the calling chat's tree (capability `workspaces`).
 
+use crate::ToolError;
+use crate::bindings::toolhost::plugin::workspaces as wit;
 pub use crate::bindings::toolhost::plugin::workspaces::{
     CreateOutcome, ParameterType, TemplateInfo, TemplateParameter, WorkspaceError, WorkspaceInfo, WorkspaceStatus,
 };
-use crate::bindings::toolhost::plugin::workspaces as wit;
-use crate::ToolError;
 
 /// Templates whose id, name or description contain every word of `query`.
 pub fn list_templates(query: Option<&str>) -> Vec<TemplateInfo> {
@@ -22,7 +22,11 @@ pub fn current() -> Option<WorkspaceInfo> {
 
 /// Makes a workspace for the chat's tree (or reuses its own); returns before the startup
 /// script has finished: follow with [`wait_ready`].
-pub fn create(template_id: &str, name: Option<&str>, parameters_json: &str) -> Result<(CreateOutcome, WorkspaceInfo), WorkspaceError> {
+pub fn create(
+    template_id: &str,
+    name: Option<&str>,
+    parameters_json: &str,
+) -> Result<(CreateOutcome, WorkspaceInfo), WorkspaceError> {
     wit::create(template_id, name, parameters_json)
 }
 
@@ -63,7 +67,9 @@ impl From<WorkspaceError> for ToolError {
             WorkspaceError::Denied(m) => ToolError::Denied(m),
             WorkspaceError::NotFound(m) => ToolError::NotFound(m),
             WorkspaceError::InvalidParameters(m) => ToolError::InvalidArguments(m),
-            WorkspaceError::NoWorkspace => ToolError::Failed("this chat has no workspace; create one with create_workspace".into()),
+            WorkspaceError::NoWorkspace => {
+                ToolError::Failed("this chat has no workspace; create one with create_workspace".into())
+            }
             WorkspaceError::Failed(m) => ToolError::Failed(m),
         }
     }

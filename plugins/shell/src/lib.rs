@@ -85,7 +85,13 @@ struct SignalArgs {
 
 fn execute(_ctx: &CallContext, args: ExecuteArgs) -> Result<ToolResult, ToolError> {
     let timeout_seconds = args.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).clamp(1, MAX_TIMEOUT_SECONDS);
-    let command = Command { command: args.command, workdir: args.workdir.unwrap_or_default(), env: Vec::new(), stdin: None, timeout_ms: timeout_seconds * 1000 };
+    let command = Command {
+        command: args.command,
+        workdir: args.workdir.unwrap_or_default(),
+        env: Vec::new(),
+        stdin: None,
+        timeout_ms: timeout_seconds * 1000,
+    };
     if args.run_in_background {
         let process = exec::spawn(&command)?;
         return ToolResult::json(&json!({

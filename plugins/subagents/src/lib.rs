@@ -108,10 +108,14 @@ fn wait_agent(_ctx: &CallContext, args: WaitArgs) -> Result<ToolResult, ToolErro
     let unfinished = reports.iter().filter(|r| matches!(r.status, AgentStatus::Pending | AgentStatus::Running)).count();
     let mut result = json!({ "agents": reports.iter().map(describe).collect::<Vec<_>>() });
     if unfinished > 0 {
-        result["note"] = json!(format!("{unfinished} subagent(s) are still working; call wait_agent again to keep waiting"));
+        result["note"] =
+            json!(format!("{unfinished} subagent(s) are still working; call wait_agent again to keep waiting"));
     }
     if !failed.is_empty() {
-        let errors: Vec<String> = failed.iter().map(|r| format!("subagent {} failed: {}", r.chat_id, r.error.as_deref().unwrap_or("no error recorded"))).collect();
+        let errors: Vec<String> = failed
+            .iter()
+            .map(|r| format!("subagent {} failed: {}", r.chat_id, r.error.as_deref().unwrap_or("no error recorded")))
+            .collect();
         result["error"] = json!(errors.join("; "));
     }
     let mut result = ToolResult::json(&result)?;

@@ -86,7 +86,9 @@ fn list_templates(_ctx: &CallContext, args: ListArgs) -> Result<ToolResult, Tool
     let templates = workspaces::list_templates(args.query.as_deref());
     if templates.is_empty() {
         return Ok(ToolResult::text(match args.query {
-            Some(query) => format!("no template matches `{query}`; call list_templates without a query to see them all"),
+            Some(query) => {
+                format!("no template matches `{query}`; call list_templates without a query to see them all")
+            }
             None => "no templates are installed; an admin adds them to the templates directory".into(),
         }));
     }
@@ -169,9 +171,17 @@ fn outcome_of(workspace: &WorkspaceInfo, what: &str) -> Result<ToolResult, ToolE
             "{what}, `{name}` (template `{}`), is ready. Its root is /workspace: file tools take paths relative to it, and commands start there.\n{detail}",
             workspace.template_id
         ))),
-        WorkspaceStatus::StartError => Ok(ToolResult::error_text(format!("{what}, `{name}`, failed to start: {detail}\nFix the cause if you can, then call start_workspace."))),
-        WorkspaceStatus::StartTimeout => Ok(ToolResult::error_text(format!("{what}, `{name}`, did not finish starting in time: {detail}\nCall start_workspace to try again."))),
-        WorkspaceStatus::Stopped => Ok(ToolResult::error_text(format!("{what}, `{name}`, is stopped ({detail}); use start_workspace"))),
-        WorkspaceStatus::Created | WorkspaceStatus::Starting => Ok(ToolResult::error_text(format!("{what}, `{name}`, is still starting; call start_workspace later to wait for it"))),
+        WorkspaceStatus::StartError => Ok(ToolResult::error_text(format!(
+            "{what}, `{name}`, failed to start: {detail}\nFix the cause if you can, then call start_workspace."
+        ))),
+        WorkspaceStatus::StartTimeout => Ok(ToolResult::error_text(format!(
+            "{what}, `{name}`, did not finish starting in time: {detail}\nCall start_workspace to try again."
+        ))),
+        WorkspaceStatus::Stopped => {
+            Ok(ToolResult::error_text(format!("{what}, `{name}`, is stopped ({detail}); use start_workspace")))
+        }
+        WorkspaceStatus::Created | WorkspaceStatus::Starting => Ok(ToolResult::error_text(format!(
+            "{what}, `{name}`, is still starting; call start_workspace later to wait for it"
+        ))),
     }
 }
