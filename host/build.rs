@@ -3,6 +3,9 @@
 //! plugins in one step. The bundled plugins are embedded in the binary; the fixtures are only
 //! used by tests (their folder is exported as `TOOLHOST_WASM_DIR`).
 
+// A build script reports failure by panicking, with the message cargo shows.
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,5 +1,7 @@
 //! The chats API over HTTP, on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use reqwest::StatusCode;

@@ -1,6 +1,8 @@
 //! Turns end to end: the worker, the model (a fake speaking the OpenAI streaming format), the
 //! bundled plugins, streaming to clients, queueing and interrupting; on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use std::time::Duration;
@@ -154,7 +156,7 @@ async fn the_model_uses_the_files_plugin_in_parallel_tool_calls(backend: Backend
             json!({"content": [{"type": "text", "text": "write a note"}], "workspace_id": workspace["id"]}),
         )
         .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    assert_eq!(status, StatusCode::CREATED, "{created}");
     let chat = created["id"].as_str().unwrap().to_string();
     server.wait_for_status(&token, &chat, "waiting").await;
     let written = server.workspace_files(workspace["id"].as_str().unwrap()).join("notes/todo.txt");

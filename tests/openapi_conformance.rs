@@ -7,6 +7,8 @@
 //! type, header and body as documented. A bounded number of examples per operation and a fixed
 //! seed keep it to about a minute.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! The `toolhost plugin` commands, run as a user runs them: the real binary, real plugins.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

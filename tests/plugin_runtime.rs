@@ -1,6 +1,8 @@
 //! The plugin runtime, specified through its behaviour with the real bundled plugins and the
 //! hostile fixtures (all built from this workspace by host/build.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 

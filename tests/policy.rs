@@ -2,6 +2,8 @@
 //! and restore, explain, and enforcement (tool lists, calls, capability scopes) with the audit
 //! log; on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use reqwest::StatusCode;

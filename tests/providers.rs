@@ -1,6 +1,8 @@
 //! Providers and models: Anthropic end to end, retries, provider faults, administration with
 //! sealed keys, usage and cost, and prompts; on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use reqwest::StatusCode;

@@ -1,5 +1,7 @@
 //! `toolhost serve`, `migrate`, `users` and `tokens`, run as an operator runs them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 #[path = "support/process.rs"]
 mod process;
 mod support;

@@ -4,6 +4,8 @@
 //! in bounded time with the chats handed back, and no chat stays `running` with nobody running it.
 //! Real processes and signals, real databases.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 #[path = "support/process.rs"]
 mod process;
 mod support;

@@ -2,6 +2,8 @@
 //! their reports and finishes; the limits, ancestry and bad input give clear tool errors;
 //! interrupting a root chat reaches its children; the tree is visible through the API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use std::time::Duration;
@@ -16,12 +18,11 @@ use toolhost::agents::AgentsConfig;
 fn spawned_ids(request: &Value) -> Vec<String> {
     let mut ids = Vec::new();
     for message in request["messages"].as_array().unwrap() {
-        if message["role"] == "tool" {
-            if let Ok(result) = serde_json::from_str::<Value>(message["content"].as_str().unwrap_or("")) {
-                if let (Some(id), Some(_)) = (result["chat_id"].as_str(), result["note"].as_str()) {
-                    ids.push(id.to_string());
-                }
-            }
+        if message["role"] == "tool"
+            && let Ok(result) = serde_json::from_str::<Value>(message["content"].as_str().unwrap_or(""))
+            && let (Some(id), Some(_)) = (result["chat_id"].as_str(), result["note"].as_str())
+        {
+            ids.push(id.to_string());
         }
     }
     ids
@@ -292,11 +293,11 @@ async fn interrupting_a_root_chat_interrupts_its_running_subagents(backend: Back
     let root = root["id"].as_str().unwrap().to_string();
     let mut child = None;
     for _ in 0..200 {
-        if let Some(first) = server.store.children(&root).await.unwrap().into_iter().next() {
-            if first.status == toolhost::store::ChatStatus::Running {
-                child = Some(first.id);
-                break;
-            }
+        if let Some(first) = server.store.children(&root).await.unwrap().into_iter().next()
+            && first.status == toolhost::store::ChatStatus::Running
+        {
+            child = Some(first.id);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -2,6 +2,8 @@
 //! `files` plugins in a chat end to end (with git watch), and the sandbox holding against
 //! commands that try to escape it or exhaust the machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod support;
 
 use std::time::Duration;
@@ -903,7 +905,7 @@ impl PrivateHost {
         let script = format!(
             "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('{address}', {port}))\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'hello from a private host\\n')\n    c.close()\n"
         );
-        let listener = std::process::Command::new("ip")
+        let mut listener = std::process::Command::new("ip")
             .args(["netns", "exec", &namespace, "python3", "-c", &script])
             .spawn()
             .unwrap();
@@ -918,6 +920,8 @@ impl PrivateHost {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = listener.kill();
+        let _ = listener.wait();
         panic!("the private host's listener did not come up");
     }
 }

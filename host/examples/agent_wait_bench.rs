@@ -5,6 +5,8 @@
 //! `cargo run --release -p toolhost --example agent_wait_bench -- [--waits N]`
 //! The last line is JSON: {"waits": N, "rss_kib_per_wait": ..., "threads_during": ...}.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::sync::Arc;
 use std::time::Duration;
 

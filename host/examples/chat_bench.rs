@@ -7,6 +7,8 @@
 //! ```
 //! Each prints its figures, the last line as JSON.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -194,7 +196,7 @@ async fn concurrent(server: &TestServer, token: &str, chats: usize) -> Value {
     let created = futures::future::join_all(creates).await;
     let create_errors = created.iter().filter(|(status, _)| !status.is_success()).count();
     let (waiting, errors) = loop {
-        let (_, list) = server.get(token, &format!("/api/v1/chats?limit=200&offset=0")).await;
+        let (_, list) = server.get(token, "/api/v1/chats?limit=200&offset=0").await;
         let mut all = list["chats"].as_array().unwrap().clone();
         let mut offset = 200;
         while all.len() < chats && offset < chats {

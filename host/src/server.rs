@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::AgentService;
 use crate::api::{self, ApiLimits, AppState, Lifecycle};
 use crate::catalog::{Catalog, seed};
+use crate::chat::run::RunServices;
 use crate::chat::service::ChatService;
 use crate::chat::worker::{Worker, WorkerSettings};
 use crate::config::Config;
@@ -75,19 +76,19 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         eprintln!("toolhost: workspace commands are disabled: {problem}");
     }
     let chats = ChatService::new(store.clone());
-    let worker = Arc::new(Worker {
-        id: format!("worker-{}", crate::store::new_id()),
-        service: chats.clone(),
+    let services = RunServices {
+        chats: chats.clone(),
         runtime,
         catalog: catalog.clone(),
         policy: policy.clone(),
         workspaces: workspaces.clone(),
         agents: AgentService::new(store.clone(), chats.clone(), config.agents.clone()),
-        settings: WorkerSettings {
-            recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
-            ..WorkerSettings::default()
-        },
-    });
+    };
+    let settings = WorkerSettings {
+        recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
+        ..WorkerSettings::default()
+    };
+    let worker = Worker::new(services, settings);
     let stop_worker = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
     let lifecycle = Lifecycle::default();
@@ -142,7 +143,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
 /// future is first polled: a SIGTERM right after "listening" is printed must not kill the
 /// process outright.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let ctrl_c = tokio::signal::ctrl_c();

@@ -184,6 +184,9 @@ pub enum Fallback {
     TimedParts(usize, u32),
 }
 
+/// The scripts for one chat's requests, and the marker that picks them out.
+type RoutedScripts = (String, VecDeque<Script>);
+
 #[derive(Clone, Default)]
 struct Shared {
     scripts: Arc<Mutex<VecDeque<Script>>>,
@@ -195,7 +198,7 @@ struct Shared {
     fallback: Arc<Mutex<Fallback>>,
     record: Arc<std::sync::atomic::AtomicBool>,
     /// Scripts for the requests of one chat: those whose messages contain the marker.
-    routed: Arc<Mutex<Vec<(String, VecDeque<Script>)>>>,
+    routed: Arc<Mutex<Vec<RoutedScripts>>>,
 }
 
 pub struct FakeLlm {
@@ -438,10 +441,10 @@ async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, 
         Script::Computed(Computed(make)) => make(&body.0),
         other => other,
     };
-    if let (Fallback::TimedParts(n, per_second), Script::Stream { chunks, .. }) = (fallback, &script) {
-        if chunks.is_empty() {
-            return timed_parts(n, per_second);
-        }
+    if let (Fallback::TimedParts(n, per_second), Script::Stream { chunks, .. }) = (fallback, &script)
+        && chunks.is_empty()
+    {
+        return timed_parts(n, per_second);
     }
     let (chunks, pause, done) = match script {
         Script::Status(status, body) => return status_response(status, body, None),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use toolhost::agents::{AgentService, AgentsConfig};
 use toolhost::api::{self, ApiLimits, AppState};
 use toolhost::catalog::{Catalog, ModelInput, NewProvider};
+use toolhost::chat::run::RunServices;
 use toolhost::chat::service::ChatService;
 use toolhost::chat::worker::{Worker, WorkerSettings};
 use toolhost::llm::retry::RetryPolicy;
@@ -37,16 +38,17 @@ pub enum Backend {
 
 /// Runs one async spec against both backends, as two tests.
 #[macro_export]
+#[allow(clippy::crate_in_macro_def)] // used only inside the test crate that defines it
 macro_rules! on_both_backends {
     ($spec:ident) => {
         mod $spec {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$spec(crate::support::Backend::Sqlite).await
+                super::$spec($crate::support::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$spec(crate::support::Backend::Postgres).await
+                super::$spec($crate::support::Backend::Postgres).await
             }
         }
     };
@@ -233,16 +235,15 @@ impl TestServer {
         };
         catalog.save_model(None, model, Source::Api).await.unwrap();
         let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await.unwrap();
-        let worker = Arc::new(Worker {
-            id: format!("test-worker-{}", uuid::Uuid::now_v7().simple()),
-            service: chats.clone(),
+        let services = RunServices {
+            chats: chats.clone(),
             runtime,
             catalog: catalog.clone(),
             policy: policy.clone(),
             workspaces: workspaces.clone(),
             agents: AgentService::new(store.clone(), chats.clone(), agents),
-            settings: WorkerSettings { poll: Duration::from_millis(100), ..settings },
-        });
+        };
+        let worker = Worker::new(services, WorkerSettings { poll: Duration::from_millis(100), ..settings });
         let stop_worker = CancellationToken::new();
         let worker_task = Some(tokio::spawn(worker.clone().run(stop_worker.clone())));
         let state = AppState {
@@ -326,17 +327,7 @@ impl TestServer {
     /// over the same database and workspaces.
     pub async fn restart_worker(&mut self) {
         self.stop_worker().await;
-        let old = &self.worker;
-        let worker = Arc::new(Worker {
-            id: format!("test-worker-{}", uuid::Uuid::now_v7().simple()),
-            service: old.service.clone(),
-            runtime: old.runtime.clone(),
-            catalog: old.catalog.clone(),
-            policy: old.policy.clone(),
-            workspaces: old.workspaces.clone(),
-            agents: old.agents.clone(),
-            settings: old.settings.clone(),
-        });
+        let worker = Worker::new(self.worker.services().clone(), self.worker.settings.clone());
         self.stop_worker = CancellationToken::new();
         self.worker_task = Some(tokio::spawn(worker.clone().run(self.stop_worker.clone())));
         self.worker = worker;

@@ -120,10 +120,10 @@ async fn serve(state: AppState, chat_id: String, mut socket: WebSocket) {
                 }
                 Err(e) => Some(json!({"type": "error", "message": format!("the snapshot failed: {e}")}).to_string()),
             };
-            if let Some(text) = message {
-                if socket.send(WsMessage::Text(text.into())).await.is_err() {
-                    return;
-                }
+            if let Some(text) = message
+                && socket.send(WsMessage::Text(text.into())).await.is_err()
+            {
+                return;
             }
         }
         tokio::select! {

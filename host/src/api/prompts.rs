@@ -18,13 +18,13 @@ pub struct Prompt {
 
 fn checked(prompt: Option<String>) -> Result<Option<String>, ApiError> {
     let prompt = prompt.filter(|p| !p.trim().is_empty());
-    if let Some(text) = &prompt {
-        if text.len() > MAX_PROMPT_BYTES {
-            return Err(ApiError::bad_request(format!(
-                "the prompt is {} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB)",
-                text.len()
-            )));
-        }
+    if let Some(text) = &prompt
+        && text.len() > MAX_PROMPT_BYTES
+    {
+        return Err(ApiError::bad_request(format!(
+            "the prompt is {} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB)",
+            text.len()
+        )));
     }
     Ok(prompt)
 }

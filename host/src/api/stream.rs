@@ -84,7 +84,7 @@ impl Outgoing {
     fn encode_sse(&self, buffer: &mut Vec<u8>) {
         use std::io::Write;
         if let Some(id) = self.id {
-            let _ = write!(buffer, "id: {id}\n");
+            let _ = writeln!(buffer, "id: {id}");
         }
         let _ = write!(buffer, "event: {}\ndata: {}\n\n", self.event.kind, self.event.json);
     }

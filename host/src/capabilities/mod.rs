@@ -185,7 +185,7 @@ struct WaitClock {
 
 impl HostWaits {
     /// Runs `work`, counting its time as host time.
-    pub async fn during<F: std::future::Future>(&self, work: F) -> F::Output {
+    pub async fn during<F: Future>(&self, work: F) -> F::Output {
         struct End<'a>(&'a HostWaits);
         impl Drop for End<'_> {
             fn drop(&mut self) {

@@ -140,7 +140,7 @@ pub struct Resolved {
 
 /// What a call cost at these prices. Reasoning tokens are part of the output tokens in both
 /// wire formats, so they are not charged twice.
-pub fn cost_usd(pricing: &Pricing, usage: &crate::llm::Usage) -> f64 {
+pub fn cost_usd(pricing: &Pricing, usage: &llm::Usage) -> f64 {
     let per_token = |tokens: i64, per_million: f64| tokens as f64 * per_million / 1_000_000.0;
     per_token(usage.input_tokens, pricing.input)
         + per_token(usage.output_tokens, pricing.output)
@@ -149,7 +149,7 @@ pub fn cost_usd(pricing: &Pricing, usage: &crate::llm::Usage) -> f64 {
 }
 
 /// The counts and cost stored with a call's message.
-pub fn charge(pricing: &Pricing, usage: &crate::llm::Usage) -> crate::store::TokenUsage {
+pub fn charge(pricing: &Pricing, usage: &llm::Usage) -> crate::store::TokenUsage {
     crate::store::TokenUsage {
         input: usage.input_tokens,
         output: usage.output_tokens,
@@ -226,8 +226,11 @@ pub struct Catalog {
     secrets: SecretBox,
     timeouts: ModelTimeouts,
     /// Clients by provider id, with the provider's `updated_at` they were made for.
-    clients: Mutex<HashMap<String, (i64, Arc<dyn Provider>)>>,
+    clients: Mutex<HashMap<String, CachedClient>>,
 }
+
+/// A provider's client and the provider's `updated_at` it was made for.
+type CachedClient = (i64, Arc<dyn Provider>);
 
 impl Catalog {
     pub fn new(store: Store, secrets: SecretBox, timeouts: ModelTimeouts) -> Catalog {
@@ -258,10 +261,10 @@ impl Catalog {
 
     fn client(&self, provider: &ProviderRecord) -> Result<Arc<dyn Provider>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((version, client)) = clients.get(&provider.id) {
-            if *version == provider.updated_at {
-                return Ok(client.clone());
-            }
+        if let Some((version, client)) = clients.get(&provider.id)
+            && *version == provider.updated_at
+        {
+            return Ok(client.clone());
         }
         if let Some(reason) = self.availability(provider).unavailable_reason {
             return Err(reason);
@@ -301,10 +304,10 @@ impl Catalog {
 
     /// The model that writes titles: the one marked for it, else the chat's.
     pub async fn title_model(&self, chat_model: Option<&str>) -> Result<Resolved, CatalogError> {
-        if let Some(record) = self.store.title_model().await? {
-            if let Ok(resolved) = self.ready(record).await {
-                return Ok(resolved);
-            }
+        if let Some(record) = self.store.title_model().await?
+            && let Ok(resolved) = self.ready(record).await
+        {
+            return Ok(resolved);
         }
         self.resolve(chat_model).await
     }
@@ -523,11 +526,11 @@ impl Catalog {
         let record = self.store.model(id).await?.ok_or_else(|| CatalogError::NotFound(format!("model `{id}`")))?;
         self.store.delete_model(&record.id).await?;
         // Keep a default while any model is left.
-        if record.is_default {
-            if let Some(mut next) = self.store.models().await?.into_iter().next() {
-                next.is_default = true;
-                self.store.save_model(&next).await?;
-            }
+        if record.is_default
+            && let Some(mut next) = self.store.models().await?.into_iter().next()
+        {
+            next.is_default = true;
+            self.store.save_model(&next).await?;
         }
         Ok(())
     }

@@ -11,16 +11,14 @@
 //! sent (tools listed but disabled), so that the provider's prompt cache still applies.
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::events::EventBody;
 use super::parts::{CompactionTrigger, MessagePart};
-use super::service::StopReason;
-use super::turn::{Stop, stop_reason, store_message};
-use super::worker::Worker;
+use super::run::{Run, Stop};
 use crate::catalog::Resolved;
+use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{ErrorKind, FinishReason, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
-use crate::store::{Chat, Message, ModelRecord};
+use crate::store::{Message, ModelRecord};
 
 /// The role of compaction messages.
 pub const ROLE: &str = "compaction";
@@ -88,12 +86,11 @@ impl<'a> View<'a> {
         let since: Vec<&&Message> = self.messages.iter().filter(|m| m.seq > self.compaction_seq).collect();
         let threshold = model.compaction_threshold * model.context_window as f64;
         let prompt = |usage: &crate::store::TokenUsage| usage.input + usage.cache_read + usage.cache_creation;
-        if self.summary.is_some() {
-            if let Some(first) = since.iter().find_map(|m| m.usage.as_ref()) {
-                if prompt(first) as f64 >= threshold {
-                    return None;
-                }
-            }
+        if self.summary.is_some()
+            && let Some(first) = since.iter().find_map(|m| m.usage.as_ref())
+            && prompt(first) as f64 >= threshold
+        {
+            return None;
         }
         let position = since.iter().rposition(|m| m.usage.is_some())?;
         let usage = since[position].usage.as_ref()?;
@@ -183,7 +180,8 @@ fn answer_every_call(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
 
 /// How a compaction went.
 pub enum Outcome {
-    Compacted,
+    /// The summary is stored: the marker message, to append to the history in hand.
+    Compacted(Message),
     /// Nothing older than the latest messages to summarize.
     NothingToCompact,
     Failed(String),
@@ -199,21 +197,15 @@ pub struct Compaction<'a> {
 }
 
 /// Summarizes the older part of `history` and stores the marker with the summary.
-pub async fn compact(
-    worker: &Worker,
-    chat: &Chat,
-    history: &[Message],
-    job: Compaction<'_>,
-    cancel: &CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
-) -> Result<Outcome, Stop> {
+pub(super) async fn compact(run: &Run<'_>, history: &[Message], job: Compaction<'_>) -> Result<Outcome, Stop> {
+    let chat = run.chat;
     let view = View::of(history);
     let older = view.older();
     let Some(last) = older.last() else { return Ok(Outcome::NothingToCompact) };
     tracing::info!(trigger = ?job.trigger, prompt_tokens = job.prompt_tokens, messages = older.len(), "compacting the chat's history");
-    let channel = worker.service.hub.channel(&chat.id);
-    channel.lock().await.emit(&worker.service.store, EventBody::Compacting { trigger: job.trigger }).await?;
-    let outcome = summarize_older(worker, &view, older, &job, cancel, reason).await;
+    let channel = run.services().chats.hub.channel(&chat.id);
+    channel.lock().await.emit(&run.services().chats.store, EventBody::Compacting { trigger: job.trigger }).await?;
+    let outcome = summarize_older(run, &view, older, &job).await;
     let (summary, usage) = match outcome {
         Ok(Ok(done)) => done,
         other => {
@@ -231,20 +223,18 @@ pub async fn compact(
         trigger: job.trigger,
     };
     let usage = crate::catalog::charge(&job.model.record.pricing, &usage);
-    store_message(worker, chat, ROLE, &[marker], Some(&job.model.record.name), Some(usage)).await?;
-    Ok(Outcome::Compacted)
+    let stored = run.store_message(ROLE, &[marker], Some(&job.model.record.name), Some(usage)).await?;
+    Ok(Outcome::Compacted(stored))
 }
 
 /// Asks for the summary of `older` (after the previous summary). When even that is refused as
 /// too long, the oldest half of what is left is given up on, at most three times: a summary of
 /// the recent part beats a chat that cannot go on.
 async fn summarize_older(
-    worker: &Worker,
+    run: &Run<'_>,
     view: &View<'_>,
     older: &[&Message],
     job: &Compaction<'_>,
-    cancel: &CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
 ) -> Result<Result<(String, Usage), String>, Stop> {
     let mut start = 0;
     for _ in 0..4 {
@@ -260,7 +250,7 @@ async fn summarize_older(
         }
         messages.push(PromptMessage { role: Role::User, content: vec![MessagePart::text(instruction)] });
         let request = ModelRequest { messages, tools_disabled: true, ..job.request.clone() };
-        match summarize(worker, job.model, request, cancel, reason).await? {
+        match summarize(run, job.model, request).await? {
             Ok(done) => return Ok(Ok(done)),
             Err(Failure::TooLong(why)) => {
                 // Start the rest at a user or assistant message: tool results need their calls.
@@ -283,13 +273,13 @@ async fn summarize_older(
 /// Cuts long tool results to their head and tail.
 fn shrink_tool_results(messages: &mut [PromptMessage]) {
     for part in messages.iter_mut().flat_map(|m| m.content.iter_mut()) {
-        if let MessagePart::ToolResult { result: serde_json::Value::String(text), .. } = part {
-            if text.chars().count() > SHRUNK_RESULT_CHARS {
-                let head: String = text.chars().take(SHRUNK_RESULT_CHARS / 2).collect();
-                let tail: Vec<char> = text.chars().rev().take(SHRUNK_RESULT_CHARS / 2).collect();
-                let tail: String = tail.into_iter().rev().collect();
-                *text = format!("{head}\n[... cut to fit the context window ...]\n{tail}");
-            }
+        if let MessagePart::ToolResult { result: serde_json::Value::String(text), .. } = part
+            && text.chars().count() > SHRUNK_RESULT_CHARS
+        {
+            let head: String = text.chars().take(SHRUNK_RESULT_CHARS / 2).collect();
+            let tail: Vec<char> = text.chars().rev().take(SHRUNK_RESULT_CHARS / 2).collect();
+            let tail: String = tail.into_iter().rev().collect();
+            *text = format!("{head}\n[... cut to fit the context window ...]\n{tail}");
         }
     }
 }
@@ -303,65 +293,51 @@ enum Failure {
 
 /// Asks the model for the summary, trying again on failures worth it.
 async fn summarize(
-    worker: &Worker,
+    run: &Run<'_>,
     model: &Resolved,
     request: ModelRequest,
-    cancel: &CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
 ) -> Result<Result<(String, Usage), Failure>, Stop> {
-    let policy = worker.settings.retry;
-    let mut attempt = 1;
+    let mut attempts = stream_with_retry(model.client.clone(), request, run.context.retry);
+    let mut text = String::new();
+    let mut usage = Usage::default();
+    let mut finish = None;
     loop {
-        let mut stream = model.client.stream(request.clone());
-        let mut text = String::new();
-        let mut usage = Usage::default();
-        let mut finish = None;
-        let error = loop {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(stop_reason(reason)),
-                next = stream.next() => next,
-            };
-            match next {
-                None => {
-                    let summary = text.trim();
-                    if summary.is_empty() {
-                        return Ok(Err(Failure::Other(format!(
-                            "model `{}` answered the summary request without text",
-                            model.record.name
-                        ))));
-                    }
-                    // A summary cut short loses its end: the next steps the model is to go on with.
-                    if finish == Some(FinishReason::Length) {
-                        return Ok(Err(Failure::Other(format!(
-                            "model `{}` ran out of output tokens while summarizing; raise the model's `max_output_tokens`",
-                            model.record.name
-                        ))));
-                    }
-                    return Ok(Ok((summary.to_string(), usage)));
-                }
-                Some(Ok(StreamEvent::Text(piece))) => text.push_str(&piece),
-                Some(Ok(StreamEvent::Usage(more))) => usage.merge(more),
-                Some(Ok(StreamEvent::Finish(reason))) => finish = Some(reason),
-                Some(Ok(_)) => {}
-                Some(Err(error)) => break error,
-            }
-        };
-        if error.kind == ErrorKind::ContextTooLong {
-            return Ok(Err(Failure::TooLong(format!("the summary request failed: {error}"))));
-        }
-        let delay = policy.delay(attempt, error.retry_after);
-        if !error.kind.retryable() || attempt >= policy.max_attempts || delay > crate::llm::retry::LONGEST_RETRY_AFTER {
-            return Ok(Err(Failure::Other(format!("the summary request failed: {error}"))));
-        }
-        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "summary request failed; retrying");
-        tokio::select! {
+        let next = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(stop_reason(reason)),
-            _ = tokio::time::sleep(delay) => {}
+            _ = run.handle.stopped() => return Err(run.stopped()),
+            next = attempts.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Ok(Attempted::Event(StreamEvent::Text(piece)))) => text.push_str(&piece),
+            Some(Ok(Attempted::Event(StreamEvent::Usage(more)))) => usage.merge(more),
+            Some(Ok(Attempted::Event(StreamEvent::Finish(reason)))) => finish = Some(reason),
+            Some(Ok(Attempted::Event(_))) => {}
+            // A summary is not streamed to clients: a failed attempt's text is simply dropped.
+            Some(Ok(Attempted::Retrying { .. })) => (text, usage, finish) = (String::new(), Usage::default(), None),
+            Some(Err(GaveUp { error, .. })) if error.kind == ErrorKind::ContextTooLong => {
+                return Ok(Err(Failure::TooLong(format!("the summary request failed: {error}"))));
+            }
+            Some(Err(GaveUp { error, .. })) => {
+                return Ok(Err(Failure::Other(format!("the summary request failed: {error}"))));
+            }
         }
-        attempt += 1;
     }
+    let summary = text.trim();
+    if summary.is_empty() {
+        return Ok(Err(Failure::Other(format!(
+            "model `{}` answered the summary request without text",
+            model.record.name
+        ))));
+    }
+    // A summary cut short loses its end: the next steps the model is to go on with.
+    if finish == Some(FinishReason::Length) {
+        return Ok(Err(Failure::Other(format!(
+            "model `{}` ran out of output tokens while summarizing; raise the model's `max_output_tokens`",
+            model.record.name
+        ))));
+    }
+    Ok(Ok((summary.to_string(), usage)))
 }
 
 #[cfg(test)]

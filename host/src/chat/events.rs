@@ -281,10 +281,11 @@ impl ChannelGuard<'_> {
         let seq = self.next_seq(store).await?;
         let status_change = matches!(body, EventBody::Status { .. });
         self.publish(ChatEvent { seq, body });
-        if status_change && self.channel.watch.receiver_count() > 0 {
-            if let Some(chat) = store.chat(&self.channel.chat_id).await? {
-                let _ = self.channel.watch.send(WatchEvent::StatusChange { chat });
-            }
+        if status_change
+            && self.channel.watch.receiver_count() > 0
+            && let Some(chat) = store.chat(&self.channel.chat_id).await?
+        {
+            let _ = self.channel.watch.send(WatchEvent::StatusChange { chat });
         }
         Ok(seq)
     }

@@ -5,6 +5,8 @@ mod compaction;
 pub mod events;
 pub mod parts;
 pub mod prompt;
+pub mod run;
+pub mod runs;
 pub mod service;
 pub mod title;
 mod turn;

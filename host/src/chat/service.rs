@@ -1,15 +1,14 @@
 //! What the API and the worker both do to chats: send, queue, interrupt, and the registry of
 //! runs in this process.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::events::{ChannelGuard, EventBody, EventHub, WatchEvent};
 use super::parts::MessagePart;
+use super::runs::{Runs, StopReason};
 use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError};
 
 /// What to do with a message sent while the chat is busy.
@@ -38,69 +37,6 @@ pub enum SendError {
     QueueFull(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Why a run was asked to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Interrupt,
-    Shutdown,
-    /// The chat was taken from the run (its history was edited): store nothing more.
-    Superseded,
-}
-
-/// Cancellation handles of the runs in this process.
-#[derive(Default)]
-pub struct Runs {
-    runs: Mutex<HashMap<String, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>>,
-}
-
-impl Runs {
-    pub(crate) fn register(&self, chat_id: &str) -> (CancellationToken, Arc<Mutex<Option<StopReason>>>) {
-        let entry = (CancellationToken::new(), Arc::new(Mutex::new(None)));
-        self.lock().insert(chat_id.to_string(), entry.clone());
-        entry
-    }
-
-    /// Forgets the run `register` returned `run` for, and not a newer run of the same chat
-    /// (which the worker may have started once this one settled the chat).
-    pub(crate) fn finish(&self, chat_id: &str, run: &Arc<Mutex<Option<StopReason>>>) {
-        let mut runs = self.lock();
-        if runs.get(chat_id).is_some_and(|(_, registered)| Arc::ptr_eq(registered, run)) {
-            runs.remove(chat_id);
-        }
-    }
-
-    pub(crate) fn stop(&self, chat_id: &str, reason: StopReason) {
-        if let Some((token, why)) = self.lock().get(chat_id) {
-            *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-            token.cancel();
-        }
-    }
-
-    pub(crate) fn stop_all(&self, reason: StopReason) {
-        let ids: Vec<String> = self.lock().keys().cloned().collect();
-        for id in ids {
-            self.stop(&id, reason);
-        }
-    }
-
-    pub fn running(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether this process runs the chat's turn (perhaps still winding it up).
-    pub(crate) fn contains(&self, chat_id: &str) -> bool {
-        self.lock().contains_key(chat_id)
-    }
-
-    pub(crate) fn ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, Arc<Mutex<Option<StopReason>>>)>> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Shared by the API and the worker.
@@ -310,7 +246,7 @@ mod tests {
         let (chat, _) = store.create_chat(new).await.unwrap();
         let service = ChatService::new(store.clone());
         assert!(store.acquire_chat("worker-1").await.unwrap().is_some());
-        let (_, run) = service.runs.register(&chat.id);
+        let run = service.runs.register(&chat.id);
 
         service.interrupt(&chat.id).await.unwrap();
         let interrupted = store.chat(&chat.id).await.unwrap().unwrap();

@@ -10,69 +10,49 @@ use tracing::Instrument;
 use super::compaction::{self, Compaction, Outcome, View};
 use super::events::{DiscardReason, EventBody, PartDelta};
 use super::parts::{CompactionTrigger, MessagePart};
-use super::service::StopReason;
-use super::worker::Worker;
+use super::run::{Run, RunContext, Stop};
 use crate::capabilities::ChatServices;
 use crate::catalog::Resolved;
+use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
 use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
-use crate::store::{Chat, ChatStatus, Denial, Message, StoreError, TokenUsage};
+use crate::store::{Chat, ChatStatus, Denial, Message, StoreError};
 use crate::workspace::ChatScope;
 use std::sync::Arc;
 
-/// How a turn ended, when it did not simply finish.
-pub(super) enum Stop {
-    Interrupted,
-    Shutdown,
-    /// Another worker owns the chat now; this run must not touch it.
-    LostOwnership,
-    Failed(String),
-    /// The provider refused the prompt as too long for the model: compacting may cure it.
-    ContextTooLong(String),
-    /// The database failed: the turn could not be stored or read.
-    Store(StoreError),
-}
-
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Stop {
-        Stop::Store(e)
-    }
-}
-
-pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
+pub(super) async fn run_chat(context: &RunContext, chat: Chat) {
     let span = tracing::info_span!("turn", chat_id = %chat.id);
     async {
-        let (cancel, reason) = worker.service.runs.register(&chat.id);
-        if let Err(e) = begin(worker, &chat).await {
+        let runs = &context.services.chats.runs;
+        let handle = runs.register(&chat.id);
+        let run = &Run { context, chat: &chat, handle: &handle };
+        if let Err(e) = begin(run).await {
             tracing::warn!(error = %e, "could not announce the turn");
         }
-        // The turn watches `cancel` itself, so that an interrupt keeps what was streamed.
-        let outcome = turn(worker, &chat, &cancel, &reason).await;
-        match outcome {
-            Ok(()) | Err(Stop::Interrupted) => record(&reason, "finish the turn", || finish(worker, &chat)).await,
+        // The turn watches its handle itself, so that an interrupt keeps what was streamed.
+        match turn(run).await {
+            Ok(()) | Err(Stop::Interrupted) => record(run, "finish the turn", || finish(run)).await,
             // Interrupted, then shut down before the end: the interrupt's queued message runs
             // next, as it would have; a turn cut off while running goes back to pending.
-            Err(Stop::Shutdown) if interrupted(worker, &chat).await => {
-                record(&reason, "finish the turn", || finish(worker, &chat)).await
-            }
+            Err(Stop::Shutdown) if interrupted(run).await => record(run, "finish the turn", || finish(run)).await,
             Err(Stop::Shutdown) => {
-                if let Err(e) = hand_back(worker, &chat).await {
+                if let Err(e) = hand_back(run).await {
                     tracing::warn!(error = %e, "could not hand the chat back on shutdown");
                 }
             }
             Err(Stop::LostOwnership) => {}
             Err(Stop::Failed(message)) | Err(Stop::ContextTooLong(message)) => {
-                record(&reason, "record the failed turn", || fail(worker, &chat, &message)).await
+                record(run, "record the failed turn", || fail(run, &message)).await
             }
             Err(Stop::Store(error)) => {
                 tracing::error!(error = %error, "the database failed mid-turn");
-                record(&reason, "record the database failure", || after_store_failure(worker, &chat, &error)).await
+                record(run, "record the database failure", || after_store_failure(run, &error)).await
             }
         }
         // Only now: until the chat is settled, a message sent to it waits in its queue (see
         // `ChatService::winding_up`), and the worker heartbeats it.
-        worker.service.runs.finish(&chat.id, &reason);
+        runs.finish(&chat.id, &handle);
     }
     .instrument(span)
     .await
@@ -81,10 +61,10 @@ pub(super) async fn run_chat(worker: &Worker, chat: Chat) {
 /// Tries to record how a turn ended until the database takes it, backing off (up to a second
 /// between tries, so that a chat is settled within seconds of the database coming back). Gives
 /// up when the server shuts down (the chat is handed back then) or the chat is taken away.
-async fn record<F, Fut>(reason: &std::sync::Mutex<Option<StopReason>>, what: &str, mut attempt: F)
+async fn record<F, Fut>(run: &Run<'_>, what: &str, mut attempt: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
+    Fut: Future<Output = Result<(), StoreError>>,
 {
     let mut delay = std::time::Duration::from_millis(100);
     loop {
@@ -92,7 +72,7 @@ where
             Ok(()) => return,
             Err(error) => error,
         };
-        if matches!(stop_reason(reason), Stop::Shutdown | Stop::LostOwnership) {
+        if matches!(run.stopped(), Stop::Shutdown | Stop::LostOwnership) {
             tracing::warn!(error = %error, "could not {what}; the server is stopping, so the chat is left to recovery");
             return;
         }
@@ -104,9 +84,10 @@ where
 
 /// Announces a run: a run cut off before (by a crash or a shutdown) left parts its clients
 /// still show, which they drop first; then the chat is running.
-async fn begin(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
+async fn begin(run: &Run<'_>) -> Result<(), StoreError> {
+    let chat = run.chat;
+    let store = &run.services().chats.store;
+    let channel = run.services().chats.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
     if store.take_cut_off(&chat.id).await? {
         let why = "the server that ran this chat stopped before it stored what it streamed; drop those parts, the step runs again";
@@ -118,16 +99,17 @@ async fn begin(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
 
 /// On shutdown: clients drop the parts of the step under way, and the chat goes back to
 /// pending, marked cut off, for the next server (or this one restarted) to run again.
-async fn hand_back(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
+async fn hand_back(run: &Run<'_>) -> Result<(), StoreError> {
+    let chat = run.chat;
+    let store = &run.services().chats.store;
+    let channel = run.services().chats.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
     if guard.has_parts_in_flight() {
         let why =
             "this server is shutting down before it stored this step; drop its parts, the next server runs it again";
         guard.discard(store, DiscardReason::CutOff, why.into()).await?;
     }
-    if store.settle(&chat.id, &worker.id, ChatStatus::Pending, None, true).await? {
+    if store.settle(&chat.id, &run.context.worker_id, ChatStatus::Pending, None, true).await? {
         guard.emit(store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
     }
     Ok(())
@@ -136,9 +118,10 @@ async fn hand_back(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
 /// The database failed mid-turn, and is answering again. When it was unavailable the turn
 /// goes back to pending and runs on; when it refused the write, the chat ends in `error`.
 /// Either way clients first drop the parts that were not stored.
-async fn after_store_failure(worker: &Worker, chat: &Chat, error: &StoreError) -> Result<(), StoreError> {
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
+async fn after_store_failure(run: &Run<'_>, error: &StoreError) -> Result<(), StoreError> {
+    let chat = run.chat;
+    let store = &run.services().chats.store;
+    let channel = run.services().chats.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
     let last_error = (!error.is_unavailable())
         .then(|| format!("the database failed while storing the turn ({error}); send a message to try again"));
@@ -147,7 +130,7 @@ async fn after_store_failure(worker: &Worker, chat: &Chat, error: &StoreError) -
         let why = format!("the database could not store this step ({error}); drop its parts");
         guard.discard(store, DiscardReason::NotStored, why).await?;
     }
-    if !store.settle(&chat.id, &worker.id, status, last_error.as_deref(), true).await? {
+    if !store.settle(&chat.id, &run.context.worker_id, status, last_error.as_deref(), true).await? {
         return Ok(());
     }
     if let Some(message) = &last_error {
@@ -155,17 +138,9 @@ async fn after_store_failure(worker: &Worker, chat: &Chat, error: &StoreError) -
     }
     guard.emit(store, EventBody::Status { status, last_error }).await?;
     if status == ChatStatus::Pending {
-        worker.service.wake.notify_one();
+        run.services().chats.wake.notify_one();
     }
     Ok(())
-}
-
-pub(super) fn stop_reason(reason: &std::sync::Mutex<Option<StopReason>>) -> Stop {
-    match *reason.lock().unwrap_or_else(|p| p.into_inner()) {
-        Some(StopReason::Shutdown) => Stop::Shutdown,
-        Some(StopReason::Superseded) => Stop::LostOwnership,
-        Some(StopReason::Interrupt) | None => Stop::Interrupted,
-    }
 }
 
 /// The parts of the assistant message being streamed.
@@ -275,17 +250,13 @@ impl Step {
     }
 }
 
-async fn turn(
-    worker: &Worker,
-    chat: &Chat,
-    cancel: &tokio_util::sync::CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
-) -> Result<(), Stop> {
-    let store = &worker.service.store;
-    let model = worker.catalog.resolve(chat.model.as_deref()).await.map_err(|e| Stop::Failed(e.to_string()))?;
+async fn turn(run: &Run<'_>) -> Result<(), Stop> {
+    let chat = run.chat;
+    let store = &run.services().chats.store;
+    let model = run.services().catalog.resolve(chat.model.as_deref()).await.map_err(|e| Stop::Failed(e.to_string()))?;
     let model_name = model.record.name.clone();
-    let principal = worker.policy.principal(chat, &model_name).await?;
-    let files_root = chat_files_root(worker, &chat.id).await;
+    let principal = run.services().policy.principal(chat, &model_name).await?;
+    let files_root = chat_files_root(run, &chat.id).await;
     let system = super::prompt::system_prompt(store, chat, files_root.as_ref()).await?;
     let base = ModelRequest {
         model: model.record.model.clone(),
@@ -294,30 +265,33 @@ async fn turn(
         thinking_budget: model.record.thinking_budget.map(|n| n as u32),
         ..ModelRequest::default()
     };
-    answer_calls_cut_off_by_a_restart(worker, chat, &principal, cancel, reason).await?;
-    for step_number in 0..worker.settings.max_steps {
-        let history = store.messages(&chat.id, 0).await?;
+    // Read once: while this worker owns the chat only its run adds messages (a message sent
+    // meanwhile waits in the queue; an edit takes the chat away), so each stored message is
+    // appended here instead of reading the history again at every step.
+    let mut history = store.messages(&chat.id, 0).await?;
+    answer_calls_cut_off_by_a_restart(run, &principal, &mut history).await?;
+    for step_number in 0..run.context.max_steps {
         if step_number == 0 && chat.kind == ChatKind::Root && history.len() == 1 {
             super::title::spawn(
-                worker.service.clone(),
-                worker.catalog.clone(),
+                run.services().chats.clone(),
+                run.services().catalog.clone(),
                 chat.clone(),
                 history[0].content.clone(),
             );
         }
         // The policy in force now (an admin may have changed it since the last step) decides
         // which tools the model is told about.
-        let policy = worker.policy.refresh().await?;
+        let policy = run.services().policy.refresh().await?;
         let visible = policy.rules.visible_tools(&principal);
-        let tools = worker.runtime.tools().filter(|t| visible.contains(&t.name)).cloned().collect();
+        let tools = run.services().runtime.tools().filter(|t| visible.contains(&t.name)).cloned().collect();
         let request = ModelRequest { tools, ..base.clone() };
-        let step = step_with_compaction(worker, chat, &model, &request, history, cancel, reason).await?;
+        let step = step_with_compaction(run, &model, &request, &mut history).await?;
         let finish = step.finish;
         let usage = step.usage;
         let parts = step.into_parts();
         let calls = tool_calls_of(&parts);
         let token_usage = crate::catalog::charge(&model.record.pricing, &usage);
-        store_message(worker, chat, "assistant", &parts, Some(&model_name), Some(token_usage)).await?;
+        history.push(run.store_message("assistant", &parts, Some(&model_name), Some(token_usage)).await?);
         // Some local servers end a tool-calling answer with "stop": the calls decide, not the
         // reason. A paused answer (Anthropic `pause_turn`) continues by being sent back.
         if calls.is_empty() {
@@ -327,13 +301,13 @@ async fn turn(
             return Ok(());
         }
         let if_interrupted = error_results(&calls, INTERRUPTED_CALL);
-        let caller = Caller { worker, chat, principal: &principal, policy: &policy, visible: &visible };
-        let results = run_tools_until_stopped(&caller, &calls, &if_interrupted, cancel, reason).await?;
-        store_message(worker, chat, "tool", &results, None, None).await?;
+        let caller = Caller { run, principal: &principal, policy: &policy, visible: &visible };
+        let results = run_tools_until_stopped(&caller, &calls, &if_interrupted).await?;
+        history.push(run.store_message("tool", &results, None, None).await?);
     }
     Err(Stop::Failed(format!(
         "the turn reached its limit of {} model calls; send a message to continue",
-        worker.settings.max_steps
+        run.context.max_steps
     )))
 }
 
@@ -373,15 +347,14 @@ async fn run_tools_until_stopped(
     caller: &Caller<'_>,
     calls: &[(String, String, Value)],
     if_interrupted: &[MessagePart],
-    cancel: &tokio_util::sync::CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
 ) -> Result<Vec<MessagePart>, Stop> {
+    let run = caller.run;
     tokio::select! {
         biased;
-        _ = cancel.cancelled() => {
-            let stop = stop_reason(reason);
+        _ = run.handle.stopped() => {
+            let stop = run.stopped();
             if matches!(stop, Stop::Interrupted) {
-                store_message(caller.worker, caller.chat, "tool", if_interrupted, None, None).await?;
+                run.store_message("tool", if_interrupted, None, None).await?;
             }
             Err(stop)
         }
@@ -394,20 +367,17 @@ async fn run_tools_until_stopped(
 /// idempotent, such as waiting for subagents) run again; the model is told that the others may
 /// or may not have taken effect.
 async fn answer_calls_cut_off_by_a_restart(
-    worker: &Worker,
-    chat: &Chat,
+    run: &Run<'_>,
     principal: &Principal,
-    cancel: &tokio_util::sync::CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
+    history: &mut Vec<Message>,
 ) -> Result<(), Stop> {
-    let history = worker.service.store.messages(&chat.id, 0).await?;
     let Some(last) = history.last().filter(|m| m.role == "assistant") else { return Ok(()) };
     let calls = tool_calls_of(&last.content);
     if calls.is_empty() {
         return Ok(());
     }
     let repeatable = |tool: &str| {
-        worker.runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
+        run.services().runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
     };
     let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
     tracing::warn!(
@@ -424,13 +394,13 @@ async fn answer_calls_cut_off_by_a_restart(
             .filter_map(|(_, tool, _)| if repeatable(tool) { repeated.next() } else { cut_off.next() })
             .collect::<Vec<_>>()
     };
-    let policy = worker.policy.refresh().await?;
+    let policy = run.services().policy.refresh().await?;
     let visible = policy.rules.visible_tools(principal);
     let if_interrupted = in_order(error_results(&again, INTERRUPTED_CALL));
-    let caller = Caller { worker, chat, principal, policy: &policy, visible: &visible };
-    let repeated = run_tools_until_stopped(&caller, &again, &if_interrupted, cancel, reason).await?;
+    let caller = Caller { run, principal, policy: &policy, visible: &visible };
+    let repeated = run_tools_until_stopped(&caller, &again, &if_interrupted).await?;
     let results = in_order(repeated);
-    store_message(worker, chat, "tool", &results, None, None).await?;
+    history.push(run.store_message("tool", &results, None, None).await?);
     Ok(())
 }
 
@@ -438,34 +408,30 @@ async fn answer_calls_cut_off_by_a_restart(
 /// the model's threshold, and compacted then tried once more when the provider refuses the
 /// prompt as too long.
 async fn step_with_compaction(
-    worker: &Worker,
-    chat: &Chat,
+    run: &Run<'_>,
     model: &Resolved,
     request: &ModelRequest,
-    mut history: Vec<Message>,
-    cancel: &tokio_util::sync::CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
+    history: &mut Vec<Message>,
 ) -> Result<Step, Stop> {
-    let store = &worker.service.store;
-    if let Some(prompt_tokens) = View::of(&history).compaction_due(&model.record) {
+    if let Some(prompt_tokens) = View::of(history).compaction_due(&model.record) {
         let job = Compaction { model, request, trigger: CompactionTrigger::Threshold, prompt_tokens };
-        match compaction::compact(worker, chat, &history, job, cancel, reason).await? {
-            Outcome::Compacted => history = store.messages(&chat.id, 0).await?,
+        match compaction::compact(run, history, job).await? {
+            Outcome::Compacted(marker) => history.push(marker),
             Outcome::NothingToCompact => {}
             // Past the threshold the prompt still fits: go on uncompacted and try next step.
             Outcome::Failed(why) => tracing::warn!(error = %why, "compaction failed; the step goes on without it"),
         }
     }
-    let view = View::of(&history);
+    let view = View::of(history);
     let first = ModelRequest { messages: view.prompt(), ..request.clone() };
-    let refused = match call_model(worker, chat, model, first, cancel, reason).await {
+    let refused = match call_model(run, model, first).await {
         Err(Stop::ContextTooLong(refused)) => refused,
         other => return other,
     };
     let prompt_tokens = view.estimated_tokens(request.system.as_deref().unwrap_or(""));
     let job = Compaction { model, request, trigger: CompactionTrigger::ContextTooLong, prompt_tokens };
-    match compaction::compact(worker, chat, &history, job, cancel, reason).await? {
-        Outcome::Compacted => {}
+    match compaction::compact(run, history, job).await? {
+        Outcome::Compacted(marker) => history.push(marker),
         Outcome::NothingToCompact => {
             return Err(Stop::Failed(format!(
                 "{refused}; there is no older history to summarize: send a shorter message, start a new chat or choose a model with a larger context window"
@@ -477,9 +443,8 @@ async fn step_with_compaction(
             )));
         }
     }
-    let history = store.messages(&chat.id, 0).await?;
-    let retry = ModelRequest { messages: View::of(&history).prompt(), ..request.clone() };
-    call_model(worker, chat, model, retry, cancel, reason).await.map_err(|stop| match stop {
+    let retry = ModelRequest { messages: View::of(history).prompt(), ..request.clone() };
+    call_model(run, model, retry).await.map_err(|stop| match stop {
         Stop::ContextTooLong(refused) => Stop::Failed(format!("{refused}, even after compacting the conversation; start a new chat or choose a model with a larger context window")),
         other => other,
     })
@@ -487,79 +452,57 @@ async fn step_with_compaction(
 
 /// One model call, streamed to clients, tried again on failures worth retrying. Returns the
 /// finished step; on a failure that ends the turn, what was streamed is stored once.
-async fn call_model(
-    worker: &Worker,
-    chat: &Chat,
-    model: &Resolved,
-    request: ModelRequest,
-    cancel: &tokio_util::sync::CancellationToken,
-    reason: &std::sync::Mutex<Option<StopReason>>,
-) -> Result<Step, Stop> {
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
-    let policy = worker.settings.retry;
-    let mut attempt = 1;
+async fn call_model(run: &Run<'_>, model: &Resolved, request: ModelRequest) -> Result<Step, Stop> {
+    let store = &run.services().chats.store;
+    let channel = run.services().chats.hub.channel(&run.chat.id);
+    let mut attempts = stream_with_retry(model.client.clone(), request, run.context.retry);
+    let mut step = Step::default();
     loop {
-        let mut stream = model.client.stream(request.clone());
-        let mut step = Step::default();
-        let error = loop {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    let stop = stop_reason(reason);
-                    if matches!(stop, Stop::Interrupted) {
-                        store_partial(worker, chat, step).await?;
-                    }
-                    return Err(stop);
-                }
-                next = stream.next() => next,
-            };
-            match next {
-                None => return Ok(step),
-                Some(Ok(event)) => {
-                    if let Some(part) = step.apply(event) {
-                        let mut guard = channel.lock().await;
-                        guard.emit(store, EventBody::MessagePart { part }).await?;
-                    }
-                }
-                Some(Err(error)) => break error,
-            }
-        };
-        // A cut connection after output is not retried (the contract: the output stays,
-        // once); a provider error mid-answer is, and the partial output is dropped.
-        let retryable = error.kind.retryable() && !(error.kind == ErrorKind::Dropped && step.has_output());
-        let delay = policy.delay(attempt, error.retry_after);
-        if error.kind == ErrorKind::ContextTooLong && !step.has_output() {
-            return Err(Stop::ContextTooLong(error.to_string()));
-        }
-        if !retryable || !policy.allows_another(attempt, error.kind) || delay > crate::llm::retry::LONGEST_RETRY_AFTER {
-            store_partial(worker, chat, step).await?;
-            return Err(Stop::Failed(give_up_message(&error, attempt, retryable)));
-        }
-        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "model call failed; retrying");
-        {
-            let mut guard = channel.lock().await;
-            let discarded_output = step.has_output();
-            if discarded_output {
-                guard.clear_in_flight();
-            }
-            let retrying_at = crate::store::now_ms() + delay.as_millis() as i64;
-            let body = EventBody::Retry {
-                attempt,
-                delay_ms: delay.as_millis() as u64,
-                error: error.message.clone(),
-                error_kind: error.kind,
-                retrying_at,
-                discarded_output,
-            };
-            guard.emit(store, body).await?;
-        }
-        tokio::select! {
+        let next = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(stop_reason(reason)),
-            _ = tokio::time::sleep(delay) => {}
+            _ = run.handle.stopped() => {
+                let stop = run.stopped();
+                if matches!(stop, Stop::Interrupted) {
+                    store_partial(run, step).await?;
+                }
+                return Err(stop);
+            }
+            next = attempts.next() => next,
+        };
+        match next {
+            None => return Ok(step),
+            Some(Ok(Attempted::Event(event))) => {
+                if let Some(part) = step.apply(event) {
+                    let mut guard = channel.lock().await;
+                    guard.emit(store, EventBody::MessagePart { part }).await?;
+                }
+            }
+            Some(Ok(Attempted::Retrying { attempt, delay, error, discarded_output })) => {
+                // A provider error mid-answer is retried, and clients drop what it streamed.
+                let mut guard = channel.lock().await;
+                if discarded_output {
+                    guard.clear_in_flight();
+                }
+                let body = EventBody::Retry {
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    error: error.message,
+                    error_kind: error.kind,
+                    retrying_at: crate::store::now_ms() + delay.as_millis() as i64,
+                    discarded_output,
+                };
+                guard.emit(store, body).await?;
+                step = Step::default();
+            }
+            Some(Err(GaveUp { error, .. })) if error.kind == ErrorKind::ContextTooLong && !step.has_output() => {
+                return Err(Stop::ContextTooLong(error.to_string()));
+            }
+            // A cut connection after output is not retried: what arrived stays, once.
+            Some(Err(GaveUp { error, attempts, retryable })) => {
+                store_partial(run, step).await?;
+                return Err(Stop::Failed(give_up_message(&error, attempts, retryable)));
+            }
         }
-        attempt += 1;
     }
 }
 
@@ -576,8 +519,7 @@ fn give_up_message(error: &LlmError, attempts: u32, retryable: bool) -> String {
 
 /// Who makes a step's tool calls, and under which policy.
 struct Caller<'a> {
-    worker: &'a Worker,
-    chat: &'a Chat,
+    run: &'a Run<'a>,
     principal: &'a Principal,
     policy: &'a Arc<ActivePolicy>,
     /// The tools the chat was told about.
@@ -587,10 +529,11 @@ struct Caller<'a> {
 /// Runs a step's tool calls concurrently; results come back in call order. Each call is checked
 /// against the policy again, since a model may call a tool it was not told about.
 async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Vec<MessagePart> {
-    let Caller { worker, chat, principal, policy, visible } = *caller;
+    let Caller { run, principal, policy, visible } = *caller;
+    let chat = run.chat;
     let access = ChatServices {
-        workspaces: worker.workspaces.clone(),
-        agents: worker.agents.clone(),
+        workspaces: run.services().workspaces.clone(),
+        agents: run.services().agents.clone(),
         scope: ChatScope {
             chat_id: chat.id.clone(),
             root_chat_id: chat.root_chat_id.clone(),
@@ -601,12 +544,12 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
     let runs = calls.iter().map(|(id, name, args)| {
         let access = access.clone();
         async move {
-            let denied = denial(worker, principal, policy, visible, name);
+            let denied = denial(run, principal, policy, visible, name);
             let (result, is_error) = match (denied, args) {
                 (Some(message), _) => (message, true),
                 (None, Value::Object(_)) => {
                     // Looked up per call: an earlier call of this step may have made it.
-                    let workspace = chat_files_root(worker, &chat.id).await;
+                    let workspace = chat_files_root(run, &chat.id).await;
                     let request = CallRequest {
                         tool: name.clone(),
                         arguments: args.clone(),
@@ -620,10 +563,10 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
                         },
                         workspace,
                         chat: Some(access),
-                        grants: Some(worker.policy.grants(policy, principal, name)),
+                        grants: Some(run.services().policy.grants(policy, principal, name)),
                         progress: None,
                     };
-                    match worker.runtime.call(request).await {
+                    match run.services().runtime.call(request).await {
                         Ok(output) => (output_text(&output), output.is_error),
                         Err(error) => (error.to_string(), true),
                     }
@@ -645,9 +588,9 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
 }
 
 /// Where the files of the chat's workspace are on this machine, if it has a workspace.
-async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<crate::workspace::confined::WorkspaceRoot> {
-    match worker.workspaces.of_chat(chat_id).await {
-        Ok(Some(workspace)) => worker.workspaces.files_root(&workspace),
+async fn chat_files_root(run: &Run<'_>, chat_id: &str) -> Option<crate::workspace::confined::WorkspaceRoot> {
+    match run.services().workspaces.of_chat(chat_id).await {
+        Ok(Some(workspace)) => run.services().workspaces.files_root(&workspace),
         Ok(None) => None,
         Err(e) => {
             tracing::error!(chat_id, error = %e, "cannot look up the chat's workspace");
@@ -660,13 +603,13 @@ async fn chat_files_root(worker: &Worker, chat_id: &str) -> Option<crate::worksp
 /// runs only if the chat was told of the tool this step and `call_tool` permits it. Tools no
 /// plugin offers are left to the runtime, which names the closest one.
 fn denial(
-    worker: &Worker,
+    run: &Run<'_>,
     principal: &Principal,
     policy: &ActivePolicy,
     visible: &BTreeSet<String>,
     tool: &str,
 ) -> Option<String> {
-    let installed = worker.runtime.tools().find(|t| t.name == tool)?;
+    let installed = run.services().runtime.tools().find(|t| t.name == tool)?;
     let decision = if visible.contains(tool) {
         policy.rules.decide_tool(principal, Action::CallTool, tool)
     } else {
@@ -678,7 +621,7 @@ fn denial(
         return None;
     }
     tracing::warn!(tool, plugin = %installed.plugin, decided_by = %decision.decided_by, "tool call denied by policy");
-    worker.policy.record(Denial {
+    run.services().policy.record(Denial {
         id: 0,
         chat_id: principal.id.clone(),
         tool: tool.to_string(),
@@ -710,28 +653,9 @@ fn output_text(output: &ToolOutput) -> String {
         .join("\n")
 }
 
-/// Stores a message if this worker still owns the chat, and publishes it.
-pub(super) async fn store_message(
-    worker: &Worker,
-    chat: &Chat,
-    role: &str,
-    parts: &[MessagePart],
-    model: Option<&str>,
-    usage: Option<TokenUsage>,
-) -> Result<Message, Stop> {
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
-    let mut guard = channel.lock().await;
-    let Some(message) = store.insert_message(&chat.id, Some(&worker.id), role, parts, model, usage).await? else {
-        guard.clear_in_flight();
-        return Err(Stop::LostOwnership);
-    };
-    guard.publish_message(&message);
-    Ok(message)
-}
-
 /// Keeps what was streamed of an unfinished step; its tool calls get an "interrupted" result.
-async fn store_partial(worker: &Worker, chat: &Chat, step: Step) -> Result<(), Stop> {
+async fn store_partial(run: &Run<'_>, step: Step) -> Result<(), Stop> {
+    let chat = run.chat;
     let parts = step.into_parts();
     if parts.is_empty() {
         return Ok(());
@@ -748,32 +672,34 @@ async fn store_partial(worker: &Worker, chat: &Chat, step: Step) -> Result<(), S
             _ => None,
         })
         .collect();
-    store_message(worker, chat, "assistant", &parts, chat.model.as_deref(), None).await?;
+    run.store_message("assistant", &parts, chat.model.as_deref(), None).await?;
     if !calls.is_empty() {
-        store_message(worker, chat, "tool", &calls, None, None).await?;
+        run.store_message("tool", &calls, None, None).await?;
     }
     Ok(())
 }
 
 /// The turn is over (finished or interrupted): run the next queued message, or wait.
 /// Whether the chat was interrupted and this worker still owns it.
-async fn interrupted(worker: &Worker, chat: &Chat) -> bool {
-    matches!(worker.service.store.chat_state(&chat.id).await, Ok(Some((ChatStatus::Waiting, Some(owner)))) if owner == worker.id)
+async fn interrupted(run: &Run<'_>) -> bool {
+    let chat = run.chat;
+    matches!(run.services().chats.store.chat_state(&chat.id).await, Ok(Some((ChatStatus::Waiting, Some(owner)))) if owner == run.context.worker_id)
 }
 
-async fn finish(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
-    let service = &worker.service;
+async fn finish(run: &Run<'_>) -> Result<(), StoreError> {
+    let chat = run.chat;
+    let service = &run.services().chats;
     let store = &service.store;
     let channel = service.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
     let Some((status, owner)) = store.chat_state(&chat.id).await? else { return Ok(()) };
-    if owner.as_deref() != Some(worker.id.as_str()) {
+    if owner.as_deref() != Some(run.context.worker_id.as_str()) {
         return Ok(());
     }
     match status {
         ChatStatus::Running | ChatStatus::Waiting => {
             if let Some(next) = store.pop_queued(&chat.id).await? {
-                service.start_turn_with(&mut guard, &chat.id, &next.content, Some(&worker.id)).await?;
+                service.start_turn_with(&mut guard, &chat.id, &next.content, Some(&run.context.worker_id)).await?;
                 service.publish_queue(&mut guard, &chat.id).await?;
             } else {
                 store.set_status(&chat.id, ChatStatus::Waiting, None).await?;
@@ -787,12 +713,13 @@ async fn finish(worker: &Worker, chat: &Chat) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn fail(worker: &Worker, chat: &Chat, message: &str) -> Result<(), StoreError> {
+async fn fail(run: &Run<'_>, message: &str) -> Result<(), StoreError> {
+    let chat = run.chat;
     tracing::warn!(error = message, "turn failed");
-    let store = &worker.service.store;
-    let channel = worker.service.hub.channel(&chat.id);
+    let store = &run.services().chats.store;
+    let channel = run.services().chats.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
-    if !store.settle(&chat.id, &worker.id, ChatStatus::Error, Some(message), false).await? {
+    if !store.settle(&chat.id, &run.context.worker_id, ChatStatus::Error, Some(message), false).await? {
         return Ok(());
     }
     guard.emit(store, EventBody::Error { message: message.to_string() }).await?;

@@ -7,14 +7,12 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::service::{ChatService, StopReason};
+use super::run::{RunContext, RunServices};
+use super::runs::StopReason;
+use super::service::ChatService;
 use super::turn;
-use crate::catalog::Catalog;
 use crate::llm::retry::RetryPolicy;
-use crate::plugins::PluginRuntime;
-use crate::policy::PolicyEngine;
 use crate::store::now_ms;
-use crate::workspace::WorkspaceService;
 
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -51,25 +49,40 @@ impl Default for WorkerSettings {
     }
 }
 
+/// Runs the chats of this process: what it gives each run is its [`RunContext`].
 pub struct Worker {
-    pub id: String,
-    pub service: Arc<ChatService>,
-    pub runtime: Arc<PluginRuntime>,
-    /// Which provider and model serve each chat.
-    pub catalog: Arc<Catalog>,
-    /// Which tools each chat sees and calls, and what they may use.
-    pub policy: Arc<PolicyEngine>,
-    /// Where chats' workspaces are made and their commands run.
-    pub workspaces: Arc<WorkspaceService>,
-    /// Child chats, for the `agents` capability.
-    pub agents: Arc<crate::agents::AgentService>,
+    context: Arc<RunContext>,
     pub settings: WorkerSettings,
 }
 
 impl Worker {
+    /// A worker with a new identity: another replica's, or a restarted server's, is different.
+    pub fn new(services: RunServices, settings: WorkerSettings) -> Arc<Worker> {
+        let context = RunContext {
+            services,
+            worker_id: format!("worker-{}", crate::store::new_id()),
+            retry: settings.retry,
+            max_steps: settings.max_steps,
+        };
+        Arc::new(Worker { context: Arc::new(context), settings })
+    }
+
+    /// Who this worker is to the database (the owner of the chats it runs).
+    pub fn id(&self) -> &str {
+        &self.context.worker_id
+    }
+
+    pub fn services(&self) -> &RunServices {
+        &self.context.services
+    }
+
+    fn chats(&self) -> &ChatService {
+        &self.context.services.chats
+    }
+
     /// Runs until `shutdown` is cancelled, then stops its runs and releases their chats.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let store = &self.service.store;
+        let store = &self.chats().store;
         if self.settings.recover_all_on_start {
             match store.recover_all_running().await {
                 Ok(n) if n > 0 => {
@@ -90,11 +103,11 @@ impl Worker {
         let mut liveness = tokio::time::interval(self.settings.liveness);
         loop {
             // Chats whose turn waits on their subagents do not count: the subagents need the room.
-            while runs.len() < self.settings.max_concurrent_chats + self.runtime.waiting_calls() {
-                match store.acquire_chat(&self.id).await {
+            while runs.len() < self.settings.max_concurrent_chats + self.services().runtime.waiting_calls() {
+                match store.acquire_chat(self.id()).await {
                     Ok(Some(chat)) => {
-                        let worker = self.clone();
-                        runs.spawn(async move { turn::run_chat(&worker, chat).await });
+                        let context = self.context.clone();
+                        runs.spawn(async move { turn::run_chat(&context, chat).await });
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -105,7 +118,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.service.wake.notified() => {}
+                _ = self.chats().wake.notified() => {}
                 _ = tokio::time::sleep(self.settings.poll) => {}
                 Some(_) = runs.join_next(), if !runs.is_empty() => {}
                 _ = heartbeat.tick() => self.heartbeat_all().await,
@@ -113,9 +126,9 @@ impl Worker {
                 _ = liveness.tick() => self.recover_from_dead_workers().await,
             }
         }
-        self.service.runs.stop_all(StopReason::Shutdown);
+        self.chats().runs.stop_all(StopReason::Shutdown);
         while runs.join_next().await.is_some() {}
-        match store.release_worker(&self.id).await {
+        match store.release_worker(self.id()).await {
             Ok(n) if n > 0 => tracing::info!(chats = n, "gave running chats back to pending for the next start"),
             Ok(_) => {}
             Err(e) => {
@@ -128,7 +141,7 @@ impl Worker {
     /// and again until the database gives it; `None` when shut down first.
     async fn hold_lock(&self, shutdown: &CancellationToken) -> Option<Option<crate::store::WorkerLock>> {
         loop {
-            match self.service.store.hold_worker_lock(&self.id).await {
+            match self.chats().store.hold_worker_lock(self.id()).await {
                 Ok(lock) => return Some(lock),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot take this worker's liveness lock; no chat is run until it is held")
@@ -143,8 +156,8 @@ impl Worker {
 
     /// Chats held by workers whose process is gone go back to pending at once.
     async fn recover_from_dead_workers(&self) {
-        let store = &self.service.store;
-        let dead = match store.dead_workers(&self.id).await {
+        let store = &self.chats().store;
+        let dead = match store.dead_workers(self.id()).await {
             Ok(dead) => dead,
             Err(e) => return tracing::warn!(error = %e, "cannot check which workers are alive"),
         };
@@ -152,7 +165,7 @@ impl Worker {
             match store.release_worker(&worker_id).await {
                 Ok(n) if n > 0 => {
                     tracing::warn!(worker_id, chats = n, "took back the chats of a worker whose process is gone");
-                    self.service.wake.notify_one();
+                    self.chats().wake.notify_one();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(worker_id, error = %e, "cannot take back the chats of a dead worker"),
@@ -163,10 +176,10 @@ impl Worker {
     async fn recover(&self) {
         self.recover_from_dead_workers().await;
         let stale_before = now_ms() - self.settings.stale_after.as_millis() as i64;
-        match self.service.store.recover_stale(stale_before).await {
+        match self.chats().store.recover_stale(stale_before).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(chats = ?ids, "recovered chats whose worker stopped heartbeating");
-                self.service.wake.notify_one();
+                self.chats().wake.notify_one();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "stale chat recovery failed"),
@@ -174,12 +187,12 @@ impl Worker {
     }
 
     async fn heartbeat_all(&self) {
-        self.service.hub.sweep();
-        for chat_id in self.service.runs.ids() {
-            match self.service.store.heartbeat(&chat_id, &self.id).await {
+        self.chats().hub.sweep();
+        for chat_id in self.chats().runs.ids() {
+            match self.chats().store.heartbeat(&chat_id, self.id()).await {
                 Ok(true) => {}
                 // Someone else took the chat, or it stopped running: the run stops.
-                Ok(false) => self.service.runs.stop(&chat_id, StopReason::Interrupt),
+                Ok(false) => self.chats().runs.stop(&chat_id, StopReason::Interrupt),
                 Err(e) => tracing::warn!(chat_id, error = %e, "heartbeat failed"),
             }
         }

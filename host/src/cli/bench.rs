@@ -99,31 +99,31 @@ pub(super) async fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<E
         "plugins_loaded": plugins,
         "plugins_from_cache": cached,
     });
-    if args.call.tool == "read_file" {
-        if let Some(workspace) = &args.call.workspace {
-            let native = measure(args.calls, || native::read_file(workspace, &request.arguments).map(drop))
-                .map_err(anyhow::Error::msg)?;
-            native.print("native function call");
-            let exe = std::env::current_exe()?;
-            let spawn = || -> anyhow::Result<()> {
-                let status = Command::new(&exe)
-                    .arg("__native-read-file")
-                    .arg("--workspace")
-                    .arg(workspace)
-                    .arg("--args")
-                    .arg(&args.call.args)
-                    .stdout(Stdio::null())
-                    .status()?;
-                anyhow::ensure!(status.success(), "the native process failed");
-                Ok(())
-            };
-            let process = measure(args.calls.min(MAX_PROCESS_CALLS), spawn)?;
-            process.print("process per call (native)");
-            summary["native_p50_us"] = json!(native.p50_us);
-            summary["native_calls_per_sec"] = json!(native.calls_per_sec);
-            summary["process_p50_us"] = json!(process.p50_us);
-            summary["process_calls_per_sec"] = json!(process.calls_per_sec);
-        }
+    if args.call.tool == "read_file"
+        && let Some(workspace) = &args.call.workspace
+    {
+        let native = measure(args.calls, || native::read_file(workspace, &request.arguments).map(drop))
+            .map_err(anyhow::Error::msg)?;
+        native.print("native function call");
+        let exe = std::env::current_exe()?;
+        let spawn = || -> anyhow::Result<()> {
+            let status = Command::new(&exe)
+                .arg("__native-read-file")
+                .arg("--workspace")
+                .arg(workspace)
+                .arg("--args")
+                .arg(&args.call.args)
+                .stdout(Stdio::null())
+                .status()?;
+            anyhow::ensure!(status.success(), "the native process failed");
+            Ok(())
+        };
+        let process = measure(args.calls.min(MAX_PROCESS_CALLS), spawn)?;
+        process.print("process per call (native)");
+        summary["native_p50_us"] = json!(native.p50_us);
+        summary["native_calls_per_sec"] = json!(native.calls_per_sec);
+        summary["process_p50_us"] = json!(process.p50_us);
+        summary["process_calls_per_sec"] = json!(process.calls_per_sec);
     }
     println!("{summary}");
     Ok(ExitCode::SUCCESS)

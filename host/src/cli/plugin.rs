@@ -78,10 +78,10 @@ pub(super) fn request(args: &CallArgs) -> Result<CallRequest, String> {
     if !arguments.is_object() {
         return Err("--args must be a JSON object, e.g. '{\"path\": \"README.md\"}'".into());
     }
-    if let Some(workspace) = &args.workspace {
-        if !workspace.is_dir() {
-            return Err(format!("--workspace `{}` is not a directory", workspace.display()));
-        }
+    if let Some(workspace) = &args.workspace
+        && !workspace.is_dir()
+    {
+        return Err(format!("--workspace `{}` is not a directory", workspace.display()));
     }
     Ok(CallRequest {
         tool: args.tool.clone(),

@@ -31,7 +31,7 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(connection: Connection) -> Anthropic {
-        let client = super::sse::http_client(connection.timeouts);
+        let client = sse::http_client(connection.timeouts);
         let base_url = connection.base_url.filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         // Accept the base URL with or without the `/v1` the SDKs leave out.
         let base_url = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();

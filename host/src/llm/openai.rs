@@ -27,7 +27,7 @@ impl OpenAi {
     /// `connection.timeouts`: a provider that sends nothing for that long is treated as
     /// gone, and the stream ends in a [`ErrorKind::Dropped`] error rather than hanging.
     pub fn new(connection: Connection) -> OpenAi {
-        let client = super::sse::http_client(connection.timeouts);
+        let client = sse::http_client(connection.timeouts);
         let base_url = connection
             .base_url
             .filter(|u| !u.is_empty())

@@ -416,7 +416,7 @@ struct CallEnvironment {
 
 /// Runs `work` until it ends or has used `limit` of its own time; time spent waiting on the
 /// host (see [`capabilities::HostWaits`]) is not counted. `None` when the limit was hit.
-async fn within_time_limit<F: std::future::Future>(
+async fn within_time_limit<F: Future>(
     work: F,
     limit: Duration,
     host_waits: &capabilities::HostWaits,

@@ -51,7 +51,7 @@ struct Held {
 impl CallSlot {
     /// Runs `wait` (a wait on other chats) in a waiting slot if one is free, giving the running
     /// slot back meanwhile; when every waiting slot is taken, the call keeps its running slot.
-    pub async fn while_waiting<F: std::future::Future>(&self, wait: F) -> F::Output {
+    pub async fn while_waiting<F: Future>(&self, wait: F) -> F::Output {
         let slots = self.0.lock().unwrap_or_else(|e| e.into_inner()).slots.clone();
         let moved = match slots.waiting.clone().try_acquire_owned() {
             Ok(waiting) => {

@@ -348,13 +348,12 @@ impl WorkspaceService {
                 let _turn = lifecycle.lock(&workspace.id).await;
                 // A stop (or delete) cancelled this start and recorded its own status; any start
                 // since then is another one, whose outcome is its own to record.
-                if !cancel.is_cancelled() {
-                    if let Err(e) = store
+                if !cancel.is_cancelled()
+                    && let Err(e) = store
                         .transition_workspace(&workspace.id, &[WorkspaceStatus::Starting], status, Some(&detail))
                         .await
-                    {
-                        tracing::error!(workspace_id = %workspace.id, error = %e, "cannot record the end of a startup script");
-                    }
+                {
+                    tracing::error!(workspace_id = %workspace.id, error = %e, "cannot record the end of a startup script");
                 }
                 changed.notify_waiters();
             });
@@ -584,7 +583,7 @@ async fn watch_background_quotas(service: std::sync::Weak<WorkspaceService>) {
 /// limit, an interrupted turn): one cut in half would leave a workspace `starting` for good, or
 /// its commands stopped and its status not.
 async fn to_the_end<T: Send + 'static>(
-    change: impl std::future::Future<Output = Result<T, WorkspaceError>> + Send + 'static,
+    change: impl Future<Output = Result<T, WorkspaceError>> + Send + 'static,
 ) -> Result<T, WorkspaceError> {
     tokio::spawn(change).await.map_err(|e| WorkspaceError::Failed(format!("a workspace change failed: {e}")))?
 }

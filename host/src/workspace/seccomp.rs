@@ -84,7 +84,7 @@ const NEW_NAMESPACES: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWCGROUP) as u64;
 
 /// Terminal requests that push input into another program's terminal.
-const TERMINAL_INJECTION: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+const TERMINAL_INJECTION: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
 /// The names of the refused system calls, for the documentation and the start-up log.
 pub fn refused_names() -> Vec<&'static str> {

@@ -39,8 +39,11 @@ use serde_json::{Map, Value};
 const MAX_STARTUP_SECONDS: u64 = 3600;
 const DEFAULT_STARTUP_SECONDS: u64 = 300;
 
-/// The templates that ship inside the binary: (id, manifest, files).
-const BUNDLED: &[(&str, &str, &[(&str, &str)])] = &[
+/// A template that ships inside the binary: (id, manifest, files as (path, content)).
+type BundledTemplate = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// The templates that ship inside the binary.
+const BUNDLED: &[BundledTemplate] = &[
     ("blank", include_str!("../../templates/blank/template.toml"), &[]),
     (
         "starter",
@@ -427,15 +430,15 @@ impl Parameter {
                 return Err(format!("`{name}` must match the pattern `{pattern}`, and {value} does not"));
             }
         }
-        if let Some(number) = value.as_f64() {
-            if self.min.is_some_and(|min| number < min) || self.max.is_some_and(|max| number > max) {
-                let range = format!(
-                    "{} to {}",
-                    self.min.map_or("any".into(), |m| m.to_string()),
-                    self.max.map_or("any".into(), |m| m.to_string())
-                );
-                return Err(format!("`{name}` must be in the range {range}, not {value}"));
-            }
+        if let Some(number) = value.as_f64()
+            && (self.min.is_some_and(|min| number < min) || self.max.is_some_and(|max| number > max))
+        {
+            let range = format!(
+                "{} to {}",
+                self.min.map_or("any".into(), |m| m.to_string()),
+                self.max.map_or("any".into(), |m| m.to_string())
+            );
+            return Err(format!("`{name}` must be in the range {range}, not {value}"));
         }
         Ok(value.clone())
     }

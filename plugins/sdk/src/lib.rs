@@ -72,7 +72,12 @@ macro_rules! export_plugin {
             const VERSION: &'static str = env!("CARGO_PKG_VERSION");
         }
         #[doc(hidden)]
+        #[allow(dead_code)]
         type __ToolhostExport = $crate::Export<$plugin>;
+        // Component exports only exist on the component target; on the host target the crate
+        // still compiles (so `cargo build --workspace`, clippy and IDEs work) but exports nothing,
+        // since the export names are not valid native linker symbols.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_tool_world!(__ToolhostExport with_types_in $crate::bindings);
     };
 }
