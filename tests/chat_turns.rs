@@ -46,7 +46,7 @@ async fn stored_chat(
     parent: Option<String>,
     text: &str,
 ) -> toolhost::store::Chat {
-    let kind = if parent.is_some() { toolhost::plugins::ChatKind::Subagent } else { toolhost::plugins::ChatKind::Root };
+    let kind = if parent.is_some() { toolhost::domain::ChatKind::Subagent } else { toolhost::domain::ChatKind::Root };
     let new = toolhost::store::NewChat {
         owner_id,
         root_chat_id: parent.clone(),
@@ -55,7 +55,7 @@ async fn stored_chat(
         workspace_id: None,
         title: text.into(),
         model: None,
-        content: vec![toolhost::chat::parts::MessagePart::text(text)],
+        content: vec![toolhost::domain::parts::MessagePart::text(text)],
     };
     store.create_chat(new).await.unwrap().0
 }

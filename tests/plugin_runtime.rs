@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use toolhost::capabilities::Grants;
-use toolhost::capabilities::progress::ProgressUpdate;
+use toolhost::plugins::capabilities::Grants;
+use toolhost::plugins::capabilities::progress::ProgressUpdate;
 use toolhost::plugins::{
     CallContext, CallError, CallRequest, ChatKind, ContentPart, LimitsConfig, PluginLimits, PluginRuntime,
     RuntimeOptions, ToolOutput,

@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fake_llm;
 use support::{Backend, TestServer};
-use toolhost::chat::parts::MessagePart;
-use toolhost::plugins::ChatKind;
+use toolhost::domain::parts::MessagePart;
+use toolhost::domain::ChatKind;
 use toolhost::store::NewChat;
 
 async fn put_policy(server: &TestServer, token: &str, policy: &str) -> (StatusCode, Value) {

@@ -418,7 +418,7 @@ async fn a_restart_during_a_wait_repeats_the_wait_and_says_a_cut_off_command_may
     let last = server.store.messages(&root, 0).await.unwrap().last().unwrap().clone();
     assert_eq!(
         (last.role.as_str(), last.content[0].clone()),
-        ("assistant", toolhost::chat::parts::MessagePart::text("all done"))
+        ("assistant", toolhost::domain::parts::MessagePart::text("all done"))
     );
     server.finish().await;
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use toolhost::agents::{AgentService, AgentsConfig};
-use toolhost::capabilities::ChatServices;
-use toolhost::chat::parts::MessagePart;
+use toolhost::plugins::capabilities::ChatServices;
+use toolhost::domain::parts::MessagePart;
 use toolhost::chat::service::ChatService;
 use toolhost::plugins::{CallContext, CallRequest, ChatKind, PluginRuntime, RuntimeOptions};
 use toolhost::store::{NewChat, Store};

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use toolhost::plugins::ChatKind;
+use toolhost::domain::ChatKind;
 use toolhost::policy::{Action, DEFAULT_POLICY, Principal, check_text, sample_inventory};
 
 const TOOLS: usize = 100;

@@ -70,7 +70,7 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
-    pub agents: crate::agents::AgentsConfig,
+    pub agents: AgentsConfig,
 }
 
 /// A provider seeded at start (`source: config`).
@@ -160,7 +160,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
-    pub agents: crate::agents::AgentsConfig,
+    pub agents: AgentsConfig,
 }
 
 /// Values given on the command line or in the environment, which beat the file.
@@ -279,5 +279,39 @@ mod tests {
         std::fs::write(&file, "[plugins.defaults]\nmemory_mib = 999999\n").unwrap();
         let err = Config::load(&Overrides { config_file: Some(file), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("memory_mib"), "{err}");
+    }
+}
+
+/// `[agents]` in the configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How deep a tree may grow below its root chat: 1 lets root chats spawn children, and
+    /// children none.
+    pub max_depth: i64,
+    /// Children of one tree whose turn is pending or running at once.
+    pub max_concurrent_per_root: i64,
+    /// Children one chat may spawn in one turn.
+    pub max_spawns_per_turn: i64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> AgentsConfig {
+        AgentsConfig { max_depth: 1, max_concurrent_per_root: 8, max_spawns_per_turn: 16 }
+    }
+}
+
+impl AgentsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("max_depth", self.max_depth),
+            ("max_concurrent_per_root", self.max_concurrent_per_root),
+            ("max_spawns_per_turn", self.max_spawns_per_turn),
+        ] {
+            if value < 0 {
+                return Err(format!("[agents] {name} must not be negative"));
+            }
+        }
+        Ok(())
     }
 }

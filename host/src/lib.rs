@@ -1,13 +1,15 @@
 //! Toolhost: a self-hosted AI agent server whose tools are sandboxed WebAssembly components.
 //!
-//! This crate holds the server and its CLI. Module map:
+//! This crate holds the server and its CLI. Module map, from what everything uses to what uses
+//! everything (no module imports one that uses it: `.ci/module-cycles` checks):
+//! - [`domain`]: chats, messages, roles, kinds and tools as types; imports nothing of the host.
 //! - [`plugins`]: the plugin runtime (engine, limits, one instance per call) and registry
-//!   (loading, validation, compiled-component cache).
-//! - [`capabilities`]: one module per WIT capability interface; the only doors out of a sandbox.
+//!   (loading, validation, compiled-component cache), and [`plugins::capabilities`]: one module
+//!   per WIT capability interface, the only doors out of a sandbox.
 //! - [`config`]: one configuration, from file < environment < flags.
 //! - [`store`]: the only place that speaks SQL (SQLite or PostgreSQL).
 //! - [`api`]: the HTTP API; [`server`] runs it.
-//! - [`chat`]: the chat model (message parts) and the turn loop.
+//! - [`chat`]: the chat service, its event streams, and the worker that runs turns.
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
 //! - [`catalog`]: providers and model configs as admins administer them.
 //! - [`secrets`]: API keys sealed at rest.
@@ -18,11 +20,11 @@
 
 pub mod agents;
 pub mod api;
-pub mod capabilities;
 pub mod catalog;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod keyed_lock;
 pub mod llm;
 pub mod plugins;

@@ -424,7 +424,7 @@ pub fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, Strin
         .iter()
         .flat_map(|m| m.content.iter())
         .filter_map(|part| match part {
-            toolhost::chat::parts::MessagePart::ToolResult { tool_name, result, is_error, .. } => {
+            toolhost::domain::parts::MessagePart::ToolResult { tool_name, result, is_error, .. } => {
                 Some((tool_name.clone(), result.as_str().unwrap_or_default().to_string(), *is_error))
             }
             _ => None,

@@ -7,13 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use serde::{Deserialize, Serialize};
 
 use crate::chat::events::WatchEvent;
-use crate::chat::parts::{MessagePart, fallback_title};
+use crate::domain::parts::{MessagePart, fallback_title};
 use crate::chat::service::{BusyBehavior, ChatService, SendError};
 use crate::keyed_lock::KeyedLock;
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 use crate::store::{Chat, ChatStatus, NewChat, Store, StoreError};
 
 /// Shortest and longest wait, whatever a tool asks.
@@ -24,73 +26,8 @@ const WAIT_POLL: Duration = Duration::from_secs(1);
 /// Longest prompt or message sent to a child.
 const MAX_PROMPT_BYTES: usize = 256 * 1024;
 
-/// `[agents]` in the configuration file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AgentsConfig {
-    /// How deep a tree may grow below its root chat: 1 lets root chats spawn children, and
-    /// children none.
-    pub max_depth: i64,
-    /// Children of one tree whose turn is pending or running at once.
-    pub max_concurrent_per_root: i64,
-    /// Children one chat may spawn in one turn.
-    pub max_spawns_per_turn: i64,
-}
-
-impl Default for AgentsConfig {
-    fn default() -> AgentsConfig {
-        AgentsConfig { max_depth: 1, max_concurrent_per_root: 8, max_spawns_per_turn: 16 }
-    }
-}
-
-impl AgentsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, value) in [
-            ("max_depth", self.max_depth),
-            ("max_concurrent_per_root", self.max_concurrent_per_root),
-            ("max_spawns_per_turn", self.max_spawns_per_turn),
-        ] {
-            if value < 0 {
-                return Err(format!("[agents] {name} must not be negative"));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("{0}")]
-    Denied(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Limit(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Where a child is, and what it left for its parent.
-#[derive(Clone, Debug, Serialize)]
-pub struct AgentReport {
-    pub chat_id: String,
-    pub title: String,
-    pub status: ChatStatus,
-    /// Its last assistant text.
-    pub report: Option<String>,
-    /// Its `last_error`, when its turn failed.
-    pub error: Option<String>,
-}
-
-impl AgentReport {
-    pub fn finished(&self) -> bool {
-        matches!(self.status, ChatStatus::Waiting | ChatStatus::Error)
-    }
-}
+pub use crate::config::AgentsConfig;
+pub use crate::plugins::capabilities::agents::{AgentBackend, Report as AgentReport, ServiceError as AgentError};
 
 pub struct AgentService {
     store: Store,
@@ -263,5 +200,40 @@ impl AgentService {
         let child = self.descendant(parent_id, child_id).await?;
         self.chats.interrupt_tree(&child.id).await?;
         self.report(&child).await
+    }
+}
+
+impl AgentBackend for AgentService {
+    fn spawn<'a>(
+        &'a self,
+        parent_id: &'a str,
+        prompt: &'a str,
+        title: Option<&'a str>,
+        kind: ChatKind,
+    ) -> BoxFuture<'a, Result<String, AgentError>> {
+        Box::pin(async move { Ok(AgentService::spawn(self, parent_id, prompt, title, kind).await?.id) })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        parent_id: &'a str,
+        child_ids: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<AgentReport>, AgentError>> {
+        Box::pin(AgentService::wait(self, parent_id, child_ids, timeout))
+    }
+
+    fn send<'a>(
+        &'a self,
+        parent_id: &'a str,
+        child_id: &'a str,
+        message: &'a str,
+        interrupt: bool,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(AgentService::send(self, parent_id, child_id, message, interrupt))
+    }
+
+    fn close<'a>(&'a self, parent_id: &'a str, child_id: &'a str) -> BoxFuture<'a, Result<AgentReport, AgentError>> {
+        Box::pin(AgentService::close(self, parent_id, child_id))
     }
 }

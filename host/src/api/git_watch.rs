@@ -16,7 +16,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::chats::owned;
 use super::{ApiError, AppState};
-use crate::chat::parts::MessagePart;
+use crate::domain::parts::MessagePart;
 use crate::workspace::git::{self, GitSnapshot};
 
 const PERIODIC_REFRESH: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::error::ApiJson;
 use super::{ApiError, AppState};
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 use crate::policy::{Explanation, Principal, Saved};
 use crate::store::{Denial, PolicyVersion};
 

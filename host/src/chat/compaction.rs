@@ -13,7 +13,8 @@
 use futures::StreamExt;
 
 use super::events::EventBody;
-use super::parts::{CompactionTrigger, MessagePart};
+use crate::domain::Role as Stored;
+use crate::domain::parts::{CompactionTrigger, MessagePart};
 use super::run::{Run, Stop};
 use crate::catalog::Resolved;
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
@@ -21,7 +22,6 @@ use crate::llm::{ErrorKind, FinishReason, ModelRequest, PromptMessage, Role, Str
 use crate::store::{Message, ModelRecord};
 
 /// The role of compaction messages.
-pub const ROLE: &str = "compaction";
 
 /// What the model reads in place of the history a summary covers.
 const SUMMARY_PREAMBLE: &str = "[The earlier part of this conversation was summarized to fit the context window. \
@@ -56,7 +56,7 @@ impl<'a> View<'a> {
     pub fn of(history: &'a [Message]) -> View<'a> {
         let latest = history.iter().rev().find_map(|m| match m.content.first() {
             Some(MessagePart::Compaction { summary: Some(summary), through_seq, messages_compacted, .. })
-                if m.role == ROLE =>
+                if m.role == Stored::Compaction =>
             {
                 Some((m.seq, summary.as_str(), *through_seq, *messages_compacted))
             }
@@ -66,7 +66,7 @@ impl<'a> View<'a> {
             Some((seq, summary, through, count)) => (seq, Some((summary, count)), through),
             None => (0, None, 0),
         };
-        let messages = history.iter().filter(|m| m.role != ROLE && m.seq > through_seq).collect();
+        let messages = history.iter().filter(|m| m.role != Stored::Compaction && m.seq > through_seq).collect();
         View { summary, compaction_seq, messages }
     }
 
@@ -107,7 +107,7 @@ impl<'a> View<'a> {
 
     /// The messages to summarize: all but the trailing user messages, which stay verbatim.
     fn older(&self) -> &[&'a Message] {
-        let kept = self.messages.iter().rev().take_while(|m| m.role == "user").count();
+        let kept = self.messages.iter().rev().take_while(|m| m.role == Stored::User).count();
         &self.messages[..self.messages.len() - kept]
     }
 }
@@ -118,10 +118,11 @@ fn prompt_of(summary: Option<&str>, messages: &[&Message]) -> Vec<PromptMessage>
         content: vec![MessagePart::text(format!("{SUMMARY_PREAMBLE}{text}"))],
     });
     let rest = messages.iter().map(|m| PromptMessage {
-        role: match m.role.as_str() {
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            _ => Role::User,
+        role: match m.role {
+            Stored::Assistant => Role::Assistant,
+            Stored::Tool => Role::Tool,
+            // The summary marker is left out of `messages` (it opens the prompt instead).
+            Stored::User | Stored::Compaction => Role::User,
         },
         content: m.content.clone(),
     });
@@ -223,7 +224,7 @@ pub(super) async fn compact(run: &Run<'_>, history: &[Message], job: Compaction<
         trigger: job.trigger,
     };
     let usage = crate::catalog::charge(&job.model.record.pricing, &usage);
-    let stored = run.store_message(ROLE, &[marker], Some(&job.model.record.name), Some(usage)).await?;
+    let stored = run.store_message(Stored::Compaction, &[marker], Some(&job.model.record.name), Some(usage)).await?;
     Ok(Outcome::Compacted(stored))
 }
 
@@ -255,7 +256,7 @@ async fn summarize_older(
             Err(Failure::TooLong(why)) => {
                 // Start the rest at a user or assistant message: tool results need their calls.
                 let half = start + (older.len() - start) / 2;
-                let Some(next) = (half.max(start + 1)..older.len()).find(|&i| older[i].role != "tool") else {
+                let Some(next) = (half.max(start + 1)..older.len()).find(|&i| older[i].role != Stored::Tool) else {
                     return Ok(Err(why));
                 };
                 tracing::warn!(
@@ -345,12 +346,12 @@ mod tests {
     use super::*;
     use crate::store::TokenUsage;
 
-    fn message(seq: i64, role: &str, content: Vec<MessagePart>, prompt_tokens: Option<i64>) -> Message {
+    fn message(seq: i64, role: Stored, content: Vec<MessagePart>, prompt_tokens: Option<i64>) -> Message {
         Message {
             id: seq,
             chat_id: "c".into(),
             seq,
-            role: role.into(),
+            role,
             content,
             model: None,
             usage: prompt_tokens.map(|input| TokenUsage {
@@ -374,7 +375,7 @@ mod tests {
             context_window: 100,
             trigger: CompactionTrigger::Threshold,
         };
-        message(seq, ROLE, vec![part], Some(5))
+        message(seq, Stored::Compaction, vec![part], Some(5))
     }
 
     fn model(window: i64, threshold: f64) -> ModelRecord {
@@ -419,11 +420,11 @@ mod tests {
     #[test]
     fn every_tool_call_in_a_prompt_has_a_result_right_after_it() {
         let history = vec![
-            message(1, "user", vec![MessagePart::text("go")], None),
-            message(2, "assistant", vec![call("a"), call("b")], Some(10)),
-            message(3, "tool", vec![result("a")], None),
-            message(4, "assistant", vec![call("c")], Some(10)),
-            message(5, "user", vec![MessagePart::text("and now?")], None),
+            message(1, Stored::User, vec![MessagePart::text("go")], None),
+            message(2, Stored::Assistant, vec![call("a"), call("b")], Some(10)),
+            message(3, Stored::Tool, vec![result("a")], None),
+            message(4, Stored::Assistant, vec![call("c")], Some(10)),
+            message(5, Stored::User, vec![MessagePart::text("and now?")], None),
         ];
         let prompt = View::of(&history).prompt();
         let roles: Vec<Role> = prompt.iter().map(|m| m.role).collect();
@@ -449,11 +450,11 @@ mod tests {
     #[test]
     fn the_prompt_starts_from_the_latest_summary_and_keeps_what_it_does_not_cover() {
         let history = vec![
-            message(1, "user", vec![MessagePart::text("first")], None),
-            message(2, "assistant", vec![MessagePart::text("one")], Some(80)),
-            message(3, "user", vec![MessagePart::text("second")], None),
+            message(1, Stored::User, vec![MessagePart::text("first")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("one")], Some(80)),
+            message(3, Stored::User, vec![MessagePart::text("second")], None),
             marker(4, 2, "S1"),
-            message(5, "assistant", vec![MessagePart::text("two")], Some(20)),
+            message(5, Stored::Assistant, vec![MessagePart::text("two")], Some(20)),
         ];
         let view = View::of(&history);
         let prompt = texts(&view.prompt());
@@ -465,8 +466,8 @@ mod tests {
     #[test]
     fn compaction_is_due_when_the_latest_call_passes_the_threshold() {
         let history = vec![
-            message(1, "user", vec![MessagePart::text("hi")], None),
-            message(2, "assistant", vec![MessagePart::text("a")], Some(70)),
+            message(1, Stored::User, vec![MessagePart::text("hi")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("a")], Some(70)),
         ];
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), Some(71), "prompt and answer");
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.72)), None);
@@ -482,9 +483,9 @@ mod tests {
             is_error: false,
         };
         let history = vec![
-            message(1, "user", vec![MessagePart::text("hi")], None),
-            message(2, "assistant", vec![MessagePart::text("a")], Some(50)),
-            message(3, "tool", vec![result], None),
+            message(1, Stored::User, vec![MessagePart::text("hi")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("a")], Some(50)),
+            message(3, Stored::Tool, vec![result], None),
         ];
         assert_eq!(View::of(&history).compaction_due(&model(1000, 0.15)), Some(50 + 1 + 100));
     }
@@ -492,10 +493,10 @@ mod tests {
     #[test]
     fn a_compaction_that_did_not_help_is_not_repeated_at_every_step() {
         let mut history = vec![
-            message(1, "user", vec![MessagePart::text("hi")], None),
-            message(2, "assistant", vec![MessagePart::text("a")], Some(95)),
+            message(1, Stored::User, vec![MessagePart::text("hi")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("a")], Some(95)),
             marker(3, 2, "S"),
-            message(4, "assistant", vec![MessagePart::text("b")], Some(90)),
+            message(4, Stored::Assistant, vec![MessagePart::text("b")], Some(90)),
         ];
         assert_eq!(
             View::of(&history).compaction_due(&model(100, 0.7)),
@@ -503,15 +504,15 @@ mod tests {
             "the first call after it was still past the threshold"
         );
         history[3].usage.as_mut().unwrap().input = 30;
-        history.push(message(5, "assistant", vec![MessagePart::text("c")], Some(80)));
+        history.push(message(5, Stored::Assistant, vec![MessagePart::text("c")], Some(80)));
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), Some(81), "it helped; the chat grew again");
     }
 
     #[test]
     fn calls_before_the_latest_compaction_do_not_count() {
         let history = vec![
-            message(1, "user", vec![MessagePart::text("hi")], None),
-            message(2, "assistant", vec![MessagePart::text("a")], Some(95)),
+            message(1, Stored::User, vec![MessagePart::text("hi")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("a")], Some(95)),
             marker(3, 2, "S"),
         ];
         assert_eq!(View::of(&history).compaction_due(&model(100, 0.7)), None);
@@ -520,10 +521,10 @@ mod tests {
     #[test]
     fn trailing_user_messages_are_kept_out_of_the_summary() {
         let history = vec![
-            message(1, "user", vec![MessagePart::text("a")], None),
-            message(2, "assistant", vec![MessagePart::text("b")], Some(9)),
-            message(3, "user", vec![MessagePart::text("c")], None),
-            message(4, "user", vec![MessagePart::text("d")], None),
+            message(1, Stored::User, vec![MessagePart::text("a")], None),
+            message(2, Stored::Assistant, vec![MessagePart::text("b")], Some(9)),
+            message(3, Stored::User, vec![MessagePart::text("c")], None),
+            message(4, Stored::User, vec![MessagePart::text("d")], None),
         ];
         let view = View::of(&history);
         assert_eq!(view.older().iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);

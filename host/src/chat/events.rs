@@ -65,7 +65,7 @@ pub enum EventBody {
     },
     /// The model is summarizing the older history; a `compaction` message follows when done.
     Compacting {
-        trigger: super::parts::CompactionTrigger,
+        trigger: crate::domain::parts::CompactionTrigger,
     },
     /// The parts streamed since the last message will not be stored: drop them. What replaces
     /// them (a run of the step again, or an error) follows.
@@ -321,11 +321,11 @@ mod tests {
             owner_id: owner_id.to_string(),
             parent_chat_id: None,
             root_chat_id: None,
-            kind: crate::plugins::ChatKind::Root,
+            kind: crate::domain::ChatKind::Root,
             workspace_id: None,
             title: "t".into(),
             model: None,
-            content: vec![super::super::parts::MessagePart::text("hi")],
+            content: vec![super::crate::domain::parts::MessagePart::text("hi")],
         };
         store.create_chat(new).await.unwrap().0
     }
@@ -364,7 +364,7 @@ mod tests {
         let channel = hub.channel(&chat.id);
         let mut guard = channel.lock().await;
         let part = guard.next_seq(&store).await.unwrap();
-        let message = store.insert_message(&chat.id, None, "assistant", &[], None, None).await.unwrap().unwrap();
+        let message = store.insert_message(&chat.id, None, crate::domain::Role::Assistant, &[], None, None).await.unwrap().unwrap();
         guard.publish_message(&message);
         let after = guard.next_seq(&store).await.unwrap();
         assert!(part < message.seq && message.seq < after, "{part} < {} < {after}", message.seq);

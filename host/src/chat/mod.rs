@@ -3,7 +3,6 @@
 
 mod compaction;
 pub mod events;
-pub mod parts;
 pub mod prompt;
 pub mod run;
 pub mod runs;

@@ -8,7 +8,7 @@
 //! Broad rules come first and narrower ones later, so the more specific text has the last word.
 //! The deployment part changes rarely, which keeps the start of every prompt cacheable.
 
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 use crate::store::{Chat, Store, StoreResult};
 use crate::workspace::confined::{self, WorkspaceRoot};
 

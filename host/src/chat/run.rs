@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use super::runs::{RunHandle, StopReason};
 use super::service::ChatService;
-use crate::agents::AgentService;
 use crate::catalog::Catalog;
-use crate::chat::parts::MessagePart;
+use crate::domain::{MessagePart, Role};
 use crate::llm::retry::RetryPolicy;
 use crate::plugins::PluginRuntime;
+use crate::plugins::capabilities::agents::AgentBackend;
 use crate::policy::PolicyEngine;
 use crate::store::{Chat, Message, StoreError, TokenUsage};
 use crate::workspace::WorkspaceService;
@@ -29,7 +29,7 @@ pub struct RunServices {
     /// Where chats' workspaces are made and their commands run.
     pub workspaces: Arc<WorkspaceService>,
     /// Child chats, for the `agents` capability.
-    pub agents: Arc<AgentService>,
+    pub agents: Arc<dyn AgentBackend>,
 }
 
 /// What the worker gives each run: its services, who is running it (the worker, whose
@@ -86,7 +86,7 @@ impl Run<'_> {
     /// Stores a message if this worker still owns the chat, and publishes it.
     pub async fn store_message(
         &self,
-        role: &str,
+        role: Role,
         parts: &[MessagePart],
         model: Option<&str>,
         usage: Option<TokenUsage>,

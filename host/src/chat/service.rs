@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::events::{ChannelGuard, EventBody, EventHub, WatchEvent};
-use super::parts::MessagePart;
+use crate::domain::parts::MessagePart;
+use crate::domain::Role;
 use super::runs::{Runs, StopReason};
 use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError};
 
@@ -205,7 +206,7 @@ impl ChatService {
         content: &[MessagePart],
         owner: Option<&str>,
     ) -> Result<Option<Message>, StoreError> {
-        let message = self.store.insert_message(chat_id, owner, "user", content, None, None).await?;
+        let message = self.store.insert_message(chat_id, owner, Role::User, content, None, None).await?;
         if let Some(message) = &message {
             guard.publish_message(message);
         }
@@ -225,7 +226,7 @@ impl ChatService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::ChatKind;
+    use crate::domain::ChatKind;
     use crate::store::NewChat;
 
     #[tokio::test]

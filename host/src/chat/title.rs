@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::events::WatchEvent;
-use super::parts::MessagePart;
+use crate::domain::parts::MessagePart;
 use super::service::ChatService;
 use crate::catalog::Catalog;
 use crate::llm::{ModelRequest, PromptMessage, Role, StreamEvent, text_of};

@@ -9,13 +9,15 @@ use tracing::Instrument;
 
 use super::compaction::{self, Compaction, Outcome, View};
 use super::events::{DiscardReason, EventBody, PartDelta};
-use super::parts::{CompactionTrigger, MessagePart};
+use crate::domain::Role;
+use crate::domain::parts::{CompactionTrigger, MessagePart};
 use super::run::{Run, RunContext, Stop};
-use crate::capabilities::ChatServices;
+use crate::plugins::capabilities::ChatServices;
 use crate::catalog::Resolved;
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
-use crate::plugins::{CallContext, CallRequest, ChatKind, ContentPart, ToolOutput};
+use crate::domain::ChatKind;
+use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
 use crate::store::{Chat, ChatStatus, Denial, Message, StoreError};
 use crate::workspace::ChatScope;
@@ -291,7 +293,7 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
         let parts = step.into_parts();
         let calls = tool_calls_of(&parts);
         let token_usage = crate::catalog::charge(&model.record.pricing, &usage);
-        history.push(run.store_message("assistant", &parts, Some(&model_name), Some(token_usage)).await?);
+        history.push(run.store_message(Role::Assistant, &parts, Some(&model_name), Some(token_usage)).await?);
         // Some local servers end a tool-calling answer with "stop": the calls decide, not the
         // reason. A paused answer (Anthropic `pause_turn`) continues by being sent back.
         if calls.is_empty() {
@@ -303,7 +305,7 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
         let if_interrupted = error_results(&calls, INTERRUPTED_CALL);
         let caller = Caller { run, principal: &principal, policy: &policy, visible: &visible };
         let results = run_tools_until_stopped(&caller, &calls, &if_interrupted).await?;
-        history.push(run.store_message("tool", &results, None, None).await?);
+        history.push(run.store_message(Role::Tool, &results, None, None).await?);
     }
     Err(Stop::Failed(format!(
         "the turn reached its limit of {} model calls; send a message to continue",
@@ -354,7 +356,7 @@ async fn run_tools_until_stopped(
         _ = run.handle.stopped() => {
             let stop = run.stopped();
             if matches!(stop, Stop::Interrupted) {
-                run.store_message("tool", if_interrupted, None, None).await?;
+                run.store_message(Role::Tool, if_interrupted, None, None).await?;
             }
             Err(stop)
         }
@@ -371,7 +373,7 @@ async fn answer_calls_cut_off_by_a_restart(
     principal: &Principal,
     history: &mut Vec<Message>,
 ) -> Result<(), Stop> {
-    let Some(last) = history.last().filter(|m| m.role == "assistant") else { return Ok(()) };
+    let Some(last) = history.last().filter(|m| m.role == Role::Assistant) else { return Ok(()) };
     let calls = tool_calls_of(&last.content);
     if calls.is_empty() {
         return Ok(());
@@ -400,7 +402,7 @@ async fn answer_calls_cut_off_by_a_restart(
     let caller = Caller { run, principal, policy: &policy, visible: &visible };
     let repeated = run_tools_until_stopped(&caller, &again, &if_interrupted).await?;
     let results = in_order(repeated);
-    history.push(run.store_message("tool", &results, None, None).await?);
+    history.push(run.store_message(Role::Tool, &results, None, None).await?);
     Ok(())
 }
 
@@ -672,9 +674,9 @@ async fn store_partial(run: &Run<'_>, step: Step) -> Result<(), Stop> {
             _ => None,
         })
         .collect();
-    run.store_message("assistant", &parts, chat.model.as_deref(), None).await?;
+    run.store_message(Role::Assistant, &parts, chat.model.as_deref(), None).await?;
     if !calls.is_empty() {
-        run.store_message("tool", &calls, None, None).await?;
+        run.store_message(Role::Tool, &calls, None, None).await?;
     }
     Ok(())
 }

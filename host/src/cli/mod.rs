@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -148,7 +148,7 @@ pub struct ExplainArgs {
     #[arg(long, conflicts_with_all = ["kind", "depth", "owner", "admin", "model"])]
     pub chat: Option<String>,
     /// A synthetic chat of this kind [default: root].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = chat_kind)]
     pub kind: Option<ChatKind>,
     /// Its depth [default: 0 for root chats, else 1].
     #[arg(long)]
@@ -177,7 +177,7 @@ pub struct CallArgs {
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
     /// Kind of chat the call is made for.
-    #[arg(long, value_enum, default_value_t = ChatKind::Root)]
+    #[arg(long, value_parser = chat_kind, default_value_t = ChatKind::Root)]
     pub kind: ChatKind,
 }
 
@@ -271,4 +271,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn refuse(message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     eprintln!("toolhost: {message}");
     Ok(ExitCode::from(2))
+}
+
+/// Reads `--kind`, naming the kinds there are when the value is none of them.
+fn chat_kind(text: &str) -> Result<ChatKind, String> {
+    use strum::VariantNames;
+    text.parse().map_err(|_| format!("`{text}` is not a chat kind; use one of: {}", ChatKind::VARIANTS.join(", ")))
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use super::{ExplainArgs, refuse};
 use crate::config::Config;
-use crate::plugins::{ChatKind, PluginRuntime};
+use crate::domain::ChatKind;
+use crate::plugins::PluginRuntime;
 use crate::policy::{Inventory, PolicyEngine, PolicyError, Principal};
 
 async fn inventory(config: &Config) -> anyhow::Result<Inventory> {

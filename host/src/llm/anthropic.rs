@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::sse::{self, WireParser};
 use super::{Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage};
-use crate::chat::parts::MessagePart;
+use crate::domain::parts::MessagePart;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const API_VERSION: &str = "2023-06-01";

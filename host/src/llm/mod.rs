@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use serde::Serialize;
 
-use crate::chat::parts::MessagePart;
-use crate::plugins::ToolInfo;
+use crate::domain::MessagePart;
+use crate::domain::ToolInfo;
 
 pub use errors::{ErrorKind, LlmError};
 
@@ -157,40 +157,7 @@ pub trait Provider: Send + Sync {
     fn stream(&self, request: ModelRequest) -> BoxStream<'static, Result<StreamEvent, LlmError>>;
 }
 
-/// The kinds of provider this server speaks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// The OpenAI Chat Completions API, also spoken by Ollama, vLLM, llama.cpp and others.
-    Openai,
-    /// The Anthropic Messages API.
-    Anthropic,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::Anthropic => "anthropic",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ProviderKind> {
-        match text {
-            "openai" => Some(ProviderKind::Openai),
-            "anthropic" => Some(ProviderKind::Anthropic),
-            _ => None,
-        }
-    }
-
-    /// The environment variables this kind is configured by, like its own SDKs.
-    pub fn env_vars(self) -> (&'static str, &'static str) {
-        match self {
-            ProviderKind::Openai => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
-            ProviderKind::Anthropic => ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
-        }
-    }
-}
+pub use crate::domain::ProviderKind;
 
 /// How to reach one provider.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use super::sse::{self, WireParser};
 use super::{
     Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage, text_of,
 };
-use crate::chat::parts::MessagePart;
+use crate::domain::parts::MessagePart;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 

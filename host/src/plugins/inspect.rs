@@ -6,7 +6,7 @@ use serde::Serialize;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::capabilities::PROVIDED;
+use crate::plugins::capabilities::PROVIDED;
 
 /// The version of `toolhost:plugin` this host implements.
 pub const SUPPORTED_WIT_VERSION: &str = "0.1.0";

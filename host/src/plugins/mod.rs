@@ -7,6 +7,7 @@
 //! - [`cache`] keeps compiled components on disk so a restart does not recompile.
 //! - [`inspect`] reads the facts of a component: its WIT version and the capabilities it imports.
 
+pub mod capabilities;
 pub mod bindings;
 pub mod bundled;
 mod cache;
@@ -22,5 +23,6 @@ pub use errors::{CallError, LimitHit, LoadError, Refusal};
 pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION};
 pub use limits::{CallLimiter, LimitsConfig, PluginLimits, PluginLimitsPatch};
 pub use output::{ContentPart, ToolOutput};
-pub use registry::{PluginInfo, PluginSource, RuntimeOptions, ToolAnnotations, ToolInfo};
-pub use runtime::{CallContext, CallRequest, ChatKind, PluginRuntime};
+pub use crate::domain::{ToolAnnotations, ToolInfo};
+pub use registry::{PluginInfo, PluginSource, RuntimeOptions};
+pub use runtime::{CallContext, CallRequest, PluginRuntime};

@@ -1,6 +1,7 @@
 //! What the registry knows about loaded plugins and their tools, and the checks a plugin must
 //! pass before it is loaded.
 
+use crate::domain::{ToolAnnotations, ToolInfo};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -53,25 +54,6 @@ impl PluginSource {
             PluginSource::File(path) => path.display().to_string(),
         }
     }
-}
-
-/// Behaviour hints of a tool (see the WIT `tool-annotations`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ToolAnnotations {
-    pub read_only: bool,
-    pub destructive: bool,
-    pub idempotent: bool,
-    pub open_world: bool,
-}
-
-/// A tool as the host offers it.
-#[derive(Clone, Debug, Serialize)]
-pub struct ToolInfo {
-    pub name: String,
-    pub plugin: String,
-    pub description: String,
-    pub input_schema: serde_json::Value,
-    pub annotations: ToolAnnotations,
 }
 
 /// A loaded plugin, as `plugin list` shows it.

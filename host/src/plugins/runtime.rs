@@ -25,10 +25,11 @@ use super::errors::ToolErrorKind;
 use super::inspect::{SUPPORTED_WIT_VERSION, inspect};
 use super::limits::MAX_MEMORY_MIB;
 use super::output::{convert, result_size};
-use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, ToolInfo, check_description};
+use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, check_description};
+use crate::domain::{ChatKind, ToolInfo};
 use super::slots::CallSlots;
 use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
-use crate::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
+use crate::plugins::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
 
 /// Wasm stack available to a call; deeper recursion traps as a stack overflow.
 const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
@@ -39,16 +40,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
 /// Memory, table and stack bytes of a pooled slot kept resident between calls.
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
-
-/// Which kind of chat is calling.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChatKind {
-    #[default]
-    Root,
-    Subagent,
-    ComputerUse,
-}
 
 /// Who is calling, on behalf of which chat.
 #[derive(Clone, Debug, Serialize, Deserialize)]

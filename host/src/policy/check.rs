@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::entities::{Inventory, Principal};
 use super::rules::Rules;
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 
 /// A problem in a policy text, where it is.
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]

@@ -7,7 +7,8 @@ use std::str::FromStr;
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::{ChatKind, PluginInfo, ToolInfo};
+use crate::domain::{ChatKind, ToolInfo};
+use crate::plugins::PluginInfo;
 
 /// A chat as policy sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -167,7 +168,7 @@ fn capability_entity(name: &str) -> Result<Entity, String> {
 /// provides), checked against the schema once.
 pub fn installation(schema: &Schema, inventory: &Inventory) -> Result<Entities, String> {
     let mut all = Vec::new();
-    let mut capabilities: Vec<&str> = crate::capabilities::governed().collect();
+    let mut capabilities: Vec<&str> = crate::plugins::capabilities::governed().collect();
     for plugin in &inventory.plugins {
         all.push(plugin_entity(plugin)?);
         capabilities.extend(plugin.capabilities.iter().map(String::as_str));

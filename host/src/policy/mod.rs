@@ -22,7 +22,7 @@ pub use check::{Invalid, MAX_NESTING, MAX_OPERATORS_PER_RULE, MAX_POLICY_BYTES, 
 pub use entities::{Inventory, Principal};
 pub use rules::{Action, Decision, Explanation, NO_RULE_PERMITS, Rules};
 
-use crate::capabilities::{Grants, ScopeCheck};
+use crate::plugins::capabilities::{Grants, ScopeCheck};
 use crate::store::{Chat, Denial, Store, StoreError, now_ms};
 
 /// The schema policies are written against.
@@ -403,7 +403,7 @@ pub fn sample_inventory(tools: usize) -> Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::ChatKind;
+    use crate::domain::ChatKind;
 
     /// Texts that overflowed a server thread's stack before there were limits.
     fn hostile_policies() -> Vec<(&'static str, String)> {

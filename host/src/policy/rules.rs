@@ -105,7 +105,7 @@ fn index(set: &PolicySet, inventory: &Inventory) -> HashMap<(Action, EntityUid),
             resources.push((action, uid("Tool", &tool.name), vec![uid("Plugin", &tool.plugin)]));
         }
     }
-    let mut capabilities: Vec<&str> = crate::capabilities::governed().collect();
+    let mut capabilities: Vec<&str> = crate::plugins::capabilities::governed().collect();
     capabilities.extend(inventory.plugins.iter().flat_map(|p| p.capabilities.iter().map(String::as_str)));
     capabilities.sort_unstable();
     capabilities.dedup();
@@ -234,7 +234,7 @@ impl Rules {
             let mut imports = self.inventory.plugin(&tool.plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
             if imports.iter().any(|c| c == "workspace-exec") {
                 // Asked per command, of workspaces whose template allows the network.
-                imports.push(crate::capabilities::NETWORK.to_string());
+                imports.push(crate::plugins::capabilities::NETWORK.to_string());
             }
             for capability in imports {
                 let decision = self.decide_capability(principal, &tool.plugin, &tool.name, &capability, None);

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::chats::{CHAT_COLUMNS, chat_from};
 use super::{Chat, Store, StoreError, StoreResult};
-use crate::chat::parts::MessagePart;
+use crate::domain::parts::MessagePart;
 
 impl Store {
     /// The chats `parent_id` spawned, oldest first.

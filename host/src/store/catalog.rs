@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, StoreError, StoreResult, now_ms};
-use crate::llm::ProviderKind;
+use crate::domain::ProviderKind;
 
 /// Where a provider or model config came from. Config-sourced ones are re-applied at every
 /// start; API-sourced ones are only changed through the API.
@@ -84,8 +84,7 @@ fn provider_from(row: &sqlx::any::AnyRow) -> StoreResult<ProviderRecord> {
     Ok(ProviderRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        kind: ProviderKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown provider kind `{kind}`")))?,
+        kind: super::parse_stored::<ProviderKind>("provider kind", &kind)?,
         base_url: row.try_get("base_url")?,
         api_key: row.try_get("api_key")?,
         source: source_from(&row.try_get::<String, _>("source")?),

@@ -5,59 +5,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, StoreResult, new_id, now_ms};
-use crate::chat::parts::MessagePart;
-use crate::plugins::ChatKind;
-
-/// Where a chat is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChatStatus {
-    /// Waiting for a worker to run its turn.
-    Pending,
-    Running,
-    /// Idle: the turn is over, waiting for the person.
-    Waiting,
-    /// The last turn failed; see `last_error`.
-    Error,
-}
-
-impl ChatStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChatStatus::Pending => "pending",
-            ChatStatus::Running => "running",
-            ChatStatus::Waiting => "waiting",
-            ChatStatus::Error => "error",
-        }
-    }
-
-    fn parse(text: &str) -> StoreResult<ChatStatus> {
-        Ok(match text {
-            "pending" => ChatStatus::Pending,
-            "running" => ChatStatus::Running,
-            "waiting" => ChatStatus::Waiting,
-            "error" => ChatStatus::Error,
-            other => return Err(StoreError::Corrupt(format!("unknown chat status `{other}`"))),
-        })
-    }
-}
-
-fn kind_str(kind: ChatKind) -> &'static str {
-    match kind {
-        ChatKind::Root => "root",
-        ChatKind::Subagent => "subagent",
-        ChatKind::ComputerUse => "computer-use",
-    }
-}
-
-fn parse_kind(text: &str) -> StoreResult<ChatKind> {
-    Ok(match text {
-        "root" => ChatKind::Root,
-        "subagent" => ChatKind::Subagent,
-        "computer-use" => ChatKind::ComputerUse,
-        other => return Err(StoreError::Corrupt(format!("unknown chat kind `{other}`"))),
-    })
-}
+pub use crate::domain::ChatStatus;
+use crate::domain::{ChatKind, MessagePart, Role};
 
 /// A chat's metadata (no messages).
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -91,11 +40,11 @@ pub(super) fn chat_from(row: &AnyRow) -> StoreResult<Chat> {
         owner_id: row.try_get("owner_id")?,
         parent_chat_id: row.try_get("parent_chat_id")?,
         root_chat_id: row.try_get("root_chat_id")?,
-        kind: parse_kind(&row.try_get::<String, _>("kind")?)?,
+        kind: super::parse_stored("chat kind", &row.try_get::<String, _>("kind")?)?,
         workspace_id: row.try_get("workspace_id")?,
         title: row.try_get("title")?,
         model: row.try_get("model")?,
-        status: ChatStatus::parse(&row.try_get::<String, _>("status")?)?,
+        status: super::parse_stored("chat status", &row.try_get::<String, _>("status")?)?,
         last_error: row.try_get("last_error")?,
         archived: row.try_get::<i64, _>("archived")? != 0,
         created_at: row.try_get("created_at")?,
@@ -112,7 +61,7 @@ pub struct Message {
     pub chat_id: String,
     /// The chat event sequence number at which this message was published.
     pub seq: i64,
-    pub role: String,
+    pub role: Role,
     pub content: Vec<MessagePart>,
     pub model: Option<String>,
     /// Tokens and cost of the model call that produced this message (assistant messages).
@@ -138,7 +87,7 @@ pub(super) fn message_from(row: &AnyRow) -> StoreResult<Message> {
         id: row.try_get("id")?,
         chat_id: row.try_get("chat_id")?,
         seq: row.try_get("seq")?,
-        role: row.try_get("role")?,
+        role: super::parse_stored("message role", &row.try_get::<String, _>("role")?)?,
         content: serde_json::from_str(&content).map_err(|e| StoreError::Corrupt(format!("message content: {e}")))?,
         model: row.try_get("model")?,
         usage: usage_from(row)?,
@@ -209,7 +158,7 @@ impl Store {
         .bind(&new.owner_id)
         .bind(&new.parent_chat_id)
         .bind(&root)
-        .bind(kind_str(new.kind))
+        .bind(new.kind.as_str())
         .bind(&new.workspace_id)
         .bind(&new.title)
         .bind(&new.model)
@@ -237,7 +186,7 @@ impl Store {
             id: message_id,
             chat_id: id,
             seq: 1,
-            role: "user".into(),
+            role: Role::User,
             content: new.content,
             model: None,
             usage: None,

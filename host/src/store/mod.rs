@@ -183,3 +183,9 @@ pub fn now_ms() -> i64 {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// A name the database holds for an enum (a status, a kind), read back; a name this server does
+/// not know means the row was written by something else.
+pub(crate) fn parse_stored<T: std::str::FromStr>(what: &str, text: &str) -> StoreResult<T> {
+    text.parse().map_err(|_| StoreError::Corrupt(format!("unknown {what} `{text}`")))
+}

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::chats::{CHAT_COLUMNS, MESSAGE_COLUMNS, chat_from, message_from, queued_from, to_json};
 use super::{Backend, Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult, now_ms};
-use crate::chat::parts::MessagePart;
+use crate::domain::{MessagePart, Role};
 
 /// Most messages waiting behind a running turn.
 pub const MAX_QUEUED: i64 = 20;
@@ -113,7 +113,7 @@ impl Store {
         &self,
         chat_id: &str,
         owner: Option<&str>,
-        role: &str,
+        role: Role,
         content: &[MessagePart],
         model: Option<&str>,
         usage: Option<TokenUsage>,
@@ -136,7 +136,7 @@ impl Store {
         ))
         .bind(chat_id)
         .bind(seq)
-        .bind(role)
+        .bind(role.as_str())
         .bind(to_json(content))
         .bind(model)
         .bind(count(|u| u.input))

@@ -168,7 +168,7 @@ pub struct CallIdentity {
 #[derive(Clone)]
 pub struct ChatServices {
     pub workspaces: Arc<crate::workspace::WorkspaceService>,
-    pub agents: Arc<crate::agents::AgentService>,
+    pub agents: Arc<dyn agents::AgentBackend>,
     pub scope: crate::workspace::ChatScope,
 }
 

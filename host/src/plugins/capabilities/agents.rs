@@ -3,15 +3,82 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{CallState, Capability, ChatServices};
-use crate::agents::{AgentError as ServiceError, AgentReport as Report};
-use crate::plugins::ChatKind;
+use crate::domain::ChatKind;
 use crate::plugins::bindings::toolhost::plugin::agents::{
     self as wit, AgentError, AgentKind, AgentReport, AgentStatus,
 };
-use crate::store::ChatStatus;
+use crate::store::{ChatStatus, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+/// Why the agent service refused or failed a use (the capability turns it into the WIT error).
+pub enum ServiceError {
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a child is, and what it left for its parent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub chat_id: String,
+    pub title: String,
+    pub status: ChatStatus,
+    /// Its last assistant text.
+    pub report: Option<String>,
+    /// Its `last_error`, when its turn failed.
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn finished(&self) -> bool {
+        matches!(self.status, ChatStatus::Waiting | ChatStatus::Error)
+    }
+}
+
+
+/// What the `agents` capability asks of the server: child chats of the calling chat. The chat
+/// service implements it (`crate::agents::AgentService`); the capability knows only this.
+pub trait AgentBackend: Send + Sync {
+    /// Starts a child of `parent_id`; returns its id at once (its turn is pending).
+    fn spawn<'a>(
+        &'a self,
+        parent_id: &'a str,
+        prompt: &'a str,
+        title: Option<&'a str>,
+        kind: ChatKind,
+    ) -> BoxFuture<'a, Result<String, ServiceError>>;
+    /// Waits until each child has finished its turn, or `timeout` passes; every child's report.
+    fn wait<'a>(
+        &'a self,
+        parent_id: &'a str,
+        child_ids: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Report>, ServiceError>>;
+    /// Sends a message to a descendant: queued behind a running turn, or (`interrupt`) run next.
+    fn send<'a>(
+        &'a self,
+        parent_id: &'a str,
+        child_id: &'a str,
+        message: &'a str,
+        interrupt: bool,
+    ) -> BoxFuture<'a, Result<(), ServiceError>>;
+    /// Stops a descendant's turn and archives it; its last report.
+    fn close<'a>(&'a self, parent_id: &'a str, child_id: &'a str) -> BoxFuture<'a, Result<Report, ServiceError>>;
+}
 
 pub struct Agents;
 
@@ -41,9 +108,7 @@ impl wit::Host for CallState {
             AgentKind::Subagent => ChatKind::Subagent,
             AgentKind::ComputerUse => ChatKind::ComputerUse,
         };
-        let child =
-            access.agents.spawn(&access.scope.chat_id, &prompt, title.as_deref(), kind).await.map_err(to_wit)?;
-        Ok(child.id)
+        access.agents.spawn(&access.scope.chat_id, &prompt, title.as_deref(), kind).await.map_err(to_wit)
     }
 
     async fn wait(&mut self, chat_ids: Vec<String>, timeout_ms: u64) -> Result<Vec<AgentReport>, AgentError> {

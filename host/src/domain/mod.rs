@@ -1,0 +1,11 @@
+//! The chat domain: what chats, messages and tools are. Every module may use it; it uses no
+//! other module of the host, so that the store, the providers and the runtime can share these
+//! types without importing each other.
+
+mod chat;
+pub mod parts;
+mod tools;
+
+pub use chat::{ChatKind, ChatStatus, ProviderKind, Role};
+pub use parts::{CompactionTrigger, MessagePart};
+pub use tools::{ToolAnnotations, ToolInfo};
