@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use toolhost::domain::ChatKind;
 use toolhost::plugins::capabilities::Grants;
 use toolhost::plugins::capabilities::progress::ProgressUpdate;
 use toolhost::plugins::{
-    CallContext, CallError, CallRequest, ChatKind, ContentPart, LimitsConfig, PluginLimits, PluginRuntime,
-    RuntimeOptions, ToolOutput,
+    CallContext, CallError, CallRequest, ContentPart, LimitsConfig, PluginLimits, PluginRuntime, RuntimeOptions,
+    ToolOutput,
 };
 
 fn fixture(name: &str) -> PathBuf {

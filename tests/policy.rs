@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fake_llm;
 use support::{Backend, TestServer};
-use toolhost::domain::parts::MessagePart;
 use toolhost::domain::ChatKind;
+use toolhost::domain::parts::MessagePart;
 use toolhost::store::NewChat;
 
 async fn put_policy(server: &TestServer, token: &str, policy: &str) -> (StatusCode, Value) {
@@ -149,7 +149,7 @@ fn offered_tools(request: &Value) -> Vec<String> {
 fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, bool)> {
     messages
         .iter()
-        .filter(|m| m.role == "tool")
+        .filter(|m| m.role == toolhost::domain::Role::Tool)
         .flat_map(|m| m.content.iter())
         .filter_map(|p| match p {
             MessagePart::ToolResult { result, is_error, .. } => {
@@ -256,7 +256,7 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
     assert!(root_requests[0]["tools"].to_string().contains("write_file"), "root chats still see it");
 
     let messages = server.store.messages(&child, 0).await.unwrap();
-    let results = &messages.iter().find(|m| m.role == "tool").unwrap().content;
+    let results = &messages.iter().find(|m| m.role == toolhost::domain::Role::Tool).unwrap().content;
     let MessagePart::ToolResult { result, is_error, .. } = &results[0] else { panic!("{results:?}") };
     assert!(
         *is_error && result.as_str().unwrap().contains("the tool policy denies it (subagents-do-not-write"),

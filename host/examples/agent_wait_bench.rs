@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use toolhost::agents::{AgentService, AgentsConfig};
-use toolhost::plugins::capabilities::ChatServices;
-use toolhost::domain::parts::MessagePart;
 use toolhost::chat::service::ChatService;
-use toolhost::plugins::{CallContext, CallRequest, ChatKind, PluginRuntime, RuntimeOptions};
+use toolhost::domain::ChatKind;
+use toolhost::domain::parts::MessagePart;
+use toolhost::plugins::capabilities::ChatServices;
+use toolhost::plugins::{CallContext, CallRequest, PluginRuntime, RuntimeOptions};
 use toolhost::store::{NewChat, Store};
 use toolhost::workspace::{ChatScope, WorkspaceService, WorkspacesConfig};
 

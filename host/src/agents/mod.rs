@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use serde::{Deserialize, Serialize};
-
 use crate::chat::events::WatchEvent;
-use crate::domain::parts::{MessagePart, fallback_title};
 use crate::chat::service::{BusyBehavior, ChatService, SendError};
-use crate::keyed_lock::KeyedLock;
 use crate::domain::ChatKind;
-use crate::store::{Chat, ChatStatus, NewChat, Store, StoreError};
+use crate::domain::parts::{MessagePart, fallback_title};
+use crate::keyed_lock::KeyedLock;
+use crate::store::{Chat, NewChat, Store};
 
 /// Shortest and longest wait, whatever a tool asks.
 pub const MIN_WAIT: Duration = Duration::from_secs(1);

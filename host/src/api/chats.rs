@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::error::ApiJson;
 use super::{ApiError, AppState};
-use crate::domain::parts::{MessagePart, fallback_title, validate_user_content};
 use crate::chat::service::{BusyBehavior, SendError, SendOutcome};
 use crate::domain::ChatKind;
+use crate::domain::parts::{MessagePart, fallback_title, validate_user_content};
 use crate::store::{Chat, NewChat};
 
 /// What a person may send, as the API documents it: at least one part, and only the part types

@@ -13,15 +13,13 @@
 use futures::StreamExt;
 
 use super::events::EventBody;
-use crate::domain::Role as Stored;
-use crate::domain::parts::{CompactionTrigger, MessagePart};
 use super::run::{Run, Stop};
 use crate::catalog::Resolved;
+use crate::domain::Role as Stored;
+use crate::domain::parts::{CompactionTrigger, MessagePart};
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{ErrorKind, FinishReason, ModelRequest, PromptMessage, Role, StreamEvent, Usage};
 use crate::store::{Message, ModelRecord};
-
-/// The role of compaction messages.
 
 /// What the model reads in place of the history a summary covers.
 const SUMMARY_PREAMBLE: &str = "[The earlier part of this conversation was summarized to fit the context window. \

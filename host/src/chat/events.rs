@@ -325,7 +325,7 @@ mod tests {
             workspace_id: None,
             title: "t".into(),
             model: None,
-            content: vec![super::crate::domain::parts::MessagePart::text("hi")],
+            content: vec![crate::domain::MessagePart::text("hi")],
         };
         store.create_chat(new).await.unwrap().0
     }
@@ -364,7 +364,11 @@ mod tests {
         let channel = hub.channel(&chat.id);
         let mut guard = channel.lock().await;
         let part = guard.next_seq(&store).await.unwrap();
-        let message = store.insert_message(&chat.id, None, crate::domain::Role::Assistant, &[], None, None).await.unwrap().unwrap();
+        let message = store
+            .insert_message(&chat.id, None, crate::domain::Role::Assistant, &[], None, None)
+            .await
+            .unwrap()
+            .unwrap();
         guard.publish_message(&message);
         let after = guard.next_seq(&store).await.unwrap();
         assert!(part < message.seq && message.seq < after, "{part} < {} < {after}", message.seq);

@@ -7,9 +7,9 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::events::{ChannelGuard, EventBody, EventHub, WatchEvent};
-use crate::domain::parts::MessagePart;
-use crate::domain::Role;
 use super::runs::{Runs, StopReason};
+use crate::domain::Role;
+use crate::domain::parts::MessagePart;
 use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError};
 
 /// What to do with a message sent while the chat is busy.

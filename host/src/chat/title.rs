@@ -7,9 +7,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::events::WatchEvent;
-use crate::domain::parts::MessagePart;
 use super::service::ChatService;
 use crate::catalog::Catalog;
+use crate::domain::parts::MessagePart;
 use crate::llm::{ModelRequest, PromptMessage, Role, StreamEvent, text_of};
 use crate::store::Chat;
 

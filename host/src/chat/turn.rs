@@ -9,14 +9,14 @@ use tracing::Instrument;
 
 use super::compaction::{self, Compaction, Outcome, View};
 use super::events::{DiscardReason, EventBody, PartDelta};
+use super::run::{Run, RunContext, Stop};
+use crate::catalog::Resolved;
+use crate::domain::ChatKind;
 use crate::domain::Role;
 use crate::domain::parts::{CompactionTrigger, MessagePart};
-use super::run::{Run, RunContext, Stop};
-use crate::plugins::capabilities::ChatServices;
-use crate::catalog::Resolved;
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
-use crate::domain::ChatKind;
+use crate::plugins::capabilities::ChatServices;
 use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
 use crate::store::{Chat, ChatStatus, Denial, Message, StoreError};

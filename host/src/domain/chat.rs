@@ -6,8 +6,20 @@ use serde::{Deserialize, Serialize};
 
 /// Which kind of chat a chat is: the policy and the tools a chat sees depend on it.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
-    strum::EnumString, strum::IntoStaticStr, strum::Display, strum::VariantNames,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantNames,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
@@ -22,8 +34,17 @@ pub enum ChatKind {
 
 /// Where a chat is in its life.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, strum::EnumString,
-    strum::IntoStaticStr, strum::Display,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -39,8 +60,17 @@ pub enum ChatStatus {
 
 /// Who a message is from.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, strum::EnumString,
-    strum::IntoStaticStr, strum::Display,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -57,8 +87,17 @@ pub enum Role {
 
 /// The kinds of provider this server speaks to.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, strum::EnumString,
-    strum::IntoStaticStr, strum::Display,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -96,8 +135,10 @@ mod tests {
     use super::*;
 
     /// The database's names (strum) and the API's (serde) must never drift apart.
-    fn agree<T: Serialize + std::str::FromStr + PartialEq + std::fmt::Debug + Copy>(all: &[T], name: fn(T) -> &'static str)
-    where
+    fn agree<T: Serialize + std::str::FromStr + PartialEq + std::fmt::Debug + Copy>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) where
         T::Err: std::fmt::Debug,
     {
         for &value in all {

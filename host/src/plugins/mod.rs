@@ -7,10 +7,10 @@
 //! - [`cache`] keeps compiled components on disk so a restart does not recompile.
 //! - [`inspect`] reads the facts of a component: its WIT version and the capabilities it imports.
 
-pub mod capabilities;
 pub mod bindings;
 pub mod bundled;
 mod cache;
+pub mod capabilities;
 mod errors;
 mod inspect;
 mod limits;
@@ -19,10 +19,10 @@ mod registry;
 mod runtime;
 pub mod slots;
 
+pub use crate::domain::{ToolAnnotations, ToolInfo};
 pub use errors::{CallError, LimitHit, LoadError, Refusal};
 pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION};
 pub use limits::{CallLimiter, LimitsConfig, PluginLimits, PluginLimitsPatch};
 pub use output::{ContentPart, ToolOutput};
-pub use crate::domain::{ToolAnnotations, ToolInfo};
 pub use registry::{PluginInfo, PluginSource, RuntimeOptions};
 pub use runtime::{CallContext, CallRequest, PluginRuntime};

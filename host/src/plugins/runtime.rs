@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -26,9 +25,9 @@ use super::inspect::{SUPPORTED_WIT_VERSION, inspect};
 use super::limits::MAX_MEMORY_MIB;
 use super::output::{convert, result_size};
 use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, check_description};
-use crate::domain::{ChatKind, ToolInfo};
 use super::slots::CallSlots;
 use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
+use crate::domain::{ChatKind, ToolInfo};
 use crate::plugins::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
 
 /// Wasm stack available to a call; deeper recursion traps as a stack overflow.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde::Serialize;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -48,7 +49,6 @@ impl Report {
         matches!(self.status, ChatStatus::Waiting | ChatStatus::Error)
     }
 }
-
 
 /// What the `agents` capability asks of the server: child chats of the calling chat. The chat
 /// service implements it (`crate::agents::AgentService`); the capability knows only this.
