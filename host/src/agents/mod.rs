@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::chat::events::WatchEvent;
 use crate::chat::service::{BusyBehavior, ChatService, SendError};
 use crate::domain::ChatKind;
-use crate::domain::parts::{MessagePart, fallback_title};
+use crate::domain::parts::MessagePart;
 use crate::keyed_lock::KeyedLock;
 use crate::store::{Chat, NewChat, Store};
 
@@ -101,28 +100,8 @@ impl AgentService {
                 "this chat already spawned {this_turn} subagents in this turn, the most allowed ([agents] max_spawns_per_turn)"
             )));
         }
-        let content = vec![MessagePart::text(prompt)];
-        let title = match title.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(title) => title.chars().take(80).collect(),
-            None => fallback_title(&content),
-        };
-        let (child, _) = self
-            .store
-            .create_chat(NewChat {
-                owner_id: parent.owner_id.clone(),
-                parent_chat_id: Some(parent.id.clone()),
-                root_chat_id: Some(parent.root_chat_id.clone()),
-                kind: ChatKind::Subagent,
-                // The tree's workspace is found through its root chat.
-                workspace_id: None,
-                title,
-                model: parent.model.clone(),
-                content,
-            })
-            .await?;
+        let child = self.chats.create(NewChat::child_of(&parent, kind, title, prompt)).await?;
         tracing::info!(chat_id = %parent.id, child = %child.id, "subagent spawned");
-        self.chats.hub.notify(WatchEvent::Created { chat: child.clone() });
-        self.chats.wake.notify_one();
         Ok(child)
     }
 
@@ -152,18 +131,33 @@ impl AgentService {
         // The waiting parent no longer counts against the worker's chats: pending children
         // may run now.
         self.chats.wake.notify_one();
+        let mut reports = Vec::with_capacity(children.len());
+        for child in &children {
+            reports.push(self.report(child).await?);
+        }
         loop {
-            let mut reports = Vec::new();
-            for child in &children {
-                reports.push(self.report(child).await?);
-            }
             if reports.iter().all(AgentReport::finished) || tokio::time::Instant::now() >= deadline {
                 return Ok(reports);
             }
+            // Changes of other chats cost nothing: only a child's own change is looked up. The
+            // poll is for children another replica runs, whose changes this process never sees.
             let wake = deadline.min(tokio::time::Instant::now() + WAIT_POLL);
-            tokio::select! {
-                _ = changes.recv() => {}
-                _ = tokio::time::sleep_until(wake) => {}
+            let changed = tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(event) => Some(event.chat().id.clone()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep_until(wake).await;
+                        None
+                    }
+                },
+                _ = tokio::time::sleep_until(wake) => None,
+            };
+            for (child, report) in children.iter().zip(reports.iter_mut()) {
+                let concerned = changed.as_deref().is_none_or(|id| id == child.id);
+                if concerned && !report.finished() {
+                    *report = self.report(child).await?;
+                }
             }
         }
     }

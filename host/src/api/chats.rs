@@ -10,8 +10,7 @@ use super::auth::Caller;
 use super::error::ApiJson;
 use super::{ApiError, AppState};
 use crate::chat::service::{BusyBehavior, SendError, SendOutcome};
-use crate::domain::ChatKind;
-use crate::domain::parts::{MessagePart, fallback_title, validate_user_content};
+use crate::domain::parts::{MessagePart, validate_user_content};
 use crate::store::{Chat, NewChat};
 
 /// What a person may send, as the API documents it: at least one part, and only the part types
@@ -70,21 +69,7 @@ pub async fn create(
     if let Some(workspace_id) = &body.workspace_id {
         super::workspaces::owned_workspace(&state, &user, workspace_id).await?;
     }
-    let (chat, _message) = state
-        .store
-        .create_chat(NewChat {
-            owner_id: user.id,
-            parent_chat_id: None,
-            root_chat_id: None,
-            kind: ChatKind::Root,
-            workspace_id: body.workspace_id,
-            title: fallback_title(&body.content),
-            model,
-            content: body.content,
-        })
-        .await?;
-    state.chats.hub.notify(crate::chat::events::WatchEvent::Created { chat: chat.clone() });
-    state.chats.wake.notify_one();
+    let chat = state.chats.create(NewChat::root(&user.id, body.content, model, body.workspace_id)).await?;
     Ok((StatusCode::CREATED, Json(chat)))
 }
 

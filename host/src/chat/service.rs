@@ -10,7 +10,7 @@ use super::events::{ChannelGuard, EventBody, EventHub, WatchEvent};
 use super::runs::{Runs, StopReason};
 use crate::domain::Role;
 use crate::domain::parts::MessagePart;
-use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError};
+use crate::store::{Chat, ChatStatus, Message, NewChat, QueuedMessage, Store, StoreError};
 
 /// What to do with a message sent while the chat is busy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
@@ -52,6 +52,15 @@ pub struct ChatService {
 impl ChatService {
     pub fn new(store: Store) -> Arc<ChatService> {
         Arc::new(ChatService { store, hub: EventHub::default(), runs: Runs::default(), wake: Notify::new() })
+    }
+
+    /// Creates a chat with its first message, tells watchers and wakes the worker to run it.
+    /// The one way a chat comes to be, whether a person or a parent chat starts it.
+    pub async fn create(&self, new: NewChat) -> Result<Chat, StoreError> {
+        let (chat, _first) = self.store.create_chat(new).await?;
+        self.hub.notify(WatchEvent::Created { chat: chat.clone() });
+        self.wake.notify_one();
+        Ok(chat)
     }
 
     /// Sends a user message: it starts a turn when the chat is idle, or waits in the queue.

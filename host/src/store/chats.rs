@@ -139,6 +139,47 @@ pub struct NewChat {
     pub content: Vec<MessagePart>,
 }
 
+impl NewChat {
+    /// A chat a person starts with `content`; its title is made from it until a model names it.
+    pub fn root(
+        owner_id: &str,
+        content: Vec<MessagePart>,
+        model: Option<String>,
+        workspace_id: Option<String>,
+    ) -> NewChat {
+        NewChat {
+            owner_id: owner_id.to_string(),
+            parent_chat_id: None,
+            root_chat_id: None,
+            kind: ChatKind::Root,
+            workspace_id,
+            title: crate::domain::parts::fallback_title(&content),
+            model,
+            content,
+        }
+    }
+
+    /// A child of `parent` (same owner, tree and model), started with `prompt`. It finds its
+    /// workspace through its root chat. A blank `title` is made from the prompt.
+    pub fn child_of(parent: &Chat, kind: ChatKind, title: Option<&str>, prompt: &str) -> NewChat {
+        let content = vec![MessagePart::text(prompt)];
+        let title = match title.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(title) => title.chars().take(80).collect(),
+            None => crate::domain::parts::fallback_title(&content),
+        };
+        NewChat {
+            owner_id: parent.owner_id.clone(),
+            parent_chat_id: Some(parent.id.clone()),
+            root_chat_id: Some(parent.root_chat_id.clone()),
+            kind,
+            workspace_id: None,
+            title,
+            model: parent.model.clone(),
+            content,
+        }
+    }
+}
+
 pub(super) fn to_json(content: &[MessagePart]) -> String {
     serde_json::to_string(content).unwrap_or_else(|_| "[]".into())
 }
