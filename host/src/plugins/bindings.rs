@@ -1,7 +1,11 @@
-//! Host-side bindings generated from `wit/`.
+//! Host-side bindings generated from `wit/`, one version of the package per folder. Only
+//! `0.1.0` exists. When `0.2.0` comes, it is generated here too (its own `bindgen!` in a module
+//! of its own, `v0_2_0`), the runtime and capabilities move to the newest, and a plugin built
+//! against `0.1.0` is linked through an adapter that converts its types to the newest: what
+//! `docs/plugins.md` promises authors.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/0.1.0",
     world: "tool",
     exports: { default: async },
     // Waiting for a command or a workspace suspends the call's fiber instead of a thread.
