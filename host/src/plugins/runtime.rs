@@ -28,7 +28,7 @@ use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, che
 use super::slots::CallSlots;
 use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
 use crate::domain::{ChatKind, ToolInfo};
-use crate::plugins::capabilities::{self, CallIdentity, CallState, Grants, ProgressSink};
+use crate::plugins::capabilities::{self, CallIdentity, CallSetup, CallState, Grants, ProgressSink};
 
 /// Wasm stack available to a call; deeper recursion traps as a stack overflow.
 const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
@@ -351,16 +351,8 @@ impl PluginRuntime {
         let Ok(slot) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
             return Err(CallError::Busy { plugin, waited_ms: limits.timeout_ms });
         };
-        let state = CallState::new(
-            identity,
-            grants,
-            CallLimiter::new(limits),
-            workspace,
-            chat,
-            progress,
-            output.clone(),
-            slot.clone(),
-        );
+        let setup = CallSetup { identity, grants, workspace, chat, progress };
+        let state = CallState::new(setup, CallLimiter::new(limits), output.clone(), slot.clone());
         let host_waits = state.host_waits.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

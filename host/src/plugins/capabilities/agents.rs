@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability, ChatServices};
+use super::{CallSetup, CallState, Capability, ChatServices};
 use crate::domain::ChatKind;
 use crate::plugins::bindings::toolhost::plugin::agents::{
     self as wit, AgentError, AgentKind, AgentReport, AgentStatus,
@@ -84,6 +84,10 @@ pub struct Agents;
 
 impl Capability for Agents {
     const NAME: &'static str = "agents";
+    // Its state is the chat's services, shared by the capabilities that reach them.
+    type State = ();
+
+    fn new_state(_: &CallSetup) {}
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)

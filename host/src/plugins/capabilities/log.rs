@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability};
+use super::{CallSetup, CallState, Capability};
 use crate::plugins::bindings::toolhost::plugin::log::{self as wit, Level};
 
 /// Longest log line kept; longer ones are cut.
@@ -14,6 +14,11 @@ pub struct Log;
 
 impl Capability for Log {
     const NAME: &'static str = "log";
+    type State = LogState;
+
+    fn new_state(_: &CallSetup) -> LogState {
+        LogState::default()
+    }
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
@@ -21,7 +26,8 @@ impl Capability for Log {
 }
 
 #[derive(Default)]
-pub(crate) struct LogState {
+/// Lines logged so far in the call.
+pub struct LogState {
     lines: u32,
 }
 
@@ -30,9 +36,11 @@ impl wit::Host for CallState {
         if !self.grants.allows(Log::NAME) {
             return; // Logging is not worth failing a call over; ungranted lines are dropped.
         }
-        self.log.lines += 1;
-        if self.log.lines > MAX_LINES_PER_CALL {
-            if self.log.lines == MAX_LINES_PER_CALL + 1 {
+        let state = self.state_of::<Log>();
+        state.lines += 1;
+        let lines = state.lines;
+        if lines > MAX_LINES_PER_CALL {
+            if lines == MAX_LINES_PER_CALL + 1 {
                 tracing::warn!(plugin = %self.identity.plugin, tool = %self.identity.tool, chat_id = %self.identity.chat_id,
                     "plugin logged more than {MAX_LINES_PER_CALL} lines in one call; dropping the rest");
             }

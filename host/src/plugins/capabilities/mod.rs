@@ -1,16 +1,10 @@
 //! Capability modules: each WIT capability interface a plugin may import is one module with the
-//! same small shape. It links its host functions into the linker, checks the call's grant
-//! before doing anything, and keeps its per-call state in [`CallState`].
+//! same small shape. It owns its per-call state ([`Capability::State`], made from the call's
+//! [`CallSetup`]), links its host functions into the linker, and checks the call's grant before
+//! doing anything.
 //!
-//! The runtime knows none of them by name: adding a capability means adding a module here and
-//! listing it in [`add_all_to_linker`] and [`PROVIDED`].
-
-pub mod agents;
-pub mod log;
-pub mod progress;
-pub mod workspace_exec;
-pub mod workspace_fs;
-pub mod workspaces;
+//! The runtime knows none of them by name: adding a capability means writing its module and
+//! adding one line to the list in [`capabilities!`] below.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,24 +15,70 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::plugins::CallLimiter;
 use crate::plugins::slots::CallSlot;
+use crate::workspace::confined::WorkspaceRoot;
 
-/// One WIT capability interface: its host functions and the grant that guards them.
+/// One WIT capability interface: its host functions, its state in a call, and the grant that
+/// guards them.
 pub trait Capability {
     /// The interface name, e.g. `workspace-fs`: what policy grants and `plugin inspect` shows.
     const NAME: &'static str;
+    /// What the capability keeps for the length of one call (`()` when nothing).
+    type State: Send;
+    /// The state a new call starts with.
+    fn new_state(setup: &CallSetup) -> Self::State;
     /// Links the interface's host functions.
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()>;
 }
 
-/// Names of the capability interfaces this host provides.
-pub const PROVIDED: &[&str] = &[
-    log::Log::NAME,
-    progress::Progress::NAME,
-    workspace_fs::WorkspaceFs::NAME,
-    workspaces::Workspaces::NAME,
-    workspace_exec::WorkspaceExec::NAME,
-    agents::Agents::NAME,
-];
+/// A call's state of capability `C`, reached by the capability's type.
+pub trait StateOf<C: Capability> {
+    fn state(&mut self) -> &mut C::State;
+}
+
+/// Declares the capability modules, once each: the list the runtime composes them from (their
+/// names, their linker registrations and their per-call states).
+macro_rules! capabilities {
+    ($($module:ident :: $capability:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Names of the capability interfaces this host provides.
+        pub const PROVIDED: &[&str] = &[$(<$module::$capability as Capability>::NAME),*];
+
+        fn link_capabilities(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+            $(<$module::$capability as Capability>::add_to_linker(linker)?;)*
+            Ok(())
+        }
+
+        /// Every capability's state in one call.
+        #[allow(non_snake_case)]
+        pub(crate) struct CapabilityStates {
+            $($capability: <$module::$capability as Capability>::State,)*
+        }
+
+        impl CapabilityStates {
+            fn new(setup: &CallSetup) -> CapabilityStates {
+                CapabilityStates { $($capability: <$module::$capability as Capability>::new_state(setup),)* }
+            }
+        }
+
+        $(
+            impl StateOf<$module::$capability> for CallState {
+                fn state(&mut self) -> &mut <$module::$capability as Capability>::State {
+                    &mut self.states.$capability
+                }
+            }
+        )*
+    };
+}
+
+capabilities! {
+    log::Log,
+    progress::Progress,
+    workspace_fs::WorkspaceFs,
+    workspaces::Workspaces,
+    workspace_exec::WorkspaceExec,
+    agents::Agents,
+}
 
 /// A capability that is not an interface: a workspace command may reach the network. Asked
 /// of the policy for each command in a workspace whose template allows the network.
@@ -53,13 +93,7 @@ pub fn governed() -> impl Iterator<Item = &'static str> {
 /// environment) that language runtimes need to start.
 pub fn add_all_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    log::Log::add_to_linker(linker)?;
-    progress::Progress::add_to_linker(linker)?;
-    workspace_fs::WorkspaceFs::add_to_linker(linker)?;
-    workspaces::Workspaces::add_to_linker(linker)?;
-    workspace_exec::WorkspaceExec::add_to_linker(linker)?;
-    agents::Agents::add_to_linker(linker)?;
-    Ok(())
+    link_capabilities(linker)
 }
 
 /// Decides each use of a capability, with the use's scope where one applies (a path, a host).
@@ -212,6 +246,19 @@ impl HostWaits {
     }
 }
 
+/// What a call starts with: who it is for, what it may use and what it may reach. Each
+/// capability makes its own state from it.
+pub struct CallSetup {
+    pub identity: CallIdentity,
+    pub grants: Grants,
+    /// The chat's workspace files, for `workspace-fs`.
+    pub workspace: Option<WorkspaceRoot>,
+    /// The chat's services and scope, for `workspaces`, `workspace-exec` and `agents`.
+    pub chat: Option<ChatServices>,
+    /// Where `progress` reports go.
+    pub progress: Option<ProgressSink>,
+}
+
 /// Everything a single tool call carries into the sandbox. One per call, dropped with it.
 pub struct CallState {
     pub identity: CallIdentity,
@@ -221,40 +268,35 @@ pub struct CallState {
     /// The call's slot in the engine's pool, given up for a waiting one during agent waits.
     pub(crate) slot: CallSlot,
     pub(crate) limiter: CallLimiter,
-    pub(crate) log: log::LogState,
-    pub(crate) progress: progress::ProgressState,
-    pub(crate) fs: workspace_fs::FsState,
+    states: CapabilityStates,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl CallState {
     /// A fresh state whose WASI stdout and stderr go to `output` (kept for crash reports).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        identity: CallIdentity,
-        grants: Grants,
-        limiter: CallLimiter,
-        workspace: Option<crate::workspace::confined::WorkspaceRoot>,
-        chat: Option<ChatServices>,
-        progress: Option<ProgressSink>,
-        output: MemoryOutputPipe,
-        slot: CallSlot,
-    ) -> CallState {
+    pub(crate) fn new(setup: CallSetup, limiter: CallLimiter, output: MemoryOutputPipe, slot: CallSlot) -> CallState {
         let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output).build();
+        let states = CapabilityStates::new(&setup);
         CallState {
-            identity,
-            grants,
-            chat,
+            identity: setup.identity,
+            grants: setup.grants,
+            chat: setup.chat,
             host_waits: HostWaits::default(),
             slot,
             limiter,
-            log: log::LogState::default(),
-            progress: progress::ProgressState::new(progress),
-            fs: workspace_fs::FsState::new(workspace),
+            states,
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// This call's state of capability `C`.
+    pub(crate) fn state_of<C: Capability>(&mut self) -> &mut C::State
+    where
+        Self: StateOf<C>,
+    {
+        StateOf::<C>::state(self)
     }
 }
 

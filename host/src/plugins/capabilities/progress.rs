@@ -3,7 +3,7 @@
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability, ProgressSink};
+use super::{CallSetup, CallState, Capability, ProgressSink};
 use crate::plugins::bindings::toolhost::plugin::progress as wit;
 
 const MAX_MESSAGE_BYTES: usize = 1024;
@@ -14,6 +14,11 @@ pub struct Progress;
 
 impl Capability for Progress {
     const NAME: &'static str = "progress";
+    type State = ProgressState;
+
+    fn new_state(setup: &CallSetup) -> ProgressState {
+        ProgressState { sink: setup.progress.clone(), reports: 0 }
+    }
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
@@ -31,15 +36,10 @@ pub struct ProgressUpdate {
     pub fraction: Option<f32>,
 }
 
-pub(crate) struct ProgressState {
+/// Where the call's reports go, and how many it made.
+pub struct ProgressState {
     sink: Option<ProgressSink>,
     reports: u32,
-}
-
-impl ProgressState {
-    pub(crate) fn new(sink: Option<ProgressSink>) -> ProgressState {
-        ProgressState { sink, reports: 0 }
-    }
 }
 
 impl wit::Host for CallState {
@@ -47,9 +47,10 @@ impl wit::Host for CallState {
         if !self.grants.allows(Progress::NAME) {
             return;
         }
-        let Some(sink) = &self.progress.sink else { return };
-        self.progress.reports += 1;
-        if self.progress.reports > MAX_REPORTS_PER_CALL {
+        let state = self.state_of::<Progress>();
+        let Some(sink) = state.sink.clone() else { return };
+        state.reports += 1;
+        if state.reports > MAX_REPORTS_PER_CALL {
             return;
         }
         sink(ProgressUpdate {

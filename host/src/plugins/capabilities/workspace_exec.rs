@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability, NETWORK};
+use super::{CallSetup, CallState, Capability, NETWORK};
 use crate::plugins::bindings::toolhost::plugin::workspace_exec::{
     self as wit, Command, Completed, ExecError, ProcessInfo, Signal,
 };
@@ -22,6 +22,10 @@ pub struct WorkspaceExec;
 
 impl Capability for WorkspaceExec {
     const NAME: &'static str = "workspace-exec";
+    // Its state is the chat's services, shared by the capabilities that reach them.
+    type State = ();
+
+    fn new_state(_: &CallSetup) {}
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)

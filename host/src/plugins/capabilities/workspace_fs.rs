@@ -15,7 +15,7 @@ use std::sync::Arc;
 use cap_std::fs::FileType;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability};
+use super::{CallSetup, CallState, Capability};
 use crate::plugins::bindings::toolhost::plugin::workspace_fs::{self as wit, DirEntry, EntryKind, FsError, Metadata};
 use crate::workspace::confined::{Confined, ReadError, WorkspaceRoot};
 
@@ -26,6 +26,11 @@ pub struct WorkspaceFs;
 
 impl Capability for WorkspaceFs {
     const NAME: &'static str = "workspace-fs";
+    type State = FsState;
+
+    fn new_state(setup: &CallSetup) -> FsState {
+        FsState { root: setup.workspace.clone(), opened: None }
+    }
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
@@ -33,15 +38,9 @@ impl Capability for WorkspaceFs {
 }
 
 /// The call's workspace root, opened on first use.
-pub(crate) struct FsState {
+pub struct FsState {
     root: Option<WorkspaceRoot>,
     opened: Option<Arc<Confined>>,
-}
-
-impl FsState {
-    pub(crate) fn new(root: Option<WorkspaceRoot>) -> FsState {
-        FsState { root, opened: None }
-    }
 }
 
 impl CallState {
@@ -50,16 +49,16 @@ impl CallState {
     /// the workspace, as resolved: a link must not lead past a folder the policy keeps closed.
     fn workspace_path(&mut self, path: &str) -> Result<(Arc<Confined>, PathBuf), FsError> {
         let relative = confine(path)?;
-        let plugin = &self.identity.plugin;
-        self.grants.require_scoped(WorkspaceFs::NAME, plugin, &scope_of(relative)).map_err(FsError::Denied)?;
-        if self.fs.opened.is_none() {
-            let root = self.fs.root.as_ref().ok_or(FsError::NoWorkspace)?;
+        self.grants.require_scoped(WorkspaceFs::NAME, &self.identity.plugin, &scope_of(relative)).map_err(FsError::Denied)?;
+        let state = self.state_of::<WorkspaceFs>();
+        if state.opened.is_none() {
+            let root = state.root.as_ref().ok_or(FsError::NoWorkspace)?;
             let opened = root.open().map_err(|e| FsError::Io(format!("the workspace root cannot be opened: {e}")))?;
-            self.fs.opened = Some(Arc::new(opened));
+            state.opened = Some(Arc::new(opened));
         }
-        let workspace = self.fs.opened.clone().ok_or(FsError::NoWorkspace)?;
+        let workspace = state.opened.clone().ok_or(FsError::NoWorkspace)?;
         if let Some(resolved) = resolved_scope(workspace.dir(), relative).filter(|r| *r != scope_of(relative)) {
-            self.grants.require_scoped(WorkspaceFs::NAME, plugin, &resolved).map_err(FsError::Denied)?;
+            self.grants.require_scoped(WorkspaceFs::NAME, &self.identity.plugin, &resolved).map_err(FsError::Denied)?;
         }
         Ok((workspace, relative.to_path_buf()))
     }

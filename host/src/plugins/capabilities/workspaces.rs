@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{CallState, Capability};
+use super::{CallSetup, CallState, Capability};
 use crate::plugins::bindings::toolhost::plugin::workspaces::{
     self as wit, CreateOutcome, ParameterType, TemplateInfo, TemplateParameter, WorkspaceError, WorkspaceInfo,
     WorkspaceStatus,
@@ -23,6 +23,10 @@ pub struct Workspaces;
 
 impl Capability for Workspaces {
     const NAME: &'static str = "workspaces";
+    // Its state is the chat's services, shared by the capabilities that reach them.
+    type State = ();
+
+    fn new_state(_: &CallSetup) {}
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
