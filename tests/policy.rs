@@ -276,7 +276,7 @@ async fn a_subagent_sees_and_calls_only_what_the_policy_allows_and_denials_are_a
         .unwrap_or_default();
     let stolen = ids
         .iter()
-        .map(|id| server.workspaces.local_files(id))
+        .filter_map(|id| server.workspaces.local_files(id))
         .any(|files| files.exists() && has_file(&files, "stolen.txt"));
     assert!(!stolen, "the invented call did not run");
 

@@ -367,7 +367,7 @@ impl Sandboxed {
             .unwrap();
         let workspace = service.wait_settled(&created.id, Duration::from_secs(30)).await.unwrap();
         assert_eq!(workspace.status.as_str(), "ready", "{:?}", workspace.detail);
-        let files = service.local_files(&workspace.id);
+        let files = service.local_files(&workspace.id).unwrap();
         Sandboxed { service, workspace, files, _data: data }
     }
 

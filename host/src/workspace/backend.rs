@@ -3,17 +3,18 @@
 //! (an agent on another machine) would implement the same trait.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkspaceError;
+use super::command::{Capture, CommandSpec, Completed, Output};
 use super::confined::{Owner, WorkspaceRoot, chown_tree};
 use super::disk::Disks;
 use super::sandbox::SandboxMode;
-use super::sandbox::{CommandSpec, Completed, Mounts, Running, Sandbox};
+use super::sandbox::{Mounts, Running, Sandbox};
 use super::template::Template;
 use crate::store::Workspace;
 
@@ -41,7 +42,13 @@ pub trait Backend: Send + Sync {
     fn over_quota<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Option<String>>;
 
     /// Starts a command and returns at once.
-    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Running, WorkspaceError>;
+    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Box<dyn RunningCommand>, WorkspaceError>;
+
+    /// Why commands cannot run at all here, if they cannot.
+    fn problem(&self) -> Option<String>;
+
+    /// Where workspace `id` keeps its files on this machine; `None` when they are elsewhere.
+    fn files_of(&self, id: &str) -> Option<PathBuf>;
 
     /// The folder holding the workspace's files on this machine, for the `workspace-fs`
     /// capability, the prompt and git watch (always through [`super::confined`]); `None` when
@@ -50,6 +57,36 @@ pub trait Backend: Send + Sync {
 
     /// Removes everything the workspace holds.
     fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>>;
+}
+
+/// A command started in the background, wherever it runs.
+pub trait RunningCommand: Send {
+    /// Its output so far, shared while it runs.
+    fn capture(&self) -> Arc<Mutex<Capture>>;
+    /// Waits for its end: its exit code, `None` when a signal ended it.
+    fn wait(&mut self) -> BoxFuture<'_, Option<i32>>;
+    /// Sends `signal` to its processes; `SIGKILL` ends the command and everything it started.
+    fn signal(&mut self, signal: rustix::process::Signal) -> BoxFuture<'_, ()>;
+    /// Waits (briefly) for the last of its output; what was kept.
+    fn finish_output(&mut self) -> BoxFuture<'_, Output>;
+}
+
+impl RunningCommand for Running {
+    fn capture(&self) -> Arc<Mutex<Capture>> {
+        self.capture.clone()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Option<i32>> {
+        Box::pin(async move { self.child.wait().await.ok().and_then(|status| status.code()) })
+    }
+
+    fn signal(&mut self, signal: rustix::process::Signal) -> BoxFuture<'_, ()> {
+        Box::pin(Running::signal(self, signal))
+    }
+
+    fn finish_output(&mut self) -> BoxFuture<'_, Output> {
+        Box::pin(Running::finish_output(self))
+    }
 }
 
 /// Workspaces as folders under `root`: `<id>/files` (mounted at `/workspace`) and `<id>/home`
@@ -110,10 +147,6 @@ impl LocalBackend {
             namespace: None,
             own_disk: false,
         }
-    }
-
-    pub fn sandbox_problem(&self) -> Option<String> {
-        self.sandbox.as_ref().err().cloned()
     }
 
     fn sandbox(&self) -> Result<&Sandbox, WorkspaceError> {
@@ -190,8 +223,16 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Running, WorkspaceError> {
-        Ok(self.sandbox()?.start(&self.mounts(workspace), spec)?)
+    fn start(&self, workspace: &Workspace, spec: &CommandSpec) -> Result<Box<dyn RunningCommand>, WorkspaceError> {
+        Ok(Box::new(self.sandbox()?.start(&self.mounts(workspace), spec)?))
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.sandbox.as_ref().err().cloned()
+    }
+
+    fn files_of(&self, id: &str) -> Option<PathBuf> {
+        Some(self.mounts_of(id).files)
     }
 
     fn files_root(&self, workspace: &Workspace) -> Option<WorkspaceRoot> {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::backend::Backend;
 use super::confined::WorkspaceRoot;
 use super::{WorkspaceError, WorkspaceService};
 use crate::store::Workspace;

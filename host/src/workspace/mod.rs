@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cgroup;
+pub mod command;
 pub mod confined;
 mod disk;
 pub mod git;
@@ -139,7 +140,7 @@ pub struct WorkspaceService {
     store: Store,
     templates_dir: Option<PathBuf>,
     templates: RwLock<Arc<Templates>>,
-    backend: Arc<LocalBackend>,
+    backend: Arc<dyn Backend>,
     max_command: Duration,
     processes: ProcessTable,
     /// One lock per chat tree, so two create calls of one chat never make two workspaces.
@@ -220,7 +221,7 @@ impl WorkspaceService {
 
     /// Why commands cannot run on this server, if they cannot.
     pub fn sandbox_problem(&self) -> Option<String> {
-        self.backend.sandbox_problem()
+        self.backend.problem()
     }
 
     /// A template `owner_is_admin` may use.
@@ -445,8 +446,8 @@ impl WorkspaceService {
 
     /// Where the files of workspace `id` are on this machine (through the server's own mount
     /// namespace when the workspace has a file system of its own).
-    pub fn local_files(&self, id: &str) -> PathBuf {
-        self.backend.mounts_of(id).files
+    pub fn local_files(&self, id: &str) -> Option<PathBuf> {
+        self.backend.files_of(id)
     }
 
     /// Where a workspace's files are on this machine, and who owns them.

@@ -9,7 +9,8 @@ pub use rustix::process::Signal;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::sandbox::{Capture, Running};
+use super::backend::RunningCommand;
+use super::sandbox::Capture;
 use crate::store::now_ms;
 
 /// Finished processes kept per workspace, so their output can still be read.
@@ -52,7 +53,7 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     /// Takes over a started command; a task waits for its end and delivers signals.
-    pub fn adopt(&self, workspace_id: &str, command: &str, mut running: Running) -> ProcessInfo {
+    pub fn adopt(&self, workspace_id: &str, command: &str, mut running: Box<dyn RunningCommand>) -> ProcessInfo {
         let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let id = format!("proc-{number}");
         let info = ProcessInfo {
@@ -68,21 +69,21 @@ impl ProcessTable {
         let entry = Arc::new(Entry {
             info: Mutex::new(info.clone()),
             started: Instant::now(),
-            capture: running.capture.clone(),
+            capture: running.capture(),
             signals,
         });
         let watched = entry.clone();
         tokio::spawn(async move {
             let status = loop {
                 tokio::select! {
-                    status = running.child.wait() => break status.ok(),
+                    code = running.wait() => break code,
                     Some(signal) = receive.recv() => running.signal(signal).await,
                 }
             };
             running.finish_output().await;
             if let Ok(mut info) = watched.info.lock() {
                 info.running = false;
-                info.exit_code = status.and_then(|s| s.code());
+                info.exit_code = status;
                 info.duration_ms = watched.started.elapsed().as_millis() as u64;
             }
         });
