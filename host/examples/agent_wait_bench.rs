@@ -7,17 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use toolhost::agents::{AgentService, AgentsConfig};
-use toolhost::chat::service::ChatService;
+use toolhost::agents::AgentsConfig;
+use toolhost::app::{App, Setup};
+use toolhost::config::{Config, Overrides};
 use toolhost::domain::ChatKind;
 use toolhost::domain::parts::MessagePart;
+use toolhost::plugins::CallContext;
+use toolhost::plugins::CallRequest;
 use toolhost::plugins::capabilities::ChatServices;
-use toolhost::plugins::{CallContext, CallRequest, PluginRuntime, RuntimeOptions};
-use toolhost::store::{NewChat, Store};
-use toolhost::workspace::{ChatScope, WorkspaceService, WorkspacesConfig};
+use toolhost::store::NewChat;
+use toolhost::workspace::ChatScope;
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -38,34 +39,21 @@ async fn main() -> anyhow::Result<()> {
     let waits: usize =
         std::env::args().skip_while(|a| a != "--waits").nth(1).map(|n| n.parse()).transpose()?.unwrap_or(100);
     let data = tempfile::tempdir()?;
-    let store = Store::open(&Store::sqlite_url(data.path())).await?;
-    let owner = store.create_user("bench", false).await?;
-    let chats = ChatService::new(store.clone());
-    let agents = AgentService::new(
-        store.clone(),
-        chats.clone(),
-        AgentsConfig { max_concurrent_per_root: 1000, max_spawns_per_turn: 1000, ..AgentsConfig::default() },
-    );
-    let workspaces = WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default())
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let options = RuntimeOptions { max_waiting_calls: (waits as u32).max(256), ..RuntimeOptions::default() };
-    let runtime = Arc::new(PluginRuntime::load(options).await?);
-    let root = NewChat {
-        owner_id: owner.id.clone(),
-        parent_chat_id: None,
-        root_chat_id: None,
-        kind: ChatKind::Root,
-        workspace_id: None,
-        title: "bench".into(),
-        model: None,
-        content: vec![MessagePart::text("bench")],
-    };
-    let (root, _) = store.create_chat(root).await?;
-    let child = agents.spawn(&root.id, "never runs: no worker here", None, ChatKind::Subagent).await?;
+    let overrides = Overrides { data_dir: Some(data.path().to_path_buf()), ..Overrides::default() };
+    let mut config = Config::load(&overrides)?;
+    config.plugins.max_waiting_calls = (waits as u32).max(256);
+    config.agents =
+        AgentsConfig { max_concurrent_per_root: 1000, max_spawns_per_turn: 1000, ..AgentsConfig::default() };
+    let setup = Setup { environment: |_| None, ..Setup::from_env() };
+    // No worker is started: the child never runs, so every wait lasts its whole timeout.
+    let app = App::build(&config, setup).await?;
+    let owner = app.store.create_user("bench", false).await?;
+    let root = app.chats.create(NewChat::root(&owner.id, vec![MessagePart::text("bench")], None, None)).await?;
+    let child = app.agents.spawn(&root.id, "never runs: no worker here", None, ChatKind::Subagent).await?;
+    let runtime = app.runtime.clone();
     let services = ChatServices {
-        workspaces,
-        agents,
+        workspaces: app.workspaces.clone(),
+        agents: app.agents.clone(),
         scope: ChatScope {
             chat_id: root.id.clone(),
             root_chat_id: root.id.clone(),

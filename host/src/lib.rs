@@ -8,6 +8,7 @@
 //!   per WIT capability interface, the only doors out of a sandbox.
 //! - [`config`]: one configuration, from file < environment < flags.
 //! - [`store`]: the only place that speaks SQL (SQLite or PostgreSQL).
+//! - [`app`]: the composition root: every service made from the configuration and wired, once.
 //! - [`api`]: the HTTP API; [`server`] runs it.
 //! - [`chat`]: the chat service, its event streams, and the worker that runs turns.
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
@@ -20,6 +21,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod app;
 pub mod catalog;
 pub mod chat;
 pub mod cli;

@@ -6,6 +6,7 @@
 pub mod fake_llm;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,20 +14,19 @@ use futures::StreamExt;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-use toolhost::agents::{AgentService, AgentsConfig};
-use toolhost::api::{self, ApiLimits, AppState};
+use toolhost::agents::AgentsConfig;
+use toolhost::api;
+use toolhost::app::{App, Setup};
 use toolhost::catalog::{Catalog, ModelInput, NewProvider};
-use toolhost::chat::run::RunServices;
-use toolhost::chat::service::ChatService;
-use toolhost::chat::worker::{Worker, WorkerSettings};
+use toolhost::chat::worker::WorkerSettings;
+use toolhost::config::{Config, Overrides};
 use toolhost::llm::retry::RetryPolicy;
 use toolhost::llm::{ModelTimeouts, ProviderKind};
-use toolhost::plugins::{PluginRuntime, RuntimeOptions};
-use toolhost::policy::{Inventory, PolicyEngine};
+use toolhost::plugins::RuntimeOptions;
 use toolhost::secrets::SecretBox;
 use toolhost::store::Source;
 use toolhost::store::Store;
-use toolhost::workspace::{WorkspaceService, WorkspacesConfig};
+use toolhost::workspace::WorkspaceService;
 
 use fake_llm::FakeLlm;
 
@@ -88,7 +88,7 @@ impl TestDatabase {
     }
 
     /// SQLite in `dir` (a folder the test controls, such as a small disk).
-    pub fn sqlite_in(dir: &std::path::Path) -> TestDatabase {
+    pub fn sqlite_in(dir: &Path) -> TestDatabase {
         TestDatabase { url: Store::sqlite_url(dir), pg_name: None, _dir: tempfile::tempdir().unwrap() }
     }
 
@@ -114,27 +114,139 @@ pub struct TestServer {
     database: TestDatabase,
     task: tokio::task::JoinHandle<()>,
     pub catalog: Arc<Catalog>,
+    /// The server as `serve` builds it.
+    app: App,
     stop_worker: CancellationToken,
     worker_task: Option<tokio::task::JoinHandle<()>>,
-    worker: Arc<Worker>,
 }
 
-/// What a test server is made with besides its database.
-struct Setup {
+/// Makes a [`TestServer`]: `TestServer::builder().backend(..).settings(..).fixtures(..).start()`.
+/// The server is built by the same composition root as `serve` ([`App::build`]) from the
+/// configuration [`TestServerBuilder::config`] gives, which real server processes can share.
+pub struct TestServerBuilder {
+    backend: Backend,
+    database: Option<TestDatabase>,
     settings: WorkerSettings,
-    /// Third-party plugins to load.
-    plugins: Option<TempDir>,
+    /// Test fixtures (from tests/fixtures, e.g. `stand-ins`) to load as third-party plugins.
+    fixtures: Vec<String>,
     agents: AgentsConfig,
     max_concurrent_calls: u32,
 }
 
-impl Default for Setup {
-    fn default() -> Setup {
-        Setup {
-            settings: test_settings(),
-            plugins: None,
-            agents: AgentsConfig::default(),
-            max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
+impl TestServerBuilder {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Over an existing test database (instead of a fresh one of the backend).
+    pub fn database(mut self, database: TestDatabase) -> Self {
+        self.database = Some(database);
+        self
+    }
+
+    pub fn settings(mut self, settings: WorkerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn fixtures(mut self, fixtures: &[&str]) -> Self {
+        self.fixtures = fixtures.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
+    pub fn agents(mut self, agents: AgentsConfig) -> Self {
+        self.agents = agents;
+        self
+    }
+
+    /// Plugin calls that run at once.
+    pub fn max_concurrent_calls(mut self, calls: u32) -> Self {
+        self.max_concurrent_calls = calls;
+        self
+    }
+
+    /// The server's configuration: its data in `data_dir`, its database at `database_url`.
+    pub fn config(&self, data_dir: &Path, database_url: &str, plugins_dir: Option<&Path>) -> Config {
+        let overrides = Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            database_url: Some(database_url.to_string()),
+            plugins_dir: plugins_dir.map(Path::to_path_buf),
+            ..Overrides::default()
+        };
+        let mut config = Config::load(&overrides).unwrap();
+        config.plugins.max_concurrent_calls = self.max_concurrent_calls;
+        config.agents = self.agents.clone();
+        config.api.max_message_kib = 64;
+        config
+    }
+
+    pub async fn start(mut self) -> TestServer {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
+        let database = match self.database.take() {
+            Some(database) => database,
+            None => TestDatabase::create(self.backend).await,
+        };
+        let plugins = (!self.fixtures.is_empty()).then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            for name in &self.fixtures {
+                let built =
+                    Path::new(env!("TOOLHOST_WASM_DIR")).join(format!("fixture_{}.wasm", name.replace('-', "_")));
+                std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
+            }
+            dir
+        });
+        let data = tempfile::tempdir().unwrap();
+        let config = self.config(data.path(), &database.url, plugins.as_ref().map(TempDir::path));
+        let setup = Setup {
+            worker: Some(WorkerSettings { poll: Duration::from_millis(100), ..self.settings.clone() }),
+            model_timeouts: ModelTimeouts { first_byte: Duration::from_secs(2), silence: Duration::from_secs(2) },
+            secrets: Some(SecretBox::from_key([42; 32])),
+            // Providers come from the test, never from the machine's environment.
+            environment: |_| None,
+        };
+        let app = App::build(&config, setup).await.unwrap();
+        let llm = FakeLlm::start().await;
+        // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
+        let fake = NewProvider {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(llm.base_url.clone()),
+            api_key: None,
+        };
+        app.catalog.create_provider(fake, Source::Api).await.unwrap();
+        let model = ModelInput {
+            name: Some("test-model".into()),
+            provider: Some("fake".into()),
+            context_window: Some(100_000),
+            ..ModelInput::default()
+        };
+        app.catalog.save_model(None, model, Source::Api).await.unwrap();
+        let stop_worker = CancellationToken::new();
+        let worker_task = Some(tokio::spawn(app.worker().run(stop_worker.clone())));
+        let state = app.api_state(Default::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, api::router(state)).await.unwrap();
+        });
+        TestServer {
+            base: format!("http://{address}"),
+            store: app.store.clone(),
+            catalog: app.catalog.clone(),
+            http: reqwest::Client::new(),
+            llm,
+            data,
+            workspaces: app.workspaces.clone(),
+            database,
+            task,
+            app,
+            stop_worker,
+            worker_task,
+            _plugins: plugins,
         }
     }
 }
@@ -153,128 +265,46 @@ pub fn test_settings() -> WorkerSettings {
 }
 
 impl TestServer {
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            backend: Backend::Sqlite,
+            database: None,
+            settings: test_settings(),
+            fixtures: Vec::new(),
+            agents: AgentsConfig::default(),
+            max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
+        }
+    }
+
     pub async fn start(backend: Backend) -> TestServer {
-        TestServer::start_with(backend, test_settings()).await
+        TestServer::builder().backend(backend).start().await
     }
 
     /// A server with its worker, talking to a fresh fake model.
     pub async fn start_with(backend: Backend, settings: WorkerSettings) -> TestServer {
-        TestServer::start_on(TestDatabase::create(backend).await, settings).await
+        TestServer::builder().backend(backend).settings(settings).start().await
     }
 
-    /// A server that also loads these test fixtures (from tests/fixtures, e.g. `stand-ins`) as
-    /// third-party plugins.
+    /// A server that also loads these test fixtures as third-party plugins.
     pub async fn start_with_fixtures(backend: Backend, fixtures: &[&str]) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        for name in fixtures {
-            let built = std::path::Path::new(env!("TOOLHOST_WASM_DIR"))
-                .join(format!("fixture_{}.wasm", name.replace('-', "_")));
-            std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
-        }
-        TestServer::start_full(TestDatabase::create(backend).await, Setup { plugins: Some(dir), ..Setup::default() })
-            .await
+        TestServer::builder().backend(backend).fixtures(fixtures).start().await
     }
 
     /// A server over an existing test database.
     pub async fn start_on(database: TestDatabase, settings: WorkerSettings) -> TestServer {
-        TestServer::start_full(database, Setup { settings, ..Setup::default() }).await
+        TestServer::builder().database(database).settings(settings).start().await
     }
 
     /// A server whose subagents have these limits.
     pub async fn start_with_agents(backend: Backend, agents: AgentsConfig) -> TestServer {
-        TestServer::start_full(TestDatabase::create(backend).await, Setup { agents, ..Setup::default() }).await
+        TestServer::builder().backend(backend).agents(agents).start().await
     }
 
     /// A server whose worker runs at most `chats` turns and whose plugins run at most `calls`
     /// calls at once.
     pub async fn start_with_slots(backend: Backend, chats: usize, calls: u32) -> TestServer {
         let settings = WorkerSettings { max_concurrent_chats: chats, ..test_settings() };
-        TestServer::start_full(
-            TestDatabase::create(backend).await,
-            Setup { settings, max_concurrent_calls: calls, ..Setup::default() },
-        )
-        .await
-    }
-
-    async fn start_full(database: TestDatabase, setup: Setup) -> TestServer {
-        let Setup { settings, plugins, agents, max_concurrent_calls } = setup;
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .try_init();
-        let store = Store::open(&database.url).await.unwrap();
-        let llm = FakeLlm::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let workspaces =
-            WorkspaceService::start(store.clone(), data.path(), &WorkspacesConfig::default()).await.unwrap();
-        let chats = ChatService::new(store.clone());
-        let options = RuntimeOptions {
-            plugins_dir: plugins.as_ref().map(|d| d.path().to_path_buf()),
-            max_concurrent_calls,
-            ..RuntimeOptions::default()
-        };
-        let runtime = Arc::new(PluginRuntime::load(options).await.unwrap());
-        let catalog = Arc::new(Catalog::new(
-            store.clone(),
-            SecretBox::from_key([42; 32]),
-            ModelTimeouts { first_byte: Duration::from_secs(2), silence: Duration::from_secs(2) },
-        ));
-        // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
-        let fake = NewProvider {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(llm.base_url.clone()),
-            api_key: None,
-        };
-        catalog.create_provider(fake, Source::Api).await.unwrap();
-        let model = ModelInput {
-            name: Some("test-model".into()),
-            provider: Some("fake".into()),
-            context_window: Some(100_000),
-            ..ModelInput::default()
-        };
-        catalog.save_model(None, model, Source::Api).await.unwrap();
-        let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await.unwrap();
-        let services = RunServices {
-            chats: chats.clone(),
-            runtime,
-            catalog: catalog.clone(),
-            policy: policy.clone(),
-            workspaces: workspaces.clone(),
-            agents: AgentService::new(store.clone(), chats.clone(), agents),
-        };
-        let worker = Worker::new(services, WorkerSettings { poll: Duration::from_millis(100), ..settings });
-        let stop_worker = CancellationToken::new();
-        let worker_task = Some(tokio::spawn(worker.clone().run(stop_worker.clone())));
-        let state = AppState {
-            store: store.clone(),
-            chats,
-            limits: ApiLimits { max_message_bytes: 64 * 1024 },
-            catalog: catalog.clone(),
-            policy,
-            workspaces: workspaces.clone(),
-            lifecycle: Default::default(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address: SocketAddr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, api::router(state)).await.unwrap();
-        });
-        TestServer {
-            base: format!("http://{address}"),
-            store,
-            catalog,
-            http: reqwest::Client::new(),
-            llm,
-            data,
-            workspaces,
-            database,
-            task,
-            stop_worker,
-            worker_task,
-            worker,
-            _plugins: plugins,
-        }
+        TestServer::builder().backend(backend).settings(settings).max_concurrent_calls(calls).start().await
     }
 
     /// The PostgreSQL database's name (`None` for SQLite).
@@ -327,10 +357,8 @@ impl TestServer {
     /// over the same database and workspaces.
     pub async fn restart_worker(&mut self) {
         self.stop_worker().await;
-        let worker = Worker::new(self.worker.services().clone(), self.worker.settings.clone());
         self.stop_worker = CancellationToken::new();
-        self.worker_task = Some(tokio::spawn(worker.clone().run(self.stop_worker.clone())));
-        self.worker = worker;
+        self.worker_task = Some(tokio::spawn(self.app.worker().run(self.stop_worker.clone())));
     }
 
     /// A new user and a token for them.
@@ -354,7 +382,7 @@ impl TestServer {
     /// Where workspace `id` keeps its files, as the server reaches them (on a root server,
     /// inside its own mount namespace, where the workspace's file system is mounted).
     pub fn workspace_files(&self, id: &str) -> std::path::PathBuf {
-        self.workspaces.local_files(id)
+        self.workspaces.local_files(id).expect("the local backend keeps files on this machine")
     }
 
     /// Fails (never skips) when this machine cannot run sandboxed commands: the README's test
@@ -452,7 +480,7 @@ impl SmallDisk {
         SmallDisk { dir }
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 

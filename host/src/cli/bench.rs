@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::{BenchArgs, native, plugin, refuse};
 use crate::config::Config;
-use crate::plugins::PluginRuntime;
 
 /// Calls made before measuring, to warm caches and the instance pool.
 const WARMUP_CALLS: u32 = 50;
@@ -67,7 +66,7 @@ pub(super) async fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<E
         Err(reason) => return refuse(reason),
     };
     let load_started = Instant::now();
-    let runtime = PluginRuntime::load(config.runtime_options()).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
     let cached = runtime.plugins().filter(|p| p.from_cache).count();
     let plugins = runtime.plugins().count();

@@ -236,12 +236,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            crate::server::open_store(&Config::load(&overrides)?).await?;
+            crate::app::open_store(&Config::load(&overrides)?).await?;
             eprintln!("toolhost: the database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Users(UsersCommand::Create { name, admin }) => {
-            let store = crate::server::open_store(&Config::load(&overrides)?).await?;
+            let store = crate::app::open_store(&Config::load(&overrides)?).await?;
             match store.create_user(&name, admin).await {
                 Ok(user) => {
                     println!("{}", serde_json::to_string(&user)?);
@@ -256,7 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Tokens(TokensCommand::Create { user, label }) => {
-            let store = crate::server::open_store(&Config::load(&overrides)?).await?;
+            let store = crate::app::open_store(&Config::load(&overrides)?).await?;
             let Some(found) = store.find_user(&user).await? else {
                 return refuse(format!("there is no user `{user}`; create one with `toolhost users create {user}`"));
             };

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::plugins::{CallContext, CallRequest, PluginInfo, PluginRuntime};
 
 pub(super) async fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = PluginRuntime::load(config.runtime_options()).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
     if json {
         let plugins: Vec<&PluginInfo> = runtime.plugins().collect();
         println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "refused": runtime.refused() }))?);
@@ -106,7 +106,7 @@ pub(super) async fn call(config: &Config, args: &CallArgs) -> anyhow::Result<Exi
         Ok(request) => request,
         Err(reason) => return refuse(reason),
     };
-    let runtime = PluginRuntime::load(config.runtime_options()).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
     match runtime.call(request).await {
         Ok(output) => {
             println!("{}", serde_json::to_string_pretty(&output)?);

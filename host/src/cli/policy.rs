@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use super::{ExplainArgs, refuse};
 use crate::config::Config;
 use crate::domain::ChatKind;
-use crate::plugins::PluginRuntime;
-use crate::policy::{Inventory, PolicyEngine, PolicyError, Principal};
+use crate::policy::{Inventory, PolicyError, Principal};
 
 async fn inventory(config: &Config) -> anyhow::Result<Inventory> {
-    let runtime = PluginRuntime::load(config.runtime_options()).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
     Ok(Inventory::of(runtime.plugins()))
 }
 
@@ -57,8 +56,8 @@ pub(super) async fn set(config: &Config, file: &Path, author: &str) -> anyhow::R
         Ok(text) => text,
         Err(message) => return refuse(message),
     };
-    let store = crate::server::open_store(config).await?;
-    let engine = PolicyEngine::load(store, inventory(config).await?).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
+    let (_, engine) = crate::app::policy_engine(config, &runtime).await?;
     match engine.save(&text, author, "set with toolhost policy set").await {
         Ok(saved) => {
             for warning in &saved.warnings {
@@ -84,8 +83,8 @@ pub(super) async fn set(config: &Config, file: &Path, author: &str) -> anyhow::R
 /// Prints, for a chat or a synthetic one, every tool's visibility and every capability, with
 /// the deciding rules.
 pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let store = crate::server::open_store(config).await?;
-    let engine = PolicyEngine::load(store.clone(), inventory(config).await?).await?;
+    let runtime = crate::app::plugin_runtime(config).await?;
+    let (store, engine) = crate::app::policy_engine(config, &runtime).await?;
     let principal = match &args.chat {
         Some(id) => {
             let Some(chat) = store.chat(id).await? else { return refuse(format!("there is no chat {id}")) };

@@ -1,0 +1,158 @@
+//! The composition root: the one place that knows how the server's parts are made from a
+//! [`Config`] and wired to each other. `serve`, the CLI, the tests and the benchmarks all build
+//! what they run here, so a new service is wired once.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::agents::AgentService;
+use crate::api::{ApiLimits, AppState, Lifecycle};
+use crate::catalog::{Catalog, seed};
+use crate::chat::run::RunServices;
+use crate::chat::service::ChatService;
+use crate::chat::worker::{Worker, WorkerSettings};
+use crate::config::Config;
+use crate::llm::ModelTimeouts;
+use crate::plugins::PluginRuntime;
+use crate::policy::{Inventory, PolicyEngine};
+use crate::secrets::SecretBox;
+use crate::store::Store;
+use crate::workspace::WorkspaceService;
+
+/// What building the server takes besides its configuration file: settings an operator sets
+/// in the environment, and that tests and benchmarks choose for themselves.
+pub struct Setup {
+    /// `None`: the defaults, with chats left running taken back at start on SQLite (where
+    /// this is the only server).
+    pub worker: Option<WorkerSettings>,
+    pub model_timeouts: ModelTimeouts,
+    /// Seals provider keys at rest; `None` loads the configured key (see `secrets`).
+    pub secrets: Option<SecretBox>,
+    /// Reads the environment variables that seed providers (`OPENAI_API_KEY`, ...).
+    pub environment: fn(&str) -> Option<String>,
+}
+
+impl Setup {
+    /// What `serve` uses: the environment's, with the worker set for the database's backend.
+    pub fn from_env() -> Setup {
+        Setup {
+            worker: None,
+            model_timeouts: ModelTimeouts::from_env(),
+            secrets: None,
+            environment: |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// The server's services, made and wired.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub chats: Arc<ChatService>,
+    pub runtime: Arc<PluginRuntime>,
+    pub catalog: Arc<Catalog>,
+    pub policy: Arc<PolicyEngine>,
+    pub workspaces: Arc<WorkspaceService>,
+    pub agents: Arc<AgentService>,
+    pub worker_settings: WorkerSettings,
+}
+
+impl App {
+    /// Builds everything `serve` runs, as configured. Problems that leave the server usable (a
+    /// model without a key, a refused plugin, no sandbox) are reported on stderr, not fatal.
+    pub async fn build(config: &Config, setup: Setup) -> anyhow::Result<App> {
+        let store = open_store(config).await?;
+        let runtime = Arc::new(plugin_runtime(config).await?);
+        for refusal in runtime.refused() {
+            eprintln!("toolhost: plugin refused: {refusal}");
+        }
+        let secrets = match setup.secrets {
+            Some(secrets) => secrets,
+            None => SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?,
+        };
+        let catalog = Arc::new(Catalog::new(store.clone(), secrets, setup.model_timeouts));
+        seed::seed(&catalog, config, &setup.environment)
+            .await
+            .context("cannot apply the configured providers and models")?;
+        for model in catalog.models().await? {
+            if let Some(reason) = &model.availability.unavailable_reason {
+                eprintln!("toolhost: model `{}` is not usable: {reason}", model.name);
+            }
+        }
+        let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
+        let workspaces = WorkspaceService::start(store.clone(), &config.data_dir, &config.workspaces)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(problem) = workspaces.sandbox_problem() {
+            eprintln!("toolhost: workspace commands are disabled: {problem}");
+        }
+        let chats = ChatService::new(store.clone());
+        let agents = AgentService::new(store.clone(), chats.clone(), config.agents.clone());
+        let worker_settings = setup.worker.unwrap_or_else(|| WorkerSettings {
+            recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
+            ..WorkerSettings::default()
+        });
+        Ok(App { config: config.clone(), store, chats, runtime, catalog, policy, workspaces, agents, worker_settings })
+    }
+
+    /// What each chat's run uses.
+    pub fn run_services(&self) -> RunServices {
+        RunServices {
+            chats: self.chats.clone(),
+            runtime: self.runtime.clone(),
+            catalog: self.catalog.clone(),
+            policy: self.policy.clone(),
+            workspaces: self.workspaces.clone(),
+            agents: self.agents.clone(),
+        }
+    }
+
+    /// A worker with a new identity over these services (a restart makes another).
+    pub fn worker(&self) -> Arc<Worker> {
+        Worker::new(self.run_services(), self.worker_settings.clone())
+    }
+
+    /// What the HTTP API's handlers share.
+    pub fn api_state(&self, lifecycle: Lifecycle) -> AppState {
+        AppState {
+            store: self.store.clone(),
+            chats: self.chats.clone(),
+            limits: ApiLimits { max_message_bytes: self.config.api.max_message_kib * 1024 },
+            catalog: self.catalog.clone(),
+            policy: self.policy.clone(),
+            workspaces: self.workspaces.clone(),
+            lifecycle,
+        }
+    }
+}
+
+/// Opens the database (creating and migrating it if needed) as configured.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory `{}`", config.data_dir.display()))?;
+    }
+    let url = config.database_url();
+    Store::open(&url).await.with_context(|| format!("cannot open the database ({})", redact(&url)))
+}
+
+/// Loads the bundled and configured plugins (refused ones are listed by `refused()`).
+pub async fn plugin_runtime(config: &Config) -> anyhow::Result<PluginRuntime> {
+    Ok(PluginRuntime::load(config.runtime_options()).await?)
+}
+
+/// The tool policy over the configured database and plugins, for the CLI's policy commands.
+pub async fn policy_engine(config: &Config, runtime: &PluginRuntime) -> anyhow::Result<(Store, Arc<PolicyEngine>)> {
+    let store = open_store(config).await?;
+    let engine = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
+    Ok((store, engine))
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
+    }
+}
