@@ -116,9 +116,14 @@ pub async fn stream(
 /// The snapshot, then live events, exactly once from `after`.
 async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxStream<'static, Outgoing>, ApiError> {
     let store = &state.chats.store;
-    // Snapshot and subscription under the channel lock: nothing is published in between.
-    let channel = state.chats.hub.channel(chat_id);
-    let guard = channel.lock().await;
+    // Only the subscription and the parts in flight are taken under the channel lock (memory,
+    // no database): the live turn's events wait for nothing else. The history read after it may
+    // then hold messages published since; those arrive live too and are skipped by seq below.
+    let (in_flight, live) = {
+        let channel = state.chats.hub.channel(chat_id);
+        let guard = channel.lock().await;
+        (guard.in_flight_after(after), BroadcastStream::new(guard.subscribe()))
+    };
     let chat = store.chat(chat_id).await?.ok_or_else(|| ApiError::not_found(format!("no chat `{chat_id}`")))?;
     let mut snapshot = vec![Outgoing::of(
         &ChatEvent { seq: after, body: EventBody::Status { status: chat.status, last_error: chat.last_error.clone() } },
@@ -132,7 +137,10 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
             true,
         ));
     }
-    for part in guard.in_flight_after(after) {
+    // A part numbered before a stored message belongs to a step that message completed (a
+    // message is numbered past every part streamed before it): the message replaces it.
+    let stored_through = cursor;
+    for part in in_flight.into_iter().filter(|part| part.seq > stored_through) {
         cursor = cursor.max(part.seq);
         snapshot.push(Outgoing::shared(part));
     }
@@ -143,8 +151,6 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
             false,
         ));
     }
-    let live = BroadcastStream::new(guard.subscribe());
-    drop(guard);
 
     let live = live.scan((cursor, false), |(cursor, ended), received| {
         if *ended {
