@@ -43,11 +43,25 @@ async fn main() {
         _ => Backend::Sqlite,
     };
     let which = std::env::args().nth(1).unwrap_or_else(|| "turn".into());
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     server.llm.stop_recording();
     let token = server.user("bench", false).await;
     let summary = match which.as_str() {
-        "turn" => turn(&server, &token, arg("--turns", "200").parse().unwrap()).await,
+        "turn" => {
+            let turns = arg("--turns", "200").parse().unwrap();
+            let mut summary = turn(&server, &token, turns).await;
+            // The floor, in the same run: with the worker stopped, so that nothing else writes.
+            server.stop_worker().await;
+            let floor = store_floor(&server.store, turns).await;
+            let overhead = summary["server_overhead_p50_ms"].as_f64().unwrap();
+            println!(
+                "the store alone writing a turn's rows: p50 {floor} ms; server overhead is {:.1}x that",
+                overhead / floor
+            );
+            summary["store_floor_p50_ms"] = json!(floor);
+            summary["overhead_over_floor"] = json!((overhead / floor * 10.0).round() / 10.0);
+            summary
+        }
         "fanout" => {
             let rate = arg("--rate", "100").parse().unwrap();
             fanout(
@@ -113,6 +127,53 @@ async fn turn(server: &TestServer, token: &str, turns: usize) -> Value {
         percentile(&end_to_end, 0.99)
     );
     json!({"benchmark": "turn", "turns": turns, "e2e_p50_ms": e2e, "e2e_p99_ms": percentile(&end_to_end, 0.99), "model_call_p50_ms": model_call_ms, "server_overhead_p50_ms": overhead})
+}
+
+/// What a turn with one tool call writes, through the store alone: the chat and its first
+/// message, the worker taking it, the three messages of the turn (the call, its result, the
+/// answer) and the chat going back to waiting. The least a turn can cost on this database.
+async fn store_floor(store: &toolhost::store::Store, turns: usize) -> f64 {
+    use toolhost::domain::{ChatStatus, MessagePart, Role};
+    use toolhost::store::NewChat;
+    let owner = store.create_user("floor", false).await.unwrap();
+    let call = MessagePart::ToolCall {
+        tool_call_id: "call-1".into(),
+        tool_name: "read_file".into(),
+        args: json!({"path": "README.md"}),
+        provider_metadata: None,
+    };
+    let result = MessagePart::ToolResult {
+        tool_call_id: "call-1".into(),
+        tool_name: "read_file".into(),
+        result: json!("hello"),
+        is_error: false,
+    };
+    let mut times = Vec::with_capacity(turns);
+    for i in 0..turns {
+        let started = Instant::now();
+        let new =
+            NewChat::root(&owner.id, vec![MessagePart::text(format!("turn {i}"))], Some("test-model".into()), None);
+        let (chat, _) = store.create_chat(new).await.unwrap();
+        let taken = store.acquire_chat("floor-worker").await.unwrap().unwrap();
+        assert_eq!(taken.id, chat.id);
+        let worker = Some("floor-worker");
+        store
+            .insert_message(&chat.id, worker, Role::Assistant, std::slice::from_ref(&call), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .insert_message(&chat.id, worker, Role::Tool, std::slice::from_ref(&result), None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = [MessagePart::text("done")];
+        store.insert_message(&chat.id, worker, Role::Assistant, &answer, None, None).await.unwrap().unwrap();
+        store.set_status(&chat.id, ChatStatus::Waiting, None).await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
 }
 
 fn now_micros() -> u128 {
