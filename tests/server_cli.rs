@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// The server's command line over a data directory, as an operator runs it.
 fn local(data_dir: &Path) -> Deployment {
-    Deployment { data_dir: data_dir.to_path_buf(), database_url: None }
+    Deployment { data_dir: data_dir.to_path_buf(), database_url: None, config_file: None }
 }
 
 fn toolhost(data_dir: &Path, args: &[&str]) -> std::process::Output {
@@ -23,6 +23,27 @@ fn toolhost(data_dir: &Path, args: &[&str]) -> std::process::Output {
 /// Starts `serve` on an ephemeral port, its model unreachable.
 fn serve(data_dir: &Path) -> Served {
     local(data_dir).serve("http://127.0.0.1:9/v1", &[])
+}
+
+/// Replicas of a test server are real processes configured as the in-process one is: through
+/// the test builder's configuration, written as a file (`api.max_message_kib = 64` there, where
+/// the default is 256).
+#[tokio::test]
+async fn a_server_process_runs_with_the_test_builders_configuration_file() {
+    let data = tempfile::tempdir().unwrap();
+    let builder =
+        support::TestServer::builder().agents(toolhost::agents::AgentsConfig { max_depth: 2, ..Default::default() });
+    let (deployment, _database) = process::deployment_of(&builder, support::Backend::Sqlite, data.path()).await;
+    let token = deployment.user_token("alice");
+    let mut server = deployment.serve("http://127.0.0.1:9/v1", &[]);
+    let client = reqwest::Client::new();
+    let big = serde_json::json!({"content": [{"type": "text", "text": "x".repeat(70 * 1024)}]});
+    let response = client.post(server.url("/api/v1/chats")).bearer_auth(&token).json(&big).send().await.unwrap();
+    assert_eq!(response.status(), 400, "the file's 64 KiB limit applies, not the default 256 KiB");
+    let small = serde_json::json!({"content": [{"type": "text", "text": "hi"}]});
+    let response = client.post(server.url("/api/v1/chats")).bearer_auth(&token).json(&small).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    server.stop();
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptions};
 
@@ -55,7 +55,7 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 /// max_concurrent_per_root = 8   # children of one tree running at once
 /// max_spawns_per_turn = 16      # children one chat spawns in one turn
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
@@ -74,7 +74,7 @@ pub struct FileConfig {
 }
 
 /// A provider seeded at start (`source: config`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: crate::llm::ProviderKind,
@@ -85,7 +85,7 @@ pub struct ProviderConfig {
 }
 
 /// A model config seeded at start (`source: config`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub provider: String,
@@ -103,7 +103,7 @@ pub struct ModelConfig {
     pub title_model: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Largest user message, all parts together.
@@ -119,7 +119,7 @@ impl Default for ApiConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     pub max_concurrent_calls: u32,
@@ -210,6 +210,26 @@ impl Config {
         Ok(config)
     }
 
+    /// This configuration as a file would state it, for a server process to be started with
+    /// exactly it (`toolhost serve --config FILE`).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let file = FileConfig {
+            data_dir: Some(self.data_dir.clone()),
+            plugins_dir: self.plugins_dir.clone(),
+            database_url: self.database_url.clone(),
+            listen: Some(self.listen.clone()),
+            model: self.model.clone(),
+            secret_key_file: self.secret_key_file.clone(),
+            plugins: self.plugins.clone(),
+            api: self.api.clone(),
+            providers: self.providers.clone(),
+            models: self.models.clone(),
+            workspaces: self.workspaces.clone(),
+            agents: self.agents.clone(),
+        };
+        Ok(toml::to_string(&file)?)
+    }
+
     /// The database to use: the configured URL, or SQLite in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
@@ -236,6 +256,40 @@ impl Config {
     }
 }
 
+/// `[agents]` in the configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How deep a tree may grow below its root chat: 1 lets root chats spawn children, and
+    /// children none.
+    pub max_depth: i64,
+    /// Children of one tree whose turn is pending or running at once.
+    pub max_concurrent_per_root: i64,
+    /// Children one chat may spawn in one turn.
+    pub max_spawns_per_turn: i64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> AgentsConfig {
+        AgentsConfig { max_depth: 1, max_concurrent_per_root: 8, max_spawns_per_turn: 16 }
+    }
+}
+
+impl AgentsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("max_depth", self.max_depth),
+            ("max_concurrent_per_root", self.max_concurrent_per_root),
+            ("max_spawns_per_turn", self.max_spawns_per_turn),
+        ] {
+            if value < 0 {
+                return Err(format!("[agents] {name} must not be negative"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read the config file `{}`: {e}", path.display()))?;
@@ -249,6 +303,27 @@ fn default_data_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_configuration_written_as_a_file_loads_as_the_same_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("toolhost.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9\"\n[plugins.limits.files]\ntimeout_ms = 10\n[agents]\nmax_depth = 3\n[workspaces.limits]\ntmp_mib = 7\n[providers.p]\nkind = \"anthropic\"\n[models.m]\nprovider = \"p\"\ndefault = true\n",
+        )
+        .unwrap();
+        let loaded = Config::load(&Overrides { config_file: Some(file.clone()), ..Default::default() }).unwrap();
+        let written = loaded.to_toml().unwrap();
+        std::fs::write(&file, &written).unwrap();
+        let again = Config::load(&Overrides { config_file: Some(file), ..Default::default() }).unwrap();
+        assert_eq!(again.to_toml().unwrap(), written);
+        for expected in
+            ["max_depth = 3", "tmp_mib = 7", "timeout_ms = 10", "listen = \"127.0.0.1:9\"", "kind = \"anthropic\""]
+        {
+            assert!(written.contains(expected), "{expected} in:\n{written}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -279,39 +354,5 @@ mod tests {
         std::fs::write(&file, "[plugins.defaults]\nmemory_mib = 999999\n").unwrap();
         let err = Config::load(&Overrides { config_file: Some(file), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("memory_mib"), "{err}");
-    }
-}
-
-/// `[agents]` in the configuration file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AgentsConfig {
-    /// How deep a tree may grow below its root chat: 1 lets root chats spawn children, and
-    /// children none.
-    pub max_depth: i64,
-    /// Children of one tree whose turn is pending or running at once.
-    pub max_concurrent_per_root: i64,
-    /// Children one chat may spawn in one turn.
-    pub max_spawns_per_turn: i64,
-}
-
-impl Default for AgentsConfig {
-    fn default() -> AgentsConfig {
-        AgentsConfig { max_depth: 1, max_concurrent_per_root: 8, max_spawns_per_turn: 16 }
-    }
-}
-
-impl AgentsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, value) in [
-            ("max_depth", self.max_depth),
-            ("max_concurrent_per_root", self.max_concurrent_per_root),
-            ("max_spawns_per_turn", self.max_spawns_per_turn),
-        ] {
-            if value < 0 {
-                return Err(format!("[agents] {name} must not be negative"));
-            }
-        }
-        Ok(())
     }
 }

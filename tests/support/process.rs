@@ -14,12 +14,17 @@ use std::time::{Duration, Instant};
 pub struct Deployment {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// A configuration file every command is given (`--config`).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Deployment {
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_toolhost"));
         command.arg("--data-dir").arg(&self.data_dir).env_remove("DATABASE_URL").env_remove("TOOLHOST_CONFIG");
+        if let Some(file) = &self.config_file {
+            command.arg("--config").arg(file);
+        }
         if let Some(url) = &self.database_url {
             command.arg("--database-url").arg(url);
         }
@@ -143,5 +148,20 @@ pub async fn deployment(
 ) -> (Deployment, crate::support::TestDatabase) {
     let database = crate::support::TestDatabase::create(backend).await;
     let database_url = matches!(backend, crate::support::Backend::Postgres).then(|| database.url.clone());
-    (Deployment { data_dir: data_dir.to_path_buf(), database_url }, database)
+    (Deployment { data_dir: data_dir.to_path_buf(), database_url, config_file: None }, database)
+}
+
+/// A deployment configured as `builder` configures its in-process server, through a
+/// configuration file: what several real replicas of one test server are started with.
+pub async fn deployment_of(
+    builder: &crate::support::TestServerBuilder,
+    backend: crate::support::Backend,
+    data_dir: &Path,
+) -> (Deployment, crate::support::TestDatabase) {
+    let (mut deployment, database) = deployment(backend, data_dir).await;
+    let config = builder.config(data_dir, &database.url, None);
+    let file = data_dir.join("toolhost.toml");
+    std::fs::write(&file, config.to_toml().unwrap()).unwrap();
+    deployment.config_file = Some(file);
+    (deployment, database)
 }

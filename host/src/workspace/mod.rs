@@ -40,7 +40,7 @@ const QUOTA_WATCH: Duration = Duration::from_secs(2);
 const DETAIL_BYTES: usize = 4096;
 
 /// `[workspaces]` in the configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkspacesConfig {
     /// Extra templates: one folder per template (default: `<data_dir>/templates`).
