@@ -322,3 +322,30 @@ impl Store {
         rows.iter().map(queued_from).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas number a chat's messages each in their own process: the database itself must
+    /// refuse a second message with a number already used.
+    #[tokio::test]
+    async fn the_database_refuses_two_messages_with_one_number_in_a_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let owner = store.create_user("alice", false).await.unwrap();
+        let (chat, first) =
+            store.create_chat(NewChat::root(&owner.id, vec![MessagePart::text("hi")], None, None)).await.unwrap();
+        let duplicate = sqlx::query(
+            "INSERT INTO chat_messages (chat_id, seq, role, content, created_at) VALUES ($1, $2, 'user', '[]', 0)",
+        )
+        .bind(&chat.id)
+        .bind(first.seq)
+        .execute(&store.pool)
+        .await;
+        assert!(duplicate.is_err(), "a second message numbered {} was stored", first.seq);
+        let other =
+            store.create_chat(NewChat::root(&owner.id, vec![MessagePart::text("hi")], None, None)).await.unwrap().1;
+        assert_eq!(other.seq, first.seq, "numbers are per chat: another chat uses the same one");
+    }
+}
