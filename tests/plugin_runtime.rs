@@ -124,6 +124,22 @@ async fn read_file_returns_a_window_of_lines_and_says_how_to_read_on() {
     assert_eq!(text(&whole), lines, "a file read to its end carries no note");
 }
 
+/// Files past the size read on the calling thread (256 KiB) are read on a blocking thread, whole.
+#[tokio::test]
+async fn read_file_reads_a_large_file_to_its_end() {
+    let runtime = PluginRuntime::load(RuntimeOptions::default()).await.unwrap();
+    let lines: String = (1..=3000).map(|n| format!("{n:>6} {}\n", "x".repeat(193))).collect();
+    assert!(lines.len() > 512 * 1024);
+    let ws = workspace_with(&[("big.txt", &lines)]);
+    let output = runtime
+        .call(request("read_file", json!({"path": "big.txt", "offset": 2998, "limit": 5}), Some(ws.path())))
+        .await
+        .unwrap();
+    assert!(!output.is_error, "{output:?}");
+    let expected: String = (2998..=3000).map(|n| format!("{n:>6} {}\n", "x".repeat(193))).collect();
+    assert_eq!(text(&output), expected);
+}
+
 #[tokio::test]
 async fn read_file_explains_directories_missing_files_and_binary_files() {
     let runtime = PluginRuntime::load(RuntimeOptions::default()).await.unwrap();

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::domain::MessagePart;
 use crate::domain::ToolInfo;
 
+pub use crate::domain::ProviderKind;
 pub use errors::{ErrorKind, LlmError};
 
 /// How long a provider may stay silent mid-answer before it is given up on.
@@ -156,8 +157,6 @@ pub trait Provider: Send + Sync {
     /// without one yields an [`ErrorKind::Dropped`] error first.
     fn stream(&self, request: ModelRequest) -> BoxStream<'static, Result<StreamEvent, LlmError>>;
 }
-
-pub use crate::domain::ProviderKind;
 
 /// How to reach one provider.
 #[derive(Clone, Debug)]

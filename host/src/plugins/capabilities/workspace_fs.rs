@@ -75,6 +75,17 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, FsError> +
     tokio::task::spawn_blocking(work).await.map_err(|e| FsError::Io(format!("the file operation failed: {e}")))?
 }
 
+/// Reads at most `max_bytes` of a workspace file from `offset`, through the confined primitive.
+fn read_at(workspace: &Confined, relative: &Path, path: &str, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
+    workspace.read(relative, offset, max_bytes).map_err(|e| match e {
+        ReadError::Io(e) => fs_error(path, e),
+        ReadError::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
+        ReadError::NotAFile => {
+            FsError::Io(format!("`{path}` is not a regular file (a pipe, socket or device); only files can be read"))
+        }
+    })
+}
+
 /// Checks every entry beneath a folder about to be removed with everything in it.
 fn check_tree(grants: &super::Grants, plugin: &str, dir: &cap_std::fs::Dir, relative: &Path) -> Result<(), FsError> {
     let mut pending = vec![relative.to_path_buf()];
@@ -164,20 +175,17 @@ impl wit::Host for CallState {
     async fn read(&mut self, path: String, offset: u64, max_bytes: u64) -> Result<Vec<u8>, FsError> {
         let (workspace, relative) = self.workspace_path(&path)?;
         let max_bytes = max_bytes.min(MAX_READ_BYTES);
-        // A small file is read here, a large one on a blocking thread. (The read itself reports
-        // errors such as a missing file.)
+        // A small file is read here, a large one on a blocking thread. The read here is bounded
+        // whatever the file became since its size was taken: one that grew past the bound is
+        // read again, whole, on a blocking thread. (The read itself reports missing files.)
         let size = workspace.dir().metadata(&relative).map(|m| m.len());
-        let small = size.is_ok_and(|size| size.saturating_sub(offset).min(max_bytes) <= INLINE_READ_BYTES);
-        let read = move || {
-            workspace.read(&relative, offset, max_bytes).map_err(|e| match e {
-                ReadError::Io(e) => fs_error(&path, e),
-                ReadError::IsADirectory => FsError::IsADirectory(format!("`{path}` is a directory")),
-                ReadError::NotAFile => FsError::Io(format!(
-                    "`{path}` is not a regular file (a pipe, socket or device); only files can be read"
-                )),
-            })
-        };
-        if small { read() } else { blocking(read).await }
+        if size.is_ok_and(|size| size.saturating_sub(offset).min(max_bytes) <= INLINE_READ_BYTES) {
+            let bytes = read_at(&workspace, &relative, &path, offset, max_bytes.min(INLINE_READ_BYTES))?;
+            if max_bytes <= INLINE_READ_BYTES || (bytes.len() as u64) < INLINE_READ_BYTES {
+                return Ok(bytes);
+            }
+        }
+        blocking(move || read_at(&workspace, &relative, &path, offset, max_bytes)).await
     }
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), FsError> {
