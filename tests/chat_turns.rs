@@ -353,7 +353,7 @@ async fn a_chat_whose_worker_died_is_recovered_and_completed(backend: Backend) {
     let alice = store.create_user("alice", false).await.unwrap();
     let token = store.create_token(&alice, "test").await.unwrap();
     let chat = stored_chat(&store, alice.id.clone(), None, "still there?").await;
-    assert!(store.acquire_chat("dead-worker").await.unwrap().is_some());
+    assert!(store.acquire_chat("dead-worker", "node-1").await.unwrap().is_some());
     store.close().await;
 
     let settings =
@@ -501,9 +501,9 @@ async fn only_the_owning_worker_can_heartbeat(backend: Backend) {
     let store = toolhost::store::Store::open(&database.url).await.unwrap();
     let user = store.create_user("alice", false).await.unwrap();
     let chat = stored_chat(&store, user.id, None, "x").await;
-    let taken = store.acquire_chat("w1").await.unwrap().unwrap();
+    let taken = store.acquire_chat("w1", "node-1").await.unwrap().unwrap();
     assert_eq!(taken.id, chat.id);
-    assert!(store.acquire_chat("w2").await.unwrap().is_none(), "a running chat is not taken twice");
+    assert!(store.acquire_chat("w2", "node-1").await.unwrap().is_none(), "a running chat is not taken twice");
     assert!(!store.heartbeat(&chat.id, "w2").await.unwrap());
     assert!(store.heartbeat(&chat.id, "w1").await.unwrap());
     store.close().await;

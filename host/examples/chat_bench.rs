@@ -154,7 +154,7 @@ async fn store_floor(store: &toolhost::store::Store, turns: usize) -> f64 {
         let new =
             NewChat::root(&owner.id, vec![MessagePart::text(format!("turn {i}"))], Some("test-model".into()), None);
         let (chat, _) = store.create_chat(new).await.unwrap();
-        let taken = store.acquire_chat("floor-worker").await.unwrap().unwrap();
+        let taken = store.acquire_chat("floor-worker", "floor-node").await.unwrap().unwrap();
         assert_eq!(taken.id, chat.id);
         let worker = Some("floor-worker");
         store

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::llm::ModelTimeouts;
 use crate::plugins::PluginRuntime;
 use crate::policy::{Inventory, PolicyEngine};
+use crate::relay::{Identity, Relay, RelayServices};
 use crate::secrets::SecretBox;
 use crate::store::Store;
 use crate::workspace::WorkspaceService;
@@ -56,6 +57,8 @@ pub struct App {
     pub workspaces: Arc<WorkspaceService>,
     pub agents: Arc<AgentService>,
     pub worker_settings: WorkerSettings,
+    /// What replicas sharing this deployment's secret key show each other.
+    relay_token: String,
 }
 
 impl App {
@@ -71,6 +74,7 @@ impl App {
             Some(secrets) => secrets,
             None => SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?,
         };
+        let relay_token = secrets.relay_token().to_string();
         let catalog = Arc::new(Catalog::new(store.clone(), secrets, setup.model_timeouts));
         seed::seed(&catalog, config, &setup.environment)
             .await
@@ -91,9 +95,21 @@ impl App {
         let agents = AgentService::new(store.clone(), chats.clone(), config.agents.clone());
         let worker_settings = setup.worker.unwrap_or_else(|| WorkerSettings {
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
+            stale_after: std::time::Duration::from_secs(config.replicas.stale_after_secs),
             ..WorkerSettings::default()
         });
-        Ok(App { config: config.clone(), store, chats, runtime, catalog, policy, workspaces, agents, worker_settings })
+        Ok(App {
+            config: config.clone(),
+            store,
+            chats,
+            runtime,
+            catalog,
+            policy,
+            workspaces,
+            agents,
+            worker_settings,
+            relay_token,
+        })
     }
 
     /// What each chat's run uses.
@@ -123,7 +139,38 @@ impl App {
             policy: self.policy.clone(),
             workspaces: self.workspaces.clone(),
             lifecycle,
+            relay: None,
         }
+    }
+
+    /// Joins the other replicas on the database as `worker`'s replica, reached at `address`
+    /// (PostgreSQL; `None` on SQLite, where this is the only server), until `shutdown`.
+    pub async fn start_relay(
+        &self,
+        worker: &Worker,
+        address: Option<String>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Option<Arc<Relay>>> {
+        if self.store.backend() != crate::store::Backend::Postgres {
+            return Ok(None);
+        }
+        let identity =
+            Identity { replica_id: worker.id().to_string(), node_id: self.workspaces.node_id().to_string(), address };
+        let services = RelayServices {
+            chats: self.chats.clone(),
+            policy: self.policy.clone(),
+            workspaces: self.workspaces.clone(),
+        };
+        let relay = Relay::start(
+            identity,
+            &self.relay_token,
+            services,
+            &self.config.database_url(),
+            &self.config.replicas,
+            shutdown,
+        )
+        .await?;
+        Ok(Some(relay))
     }
 }
 

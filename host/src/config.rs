@@ -54,6 +54,11 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 /// max_depth = 1                 # root chats spawn children; children spawn none
 /// max_concurrent_per_root = 8   # children of one tree running at once
 /// max_spawns_per_turn = 16      # children one chat spawns in one turn
+///
+/// [replicas]                    # several servers on one PostgreSQL database
+/// relay_address = "http://10.0.0.5:7420"   # where the other replicas reach this one
+/// stale_after_secs = 30         # a replica silent this long is gone: its chats run elsewhere
+/// heartbeat_secs = 5
 /// ```
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -71,6 +76,42 @@ pub struct FileConfig {
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
     pub agents: AgentsConfig,
+    pub replicas: ReplicasConfig,
+}
+
+/// How replicas sharing a PostgreSQL database find and trust each other (see `relay`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicasConfig {
+    /// The base URL other replicas reach this one's relay endpoints at (its API address, as
+    /// the other machines see it). Default: the listening address, when it names one host.
+    pub relay_address: Option<String>,
+    /// A replica whose heartbeat is this old is gone: its entry expires, and a chat it was
+    /// running (which its database session no longer proves alive) runs elsewhere.
+    pub stale_after_secs: u64,
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ReplicasConfig {
+    fn default() -> ReplicasConfig {
+        ReplicasConfig { relay_address: None, stale_after_secs: 30, heartbeat_secs: 5 }
+    }
+}
+
+impl ReplicasConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_secs == 0 || self.stale_after_secs < self.heartbeat_secs * 2 {
+            return Err("[replicas] heartbeat_secs must be at least 1 and stale_after_secs at least twice it".into());
+        }
+        if let Some(address) = &self.relay_address
+            && !(address.starts_with("http://") || address.starts_with("https://"))
+        {
+            return Err(format!(
+                "[replicas] relay_address `{address}` is not an http:// or https:// URL (such as http://10.0.0.5:7420)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A provider seeded at start (`source: config`).
@@ -161,6 +202,7 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
     pub agents: AgentsConfig,
+    pub replicas: ReplicasConfig,
 }
 
 /// Values given on the command line or in the environment, which beat the file.
@@ -172,6 +214,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub listen: Option<String>,
     pub model: Option<String>,
+    pub relay_address: Option<String>,
 }
 
 /// Where `serve` listens unless told otherwise.
@@ -197,7 +240,12 @@ impl Config {
             models: file.models,
             workspaces: file.workspaces,
             agents: file.agents,
+            replicas: ReplicasConfig {
+                relay_address: overrides.relay_address.clone().or(file.replicas.relay_address),
+                ..file.replicas
+            },
         };
+        config.replicas.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.workspaces.limits.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.agents.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -226,6 +274,7 @@ impl Config {
             models: self.models.clone(),
             workspaces: self.workspaces.clone(),
             agents: self.agents.clone(),
+            replicas: self.replicas.clone(),
         };
         Ok(toml::to_string(&file)?)
     }

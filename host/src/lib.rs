@@ -11,6 +11,7 @@
 //! - [`app`]: the composition root: every service made from the configuration and wired, once.
 //! - [`api`]: the HTTP API; [`server`] runs it.
 //! - [`chat`]: the chat service, its event streams, and the worker that runs turns.
+//! - [`relay`]: replicas on one PostgreSQL database: registry, notices, live parts relayed.
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
 //! - [`catalog`]: providers and model configs as admins administer them.
 //! - [`secrets`]: API keys sealed at rest.
@@ -31,6 +32,7 @@ pub mod keyed_lock;
 pub mod llm;
 pub mod plugins;
 pub mod policy;
+pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod store;

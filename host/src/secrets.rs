@@ -33,6 +33,8 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// What replicas show each other (see [`SecretBox::relay_token`]).
+    relay_token: String,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -53,7 +55,19 @@ fn decode_key(text: &str, origin: &str) -> Result<[u8; 32], SecretError> {
 
 impl SecretBox {
     pub fn from_key(key: [u8; 32]) -> SecretBox {
-        SecretBox { cipher: XChaCha20Poly1305::new(&key.into()) }
+        use sha2::Digest;
+        // A one-way derivation: a replica's token reveals nothing of the key that seals secrets.
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"toolhost relay token v1\0");
+        hasher.update(key);
+        let relay_token = hex::encode(hasher.finalize());
+        SecretBox { cipher: XChaCha20Poly1305::new(&key.into()), relay_token }
+    }
+
+    /// The secret every replica sharing this key shows the others on its relay calls: replicas
+    /// of one deployment share the sealing key already (they open the same stored secrets).
+    pub fn relay_token(&self) -> &str {
+        &self.relay_token
     }
 
     /// The operator's key: environment, then the key file, then `data_dir/secret.key` (created
@@ -130,6 +144,14 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_token_is_the_same_for_one_key_and_differs_between_keys() {
+        let (a, b) = (SecretBox::from_key([7; 32]), SecretBox::from_key([8; 32]));
+        assert_eq!(a.relay_token(), SecretBox::from_key([7; 32]).relay_token());
+        assert_ne!(a.relay_token(), b.relay_token());
+        assert!(!a.relay_token().contains(&hex::encode([7u8; 32])), "the token is not the key");
+    }
 
     #[test]
     fn sealed_secrets_open_only_with_the_same_key_and_row() {

@@ -21,15 +21,20 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         );
     }
     let worker = app.worker();
-    let stop_worker = CancellationToken::new();
-    let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
-    let lifecycle = Lifecycle::default();
-    let state = app.api_state(lifecycle.clone());
     let signal = shutdown_signal();
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
+    // Joined before the worker takes a chat, so that the others can reach the chats it runs.
+    let stop_relay = CancellationToken::new();
+    let relay_address = config.replicas.relay_address.clone().or_else(|| crate::relay::default_address(address));
+    let relay = app.start_relay(&worker, relay_address, stop_relay.clone()).await?;
+    let stop_worker = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+    let lifecycle = Lifecycle::default();
+    let mut state = app.api_state(lifecycle.clone());
+    state.relay = relay.clone();
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
     let closing = lifecycle.closing.clone();
     let mut server = tokio::spawn(
@@ -53,6 +58,11 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         lifecycle.websockets.close();
         lifecycle.websockets.wait().await;
         app.workspaces.shutdown().await;
+        // Last: the others hear that this replica's chats are pending again, and that it left.
+        if let Some(relay) = &relay {
+            relay.leave().await;
+        }
+        stop_relay.cancel();
         app.store.close().await;
     };
     if tokio::time::timeout(limit, shut_down).await.is_err() {

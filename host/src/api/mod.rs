@@ -9,6 +9,7 @@ mod health;
 mod openapi;
 mod policy;
 mod prompts;
+mod relay;
 mod stream;
 mod usage;
 mod workspaces;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub policy: Arc<crate::policy::PolicyEngine>,
     pub workspaces: Arc<crate::workspace::WorkspaceService>,
     pub lifecycle: Lifecycle,
+    /// The relay to the other replicas (PostgreSQL `serve` only).
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// Where the server is in its shutdown.
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)
+        .route("/internal/v1/chats/{id}/stream", get(relay::stream))
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(error::json_errors))

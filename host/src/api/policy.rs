@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::error::ApiJson;
 use super::{ApiError, AppState};
+use crate::chat::notices::{Notice, Reload};
 use crate::domain::ChatKind;
 use crate::policy::{Explanation, Principal, Saved};
 use crate::store::{Denial, PolicyVersion};
@@ -63,7 +64,9 @@ pub async fn put(
             body.policy.len()
         )));
     }
-    Ok(Json(state.policy.save(&body.policy, &admin.name, "").await?))
+    let saved = state.policy.save(&body.policy, &admin.name, "").await?;
+    state.chats.hub.announce(Notice::Reload { what: Reload::Policy });
+    Ok(Json(saved))
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -108,7 +111,9 @@ pub async fn restore(
     Admin(admin): Admin,
     Path(version): Path<i64>,
 ) -> Result<Json<Saved>, ApiError> {
-    Ok(Json(state.policy.restore(version, &admin.name).await?))
+    let restored = state.policy.restore(version, &admin.name).await?;
+    state.chats.hub.announce(Notice::Reload { what: Reload::Policy });
+    Ok(Json(restored))
 }
 
 /// Deepest synthetic chat `explain` takes (chats are never deeper than `[agents] max_depth`).

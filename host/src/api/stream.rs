@@ -47,7 +47,7 @@ pub struct ShutdownNotice {
 }
 
 /// One event on the wire: its id (when it advances the cursor), and the event serialized once.
-struct Outgoing {
+pub(super) struct Outgoing {
     id: Option<i64>,
     event: Arc<Published>,
 }
@@ -57,12 +57,13 @@ impl Outgoing {
         Outgoing { id: with_id.then_some(event.seq), event: Published::new(event) }
     }
 
+    /// A published event: with its number as the id, unless it only describes state.
     fn shared(event: Arc<Published>) -> Outgoing {
-        Outgoing { id: Some(event.seq), event }
+        Outgoing { id: event.advances.then_some(event.seq), event }
     }
 
     fn raw(kind: &str, json: String) -> Outgoing {
-        Outgoing { id: None, event: Arc::new(Published { seq: 0, kind: kind.to_string(), json }) }
+        Outgoing { id: None, event: Arc::new(Published { seq: 0, kind: kind.to_string(), json, advances: false }) }
     }
 
     fn error(message: String) -> Outgoing {
@@ -108,13 +109,31 @@ pub async fn stream(
     let last_event_id =
         request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
-    let events = chat_events(&state, &chat.id, after).await?;
+    if let Some(relay) = &state.relay {
+        // A chat another replica runs: its live parts are relayed into this replica's channel.
+        relay.follow(&chat.id).await;
+    }
+    let events = chat_events(&state, &chat.id, after, Snapshot::Unmarked).await?;
     let events = until_shutdown(events, state.lifecycle.closing.clone(), Some(after));
     respond(&state, request, events).await
 }
 
+/// Whether a stream says where its snapshot ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Snapshot {
+    Unmarked,
+    /// A `relay_ready` event follows it: the replica relaying the stream then knows that its
+    /// channel holds the in-flight step.
+    Marked,
+}
+
 /// The snapshot, then live events, exactly once from `after`.
-async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxStream<'static, Outgoing>, ApiError> {
+pub(super) async fn chat_events(
+    state: &AppState,
+    chat_id: &str,
+    after: i64,
+    marking: Snapshot,
+) -> Result<BoxStream<'static, Outgoing>, ApiError> {
     let store = &state.chats.store;
     // Only the subscription and the parts in flight are taken under the channel lock (memory,
     // no database): the live turn's events wait for nothing else. The history read after it may
@@ -151,12 +170,17 @@ async fn chat_events(state: &AppState, chat_id: &str, after: i64) -> Result<BoxS
             false,
         ));
     }
+    if marking == Snapshot::Marked {
+        snapshot.push(Outgoing::raw("relay_ready", serde_json::json!({"type": "relay_ready"}).to_string()));
+    }
 
     let live = live.scan((cursor, false), |(cursor, ended), received| {
         if *ended {
             return std::future::ready(None);
         }
         let out = match received {
+            // State (another replica's status or queue, as read here) moves no cursor.
+            Ok(event) if !event.advances => Some(Outgoing::shared(event)),
             // Live events already in the snapshot are skipped: exactly once.
             Ok(event) if event.seq > *cursor => {
                 *cursor = event.seq;
@@ -209,7 +233,7 @@ pub async fn watch(
 /// Ends `events` when the server shuts down: what was published before is still sent, then a
 /// `shutdown` event. `resume_from` (chat streams) is the cursor the stream started at; the
 /// notice says to resume after the last event sent.
-fn until_shutdown(
+pub(super) fn until_shutdown(
     events: BoxStream<'static, Outgoing>,
     closing: CancellationToken,
     resume_from: Option<i64>,
@@ -241,7 +265,7 @@ fn until_shutdown(
 }
 
 /// Serves `events` as a WebSocket when the request asks to upgrade, otherwise as SSE.
-async fn respond(
+pub(super) async fn respond(
     state: &AppState,
     request: Request,
     events: BoxStream<'static, Outgoing>,

@@ -48,7 +48,10 @@ pub async fn list_templates(State(state): State<AppState>, Caller(user): Caller)
 }
 
 pub async fn reload_templates(State(state): State<AppState>, Admin(user): Admin) -> Json<TemplateList> {
-    Json(template_list(&state.workspaces.reload_templates(), &user))
+    let templates = state.workspaces.reload_templates();
+    // Each replica reads its own templates folder: the others read theirs again too.
+    state.chats.hub.announce(crate::chat::notices::Notice::Reload { what: crate::chat::notices::Reload::Templates });
+    Json(template_list(&templates, &user))
 }
 
 #[derive(Serialize, schemars::JsonSchema)]

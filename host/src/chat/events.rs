@@ -12,11 +12,12 @@
 //! stored and published in one order.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard, broadcast};
 
+use super::notices::{Announcer, Notice, WatchChange};
 use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult};
 
 /// Numbers a channel reserves at a time: one database write per this many live events.
@@ -93,13 +94,30 @@ pub struct Published {
     /// The event's `type`.
     pub kind: String,
     pub json: String,
+    /// Whether it moves a client's cursor (it is sent with its `seq` as the SSE id). A state
+    /// event (the status or queue as another replica left them) does not: like the snapshot's,
+    /// it describes state, and its number may lie behind what the client has seen.
+    pub advances: bool,
 }
 
 impl Published {
     pub fn new(event: &ChatEvent) -> Arc<Published> {
         let value = serde_json::to_value(event).unwrap_or_default();
         let kind = value["type"].as_str().unwrap_or_default().to_string();
-        Arc::new(Published { seq: event.seq, kind, json: value.to_string() })
+        Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: true })
+    }
+
+    /// An event that describes state and does not move the cursor.
+    pub fn state(event: &ChatEvent) -> Arc<Published> {
+        let value = serde_json::to_value(event).unwrap_or_default();
+        let kind = value["type"].as_str().unwrap_or_default().to_string();
+        Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: false })
+    }
+
+    /// Whether a client that reconnects must be sent it again while its step is not stored: the
+    /// step's parts, and what says to drop them (a retry, a discard) or that a summary is coming.
+    fn in_flight(&self) -> bool {
+        matches!(self.kind.as_str(), "message_part" | "retry" | "compacting" | "discard")
     }
 }
 
@@ -125,6 +143,27 @@ pub enum WatchEvent {
 }
 
 impl WatchEvent {
+    /// The event of `change` to `chat`.
+    pub fn of(change: WatchChange, chat: Chat) -> WatchEvent {
+        match change {
+            WatchChange::Created => WatchEvent::Created { chat },
+            WatchChange::StatusChange => WatchEvent::StatusChange { chat },
+            WatchChange::TitleChange => WatchEvent::TitleChange { chat },
+            WatchChange::Archived => WatchEvent::Archived { chat },
+            WatchChange::Unarchived => WatchEvent::Unarchived { chat },
+        }
+    }
+
+    pub fn change(&self) -> WatchChange {
+        match self {
+            WatchEvent::Created { .. } => WatchChange::Created,
+            WatchEvent::StatusChange { .. } => WatchChange::StatusChange,
+            WatchEvent::TitleChange { .. } => WatchChange::TitleChange,
+            WatchEvent::Archived { .. } => WatchChange::Archived,
+            WatchEvent::Unarchived { .. } => WatchChange::Unarchived,
+        }
+    }
+
     pub fn chat(&self) -> &Chat {
         match self {
             WatchEvent::Created { chat }
@@ -136,23 +175,60 @@ impl WatchEvent {
     }
 }
 
+/// Who is told about this process's durable events besides its own subscribers: other
+/// replicas, once the relay is set up (never, with SQLite).
+type SharedAnnouncer = Arc<OnceLock<Arc<dyn Announcer>>>;
+
 /// Channels of all chats with activity in this process, and the watch feed of chat changes.
 pub struct EventHub {
     channels: Mutex<HashMap<String, Arc<ChatChannel>>>,
     watch: broadcast::Sender<WatchEvent>,
+    announcer: SharedAnnouncer,
 }
 
 impl Default for EventHub {
     fn default() -> EventHub {
         let (watch, _) = broadcast::channel(WATCH_BUFFER);
-        EventHub { channels: Mutex::new(HashMap::new()), watch }
+        EventHub { channels: Mutex::new(HashMap::new()), watch, announcer: Arc::default() }
     }
 }
 
 impl EventHub {
-    /// Tells watchers about a change to a chat.
+    /// Tells watchers about a change to a chat, here and on the other replicas.
     pub fn notify(&self, event: WatchEvent) {
+        announce(&self.announcer, Notice::Watch { chat: event.chat().id.clone(), change: event.change() });
         let _ = self.watch.send(event);
+    }
+
+    /// Tells this process's watchers about a change another replica made (and announced).
+    pub fn notify_from_elsewhere(&self, event: WatchEvent) {
+        let _ = self.watch.send(event);
+    }
+
+    /// Whether anyone here watches chat changes.
+    pub fn watched(&self) -> bool {
+        self.watch.receiver_count() > 0
+    }
+
+    /// From now on, durable events and chat changes are also announced to `announcer`. Set
+    /// once (a second call is ignored).
+    pub fn set_announcer(&self, announcer: Arc<dyn Announcer>) {
+        let _ = self.announcer.set(announcer);
+    }
+
+    /// Whether other replicas may share this process's chats (the relay is set up).
+    pub fn shared_with_replicas(&self) -> bool {
+        self.announcer.get().is_some()
+    }
+
+    /// Announces a notice to the other replicas, if there are any to tell.
+    pub fn announce(&self, notice: Notice) {
+        announce(&self.announcer, notice);
+    }
+
+    /// The chat's channel if this process has one (nothing is created).
+    pub fn existing_channel(&self, chat_id: &str) -> Option<Arc<ChatChannel>> {
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(chat_id).cloned()
     }
 
     /// Receives every chat change from now on (filter by owner).
@@ -172,6 +248,7 @@ impl EventHub {
                     state: AsyncMutex::new(state),
                     live,
                     watch: self.watch.clone(),
+                    announcer: self.announcer.clone(),
                 })
             })
             .clone()
@@ -201,11 +278,18 @@ impl EventHub {
     }
 }
 
+fn announce(announcer: &SharedAnnouncer, notice: Notice) {
+    if let Some(announcer) = announcer.get() {
+        announcer.announce(notice);
+    }
+}
+
 pub struct ChatChannel {
     chat_id: String,
     state: AsyncMutex<ChannelState>,
     live: broadcast::Sender<Arc<Published>>,
     watch: broadcast::Sender<WatchEvent>,
+    announcer: SharedAnnouncer,
 }
 
 #[derive(Default)]
@@ -213,11 +297,23 @@ struct ChannelState {
     /// The reserved numbers not handed out yet.
     lease: Option<std::ops::RangeInclusive<i64>>,
     in_flight: Vec<Arc<Published>>,
+    /// The highest number published here: events relayed or read from elsewhere at or below it
+    /// were published already.
+    high_water: i64,
 }
 
 impl ChatChannel {
     pub async fn lock(&self) -> ChannelGuard<'_> {
-        ChannelGuard { channel: self, state: self.state.lock().await }
+        ChannelGuard { channel: self, state: self.state.lock().await, runner_elsewhere: false }
+    }
+
+    pub fn chat_id(&self) -> &str {
+        &self.chat_id
+    }
+
+    /// Subscribers of this chat in this process.
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
     }
 }
 
@@ -225,6 +321,9 @@ impl ChatChannel {
 pub struct ChannelGuard<'a> {
     channel: &'a ChatChannel,
     state: MutexGuard<'a, ChannelState>,
+    /// Another replica runs the chat, and its channel orders the chat's events: what this
+    /// guard publishes goes out here as state, and numbered there (from the notice).
+    runner_elsewhere: bool,
 }
 
 impl ChannelGuard<'_> {
@@ -247,9 +346,67 @@ impl ChannelGuard<'_> {
     /// dropped so that later events are numbered after it; the parts it supersedes are no
     /// longer replayed.
     pub fn publish_message(&mut self, message: &Message) {
+        self.publish_message_from_elsewhere(message);
+        self.announce(message.seq, "message");
+    }
+
+    /// Publishes a message another replica stored (and announced), unless it was already.
+    pub fn publish_message_from_elsewhere(&mut self, message: &Message) {
+        if message.seq <= self.state.high_water {
+            return;
+        }
         self.state.lease = None;
         self.state.in_flight.clear();
         self.publish(ChatEvent { seq: message.seq, body: EventBody::Message { message: message.public() } });
+    }
+
+    /// Publishes an event relayed from the replica that runs the chat, unless it was already
+    /// published. Numbers from elsewhere end this channel's lease: what it publishes next is
+    /// numbered past them.
+    pub fn publish_relayed(&mut self, event: Arc<Published>) {
+        if !event.advances {
+            let _ = self.channel.live.send(event);
+            return;
+        }
+        if event.seq <= self.state.high_water {
+            return;
+        }
+        self.state.lease = None;
+        if event.kind == "message" {
+            self.state.in_flight.clear();
+        }
+        self.send(event);
+    }
+
+    /// Sends live subscribers the state another replica left (a status, the queue): it does
+    /// not move their cursors.
+    pub fn publish_state(&mut self, body: EventBody) {
+        // Whatever another replica numbered, this channel's lease may lie behind it.
+        self.state.lease = None;
+        let event = Published::state(&ChatEvent { seq: self.state.high_water, body });
+        let _ = self.channel.live.send(event);
+    }
+
+    /// Another replica numbered an event of this chat: numbers reserved before it are not
+    /// used, so that what this channel publishes next is numbered past it.
+    pub fn forget_lease(&mut self) {
+        self.state.lease = None;
+    }
+
+    /// Numbers up to `seq` were published before this channel (stored messages a new
+    /// follower of the chat does not republish).
+    pub fn raise_high_water(&mut self, seq: i64) {
+        self.state.high_water = self.state.high_water.max(seq);
+    }
+
+    /// The highest number published here.
+    pub fn high_water(&self) -> i64 {
+        self.state.high_water
+    }
+
+    fn announce(&self, seq: i64, kind: &str) {
+        let notice = Notice::Event { chat: self.channel.chat_id.clone(), seq, kind: kind.to_string() };
+        announce(&self.channel.announcer, notice);
     }
 
     /// Tells clients to drop the parts streamed since the last message.
@@ -260,32 +417,50 @@ impl ChannelGuard<'_> {
 
     /// Sends an event to live subscribers; a part is also kept for reconnecting clients.
     pub fn publish(&mut self, event: ChatEvent) {
-        let published = Published::new(&event);
+        if self.runner_elsewhere {
+            let _ = self.channel.live.send(Published::state(&event));
+            return;
+        }
+        self.send(Published::new(&event));
+    }
+
+    /// Says that another replica runs the chat (see `runner_elsewhere`).
+    pub fn set_runner_elsewhere(&mut self, elsewhere: bool) {
+        self.runner_elsewhere = elsewhere;
+    }
+
+    fn send(&mut self, published: Arc<Published>) {
         // A retry goes with the in-flight parts: a client resuming after it must learn that
         // the parts it has of this step were dropped. So does a compaction under way.
-        if matches!(
-            event.body,
-            EventBody::MessagePart { .. }
-                | EventBody::Retry { .. }
-                | EventBody::Compacting { .. }
-                | EventBody::Discard { .. }
-        ) {
+        if published.in_flight() {
             self.state.in_flight.push(published.clone());
         }
+        self.state.high_water = self.state.high_water.max(published.seq);
         let _ = self.channel.live.send(published);
     }
 
     /// Numbers and publishes an event in one go; a status change also reaches the owner's
-    /// watch stream.
+    /// watch stream. Durable events (status, queue, error) are announced to other replicas,
+    /// which read them from the tables.
     pub async fn emit(&mut self, store: &Store, body: EventBody) -> StoreResult<i64> {
         let seq = self.next_seq(store).await?;
-        let status_change = matches!(body, EventBody::Status { .. });
+        let durable = match &body {
+            EventBody::Status { .. } => Some("status"),
+            EventBody::QueueUpdate { .. } => Some("queue_update"),
+            EventBody::Error { .. } => Some("error"),
+            _ => None,
+        };
         self.publish(ChatEvent { seq, body });
-        if status_change
-            && self.channel.watch.receiver_count() > 0
-            && let Some(chat) = store.chat(&self.channel.chat_id).await?
-        {
-            let _ = self.channel.watch.send(WatchEvent::StatusChange { chat });
+        if let Some(kind) = durable {
+            self.announce(seq, kind);
+        }
+        if durable == Some("status") {
+            // Other replicas' watchers learn of it from the announced event.
+            if self.channel.watch.receiver_count() > 0
+                && let Some(chat) = store.chat(&self.channel.chat_id).await?
+            {
+                let _ = self.channel.watch.send(WatchEvent::StatusChange { chat });
+            }
         }
         Ok(seq)
     }

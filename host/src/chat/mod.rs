@@ -3,6 +3,7 @@
 
 mod compaction;
 pub mod events;
+pub mod notices;
 pub mod prompt;
 pub mod run;
 pub mod runs;

@@ -54,12 +54,18 @@ impl ChatService {
         Arc::new(ChatService { store, hub: EventHub::default(), runs: Runs::default(), wake: Notify::new() })
     }
 
+    /// Wakes this process's worker, and the other replicas' (a chat became pending).
+    pub fn wake_workers(&self) {
+        self.wake.notify_one();
+        self.hub.announce(super::notices::Notice::Pending);
+    }
+
     /// Creates a chat with its first message, tells watchers and wakes the worker to run it.
     /// The one way a chat comes to be, whether a person or a parent chat starts it.
     pub async fn create(&self, new: NewChat) -> Result<Chat, StoreError> {
         let (chat, _first) = self.store.create_chat(new).await?;
         self.hub.notify(WatchEvent::Created { chat: chat.clone() });
-        self.wake.notify_one();
+        self.wake_workers();
         Ok(chat)
     }
 
@@ -73,8 +79,10 @@ impl ChatService {
         let channel = self.hub.channel(&chat.id);
         let mut guard = channel.lock().await;
         let (status, owner) = self.store.chat_state(&chat.id).await?.unwrap_or((chat.status, None));
+        guard.set_runner_elsewhere(self.run_elsewhere(&chat.id, owner.as_deref()));
+        let winding_up = self.winding_up(&chat.id, status, owner.as_deref()).await?;
         match status {
-            ChatStatus::Waiting | ChatStatus::Error if !self.winding_up(&chat.id, status, owner.as_deref()) => {
+            ChatStatus::Waiting | ChatStatus::Error if !winding_up => {
                 let message = self.start_turn_with(&mut guard, &chat.id, &content, None).await?;
                 Ok(SendOutcome { queued: false, message, queued_message: None })
             }
@@ -103,7 +111,7 @@ impl ChatService {
         guard.publish_message(&message);
         guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
         self.publish_queue(&mut guard, chat_id).await?;
-        self.wake.notify_one();
+        self.wake_workers();
         Ok(message)
     }
 
@@ -113,6 +121,9 @@ impl ChatService {
         let mut guard = channel.lock().await;
         if !self.store.delete_queued(chat_id, queued_id).await? {
             return Ok(false);
+        }
+        if let Some((_, owner)) = self.store.chat_state(chat_id).await? {
+            guard.set_runner_elsewhere(self.run_elsewhere(chat_id, owner.as_deref()));
         }
         self.publish_queue(&mut guard, chat_id).await?;
         Ok(true)
@@ -127,9 +138,11 @@ impl ChatService {
             return Ok(false);
         }
         let Some((status, owner)) = self.store.chat_state(chat_id).await? else { return Ok(false) };
+        guard.set_runner_elsewhere(self.run_elsewhere(chat_id, owner.as_deref()));
+        let winding_up = self.winding_up(chat_id, status, owner.as_deref()).await?;
         match status {
             ChatStatus::Running => self.interrupt_locked(&mut guard, chat_id, status).await?,
-            ChatStatus::Waiting | ChatStatus::Error if !self.winding_up(chat_id, status, owner.as_deref()) => {
+            ChatStatus::Waiting | ChatStatus::Error if !winding_up => {
                 if let Some(next) = self.store.pop_queued(chat_id).await? {
                     self.start_turn_with(&mut guard, chat_id, &next.content, None).await?;
                 }
@@ -160,7 +173,8 @@ impl ChatService {
     pub async fn interrupt(&self, chat_id: &str) -> Result<(), StoreError> {
         let channel = self.hub.channel(chat_id);
         let mut guard = channel.lock().await;
-        let Some((status, _)) = self.store.chat_state(chat_id).await? else { return Ok(()) };
+        let Some((status, owner)) = self.store.chat_state(chat_id).await? else { return Ok(()) };
+        guard.set_runner_elsewhere(self.run_elsewhere(chat_id, owner.as_deref()));
         self.interrupt_locked(&mut guard, chat_id, status).await
     }
 
@@ -199,12 +213,23 @@ impl ChatService {
         Ok(())
     }
 
+    /// Whether another replica runs the chat (`owner` holds it, and it is not this process's
+    /// worker): that replica then orders its events, and this one's go out as state.
+    fn run_elsewhere(&self, chat_id: &str, owner: Option<&str>) -> bool {
+        owner.is_some() && self.hub.shared_with_replicas() && !self.runs.contains(chat_id)
+    }
+
     /// An interrupted chat is `waiting` at once, but its worker still owns it until it has
     /// stored the cut-off step. A message sent meanwhile waits in the queue, which the worker
     /// runs next; starting a turn at once would take the chat from the worker, losing that
     /// step (tool calls without results) and running two turns at a time.
-    fn winding_up(&self, chat_id: &str, status: ChatStatus, owner: Option<&str>) -> bool {
-        status == ChatStatus::Waiting && owner.is_some() && self.runs.contains(chat_id)
+    /// With replicas, the worker may be another replica's, as long as that one is alive.
+    async fn winding_up(&self, chat_id: &str, status: ChatStatus, owner: Option<&str>) -> Result<bool, StoreError> {
+        let Some(owner) = owner.filter(|_| status == ChatStatus::Waiting) else { return Ok(false) };
+        if self.runs.contains(chat_id) {
+            return Ok(true);
+        }
+        Ok(self.run_elsewhere(chat_id, Some(owner)) && self.store.replica(owner).await?.is_some())
     }
 
     /// Stores a user message and makes the chat pending (under the channel lock).
@@ -221,7 +246,7 @@ impl ChatService {
         }
         self.store.set_status(chat_id, ChatStatus::Pending, None).await?;
         guard.emit(&self.store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
-        self.wake.notify_one();
+        self.wake_workers();
         Ok(message)
     }
 
@@ -255,7 +280,7 @@ mod tests {
         };
         let (chat, _) = store.create_chat(new).await.unwrap();
         let service = ChatService::new(store.clone());
-        assert!(store.acquire_chat("worker-1").await.unwrap().is_some());
+        assert!(store.acquire_chat("worker-1", "node-1").await.unwrap().is_some());
         let run = service.runs.register(&chat.id);
 
         service.interrupt(&chat.id).await.unwrap();

@@ -113,6 +113,8 @@ async fn hand_back(run: &Run<'_>) -> Result<(), StoreError> {
     }
     if store.settle(&chat.id, &run.context.worker_id, ChatStatus::Pending, None, true).await? {
         guard.emit(store, EventBody::Status { status: ChatStatus::Pending, last_error: None }).await?;
+        // Another replica takes it now, not at its next poll.
+        run.services().chats.wake_workers();
     }
     Ok(())
 }
@@ -140,7 +142,7 @@ async fn after_store_failure(run: &Run<'_>, error: &StoreError) -> Result<(), St
     }
     guard.emit(store, EventBody::Status { status, last_error }).await?;
     if status == ChatStatus::Pending {
-        run.services().chats.wake.notify_one();
+        run.services().chats.wake_workers();
     }
     Ok(())
 }

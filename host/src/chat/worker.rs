@@ -41,7 +41,7 @@ impl Default for WorkerSettings {
             max_steps: 100,
             max_concurrent_chats: 256,
             heartbeat: Duration::from_secs(10),
-            stale_after: Duration::from_secs(60),
+            stale_after: Duration::from_secs(30),
             liveness: Duration::from_secs(5),
             poll: Duration::from_secs(2),
             recover_all_on_start: false,
@@ -104,7 +104,7 @@ impl Worker {
         loop {
             // Chats whose turn waits on their subagents do not count: the subagents need the room.
             while runs.len() < self.settings.max_concurrent_chats + self.services().runtime.waiting_calls() {
-                match store.acquire_chat(self.id()).await {
+                match store.acquire_chat(self.id(), self.services().workspaces.node_id()).await {
                     Ok(Some(chat)) => {
                         let context = self.context.clone();
                         runs.spawn(async move { turn::run_chat(&context, chat).await });
@@ -129,7 +129,10 @@ impl Worker {
         self.chats().runs.stop_all(StopReason::Shutdown);
         while runs.join_next().await.is_some() {}
         match store.release_worker(self.id()).await {
-            Ok(n) if n > 0 => tracing::info!(chats = n, "gave running chats back to pending for the next start"),
+            Ok(n) if n > 0 => {
+                tracing::info!(chats = n, "gave running chats back to pending, for another replica or the next start");
+                self.chats().wake_workers();
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "could not give running chats back on shutdown; they are recovered when their heartbeat goes stale")
@@ -165,7 +168,7 @@ impl Worker {
             match store.release_worker(&worker_id).await {
                 Ok(n) if n > 0 => {
                     tracing::warn!(worker_id, chats = n, "took back the chats of a worker whose process is gone");
-                    self.chats().wake.notify_one();
+                    self.chats().wake_workers();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(worker_id, error = %e, "cannot take back the chats of a dead worker"),
@@ -179,7 +182,7 @@ impl Worker {
         match self.chats().store.recover_stale(stale_before).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(chats = ?ids, "recovered chats whose worker stopped heartbeating");
-                self.chats().wake.notify_one();
+                self.chats().wake_workers();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "stale chat recovery failed"),

@@ -47,6 +47,10 @@ pub enum Command {
         /// Model new chats use unless they name one.
         #[arg(long, env = "TOOLHOST_MODEL", value_name = "NAME")]
         model: Option<String>,
+        /// Where the other replicas on the same PostgreSQL database reach this one
+        /// (http://HOST:PORT) [default: the listening address].
+        #[arg(long, env = "TOOLHOST_RELAY_ADDRESS", value_name = "URL")]
+        relay_address: Option<String>,
     },
     /// Create or update the database schema.
     Migrate,
@@ -192,9 +196,9 @@ pub struct BenchArgs {
 
 impl Cli {
     fn overrides(&self) -> Overrides {
-        let (listen, model) = match &self.command {
-            Command::Serve { listen, model } => (listen.clone(), model.clone()),
-            _ => (None, None),
+        let (listen, model, relay_address) = match &self.command {
+            Command::Serve { listen, model, relay_address } => (listen.clone(), model.clone(), relay_address.clone()),
+            _ => (None, None, None),
         };
         Overrides {
             config_file: self.config.clone(),
@@ -203,6 +207,7 @@ impl Cli {
             database_url: self.database_url.clone(),
             listen,
             model,
+            relay_address,
         }
     }
 }

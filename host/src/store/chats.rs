@@ -312,6 +312,15 @@ impl Store {
         rows.iter().map(message_from).collect()
     }
 
+    /// The number of the chat's latest stored message (0 when it has none).
+    pub async fn last_message_seq(&self, chat_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM chat_messages WHERE chat_id = $1")
+            .bind(chat_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
     pub async fn queued_messages(&self, chat_id: &str) -> StoreResult<Vec<QueuedMessage>> {
         let rows = sqlx::query(
             "SELECT id, chat_id, content, created_at FROM chat_queued_messages WHERE chat_id = $1 ORDER BY id",

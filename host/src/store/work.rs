@@ -51,8 +51,9 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Takes the oldest pending chat for `worker_id`, if any.
-    pub async fn acquire_chat(&self, worker_id: &str) -> StoreResult<Option<Chat>> {
+    /// Takes the oldest pending chat for `worker_id` on `node_id`, if any. A chat whose
+    /// workspace lives on another node is left to that node's replicas while one is registered.
+    pub async fn acquire_chat(&self, worker_id: &str, node_id: &str) -> StoreResult<Option<Chat>> {
         // PostgreSQL: replicas skip rows another one is taking. SQLite: one writer at a time.
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -61,11 +62,16 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query(&format!(
             "UPDATE chats SET status = 'running', worker_id = $1, started_at = $2, heartbeat_at = $2, last_error = NULL, updated_at = $2 \
-             WHERE id = (SELECT id FROM chats WHERE status = 'pending' AND archived = 0 ORDER BY updated_at, id LIMIT 1 {lock}) \
+             WHERE id = (SELECT id FROM chats c WHERE status = 'pending' AND archived = 0 AND NOT EXISTS ( \
+                 SELECT 1 FROM chats r JOIN workspaces w ON w.id = COALESCE(c.workspace_id, r.workspace_id) \
+                 WHERE r.id = c.root_chat_id AND w.node_id IS NOT NULL AND w.node_id <> $3 \
+                 AND EXISTS (SELECT 1 FROM replicas p WHERE p.node_id = w.node_id)) \
+             ORDER BY updated_at, id LIMIT 1 {lock}) \
              AND status = 'pending' RETURNING {CHAT_COLUMNS}"
         ))
         .bind(worker_id)
         .bind(now)
+        .bind(node_id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(chat_from).transpose()

@@ -71,6 +71,9 @@ pub struct Workspace {
     pub detail: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The machine whose disk holds its files: with several replicas, only one on that node
+    /// runs its commands (and the turns of the chats that use it).
+    pub node_id: Option<String>,
 }
 
 /// What a new workspace is made of.
@@ -81,10 +84,11 @@ pub struct NewWorkspace {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub network: bool,
     pub backend: String,
+    pub node_id: Option<String>,
 }
 
 const COLUMNS: &str =
-    "id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at";
+    "id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at, node_id";
 
 fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
     let parameters: String = row.try_get("parameters")?;
@@ -101,6 +105,7 @@ fn workspace_from(row: &sqlx::any::AnyRow) -> StoreResult<Workspace> {
         detail: row.try_get("detail")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        node_id: row.try_get("node_id")?,
     })
 }
 
@@ -121,8 +126,8 @@ impl Store {
         let now = now_ms();
         let parameters = serde_json::Value::Object(new.parameters.clone()).to_string();
         sqlx::query(
-            "INSERT INTO workspaces (id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', NULL, $8, $8)",
+            "INSERT INTO workspaces (id, owner_id, name, template_id, parameters, network, backend, status, detail, created_at, updated_at, node_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', NULL, $8, $8, $9)",
         )
         .bind(&id)
         .bind(&new.owner_id)
@@ -132,6 +137,7 @@ impl Store {
         .bind(i64::from(new.network))
         .bind(&new.backend)
         .bind(now)
+        .bind(&new.node_id)
         .execute(&self.pool)
         .await
         .map_err(|e| match e {
@@ -191,6 +197,20 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(moved.rows_affected() == 1)
+    }
+
+    /// Workspaces on nodes where no replica is registered any more (their host died, or left
+    /// for good) are stopped, saying why; returns their ids. Already stopped ones stay as they are.
+    pub async fn stop_workspaces_of_gone_nodes(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE workspaces SET status = 'stopped', updated_at = $1, \
+             detail = 'its host (' || node_id || ') stopped answering; start it again once a replica runs on that host' \
+             WHERE node_id IS NOT NULL AND status <> 'stopped' AND node_id NOT IN (SELECT node_id FROM replicas) RETURNING id",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
     }
 
     /// Deletes a workspace and unbinds its chats.

@@ -152,6 +152,23 @@ pub struct WorkspaceService {
     /// Per workspace: start, stop and the recording of a startup script's outcome take turns,
     /// so that a script killed by a stop never records its outcome over a later start's.
     lifecycle: Arc<KeyedLock>,
+    /// The machine whose disk holds this server's workspaces (see [`node_id`]).
+    node_id: String,
+}
+
+/// The node id of the machine whose disk holds `data_dir`: made once, kept in the directory,
+/// so that a restarted server is the same node (its workspaces' files are still there).
+pub fn node_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) | Err(_) => {
+            std::fs::create_dir_all(data_dir)?;
+            let id = format!("node-{}", crate::store::new_id());
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
 }
 
 impl WorkspaceService {
@@ -174,6 +191,8 @@ impl WorkspaceService {
             tracing::error!(%why, "workspace commands are disabled");
         }
         let backend = Arc::new(LocalBackend::new(data_dir.join("workspaces"), sandbox));
+        let node_id =
+            node_id(data_dir).map_err(|e| format!("cannot keep a node id in `{}`: {e}", data_dir.display()))?;
         let service = WorkspaceService {
             store,
             templates_dir,
@@ -185,6 +204,7 @@ impl WorkspaceService {
             changed: Arc::new(tokio::sync::Notify::new()),
             stops: Mutex::new(HashMap::new()),
             lifecycle: Arc::new(KeyedLock::default()),
+            node_id,
         };
         service.recover().await.map_err(|e| format!("cannot recover workspaces: {e}"))?;
         let service = Arc::new(service);
@@ -192,9 +212,11 @@ impl WorkspaceService {
         Ok(service)
     }
 
-    /// Workspaces caught starting by a restart: their script was killed with the server.
+    /// This node's workspaces caught starting by a restart: their script was killed with the
+    /// server. (Another node's are starting there.)
     async fn recover(&self) -> Result<(), StoreError> {
-        for workspace in self.store.workspaces_in(WorkspaceStatus::Starting).await? {
+        let starting = self.store.workspaces_in(WorkspaceStatus::Starting).await?;
+        for workspace in starting.into_iter().filter(|w| w.node_id.as_deref().is_none_or(|n| n == self.node_id)) {
             let detail = "the server restarted while the startup script ran; start the workspace again";
             self.store
                 .transition_workspace(
@@ -206,6 +228,11 @@ impl WorkspaceService {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The machine whose disk holds this server's workspaces.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     pub fn templates(&self) -> Arc<Templates> {
@@ -275,6 +302,7 @@ impl WorkspaceService {
                 parameters,
                 network: template.network,
                 backend: self.backend.name().to_string(),
+                node_id: Some(self.node_id.clone()),
             })
             .await?;
         if let Err(e) = self.backend.provision(&workspace, &template).await {
@@ -328,6 +356,7 @@ impl WorkspaceService {
     }
 
     async fn start_now(&self, id: &str) -> Result<Workspace, WorkspaceError> {
+        self.on_this_node(&self.get(id).await?)?;
         let startable = [
             WorkspaceStatus::Created,
             WorkspaceStatus::Stopped,
@@ -362,6 +391,18 @@ impl WorkspaceService {
         self.get(id).await
     }
 
+    /// A workspace's processes and files are on its node: another node's server refuses to
+    /// start, stop or delete it, rather than act on a disk that does not hold it.
+    fn on_this_node(&self, workspace: &Workspace) -> Result<(), WorkspaceError> {
+        match workspace.node_id.as_deref() {
+            Some(node) if node != self.node_id => Err(WorkspaceError::Conflict(format!(
+                "workspace `{}` lives on another host ({node}); send this to a replica running there",
+                workspace.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The token that stops a workspace's commands when it stops.
     fn stop_token(&self, id: &str) -> CancellationToken {
         self.stops.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().clone()
@@ -383,6 +424,7 @@ impl WorkspaceService {
 
     async fn stop_now(&self, id: &str) -> Result<Workspace, WorkspaceError> {
         let workspace = self.get(id).await?;
+        self.on_this_node(&workspace)?;
         let _turn = self.lifecycle.lock(id).await;
         self.stop_commands(&workspace.id);
         let stoppable = [
@@ -407,6 +449,7 @@ impl WorkspaceService {
 
     async fn delete_now(&self, id: &str) -> Result<(), WorkspaceError> {
         let workspace = self.get(id).await?;
+        self.on_this_node(&workspace)?;
         let _turn = self.lifecycle.lock(id).await;
         self.stop_commands(&workspace.id);
         self.store.transition_workspace(id, &ALL_STATUSES, WorkspaceStatus::Stopped, Some("being deleted")).await?;

@@ -1,0 +1,51 @@
+//! The endpoints replicas call on each other (under `/internal/v1`), authenticated by the
+//! deployment's relay token (see `relay`), never by a user's.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::stream::{Snapshot, chat_events, respond, until_shutdown};
+use super::{ApiError, AppState};
+use crate::relay::RELAY_TOKEN_HEADER;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayQuery {
+    after: Option<i64>,
+}
+
+/// Refuses a call that does not carry this deployment's relay token.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(relay) = &state.relay else {
+        return Err(ApiError::not_found("this server relays to no other replica (it runs on SQLite)"));
+    };
+    let token = headers.get(RELAY_TOKEN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if token.is_empty() || !relay.accepts(token) {
+        return Err(ApiError::unauthorized(format!(
+            "a relay call needs the deployment's relay token in `{RELAY_TOKEN_HEADER}`; replicas derive it from the shared secret key (TOOLHOST_SECRET_KEY)"
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /internal/v1/chats/{id}/stream?after=SEQ`: this replica's events of a chat, as its
+/// own subscribers get them, with a `relay_ready` event where the snapshot ends. What another
+/// replica relays to its subscribers.
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<RelayQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authenticate(&state, request.headers())?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if state.store.chat(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no chat `{id}`")));
+    }
+    let after = query.after.unwrap_or(0).max(0);
+    let events = chat_events(&state, &id, after, Snapshot::Marked).await?;
+    let events = until_shutdown(events, state.lifecycle.closing.clone(), Some(after));
+    respond(&state, request, events).await
+}

@@ -1,0 +1,345 @@
+//! The relay between replicas: several `serve` processes on one PostgreSQL database, each
+//! seeing and doing everything as if it were the only one.
+//!
+//! - The **registry** (`replicas` table): each replica registers its id (its worker's, the
+//!   `worker_id` of the chats it runs), its node, the address the others reach it at, and a
+//!   heartbeat; it leaves at shutdown, and entries whose heartbeat is stale expire.
+//! - **Notices** (`notify`): small LISTEN/NOTIFY messages, batched on a dedicated connection,
+//!   saying which chat had which durable event, that a chat became pending, or that cached
+//!   configuration changed. The data is read from the tables; a lost LISTEN connection is
+//!   reconnected and the replica catches up from the tables.
+//! - **Live parts** (`follow`): a replica with subscribers of a chat that another replica runs
+//!   keeps one connection to that replica's relay stream and republishes its events, with their
+//!   numbers, into its own channel for the chat, which its subscribers read as usual.
+//!
+//! Replicas trust each other by a token derived from the sealing key they share; a user's
+//! token is never forwarded.
+
+mod follow;
+mod notify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::events::{ChatChannel, EventBody, WatchEvent};
+use crate::chat::notices::{Notice, Reload};
+use crate::chat::runs::StopReason;
+use crate::chat::service::ChatService;
+use crate::config::ReplicasConfig;
+use crate::policy::PolicyEngine;
+use crate::store::{Chat, ChatStatus, Store, StoreResult, now_ms};
+use crate::workspace::WorkspaceService;
+
+/// The header a replica's relay calls carry its token in.
+pub const RELAY_TOKEN_HEADER: &str = "x-toolhost-relay-token";
+
+/// Who this replica is to the others.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The worker id of this process: `chats.worker_id` of the chats it runs.
+    pub replica_id: String,
+    /// The machine whose disk this replica's data directory is on.
+    pub node_id: String,
+    /// Where the others reach this replica's relay endpoints, if they can.
+    pub address: Option<String>,
+}
+
+/// What the relay acts on when another replica tells it something.
+pub struct RelayServices {
+    pub chats: Arc<ChatService>,
+    pub policy: Arc<PolicyEngine>,
+    pub workspaces: Arc<WorkspaceService>,
+}
+
+/// This replica's part in the relay.
+pub struct Relay {
+    identity: Identity,
+    token: String,
+    services: RelayServices,
+    database_url: String,
+    settings: ReplicasConfig,
+    http: reqwest::Client,
+    outbox: notify::Outbox,
+    followers: Mutex<HashMap<String, Arc<follow::Follower>>>,
+}
+
+impl Relay {
+    /// Registers this replica and starts announcing its events and listening to the others'
+    /// until `shutdown`; then call [`Relay::leave`].
+    pub async fn start(
+        identity: Identity,
+        token: &str,
+        services: RelayServices,
+        database_url: &str,
+        settings: &ReplicasConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Relay>> {
+        let store = services.chats.store.clone();
+        store.register_replica(&identity.replica_id, &identity.node_id, identity.address.as_deref(), VERSION).await?;
+        let (outbox, outgoing) = notify::Outbox::new(&identity.replica_id);
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build()?;
+        let relay = Arc::new(Relay {
+            identity,
+            token: token.to_string(),
+            services,
+            database_url: database_url.to_string(),
+            settings: settings.clone(),
+            http,
+            outbox: outbox.clone(),
+            followers: Mutex::new(HashMap::new()),
+        });
+        relay.services.chats.hub.set_announcer(Arc::new(outbox));
+        tokio::spawn(notify::send_notices(relay.database_url.clone(), outgoing));
+        tokio::spawn(notify::listen(relay.clone(), shutdown.clone()));
+        tokio::spawn(relay.clone().keep_registered(shutdown));
+        tracing::info!(
+            replica_id = %relay.identity.replica_id,
+            address = relay.identity.address.as_deref().unwrap_or("none"),
+            "registered as a replica"
+        );
+        Ok(relay)
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether a relay call carries this deployment's token.
+    pub fn accepts(&self, token: &str) -> bool {
+        use sha2::Digest;
+        // Compared as digests, so the comparison's time says nothing about the token.
+        sha2::Sha256::digest(token.as_bytes()) == sha2::Sha256::digest(self.token.as_bytes())
+    }
+
+    /// Sends the notices queued so far and leaves the registry: the last step of a shutdown,
+    /// after the worker has handed its chats back (which the others must hear of).
+    pub async fn leave(&self) {
+        if tokio::time::timeout(Duration::from_secs(2), self.outbox.flush()).await.is_err() {
+            tracing::warn!("could not send the last notices to the other replicas in time");
+        }
+        if let Err(e) = self.store().remove_replica(&self.identity.replica_id).await {
+            tracing::warn!(error = %e, "could not leave the replica registry; the entry expires on its own");
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.services.chats.store
+    }
+
+    /// Heartbeats this replica's entry (registering again if it expired, say after a long
+    /// database outage) and expires the entries of replicas that went silent.
+    async fn keep_registered(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(self.settings.heartbeat_secs));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let id = &self.identity;
+            let beat = match self.store().heartbeat_replica(&id.replica_id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    self.store().register_replica(&id.replica_id, &id.node_id, id.address.as_deref(), VERSION).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = beat {
+                tracing::warn!(error = %e, "cannot heartbeat this replica's registry entry");
+            }
+            let stale_before = now_ms() - (self.settings.stale_after_secs * 1000) as i64;
+            match self.store().expire_replicas(stale_before).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::warn!(replicas = ?gone, "replicas went silent; their entries expired")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot expire silent replicas"),
+            }
+            // A workspace's files are on its node's disk: with no replica left there, it stops.
+            match self.store().stop_workspaces_of_gone_nodes().await {
+                Ok(stopped) if !stopped.is_empty() => {
+                    tracing::warn!(workspaces = ?stopped, "stopped the workspaces of hosts that no replica runs on any more")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot stop the workspaces of gone hosts"),
+            }
+        }
+    }
+
+    /// The replica running the chat, when it is another one that can be reached: its id and
+    /// relay address.
+    async fn runner_elsewhere(&self, chat_id: &str) -> StoreResult<Option<(String, String)>> {
+        let Some(chat) = self.store().chat(chat_id).await? else { return Ok(None) };
+        let Some(worker) =
+            chat.worker_id.filter(|w| chat.status == ChatStatus::Running && *w != self.identity.replica_id)
+        else {
+            return Ok(None);
+        };
+        let address = self.store().replica(&worker).await?.and_then(|r| r.relay_address);
+        if address.is_none() {
+            tracing::warn!(
+                chat_id,
+                worker,
+                "the replica running this chat has no relay address; its live parts are not seen here"
+            );
+        }
+        Ok(address.map(|a| (worker, a)))
+    }
+
+    /// What a notice from another replica changes here.
+    async fn on_notice(&self, notice: Notice) {
+        let chats = &self.services.chats;
+        match notice {
+            Notice::Event { chat, seq, kind } => {
+                if let Err(e) = self.on_chat_event(&chat, seq, &kind).await {
+                    tracing::warn!(chat_id = chat, error = %e, "cannot follow another replica's event");
+                }
+            }
+            Notice::Watch { chat, change } => {
+                if chats.hub.watched()
+                    && let Ok(Some(chat)) = self.store().chat(&chat).await
+                {
+                    chats.hub.notify_from_elsewhere(WatchEvent::of(change, chat));
+                }
+            }
+            Notice::Pending => chats.wake.notify_one(),
+            Notice::Reload { what } => self.reload(what).await,
+        }
+    }
+
+    async fn reload(&self, what: Reload) {
+        match what {
+            Reload::Policy => {
+                if let Err(e) = self.services.policy.refresh().await {
+                    tracing::warn!(error = %e, "cannot load the policy another replica saved");
+                }
+            }
+            Reload::Templates => drop(self.services.workspaces.reload_templates()),
+            // The catalog is read from the database on every use: nothing cached to drop.
+            Reload::Catalog => {}
+        }
+    }
+
+    /// Another replica numbered a durable event of `chat_id`: a run here that no longer owns
+    /// the chat stops, subscribers here get what changed (read from the tables), and a
+    /// follower learns whether the chat moved.
+    async fn on_chat_event(&self, chat_id: &str, seq: i64, kind: &str) -> StoreResult<()> {
+        let chats = &self.services.chats;
+        let channel = chats.hub.existing_channel(chat_id);
+        let runs_here = chats.runs.contains(chat_id);
+        let subscribed = channel.as_ref().is_some_and(|c| c.subscribers() > 0);
+        let status = kind == "status" || kind == "error";
+        let chat = if status && (runs_here || subscribed || chats.hub.watched()) {
+            self.store().chat(chat_id).await?
+        } else {
+            None
+        };
+        if runs_here && status {
+            self.stop_run_taken_elsewhere(chat_id, chat.as_ref());
+        }
+        if let Some(channel) = &channel {
+            self.catch_up(channel, seq, kind, chat.as_ref()).await?;
+        }
+        if status
+            && let Some(chat) = chat
+            && chats.hub.watched()
+        {
+            chats.hub.notify_from_elsewhere(WatchEvent::StatusChange { chat });
+        }
+        if let Some(follower) = self.followers.lock().unwrap_or_else(|p| p.into_inner()).get(chat_id) {
+            follower.poke();
+        }
+        Ok(())
+    }
+
+    /// A run here of a chat another replica interrupted, edited or gave to someone else.
+    fn stop_run_taken_elsewhere(&self, chat_id: &str, chat: Option<&Chat>) {
+        let mine = |chat: &Chat| chat.worker_id.as_deref() == Some(self.identity.replica_id.as_str());
+        let reason = match chat {
+            Some(chat) if chat.status == ChatStatus::Running && mine(chat) => return,
+            // Interrupted: the run stores what it streamed, then runs the queue.
+            Some(chat) if mine(chat) => StopReason::Interrupt,
+            // Edited, or taken back: the run stores nothing more.
+            _ => StopReason::Superseded,
+        };
+        tracing::info!(chat_id, ?reason, "another replica stopped this chat's turn");
+        self.services.chats.runs.stop(chat_id, reason);
+    }
+
+    /// Publishes into this replica's channel what another replica's event changed, read from
+    /// the tables. Messages go out with their numbers (once: the channel skips what it has);
+    /// status, queue and error as state, which moves no client's cursor.
+    async fn catch_up(&self, channel: &ChatChannel, seq: i64, kind: &str, chat: Option<&Chat>) -> StoreResult<()> {
+        let mut guard = channel.lock().await;
+        if channel.subscribers() == 0 {
+            // Nobody to tell; what matters is that this channel numbers past the event.
+            guard.forget_lease();
+            return Ok(());
+        }
+        let chat_id = channel.chat_id();
+        match kind {
+            "message" if seq > guard.high_water() => {
+                for message in self.store().messages(chat_id, guard.high_water()).await? {
+                    guard.publish_message_from_elsewhere(&message);
+                }
+            }
+            "status" => {
+                if let Some(chat) = chat {
+                    guard.publish_state(EventBody::Status { status: chat.status, last_error: chat.last_error.clone() });
+                }
+            }
+            "error" => {
+                if let Some(message) = chat.and_then(|c| c.last_error.clone()) {
+                    guard.publish_state(EventBody::Error { message });
+                }
+            }
+            "queue_update" => {
+                let queued_messages = self.store().queued_messages(chat_id).await?;
+                guard.publish_state(EventBody::QueueUpdate { queued_messages });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After the LISTEN connection was lost: whatever was announced meanwhile is read from the
+    /// tables, as if every chat with subscribers or a run here had changed.
+    async fn catch_up_everything(&self) {
+        let chats = &self.services.chats;
+        let mut ids: Vec<String> = chats.runs.ids();
+        ids.extend(self.followers.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        ids.sort();
+        ids.dedup();
+        for chat_id in ids {
+            for kind in ["message", "status", "queue_update"] {
+                if let Err(e) = self.on_chat_event(&chat_id, i64::MAX, kind).await {
+                    tracing::warn!(chat_id, error = %e, "cannot catch up with a chat after losing the notice connection");
+                }
+            }
+        }
+        // A chat may have become pending meanwhile.
+        chats.wake.notify_one();
+    }
+}
+
+/// This build's version, as the registry records it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the others reach a replica listening on `listening`, unless configured: the listening
+/// address itself when it names one host (not 0.0.0.0 or [::]).
+pub fn default_address(listening: std::net::SocketAddr) -> Option<String> {
+    (!listening.ip().is_unspecified()).then(|| format!("http://{listening}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_address_is_the_listening_one_unless_it_names_no_host() {
+        assert_eq!(default_address("127.0.0.1:7420".parse().unwrap()).as_deref(), Some("http://127.0.0.1:7420"));
+        assert_eq!(default_address("0.0.0.0:7420".parse().unwrap()), None);
+    }
+}
