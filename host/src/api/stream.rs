@@ -53,8 +53,13 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
+    /// A numbered event, or (`with_id` false) one that only describes state.
     fn of(event: &ChatEvent, with_id: bool) -> Outgoing {
-        Outgoing { id: with_id.then_some(event.seq), event: Published::new(event) }
+        if with_id {
+            Outgoing { id: Some(event.seq), event: Published::new(event) }
+        } else {
+            Outgoing { id: None, event: Published::state(event) }
+        }
     }
 
     /// A published event: with its number as the id, unless it only describes state.

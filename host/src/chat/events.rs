@@ -107,9 +107,13 @@ impl Published {
         Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: true })
     }
 
-    /// An event that describes state and does not move the cursor.
+    /// An event that describes state and does not move the cursor: it goes out without a
+    /// `seq` (and without an SSE id), so that no client takes it for a numbered event.
     pub fn state(event: &ChatEvent) -> Arc<Published> {
-        let value = serde_json::to_value(event).unwrap_or_default();
+        let mut value = serde_json::to_value(event).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("seq");
+        }
         let kind = value["type"].as_str().unwrap_or_default().to_string();
         Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: false })
     }
@@ -376,6 +380,16 @@ impl ChannelGuard<'_> {
             self.state.in_flight.clear();
         }
         self.send(event);
+    }
+
+    /// Publishes an event another replica numbered `seq` (and announced), with the state read
+    /// here: numbered, when nothing later was published here; otherwise it is superseded.
+    pub fn publish_from_elsewhere(&mut self, seq: i64, body: EventBody) {
+        if seq <= self.state.high_water {
+            return;
+        }
+        self.state.lease = None;
+        self.send(Published::new(&ChatEvent { seq, body }));
     }
 
     /// Sends live subscribers the state another replica left (a status, the queue): it does

@@ -269,8 +269,8 @@ impl Relay {
     }
 
     /// Publishes into this replica's channel what another replica's event changed, read from
-    /// the tables. Messages go out with their numbers (once: the channel skips what it has);
-    /// status, queue and error as state, which moves no client's cursor.
+    /// the tables, with the event's number (once: the channel skips what it has, or what came
+    /// after it); after a catch-up, status and queue go out as state, moving no cursor.
     async fn catch_up(&self, channel: &ChatChannel, seq: i64, kind: &str, chat: Option<&Chat>) -> StoreResult<()> {
         let mut guard = channel.lock().await;
         if channel.subscribers() == 0 {
@@ -287,17 +287,18 @@ impl Relay {
             }
             "status" => {
                 if let Some(chat) = chat {
-                    guard.publish_state(EventBody::Status { status: chat.status, last_error: chat.last_error.clone() });
+                    let status = EventBody::Status { status: chat.status, last_error: chat.last_error.clone() };
+                    publish(&mut guard, seq, status);
                 }
             }
             "error" => {
                 if let Some(message) = chat.and_then(|c| c.last_error.clone()) {
-                    guard.publish_state(EventBody::Error { message });
+                    publish(&mut guard, seq, EventBody::Error { message });
                 }
             }
             "queue_update" => {
                 let queued_messages = self.store().queued_messages(chat_id).await?;
-                guard.publish_state(EventBody::QueueUpdate { queued_messages });
+                publish(&mut guard, seq, EventBody::QueueUpdate { queued_messages });
             }
             _ => {}
         }
@@ -314,7 +315,7 @@ impl Relay {
         ids.dedup();
         for chat_id in ids {
             for kind in ["message", "status", "queue_update"] {
-                if let Err(e) = self.on_chat_event(&chat_id, i64::MAX, kind).await {
+                if let Err(e) = self.on_chat_event(&chat_id, CATCH_UP, kind).await {
                     tracing::warn!(chat_id, error = %e, "cannot catch up with a chat after losing the notice connection");
                 }
             }
@@ -323,6 +324,19 @@ impl Relay {
         chats.wake.notify_one();
     }
 }
+
+/// An event another replica numbered `seq`: numbered here too, unless it comes from a catch-up
+/// (which knows no number: it goes out as state).
+fn publish(guard: &mut crate::chat::events::ChannelGuard<'_>, seq: i64, body: EventBody) {
+    if seq == CATCH_UP {
+        guard.publish_state(body);
+    } else {
+        guard.publish_from_elsewhere(seq, body);
+    }
+}
+
+/// The number a catch-up passes for events it cannot know the number of.
+const CATCH_UP: i64 = i64::MAX;
 
 /// This build's version, as the registry records it.
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,443 @@
+//! Several real `toolhost serve` processes on one PostgreSQL database, each with its own data
+//! directory (as on separate machines) and the deployment's shared secret key, driven through
+//! HTTP with the fake model: a person sees and does everything through any replica as on one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
+#[path = "support/client.rs"]
+mod client;
+#[path = "support/process.rs"]
+mod process;
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use client::{Collector, Received, assert_exactly_once, assistant_message, create_chat, messages, parts, shown};
+use serde_json::json;
+use support::fake_llm::{self, FakeLlm};
+use support::{Backend, TestDatabase};
+use tempfile::TempDir;
+use toolhost::store::{ChatStatus, Store};
+
+/// The key every replica of a test deployment shares (base64 of 32 bytes).
+const SECRET_KEY: &str = "dGhlIHJlcGxpY2FzIG9mIG9uZSBkZXBsb3ltZW50ISE=";
+
+/// Replicas of one deployment: one database, a data directory each.
+struct Cluster {
+    database: TestDatabase,
+    dirs: Vec<TempDir>,
+    deployments: Vec<process::Deployment>,
+    store: Store,
+    token: String,
+}
+
+impl Cluster {
+    async fn new(replicas: usize) -> Cluster {
+        let database = TestDatabase::create(Backend::Postgres).await;
+        let dirs: Vec<TempDir> = (0..replicas).map(|_| tempfile::tempdir().unwrap()).collect();
+        let deployments: Vec<process::Deployment> = dirs
+            .iter()
+            .map(|dir| {
+                let config = dir.path().join("toolhost.toml");
+                std::fs::write(&config, "[replicas]\nstale_after_secs = 20\nheartbeat_secs = 2\n").unwrap();
+                process::Deployment {
+                    data_dir: dir.path().to_path_buf(),
+                    database_url: Some(database.url.clone()),
+                    config_file: Some(config),
+                }
+            })
+            .collect();
+        let token = deployments[0].user_token("alice");
+        let store = Store::open(&database.url).await.unwrap();
+        Cluster { database, dirs, deployments, store, token }
+    }
+
+    fn serve(&self, replica: usize, llm: &FakeLlm) -> process::Served {
+        self.deployments[replica].serve(&llm.base_url, &[("TOOLHOST_SECRET_KEY", SECRET_KEY)])
+    }
+
+    /// The worker id of the only replica registered now.
+    async fn only_replica(&self) -> String {
+        let replicas = self.store.replicas().await.unwrap();
+        assert_eq!(replicas.len(), 1, "{replicas:?}");
+        replicas[0].id.clone()
+    }
+
+    /// Waits until the chat runs (on any replica); returns the worker running it.
+    async fn running(&self, chat: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let state = self.store.chat(chat).await.unwrap().unwrap();
+            if state.status == ChatStatus::Running
+                && let Some(worker) = state.worker_id
+            {
+                return worker;
+            }
+            assert!(Instant::now() < deadline, "the chat never ran: {state:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        drop(self.dirs);
+        self.database.drop_database().await;
+    }
+}
+
+/// `count` words, each its own streamed part.
+fn words(count: usize) -> String {
+    (0..count).map(|i| format!("word{i} ")).collect()
+}
+
+/// The text of the message parts received, in order.
+fn streamed_text(events: &[Received]) -> String {
+    events
+        .iter()
+        .filter(|e| e.kind() == "message_part")
+        .map(|e| e.event["part"]["text"].as_str().unwrap_or_default())
+        .collect()
+}
+
+fn last_status(events: &[Received]) -> Option<String> {
+    events.iter().rev().find(|e| e.kind() == "status").map(|e| e.event["status"].as_str().unwrap().to_string())
+}
+
+fn ended_waiting(events: &[Received]) -> bool {
+    assistant_message(events) && last_status(events).as_deref() == Some("waiting")
+}
+
+async fn post(base: &str, token: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response =
+        reqwest::Client::new().post(format!("{base}{path}")).bearer_auth(token).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// A chat A runs, streamed through B from the first part to the last: B's subscribers (SSE
+/// and WebSocket) get every part exactly once and in order, the first snapshot holds what A had
+/// streamed before they came, and what they assemble is exactly what A stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_parts_of_a_chat_run_on_one_replica_reach_another_replicas_subscribers_exactly() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let answer = words(80);
+    llm.script([fake_llm::slow_text(&answer, Duration::from_millis(40))]);
+    let a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "stream a long answer").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+
+    let over_sse = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    let over_websocket = Collector::websocket(&b.base, &cluster.token, &chat).await;
+    let sse_events = over_sse.until(Duration::from_secs(60), ended_waiting).await;
+    let websocket_events = over_websocket.until(Duration::from_secs(60), ended_waiting).await;
+
+    let stored = messages(&a.base, &cluster.token, &chat).await;
+    let stored_text = stored[1]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(stored_text, answer, "the fake model's answer was stored whole");
+    for (transport, events) in [("SSE", &sse_events), ("WebSocket", &websocket_events)] {
+        assert_exactly_once(&[], events, 0);
+        assert!(parts(events) >= 40, "{transport}: B's subscriber saw A's live parts: {}", parts(events));
+        assert_eq!(streamed_text(events), stored_text, "{transport}: the parts are the stored text");
+        assert_eq!(shown(events), ["stream a long answer", stored_text], "{transport}");
+    }
+    drop((a, b));
+    cluster.finish().await;
+}
+
+/// A client cut off from B resumes on A with the last `seq` it saw, and the other way round:
+/// numbers are the chat's, not a replica's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_on_one_replica_resumes_on_another_exactly_once() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let answer = words(60);
+    llm.script([fake_llm::slow_text(&answer, Duration::from_millis(60))]);
+    let a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "resume me elsewhere").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+
+    let first = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    let before = first.until(Duration::from_secs(30), |events| parts(events) >= 10).await;
+    first.cut();
+    let cursor = before.iter().filter_map(|e| e.id).max().unwrap();
+    let resumed = Collector::sse(&a.base, &cluster.token, &chat, Some(cursor)).await;
+    let after = resumed.until(Duration::from_secs(60), ended_waiting).await;
+    assert_exactly_once(&before, &after, cursor);
+    let mut all = before.clone();
+    all.extend(after);
+    assert_eq!(shown(&all), ["resume me elsewhere", answer.as_str()]);
+    drop((a, b));
+    cluster.finish().await;
+}
+
+/// An interrupt sent to B stops the turn A runs at once (not at A's next heartbeat): A stores
+/// what it streamed, and subscribers on both replicas see the chat waiting with that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_through_another_replica_stops_the_turn_at_once() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    llm.script([fake_llm::slow_text(&words(200), Duration::from_millis(100))]);
+    let a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "go on for a while").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+    let on_a = Collector::sse(&a.base, &cluster.token, &chat, None).await;
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
+
+    let sent = Instant::now();
+    let (status, body) = post(&b.base, &cluster.token, &format!("/api/v1/chats/{chat}/interrupt"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for (replica, stream) in [("A", &on_a), ("B", &on_b)] {
+        stream.until(Duration::from_secs(10), ended_waiting).await;
+        eprintln!("interrupt through B: the partial answer reached {replica}'s subscriber after {:?}", sent.elapsed());
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "the turn stopped without waiting for A's heartbeat (10 s): {:?}",
+        sent.elapsed()
+    );
+    let stored = messages(&b.base, &cluster.token, &chat).await;
+    assert_eq!(stored.len(), 2, "the partial answer is stored once: {stored:#?}");
+    let state = cluster.store.chat(&chat).await.unwrap().unwrap();
+    assert_eq!((state.status, state.worker_id), (ChatStatus::Waiting, None));
+    // Nothing streams after the interrupt.
+    let parts_then = parts(&on_b.events());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(parts(&on_b.events()), parts_then);
+    drop((a, b));
+    cluster.finish().await;
+}
+
+/// A message queued through B while A runs the turn: B's subscriber keeps seeing A's parts
+/// after the queue changed, and A runs the queued message next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_through_another_replica_runs_next_and_the_parts_keep_flowing() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let first_answer = words(50);
+    llm.script([fake_llm::slow_text(&first_answer, Duration::from_millis(60)), fake_llm::text("The second answer.")]);
+    let a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "first question").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
+
+    let body = json!({"content": [{"type": "text", "text": "second question"}]});
+    let (status, sent) = post(&b.base, &cluster.token, &format!("/api/v1/chats/{chat}/messages"), body).await;
+    assert_eq!((status, sent["queued"].as_bool()), (200, Some(true)), "{sent}");
+    let events = on_b
+        .until(Duration::from_secs(60), |events| {
+            events.iter().filter(|e| e.kind() == "message" && e.event["message"]["role"] == "assistant").count() == 2
+                && last_status(events).as_deref() == Some("waiting")
+        })
+        .await;
+    assert_exactly_once(&[], &events, 0);
+    let queued_at = events
+        .iter()
+        .position(|e| e.kind() == "queue_update" && !e.event["queued_messages"].as_array().unwrap().is_empty())
+        .unwrap_or_else(|| panic!("B's subscriber saw the queue change: {events:#?}"));
+    let first_stored = events.iter().position(|e| e.kind() == "message" && e.event["message"]["role"] == "assistant");
+    assert!(
+        events[queued_at..first_stored.unwrap()].iter().any(|e| e.kind() == "message_part"),
+        "A's parts kept reaching B's subscriber after the queue changed"
+    );
+    assert_eq!(shown(&events), ["first question", first_answer.as_str(), "second question", "The second answer."]);
+    drop((a, b));
+    cluster.finish().await;
+}
+
+/// SIGKILL of the replica running a turn: the other replica takes the chat once the dead
+/// one's database session is gone, its subscribers see the cut-off parts dropped and the turn
+/// run again on the same connection, and nothing stored is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_running_replica_resumes_the_chat_on_another_within_the_stale_window() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    llm.script([
+        fake_llm::slow_text(&words(200), Duration::from_millis(100)),
+        fake_llm::text("Resumed on the other replica."),
+    ]);
+    let mut a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "survive a crash").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
+
+    a.kill();
+    let killed = Instant::now();
+    let events = on_b.until(Duration::from_secs(40), ended_waiting).await;
+    let took = killed.elapsed();
+    eprintln!("SIGKILL: the chat was finished by the other replica {took:?} after the kill");
+    assert!(took < Duration::from_secs(20), "taken over within the stale window (20 s here): {took:?}");
+    assert!(events.iter().any(|e| e.kind() == "discard"), "the cut-off parts were dropped");
+    assert_eq!(shown(&events), ["survive a crash", "Resumed on the other replica."]);
+    assert_exactly_once(&[], &events, 0);
+    let stored = messages(&b.base, &cluster.token, &chat).await;
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+    drop(b);
+    cluster.finish().await;
+}
+
+/// SIGTERM of the replica running a turn: the chat goes back to pending at once and the other
+/// replica takes it straight away (told by a notice, not at its next poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_running_replica_hands_the_chat_to_another_at_once() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    llm.script([
+        fake_llm::slow_text(&words(200), Duration::from_millis(100)),
+        fake_llm::text("Finished by the other replica."),
+    ]);
+    let mut a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "hand me over").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), |events| parts(events) >= 3).await;
+
+    a.terminate();
+    let terminated = Instant::now();
+    let deadline = terminated + Duration::from_secs(10);
+    let taken_by = loop {
+        let state = cluster.store.chat(&chat).await.unwrap().unwrap();
+        if let Some(worker) = state.worker_id.clone().filter(|w| *w != a_id) {
+            break worker;
+        }
+        assert!(Instant::now() < deadline, "nobody took the chat: {state:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let took = terminated.elapsed();
+    eprintln!("SIGTERM: the other replica took the chat {took:?} after the signal");
+    assert_ne!(taken_by, a_id);
+    assert!(took < Duration::from_secs(3), "taken at once, not at the next poll or stale check: {took:?}");
+    let events = on_b.until(Duration::from_secs(30), ended_waiting).await;
+    assert_eq!(shown(&events), ["hand me over", "Finished by the other replica."]);
+    a.wait_exit(Duration::from_secs(30)).expect("A exits");
+    drop(b);
+    cluster.finish().await;
+}
+
+/// The connections that carry notices are cut (`pg_terminate_backend`) mid-turn and again
+/// just before the next message: the replicas reconnect and catch up from the tables, so B's
+/// subscriber, on one connection throughout, misses nothing of either turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_notice_connections_loses_nothing() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let answer = words(40);
+    llm.script([fake_llm::slow_text(&answer, Duration::from_millis(60)), fake_llm::text("The second answer.")]);
+    let a = cluster.serve(0, &llm);
+    let a_id = cluster.only_replica().await;
+    let chat = create_chat(&a.base, &cluster.token, "first question").await;
+    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
+    let b = cluster.serve(1, &llm);
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), |events| parts(events) >= 3).await;
+
+    let admin = sqlx::PgPool::connect(&cluster.database.url).await.unwrap();
+    let cut = || async {
+        let rows = sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name IN ('toolhost-listen', 'toolhost-notify') AND datname = current_database()",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        rows.len()
+    };
+    assert!(cut().await >= 2, "both replicas listen on a connection of their own");
+    on_b.until(Duration::from_secs(30), ended_waiting).await;
+    cut().await;
+    let body = json!({"content": [{"type": "text", "text": "second question"}]});
+    let (status, sent) = post(&a.base, &cluster.token, &format!("/api/v1/chats/{chat}/messages"), body).await;
+    assert_eq!(status, 200, "{sent}");
+    let events = on_b
+        .until(Duration::from_secs(30), |events| {
+            events.iter().filter(|e| e.kind() == "message" && e.event["message"]["role"] == "assistant").count() == 2
+        })
+        .await;
+    assert_exactly_once(&[], &events, 0);
+    assert_eq!(shown(&events), ["first question", answer.as_str(), "second question", "The second answer."]);
+    admin.close().await;
+    drop((a, b));
+    cluster.finish().await;
+}
+
+/// Three replicas racing for forty chats created through all of them: each chat runs exactly
+/// once (one model call, one answer), whoever takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_for_pending_chats_never_run_one_twice() {
+    let cluster = Cluster::new(3).await;
+    let llm = FakeLlm::start().await;
+    let servers: Vec<process::Served> = (0..3).map(|i| cluster.serve(i, &llm)).collect();
+    let mut chats = Vec::new();
+    for i in 0..40 {
+        chats.push(create_chat(&servers[i % 3].base, &cluster.token, &format!("race {i}")).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for chat in &chats {
+        loop {
+            let state = cluster.store.chat(chat).await.unwrap().unwrap();
+            if state.status == ChatStatus::Waiting {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chat {chat} never finished: {state:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for chat in &chats {
+        let stored = cluster.store.messages(chat, 0).await.unwrap();
+        assert_eq!(stored.len(), 2, "one answer per chat: {stored:#?}");
+    }
+    let prompts: Vec<String> = llm
+        .requests()
+        .iter()
+        .map(|request| request["messages"].as_array().unwrap().last().unwrap()["content"].to_string())
+        .collect();
+    assert_eq!(prompts.len(), 40, "one model call per chat");
+    assert_eq!(prompts.iter().collect::<HashSet<_>>().len(), 40, "no chat was run twice");
+    drop(servers);
+    cluster.finish().await;
+}
+
+/// A relay call without the deployment's token is refused; with it, the stream is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_endpoints_refuse_callers_without_the_deployments_token() {
+    let cluster = Cluster::new(1).await;
+    let llm = FakeLlm::start().await;
+    let a = cluster.serve(0, &llm);
+    let chat = create_chat(&a.base, &cluster.token, "hello").await;
+    let url = a.url(&format!("/internal/v1/chats/{chat}/stream"));
+    let client = reqwest::Client::new();
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: serde_json::Value = anonymous.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("relay token"), "{body}");
+    let with_user_token = client.get(&url).bearer_auth(&cluster.token).send().await.unwrap();
+    assert_eq!(with_user_token.status(), 401, "a user's token is not a replica's");
+    let forged = client.get(&url).header("x-toolhost-relay-token", "0".repeat(64)).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let relay_token = toolhost::secrets::SecretBox::from_key(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, SECRET_KEY).unwrap().try_into().unwrap(),
+    )
+    .relay_token()
+    .to_string();
+    let replica = client.get(&url).header("x-toolhost-relay-token", relay_token).send().await.unwrap();
+    assert_eq!(replica.status(), 200);
+    assert_eq!(replica.headers()["content-type"], "text/event-stream");
+    drop(a);
+    cluster.finish().await;
+}
