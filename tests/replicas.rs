@@ -441,3 +441,59 @@ async fn relay_endpoints_refuse_callers_without_the_deployments_token() {
     drop(a);
     cluster.finish().await;
 }
+
+/// A chat whose workspace lives on A's disk, started through B: only A's replicas run it, so
+/// its tool reads A's files; B refuses to manage a workspace it does not hold; and once A is
+/// gone for good, its workspace is stopped with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_it_came_through() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let mut a = cluster.serve(0, &llm);
+    let body = json!({"template_id": "blank", "parameters": {}});
+    let (status, workspace) = post(&a.base, &cluster.token, "/api/v1/workspaces", body).await;
+    assert_eq!(status, 201, "{workspace}");
+    let workspace_id = workspace["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.store.workspace(&workspace_id).await.unwrap().unwrap().status.is_building() {
+        assert!(Instant::now() < deadline, "the workspace never finished starting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let files = cluster.dirs[0].path().join("workspaces").join(&workspace_id).join("files");
+    std::fs::write(files.join("hello.txt"), "only on A's disk\n").unwrap();
+    let b = cluster.serve(1, &llm);
+
+    llm.script([
+        fake_llm::tool_calls(&[("c1", "read_file", r#"{"path": "hello.txt"}"#)]),
+        fake_llm::text("It says hello."),
+    ]);
+    let body = json!({"content": [{"type": "text", "text": "read the file"}], "workspace_id": workspace_id});
+    let (status, chat) = post(&b.base, &cluster.token, "/api/v1/chats", body).await;
+    assert_eq!(status, 201, "{chat}");
+    let chat = chat["id"].as_str().unwrap().to_string();
+    let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
+    on_b.until(Duration::from_secs(30), ended_waiting).await;
+    let stored = cluster.store.messages(&chat, 0).await.unwrap();
+    let results = support::tool_results(&stored);
+    assert_eq!(results.len(), 1, "{stored:#?}");
+    assert!(!results[0].2 && results[0].1.contains("only on A's disk"), "A ran the tool on its files: {results:?}");
+
+    let (status, refused) =
+        post(&b.base, &cluster.token, &format!("/api/v1/workspaces/{workspace_id}/stop"), json!({})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("lives on another host"), "{refused}");
+
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let stopped = loop {
+        let workspace = cluster.store.workspace(&workspace_id).await.unwrap().unwrap();
+        if workspace.status == toolhost::store::WorkspaceStatus::Stopped {
+            break workspace;
+        }
+        assert!(Instant::now() < deadline, "A's workspace was never stopped: {workspace:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(stopped.detail.as_deref().unwrap_or_default().contains("stopped answering"), "{stopped:?}");
+    drop(b);
+    cluster.finish().await;
+}

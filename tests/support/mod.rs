@@ -118,6 +118,8 @@ pub struct TestServer {
     app: App,
     stop_worker: CancellationToken,
     worker_task: Option<tokio::task::JoinHandle<()>>,
+    /// Who its worker is to the database (`chats.worker_id`).
+    pub worker_id: String,
 }
 
 /// Makes a [`TestServer`]: `TestServer::builder().backend(..).settings(..).fixtures(..).start()`.
@@ -131,9 +133,26 @@ pub struct TestServerBuilder {
     fixtures: Vec<String>,
     agents: AgentsConfig,
     max_concurrent_calls: u32,
+    /// Joins the other replicas on the database through the relay (PostgreSQL).
+    relayed: bool,
+    /// The database of the server this one is a replica of (which uses its model and drops it).
+    replica_of: Option<String>,
 }
 
 impl TestServerBuilder {
+    /// The server joins the other replicas of its database through the relay, as `serve` does.
+    pub fn relayed(mut self) -> Self {
+        self.relayed = true;
+        self.backend = Backend::Postgres;
+        self
+    }
+
+    /// Another replica of `first`'s deployment: its database, its model, the relay.
+    pub fn replica_of(mut self, first: &TestServer) -> Self {
+        self.replica_of = Some(first.database.url.clone());
+        self.relayed()
+    }
+
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self
@@ -186,9 +205,11 @@ impl TestServerBuilder {
             .with_test_writer()
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
-        let database = match self.database.take() {
-            Some(database) => database,
-            None => TestDatabase::create(self.backend).await,
+        let database = match (self.database.take(), &self.replica_of) {
+            (Some(database), _) => database,
+            // The first replica's: it drops it.
+            (None, Some(url)) => TestDatabase { url: url.clone(), pg_name: None, _dir: tempfile::tempdir().unwrap() },
+            (None, None) => TestDatabase::create(self.backend).await,
         };
         let plugins = (!self.fixtures.is_empty()).then(|| {
             let dir = tempfile::tempdir().unwrap();
@@ -217,19 +238,27 @@ impl TestServerBuilder {
             base_url: Some(llm.base_url.clone()),
             api_key: None,
         };
-        app.catalog.create_provider(fake, Source::Api).await.unwrap();
-        let model = ModelInput {
-            name: Some("test-model".into()),
-            provider: Some("fake".into()),
-            context_window: Some(100_000),
-            ..ModelInput::default()
-        };
-        app.catalog.save_model(None, model, Source::Api).await.unwrap();
-        let stop_worker = CancellationToken::new();
-        let worker_task = Some(tokio::spawn(app.worker().run(stop_worker.clone())));
-        let state = app.api_state(Default::default());
+        if self.replica_of.is_none() {
+            app.catalog.create_provider(fake, Source::Api).await.unwrap();
+            let model = ModelInput {
+                name: Some("test-model".into()),
+                provider: Some("fake".into()),
+                context_window: Some(100_000),
+                ..ModelInput::default()
+            };
+            app.catalog.save_model(None, model, Source::Api).await.unwrap();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
+        let worker = app.worker();
+        let worker_id = worker.id().to_string();
+        let mut state = app.api_state(Default::default());
+        if self.relayed {
+            let relay = app.start_relay(&worker, Some(format!("http://{address}")), CancellationToken::new()).await;
+            state.relay = relay.unwrap();
+        }
+        let stop_worker = CancellationToken::new();
+        let worker_task = Some(tokio::spawn(worker.run(stop_worker.clone())));
         let task = tokio::spawn(async move {
             axum::serve(listener, api::router(state)).await.unwrap();
         });
@@ -246,6 +275,7 @@ impl TestServerBuilder {
             app,
             stop_worker,
             worker_task,
+            worker_id,
             _plugins: plugins,
         }
     }
@@ -273,6 +303,8 @@ impl TestServer {
             fixtures: Vec::new(),
             agents: AgentsConfig::default(),
             max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
+            relayed: false,
+            replica_of: None,
         }
     }
 
@@ -358,7 +390,9 @@ impl TestServer {
     pub async fn restart_worker(&mut self) {
         self.stop_worker().await;
         self.stop_worker = CancellationToken::new();
-        self.worker_task = Some(tokio::spawn(self.app.worker().run(self.stop_worker.clone())));
+        let worker = self.app.worker();
+        self.worker_id = worker.id().to_string();
+        self.worker_task = Some(tokio::spawn(worker.run(self.stop_worker.clone())));
     }
 
     /// A new user and a token for them.

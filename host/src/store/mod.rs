@@ -171,6 +171,12 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
+    /// Connections of the pool in use now, and the most it opens (for benchmarks and metrics).
+    pub fn connections(&self) -> (u32, u32) {
+        let open = self.pool.size();
+        (open.saturating_sub(self.pool.num_idle() as u32), self.pool.options().get_max_connections())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
