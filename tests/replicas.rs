@@ -459,12 +459,12 @@ async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_i
         assert!(Instant::now() < deadline, "the workspace never finished starting");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let files = cluster.dirs[0].path().join("workspaces").join(&workspace_id).join("files");
-    std::fs::write(files.join("hello.txt"), "only on A's disk\n").unwrap();
     let b = cluster.serve(1, &llm);
 
+    // B has no such workspace on its disk: the tools succeed only where the workspace lives.
     llm.script([
-        fake_llm::tool_calls(&[("c1", "read_file", r#"{"path": "hello.txt"}"#)]),
+        fake_llm::tool_calls(&[("c1", "write_file", r#"{"path": "hello.txt", "content": "only on A's disk\n"}"#)]),
+        fake_llm::tool_calls(&[("c2", "read_file", r#"{"path": "hello.txt"}"#)]),
         fake_llm::text("It says hello."),
     ]);
     let body = json!({"content": [{"type": "text", "text": "read the file"}], "workspace_id": workspace_id});
@@ -475,8 +475,13 @@ async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_i
     on_b.until(Duration::from_secs(30), ended_waiting).await;
     let stored = cluster.store.messages(&chat, 0).await.unwrap();
     let results = support::tool_results(&stored);
-    assert_eq!(results.len(), 1, "{stored:#?}");
-    assert!(!results[0].2 && results[0].1.contains("only on A's disk"), "A ran the tool on its files: {results:?}");
+    assert_eq!(results.len(), 2, "{stored:#?}");
+    assert!(results.iter().all(|r| !r.2), "the tools ran where the workspace lives: {results:?}");
+    assert!(results[1].1.contains("only on A's disk"), "{results:?}");
+    assert!(
+        !cluster.dirs[1].path().join("workspaces").join(&workspace_id).exists(),
+        "nothing of the workspace is on B's disk"
+    );
 
     let (status, refused) =
         post(&b.base, &cluster.token, &format!("/api/v1/workspaces/{workspace_id}/stop"), json!({})).await;
