@@ -120,6 +120,8 @@ pub struct TestServer {
     worker_task: Option<tokio::task::JoinHandle<()>>,
     /// Who its worker is to the database (`chats.worker_id`).
     pub worker_id: String,
+    /// Ends its part in the relay (when it has one).
+    stop_relay: CancellationToken,
 }
 
 /// Makes a [`TestServer`]: `TestServer::builder().backend(..).settings(..).fixtures(..).start()`.
@@ -253,8 +255,9 @@ impl TestServerBuilder {
         let worker = app.worker();
         let worker_id = worker.id().to_string();
         let mut state = app.api_state(Default::default());
+        let stop_relay = CancellationToken::new();
         if self.relayed {
-            let relay = app.start_relay(&worker, Some(format!("http://{address}")), CancellationToken::new()).await;
+            let relay = app.start_relay(&worker, Some(format!("http://{address}")), stop_relay.clone()).await;
             state.relay = relay.unwrap();
         }
         let stop_worker = CancellationToken::new();
@@ -276,6 +279,7 @@ impl TestServerBuilder {
             stop_worker,
             worker_task,
             worker_id,
+            stop_relay,
             _plugins: plugins,
         }
     }
@@ -463,6 +467,7 @@ impl TestServer {
 
     pub async fn finish(mut self) {
         self.stop_worker().await;
+        self.stop_relay.cancel();
         self.task.abort();
         self.store.close().await;
         self.database.drop_database().await;
