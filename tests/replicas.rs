@@ -57,6 +57,21 @@ impl Cluster {
         self.deployments[replica].serve(&llm.base_url, &[("TOOLHOST_SECRET_KEY", SECRET_KEY)])
     }
 
+    /// Starts replica A, a chat with `text` that A runs (it is alone), then replica B: A's id
+    /// and the chat's.
+    async fn run_on_a_then_start_b(
+        &self,
+        llm: &FakeLlm,
+        text: &str,
+    ) -> (process::Served, String, process::Served, String) {
+        let a = self.serve(0, llm);
+        let a_id = self.only_replica().await;
+        let chat = create_chat(&a.base, &self.token, text).await;
+        assert_eq!(self.running(&chat, Duration::from_secs(20)).await, a_id);
+        let b = self.serve(1, llm);
+        (a, a_id, b, chat)
+    }
+
     /// The worker id of the only replica registered now.
     async fn only_replica(&self) -> String {
         let replicas = self.store.replicas().await.unwrap();
@@ -124,11 +139,7 @@ async fn live_parts_of_a_chat_run_on_one_replica_reach_another_replicas_subscrib
     let llm = FakeLlm::start().await;
     let answer = words(80);
     llm.script([fake_llm::slow_text(&answer, Duration::from_millis(40))]);
-    let a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "stream a long answer").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "stream a long answer").await;
 
     let over_sse = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     let over_websocket = Collector::websocket(&b.base, &cluster.token, &chat).await;
@@ -156,11 +167,7 @@ async fn a_stream_cut_on_one_replica_resumes_on_another_exactly_once() {
     let llm = FakeLlm::start().await;
     let answer = words(60);
     llm.script([fake_llm::slow_text(&answer, Duration::from_millis(60))]);
-    let a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "resume me elsewhere").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "resume me elsewhere").await;
 
     let first = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     let before = first.until(Duration::from_secs(30), |events| parts(events) >= 10).await;
@@ -183,11 +190,7 @@ async fn an_interrupt_through_another_replica_stops_the_turn_at_once() {
     let cluster = Cluster::new(2).await;
     let llm = FakeLlm::start().await;
     llm.script([fake_llm::slow_text(&words(200), Duration::from_millis(100))]);
-    let a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "go on for a while").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "go on for a while").await;
     let on_a = Collector::sse(&a.base, &cluster.token, &chat, None).await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
@@ -224,11 +227,7 @@ async fn a_message_queued_through_another_replica_runs_next_and_the_parts_keep_f
     let llm = FakeLlm::start().await;
     let first_answer = words(50);
     llm.script([fake_llm::slow_text(&first_answer, Duration::from_millis(60)), fake_llm::text("The second answer.")]);
-    let a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "first question").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "first question").await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
 
@@ -267,11 +266,7 @@ async fn sigkill_of_the_running_replica_resumes_the_chat_on_another_within_the_s
         fake_llm::slow_text(&words(200), Duration::from_millis(100)),
         fake_llm::text("Resumed on the other replica."),
     ]);
-    let mut a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "survive a crash").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (mut a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "survive a crash").await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     on_b.until(Duration::from_secs(30), |events| parts(events) >= 5).await;
 
@@ -300,11 +295,7 @@ async fn sigterm_of_the_running_replica_hands_the_chat_to_another_at_once() {
         fake_llm::slow_text(&words(200), Duration::from_millis(100)),
         fake_llm::text("Finished by the other replica."),
     ]);
-    let mut a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "hand me over").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (mut a, a_id, b, chat) = cluster.run_on_a_then_start_b(&llm, "hand me over").await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     on_b.until(Duration::from_secs(30), |events| parts(events) >= 3).await;
 
@@ -339,11 +330,7 @@ async fn cutting_the_notice_connections_loses_nothing() {
     let llm = FakeLlm::start().await;
     let answer = words(40);
     llm.script([fake_llm::slow_text(&answer, Duration::from_millis(60)), fake_llm::text("The second answer.")]);
-    let a = cluster.serve(0, &llm);
-    let a_id = cluster.only_replica().await;
-    let chat = create_chat(&a.base, &cluster.token, "first question").await;
-    assert_eq!(cluster.running(&chat, Duration::from_secs(20)).await, a_id);
-    let b = cluster.serve(1, &llm);
+    let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "first question").await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
     on_b.until(Duration::from_secs(30), |events| parts(events) >= 3).await;
 
@@ -413,29 +400,48 @@ async fn replicas_racing_for_pending_chats_never_run_one_twice() {
     cluster.finish().await;
 }
 
-/// A relay call without the deployment's token is refused; with it, the stream is served.
+/// A relay call must carry a fresh signature of its own path by the deployment's relay secret:
+/// without one, with a user's token, with a forged, replayed-elsewhere or stale one, it is
+/// refused; the secret itself never travels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_endpoints_refuse_callers_without_the_deployments_token() {
+async fn relay_endpoints_refuse_callers_without_a_fresh_signature_of_the_deployment() {
     let cluster = Cluster::new(1).await;
     let llm = FakeLlm::start().await;
     let a = cluster.serve(0, &llm);
     let chat = create_chat(&a.base, &cluster.token, "hello").await;
-    let url = a.url(&format!("/internal/v1/chats/{chat}/stream"));
+    let other = create_chat(&a.base, &cluster.token, "another").await;
+    let path = format!("/internal/v1/chats/{chat}/stream");
+    let url = a.url(&path);
     let client = reqwest::Client::new();
-    let anonymous = client.get(&url).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let body: serde_json::Value = anonymous.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("relay token"), "{body}");
-    let with_user_token = client.get(&url).bearer_auth(&cluster.token).send().await.unwrap();
-    assert_eq!(with_user_token.status(), 401, "a user's token is not a replica's");
-    let forged = client.get(&url).header("x-toolhost-relay-token", "0".repeat(64)).send().await.unwrap();
-    assert_eq!(forged.status(), 401);
-    let relay_token = toolhost::secrets::SecretBox::from_key(
+    let header = toolhost::relay::RELAY_SIGNATURE_HEADER;
+    let secret = toolhost::secrets::SecretBox::from_key(
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, SECRET_KEY).unwrap().try_into().unwrap(),
     )
     .relay_token()
     .to_string();
-    let replica = client.get(&url).header("x-toolhost-relay-token", relay_token).send().await.unwrap();
+    let now = toolhost::store::now_ms();
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: serde_json::Value = anonymous.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains(header), "{body}");
+    let refused = [
+        ("a user's token", client.get(&url).bearer_auth(&cluster.token)),
+        ("a forged signature", client.get(&url).header(header, format!("{now}.{}", "0".repeat(64)))),
+        ("the secret itself", client.get(&url).header(header, secret.clone())),
+        (
+            "another path's",
+            client
+                .get(&url)
+                .header(header, toolhost::relay::sign(&secret, &format!("/internal/v1/chats/{other}/stream"), now)),
+        ),
+        ("a stale one", client.get(&url).header(header, toolhost::relay::sign(&secret, &path, now - 120_000))),
+        ("another deployment's", client.get(&url).header(header, toolhost::relay::sign("not the key", &path, now))),
+    ];
+    for (what, request) in refused {
+        assert_eq!(request.send().await.unwrap().status(), 401, "{what} is refused");
+    }
+    let replica = client.get(&url).header(header, toolhost::relay::sign(&secret, &path, now)).send().await.unwrap();
     assert_eq!(replica.status(), 200);
     assert_eq!(replica.headers()["content-type"], "text/event-stream");
     drop(a);
@@ -500,5 +506,47 @@ async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_i
     };
     assert!(stopped.detail.as_deref().unwrap_or_default().contains("stopped answering"), "{stopped:?}");
     drop(b);
+    cluster.finish().await;
+}
+
+/// A watch stream on B hears of a chat created through A, and of its turn ending, whichever
+/// replica ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stream_on_one_replica_sees_chats_created_through_another() {
+    let cluster = Cluster::new(2).await;
+    let llm = FakeLlm::start().await;
+    let a = cluster.serve(0, &llm);
+    let b = cluster.serve(1, &llm);
+    let response =
+        reqwest::Client::new().get(b.url("/api/v1/chats/watch")).bearer_auth(&cluster.token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = events.clone();
+    let reader = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+        while let Some(Ok(event)) = stream.next().await {
+            if let Ok(value) = serde_json::from_str(&event.data) {
+                sink.lock().unwrap().push(value);
+            }
+        }
+    });
+    let chat = create_chat(&a.base, &cluster.token, "watch me").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = events.lock().unwrap().clone();
+        let of_chat = |kind: &str, status: Option<&str>| {
+            seen.iter().any(|e| {
+                e["type"] == kind && e["chat"]["id"] == chat.as_str() && status.is_none_or(|s| e["chat"]["status"] == s)
+            })
+        };
+        if of_chat("created", None) && of_chat("status_change", Some("waiting")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's watcher missed the chat: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reader.abort();
+    drop((a, b));
     cluster.finish().await;
 }

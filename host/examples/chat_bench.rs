@@ -9,32 +9,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::{arg, message, now_micros, percentile};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::fake_llm::Fallback;
 use support::{Backend, TestServer};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let value = sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    (value * 100.0).round() / 100.0
-}
-
-fn message(text: &str) -> Value {
-    json!({"content": [{"type": "text", "text": text}]})
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -174,10 +160,6 @@ async fn store_floor(store: &toolhost::store::Store, turns: usize) -> f64 {
     }
     times.sort_by(f64::total_cmp);
     percentile(&times, 0.5)
-}
-
-fn now_micros() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()
 }
 
 /// (b) Many stream subscribers on one chat receive a long streamed answer; latency is the time

@@ -11,40 +11,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::{arg, message, now_micros, percentile};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::TestServer;
 use support::fake_llm::Fallback;
 use toolhost::store::ChatStatus;
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let value = sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    (value * 100.0).round() / 100.0
-}
-
-fn message(text: &str) -> Value {
-    json!({"content": [{"type": "text", "text": text}]})
-}
-
-fn now_micros() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

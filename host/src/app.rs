@@ -96,6 +96,9 @@ impl App {
         let worker_settings = setup.worker.unwrap_or_else(|| WorkerSettings {
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
             stale_after: std::time::Duration::from_secs(config.replicas.stale_after_secs),
+            // A run heartbeats its chat three times per stale window: a live run is never
+            // taken for a vanished one, whatever the window.
+            heartbeat: std::time::Duration::from_secs(config.replicas.stale_after_secs) / 3,
             ..WorkerSettings::default()
         });
         Ok(App {

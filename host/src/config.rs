@@ -100,8 +100,11 @@ impl Default for ReplicasConfig {
 
 impl ReplicasConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_secs == 0 || self.stale_after_secs < self.heartbeat_secs * 2 {
-            return Err("[replicas] heartbeat_secs must be at least 1 and stale_after_secs at least twice it".into());
+        if self.heartbeat_secs == 0 || self.stale_after_secs < (self.heartbeat_secs * 2).max(3) {
+            return Err(
+                "[replicas] heartbeat_secs must be at least 1 and stale_after_secs at least twice it (and at least 3)"
+                    .into(),
+            );
         }
         if let Some(address) = &self.relay_address
             && !(address.starts_with("http://") || address.starts_with("https://"))

@@ -59,10 +59,11 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         lifecycle.websockets.wait().await;
         app.workspaces.shutdown().await;
         // Last: the others hear that this replica's chats are pending again, and that it left.
+        // Its heartbeat stops first, so that it does not register again once it has left.
+        stop_relay.cancel();
         if let Some(relay) = &relay {
             relay.leave().await;
         }
-        stop_relay.cancel();
         app.store.close().await;
     };
     if tokio::time::timeout(limit, shut_down).await.is_err() {

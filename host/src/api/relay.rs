@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::stream::{Snapshot, chat_events, respond, until_shutdown};
 use super::{ApiError, AppState};
-use crate::relay::RELAY_TOKEN_HEADER;
+use crate::relay::RELAY_SIGNATURE_HEADER;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,15 +16,15 @@ pub struct RelayQuery {
     after: Option<i64>,
 }
 
-/// Refuses a call that does not carry this deployment's relay token.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Refuses a call that does not carry a fresh signature of its path by this deployment.
+fn authenticate(state: &AppState, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(relay) = &state.relay else {
         return Err(ApiError::not_found("this server relays to no other replica (it runs on SQLite)"));
     };
-    let token = headers.get(RELAY_TOKEN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if token.is_empty() || !relay.accepts(token) {
+    let signature = headers.get(RELAY_SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if signature.is_empty() || !relay.accepts(path, signature) {
         return Err(ApiError::unauthorized(format!(
-            "a relay call needs the deployment's relay token in `{RELAY_TOKEN_HEADER}`; replicas derive it from the shared secret key (TOOLHOST_SECRET_KEY)"
+            "a relay call needs a fresh signature of its path in `{RELAY_SIGNATURE_HEADER}`, made with the relay token replicas derive from the shared secret key (TOOLHOST_SECRET_KEY); check that every replica has the same key and a synchronized clock"
         )));
     }
     Ok(())
@@ -39,7 +39,7 @@ pub async fn stream(
     query: Result<Query<RelayQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, request.headers())?;
+    authenticate(&state, request.uri().path(), request.headers())?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if state.store.chat(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no chat `{id}`")));

@@ -220,11 +220,6 @@ impl EventHub {
         let _ = self.announcer.set(announcer);
     }
 
-    /// Whether other replicas may share this process's chats (the relay is set up).
-    pub fn shared_with_replicas(&self) -> bool {
-        self.announcer.get().is_some()
-    }
-
     /// Announces a notice to the other replicas, if there are any to tell.
     pub fn announce(&self, notice: Notice) {
         announce(&self.announcer, notice);
@@ -541,6 +536,49 @@ mod tests {
         // process) never hands them out.
         let next_process = EventHub::default().channel(&c1.id).lock().await.next_seq(&store).await.unwrap();
         assert!(next_process > again + LEASE - 1, "{again} then {next_process}");
+    }
+
+    #[tokio::test]
+    async fn relayed_events_are_published_once_in_order_and_state_moves_no_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Store::sqlite_url(dir.path())).await.unwrap();
+        let alice = store.create_user("alice", false).await.unwrap();
+        let chat = new_chat(&store, &alice.id).await;
+        // The numbers another replica reserved, and relays events under.
+        store.reserve_seqs(&chat.id, 20).await.unwrap().unwrap();
+        let hub = EventHub::default();
+        let channel = hub.channel(&chat.id);
+        let mut guard = channel.lock().await;
+        let mut live = guard.subscribe();
+        let part = |seq: i64| {
+            let body = EventBody::MessagePart { part: PartDelta::Text { index: 0, text: format!("p{seq}") } };
+            Published::new(&ChatEvent { seq, body })
+        };
+        guard.publish_relayed(part(10));
+        guard.publish_relayed(part(11));
+        guard.publish_relayed(part(11));
+        guard.publish_relayed(part(9));
+        guard.publish_state(EventBody::Status { status: ChatStatus::Running, last_error: None });
+        guard.publish_from_elsewhere(11, EventBody::QueueUpdate { queued_messages: vec![] });
+        guard.publish_from_elsewhere(12, EventBody::QueueUpdate { queued_messages: vec![] });
+        let mut received = Vec::new();
+        while let Ok(event) = live.try_recv() {
+            received.push((event.seq, event.kind.clone(), event.advances, event.json.contains("\"seq\"")));
+        }
+        assert_eq!(
+            received,
+            [
+                (10, "message_part".into(), true, true),
+                (11, "message_part".into(), true, true),
+                (11, "status".into(), false, false),
+                (12, "queue_update".into(), true, true),
+            ],
+            "duplicates and numbers already passed are dropped; state carries no seq"
+        );
+        assert_eq!(guard.in_flight_after(0).len(), 2, "relayed parts are replayed to reconnecting clients");
+        assert_eq!(guard.high_water(), 12);
+        let next = guard.next_seq(&store).await.unwrap();
+        assert!(next > 12, "numbers from elsewhere end the lease: {next}");
     }
 
     #[tokio::test]

@@ -47,11 +47,19 @@ pub struct ChatService {
     pub runs: Runs,
     /// Wakes the worker when a chat becomes pending.
     pub wake: Notify,
+    /// This process's worker id, once it shares the database with other replicas.
+    pub replica_id: std::sync::OnceLock<String>,
 }
 
 impl ChatService {
     pub fn new(store: Store) -> Arc<ChatService> {
-        Arc::new(ChatService { store, hub: EventHub::default(), runs: Runs::default(), wake: Notify::new() })
+        Arc::new(ChatService {
+            store,
+            hub: EventHub::default(),
+            runs: Runs::default(),
+            wake: Notify::new(),
+            replica_id: std::sync::OnceLock::new(),
+        })
     }
 
     /// Wakes this process's worker, and the other replicas' (a chat became pending).
@@ -216,7 +224,11 @@ impl ChatService {
     /// Whether another replica runs the chat (`owner` holds it, and it is not this process's
     /// worker): that replica then orders its events, and this one's go out as state.
     fn run_elsewhere(&self, chat_id: &str, owner: Option<&str>) -> bool {
-        owner.is_some() && self.hub.shared_with_replicas() && !self.runs.contains(chat_id)
+        let Some(owner) = owner else { return false };
+        match self.replica_id.get() {
+            Some(me) => owner != me && !self.runs.contains(chat_id),
+            None => false,
+        }
     }
 
     /// An interrupted chat is `waiting` at once, but its worker still owns it until it has
@@ -240,6 +252,8 @@ impl ChatService {
         content: &[MessagePart],
         owner: Option<&str>,
     ) -> Result<Option<Message>, StoreError> {
+        // A turn starts: nobody else runs the chat, and its events are numbered here.
+        guard.set_runner_elsewhere(false);
         let message = self.store.insert_message(chat_id, owner, Role::User, content, None, None).await?;
         if let Some(message) = &message {
             guard.publish_message(message);

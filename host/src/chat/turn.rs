@@ -91,6 +91,9 @@ async fn begin(run: &Run<'_>) -> Result<(), StoreError> {
     let store = &run.services().chats.store;
     let channel = run.services().chats.hub.channel(&chat.id);
     let mut guard = channel.lock().await;
+    // Numbers reserved before another replica last numbered this chat may lie behind what
+    // clients have seen: a run starts from a fresh reservation.
+    guard.forget_lease();
     if store.take_cut_off(&chat.id).await? {
         let why = "the server that ran this chat stopped before it stored what it streamed; drop those parts, the step runs again";
         guard.discard(store, DiscardReason::CutOff, why.into()).await?;

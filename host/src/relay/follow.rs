@@ -14,7 +14,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
-use super::{RELAY_TOKEN_HEADER, Relay};
+use super::{RELAY_SIGNATURE_HEADER, Relay};
 use crate::chat::events::{ChatChannel, Published};
 
 /// Longest a new subscriber waits for the runner's snapshot before it is served what this
@@ -27,6 +27,13 @@ const RECONNECT: Duration = Duration::from_millis(250);
 const CHECK: Duration = Duration::from_secs(2);
 /// Checks without subscribers before a follower stops.
 const IDLE_CHECKS: u32 = 3;
+/// A new follower keeps on this long even before its first subscriber has subscribed (the
+/// stream that made it subscribes once it is primed).
+const GRACE: Duration = Duration::from_secs(10);
+/// Longest a runner may take to answer the relay's request.
+const ANSWER: Duration = Duration::from_secs(5);
+/// Longest a relay stream may stay silent: the runner pings every 15 s.
+const SILENCE: Duration = Duration::from_secs(40);
 
 /// A chat followed by this replica.
 pub(super) struct Follower {
@@ -35,6 +42,8 @@ pub(super) struct Follower {
     changed: Notify,
     /// True once subscribers here can be served a complete snapshot.
     primed: watch::Sender<bool>,
+    /// Whether its events come through a relay now (notices then bring only state).
+    relaying: std::sync::atomic::AtomicBool,
 }
 
 impl Follower {
@@ -44,6 +53,14 @@ impl Follower {
 
     fn mark_primed(&self) {
         self.primed.send_replace(true);
+    }
+
+    pub(super) fn relaying(&self) -> bool {
+        self.relaying.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_relaying(&self, relaying: bool) {
+        self.relaying.store(relaying, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -58,7 +75,12 @@ impl Relay {
                 .entry(chat_id.to_string())
                 .or_insert_with(|| {
                     let (primed, _) = watch::channel(false);
-                    let follower = Arc::new(Follower { chat_id: chat_id.to_string(), changed: Notify::new(), primed });
+                    let follower = Arc::new(Follower {
+                        chat_id: chat_id.to_string(),
+                        changed: Notify::new(),
+                        primed,
+                        relaying: Default::default(),
+                    });
                     tokio::spawn(self.clone().run_follower(follower.clone()));
                     follower
                 })
@@ -76,11 +98,15 @@ impl Relay {
             Ok(seq) => channel.lock().await.raise_high_water(seq),
             Err(e) => tracing::warn!(chat_id, error = %e, "cannot read where the chat's history ends"),
         }
+        let started = tokio::time::Instant::now();
         let mut idle = 0;
         loop {
             match self.runner_elsewhere(&chat_id).await {
                 Ok(Some((runner, address))) => {
-                    if let Err(e) = self.relay_from(&follower, &channel, &runner, &address).await {
+                    follower.set_relaying(true);
+                    let relayed = self.relay_from(&follower, &channel, &runner, &address).await;
+                    follower.set_relaying(false);
+                    if let Err(e) = relayed {
                         tracing::warn!(chat_id, runner, error = %e, "the relay from the replica running the chat dropped; reconnecting");
                         follower.mark_primed();
                         tokio::select! {
@@ -103,15 +129,23 @@ impl Relay {
                     tokio::time::sleep(RECONNECT).await;
                 }
             }
-            idle = if channel.subscribers() == 0 { idle + 1 } else { 0 };
+            idle = if channel.subscribers() == 0 && started.elapsed() > GRACE { idle + 1 } else { 0 };
             if idle >= IDLE_CHECKS {
-                let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-                // A stream that subscribed meanwhile found this follower in the map: keep on.
-                if channel.subscribers() == 0 {
+                {
+                    let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+                    // A stream that subscribed meanwhile found this follower in the map: keep on.
+                    if channel.subscribers() > 0 {
+                        idle = 0;
+                        continue;
+                    }
                     followers.remove(&chat_id);
-                    return;
                 }
-                idle = 0;
+                // Relayed parts of a step nobody here reads any more are not kept (a run here
+                // keeps its own).
+                if !self.services.chats.runs.contains(&chat_id) {
+                    channel.lock().await.clear_in_flight();
+                }
+                return;
             }
         }
     }
@@ -127,26 +161,32 @@ impl Relay {
     ) -> anyhow::Result<()> {
         let chat_id = &follower.chat_id;
         let after = channel.lock().await.high_water();
-        let response = self
+        let path = format!("/internal/v1/chats/{chat_id}/stream");
+        let request = self
             .http
-            .get(format!("{address}/internal/v1/chats/{chat_id}/stream"))
+            .get(format!("{address}{path}"))
             .query(&[("after", after)])
-            .header(RELAY_TOKEN_HEADER, &self.token)
-            .send()
-            .await?;
+            .header(RELAY_SIGNATURE_HEADER, self.sign(&path))
+            .send();
+        let response = tokio::time::timeout(ANSWER, request)
+            .await
+            .map_err(|_| anyhow::anyhow!("the replica running the chat did not answer within {ANSWER:?}"))??;
         if !response.status().is_success() {
             anyhow::bail!("the replica running the chat answered {}", response.status());
         }
         tracing::debug!(chat_id, runner, after, "relaying the chat's live events");
         let mut events = response.bytes_stream().eventsource();
-        let mut check = tokio::time::interval(CHECK);
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK, CHECK);
         loop {
             tokio::select! {
-                next = events.next() => {
+                next = tokio::time::timeout(SILENCE, events.next()) => {
                     let event = match next {
-                        Some(Ok(event)) => event,
-                        Some(Err(e)) => anyhow::bail!("the relay stream broke: {e}"),
-                        None => anyhow::bail!("the relay stream ended"),
+                        // Nothing for a while (a long tool call): connect again, in case the
+                        // connection died without a word.
+                        Err(_) => return Ok(()),
+                        Ok(Some(Ok(event))) => event,
+                        Ok(Some(Err(e))) => anyhow::bail!("the relay stream broke: {e}"),
+                        Ok(None) => anyhow::bail!("the relay stream ended"),
                     };
                     match event.event.as_str() {
                         "relay_ready" => follower.mark_primed(),

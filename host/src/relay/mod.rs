@@ -33,8 +33,38 @@ use crate::policy::PolicyEngine;
 use crate::store::{Chat, ChatStatus, Store, StoreResult, now_ms};
 use crate::workspace::WorkspaceService;
 
-/// The header a replica's relay calls carry its token in.
-pub const RELAY_TOKEN_HEADER: &str = "x-toolhost-relay-token";
+/// The header a replica's relay calls carry their signature in: `MILLIS.HEX`, an HMAC-SHA256
+/// under the deployment's relay secret of the time and the path. The secret never crosses the
+/// network; a signature is good for one path for [`SIGNATURE_WINDOW_MS`].
+pub const RELAY_SIGNATURE_HEADER: &str = "x-toolhost-relay-signature";
+
+/// How far a signature's time may be from the receiver's clock.
+const SIGNATURE_WINDOW_MS: i64 = 60_000;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn mac(secret: &str, path: &str, millis: i64) -> HmacSha256 {
+    use hmac::Mac;
+    // Any key length is accepted by HMAC; the error case cannot happen.
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(format!("{millis}\n{path}").as_bytes());
+    mac
+}
+
+/// The signature of a call to `path` at `millis`.
+pub fn sign(secret: &str, path: &str, millis: i64) -> String {
+    use hmac::Mac;
+    format!("{millis}.{}", hex::encode(mac(secret, path, millis).finalize().into_bytes()))
+}
+
+/// Whether `signature` signs `path` with `secret`, at a time within the window of `now`.
+fn verify(secret: &str, path: &str, signature: &str, now: i64) -> bool {
+    use hmac::Mac;
+    let Some((millis, tag)) = signature.split_once('.') else { return false };
+    let (Ok(millis), Ok(tag)) = (millis.parse::<i64>(), hex::decode(tag)) else { return false };
+    // Constant time: the comparison says nothing of the expected tag.
+    (now - millis).abs() <= SIGNATURE_WINDOW_MS && mac(secret, path, millis).verify_slice(&tag).is_ok()
+}
 
 /// Who this replica is to the others.
 #[derive(Clone, Debug)]
@@ -91,6 +121,7 @@ impl Relay {
             outbox: outbox.clone(),
             followers: Mutex::new(HashMap::new()),
         });
+        let _ = relay.services.chats.replica_id.set(relay.identity.replica_id.clone());
         relay.services.chats.hub.set_announcer(Arc::new(outbox));
         tokio::spawn(notify::send_notices(relay.database_url.clone(), outgoing));
         tokio::spawn(notify::listen(relay.clone(), shutdown.clone()));
@@ -107,11 +138,14 @@ impl Relay {
         &self.identity
     }
 
-    /// Whether a relay call carries this deployment's token.
-    pub fn accepts(&self, token: &str) -> bool {
-        use sha2::Digest;
-        // Compared as digests, so the comparison's time says nothing about the token.
-        sha2::Sha256::digest(token.as_bytes()) == sha2::Sha256::digest(self.token.as_bytes())
+    /// Whether a relay call to `path` carries a fresh signature by a replica of this deployment.
+    pub fn accepts(&self, path: &str, signature: &str) -> bool {
+        verify(&self.token, path, signature, now_ms())
+    }
+
+    /// The signature of a relay call to `path`, made now.
+    fn sign(&self, path: &str) -> String {
+        sign(&self.token, path, now_ms())
     }
 
     /// Sends the notices queued so far and leaves the registry: the last step of a shutdown,
@@ -141,6 +175,8 @@ impl Relay {
             let id = &self.identity;
             let beat = match self.store().heartbeat_replica(&id.replica_id).await {
                 Ok(true) => Ok(()),
+                // Leaving (the entry was just removed) is not expiring.
+                Ok(false) if shutdown.is_cancelled() => return,
                 Ok(false) => {
                     self.store().register_replica(&id.replica_id, &id.node_id, id.address.as_deref(), VERSION).await
                 }
@@ -239,7 +275,16 @@ impl Relay {
         if runs_here && status {
             self.stop_run_taken_elsewhere(chat_id, chat.as_ref());
         }
+        let relaying = self
+            .followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(chat_id)
+            .is_some_and(|follower| follower.relaying());
         if let Some(channel) = &channel {
+            // A relayed chat's numbered events come, in order, through the relay: a notice that
+            // overtook them must not number anything past parts still on their way.
+            let seq = if relaying { CATCH_UP } else { seq };
             self.catch_up(channel, seq, kind, chat.as_ref()).await?;
         }
         if status
@@ -274,13 +319,17 @@ impl Relay {
     async fn catch_up(&self, channel: &ChatChannel, seq: i64, kind: &str, chat: Option<&Chat>) -> StoreResult<()> {
         let mut guard = channel.lock().await;
         if channel.subscribers() == 0 {
-            // Nobody to tell; what matters is that this channel numbers past the event.
+            // Nobody to tell; what matters is that this channel numbers past the event, and
+            // that parts a stored message superseded are not kept.
             guard.forget_lease();
+            if kind == "message" && !self.services.chats.runs.contains(channel.chat_id()) {
+                guard.clear_in_flight();
+            }
             return Ok(());
         }
         let chat_id = channel.chat_id();
         match kind {
-            "message" if seq > guard.high_water() => {
+            "message" if seq > guard.high_water() || seq == CATCH_UP => {
                 for message in self.store().messages(chat_id, guard.high_water()).await? {
                     guard.publish_message_from_elsewhere(&message);
                 }
@@ -350,6 +399,19 @@ pub fn default_address(listening: std::net::SocketAddr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_is_good_for_its_path_and_secret_within_the_window_only() {
+        let signature = sign("secret", "/internal/v1/chats/c1/stream", 1_000_000);
+        assert!(verify("secret", "/internal/v1/chats/c1/stream", &signature, 1_000_000 + 59_000));
+        assert!(!verify("secret", "/internal/v1/chats/c2/stream", &signature, 1_000_000), "another path");
+        assert!(!verify("other", "/internal/v1/chats/c1/stream", &signature, 1_000_000), "another deployment");
+        assert!(!verify("secret", "/internal/v1/chats/c1/stream", &signature, 1_000_000 + 61_000), "too old");
+        assert!(!verify("secret", "/internal/v1/chats/c1/stream", "garbage", 1_000_000));
+        let (millis, _) = signature.split_once('.').unwrap();
+        let forged = format!("{millis}.{}", "0".repeat(64));
+        assert!(!verify("secret", "/internal/v1/chats/c1/stream", &forged, 1_000_000));
+    }
 
     #[test]
     fn the_default_address_is_the_listening_one_unless_it_names_no_host() {
