@@ -191,15 +191,31 @@ async fn turns(replicas: &[&TestServer; 3], token: &str, chats: usize, turns: us
         assert!(status.is_success(), "{chat}");
         done.insert(chat["id"].as_str().unwrap().to_string(), 0);
     }
-    let mut finished = 0;
+    let (mut finished, mut errors) = (0, 0);
     while finished < chats {
-        let event = tokio::time::timeout(Duration::from_secs(60), watch.next()).await.expect("the turns go on");
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(60), watch.next()).await else {
+            let mut statuses: HashMap<String, usize> = HashMap::new();
+            for id in done.keys() {
+                let chat = first.store.chat(id).await.unwrap().unwrap();
+                *statuses.entry(format!("{:?} {:?}", chat.status, chat.worker_id.is_some())).or_default() += 1;
+            }
+            panic!("the turns stopped with {finished} chats finished: {statuses:?}");
+        };
         let event = event.unwrap().unwrap();
         let value: Value = serde_json::from_str(&event.data).unwrap();
-        if value["type"] != "status_change" || value["chat"]["status"] != "waiting" {
+        if value["type"] != "status_change" {
             continue;
         }
         let id = value["chat"]["id"].as_str().unwrap();
+        if value["chat"]["status"] == "error" && done.remove(id).is_some() {
+            eprintln!("chat {id} ended in error: {}", value["chat"]["last_error"]);
+            errors += 1;
+            finished += 1;
+            continue;
+        }
+        if value["chat"]["status"] != "waiting" {
+            continue;
+        }
         let Some(count) = done.get_mut(id) else { continue };
         // A status change may be seen twice (from the runner and read again): count each turn once.
         let stored = first.store.messages(id, 0).await.unwrap().len();
@@ -225,12 +241,12 @@ async fn turns(replicas: &[&TestServer; 3], token: &str, chats: usize, turns: us
     let pool_max = first.store.connections().1;
     println!(
         "{chats} chats x {turns} turns over 3 replicas in {seconds:.1} s ({:.0} turns/s): {transactions_per_turn} database \
-         transactions per turn; connection pool peaks {peaks:?} of {pool_max} each",
+         transactions per turn; connection pool peaks {peaks:?} of {pool_max} each; {errors} chats ended in error",
         total_turns / seconds
     );
     json!({"benchmark": "replica_turns", "replicas": 3, "chats": chats, "turns_per_chat": turns,
         "turns_per_sec": (total_turns / seconds).round(), "db_transactions_per_turn": transactions_per_turn,
-        "pool_peak": peaks, "pool_max": pool_max})
+        "pool_peak": peaks, "pool_max": pool_max, "chats_in_error": errors})
 }
 
 /// An interrupt sent to a replica other than the one running the turn: how long until the
