@@ -16,7 +16,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{arg, message, now_micros, percentile};
+use common::{arg, message, percentile, timed_subscriber};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::fake_llm::Fallback;
@@ -177,35 +177,7 @@ async fn fanout(server: &TestServer, token: &str, subscribers: usize, parts: usi
     for _ in 0..subscribers {
         let url = server.url(&format!("/api/v1/chats/{id}/stream?after={after}"));
         let (client, token, ready) = (client.clone(), token.to_string(), ready_tx.clone());
-        tasks.push(tokio::spawn(async move {
-            let response = client.get(url).bearer_auth(token).send().await.unwrap();
-            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-            let mut latencies = Vec::with_capacity(parts);
-            let mut signalled = false;
-            while let Some(Ok(event)) = events.next().await {
-                if !signalled {
-                    ready.send(()).await.unwrap();
-                    signalled = true;
-                }
-                match event.event.as_str() {
-                    "message_part" => {
-                        let received = now_micros();
-                        if let Some(stamp) = event
-                            .data
-                            .split("t=")
-                            .nth(1)
-                            .and_then(|s| s.split(';').next())
-                            .and_then(|s| s.parse::<u128>().ok())
-                        {
-                            latencies.push(received.saturating_sub(stamp) as f64 / 1e3);
-                        }
-                    }
-                    "message" if event.data.contains("\"assistant\"") => break,
-                    _ => {}
-                }
-            }
-            latencies
-        }));
+        tasks.push(tokio::spawn(timed_subscriber(client, url, token, parts, ready)));
     }
     for _ in 0..subscribers {
         ready_rx.recv().await.unwrap();
@@ -216,7 +188,7 @@ async fn fanout(server: &TestServer, token: &str, subscribers: usize, parts: usi
     let mut all = Vec::with_capacity(subscribers * parts);
     let mut complete = 0;
     for task in tasks {
-        let latencies = task.await.unwrap();
+        let latencies = task.await.unwrap().latencies;
         if latencies.len() == parts {
             complete += 1;
         }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{arg, message, now_micros, percentile};
+use common::{arg, message, percentile, timed_subscriber};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::TestServer;
@@ -87,31 +87,7 @@ async fn fanout(replicas: &[&TestServer; 3], token: &str, subscribers: usize, pa
         let replica = i % 3;
         let url = replicas[replica].url(&format!("/api/v1/chats/{id}/stream?after={after}"));
         let (client, token, ready) = (client.clone(), token.to_string(), ready_tx.clone());
-        tasks.push(tokio::spawn(async move {
-            let response = client.get(url).bearer_auth(token).send().await.unwrap();
-            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-            let (mut latencies, mut seqs) = (Vec::with_capacity(parts), Vec::with_capacity(parts));
-            let mut signalled = false;
-            while let Some(Ok(event)) = events.next().await {
-                if !signalled {
-                    ready.send(()).await.unwrap();
-                    signalled = true;
-                }
-                match event.event.as_str() {
-                    "message_part" => {
-                        let received = now_micros();
-                        seqs.push(event.id.parse::<i64>().unwrap());
-                        let stamp = event.data.split("t=").nth(1).and_then(|s| s.split(';').next());
-                        if let Some(stamp) = stamp.and_then(|s| s.parse::<u128>().ok()) {
-                            latencies.push(received.saturating_sub(stamp) as f64 / 1e3);
-                        }
-                    }
-                    "message" if event.data.contains("\"assistant\"") => break,
-                    _ => {}
-                }
-            }
-            (replica, latencies, seqs)
-        }));
+        tasks.push(tokio::spawn(async move { (replica, timed_subscriber(client, url, token, parts, ready).await) }));
     }
     for _ in 0..subscribers {
         ready_rx.recv().await.unwrap();
@@ -123,7 +99,7 @@ async fn fanout(replicas: &[&TestServer; 3], token: &str, subscribers: usize, pa
     let (mut same, mut relayed) = (Vec::new(), Vec::new());
     let mut complete = 0;
     for task in tasks {
-        let (replica, latencies, seqs) = task.await.unwrap();
+        let (replica, common::Timed { latencies, seqs }) = task.await.unwrap();
         let once = seqs.windows(2).all(|w| w[0] < w[1]);
         if latencies.len() == parts && once {
             complete += 1;

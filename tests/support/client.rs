@@ -168,27 +168,15 @@ pub async fn create_chat(base: &str, token: &str, text: &str) -> String {
     chat["id"].as_str().unwrap_or_else(|| panic!("{chat}")).to_string()
 }
 
+async fn get_json(base: &str, token: &str, path: &str) -> Value {
+    reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn chat_state(base: &str, token: &str, chat: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}/api/v1/chats/{chat}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(base, token, &format!("/api/v1/chats/{chat}")).await
 }
 
 pub async fn messages(base: &str, token: &str, chat: &str) -> Vec<Value> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{base}/api/v1/chats/{chat}/messages"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(base, token, &format!("/api/v1/chats/{chat}/messages")).await;
     body["messages"].as_array().unwrap().clone()
 }

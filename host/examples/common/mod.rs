@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// The value after `name` on the command line, or `default`.
@@ -29,4 +30,45 @@ pub fn message(text: &str) -> Value {
 
 pub fn now_micros() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or_default()
+}
+
+/// What one stream subscriber of a timed answer (`Fallback::TimedParts`) saw: each part's delay
+/// from the fake model sending it to this subscriber reading it (ms), and the parts' `seq`s.
+pub struct Timed {
+    pub latencies: Vec<f64>,
+    pub seqs: Vec<i64>,
+}
+
+/// Subscribes to a chat stream at `url`, says so on `ready` at its first event, and reads parts
+/// until the assistant's message arrives.
+pub async fn timed_subscriber(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    parts: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Timed {
+    let response = client.get(url).bearer_auth(token).send().await.unwrap();
+    let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    let mut timed = Timed { latencies: Vec::with_capacity(parts), seqs: Vec::with_capacity(parts) };
+    let mut signalled = false;
+    while let Some(Ok(event)) = events.next().await {
+        if !signalled {
+            ready.send(()).await.unwrap();
+            signalled = true;
+        }
+        match event.event.as_str() {
+            "message_part" => {
+                let received = now_micros();
+                timed.seqs.push(event.id.parse::<i64>().unwrap());
+                let stamp = event.data.split("t=").nth(1).and_then(|s| s.split(';').next());
+                if let Some(stamp) = stamp.and_then(|s| s.parse::<u128>().ok()) {
+                    timed.latencies.push(received.saturating_sub(stamp) as f64 / 1e3);
+                }
+            }
+            "message" if event.data.contains("\"assistant\"") => break,
+            _ => {}
+        }
+    }
+    timed
 }

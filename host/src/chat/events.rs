@@ -102,20 +102,22 @@ pub struct Published {
 
 impl Published {
     pub fn new(event: &ChatEvent) -> Arc<Published> {
-        let value = serde_json::to_value(event).unwrap_or_default();
-        let kind = value["type"].as_str().unwrap_or_default().to_string();
-        Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: true })
+        Published::serialized(event, true)
     }
 
     /// An event that describes state and does not move the cursor: it goes out without a
     /// `seq` (and without an SSE id), so that no client takes it for a numbered event.
     pub fn state(event: &ChatEvent) -> Arc<Published> {
+        Published::serialized(event, false)
+    }
+
+    fn serialized(event: &ChatEvent, advances: bool) -> Arc<Published> {
         let mut value = serde_json::to_value(event).unwrap_or_default();
-        if let Some(object) = value.as_object_mut() {
+        if !advances && let Some(object) = value.as_object_mut() {
             object.remove("seq");
         }
         let kind = value["type"].as_str().unwrap_or_default().to_string();
-        Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances: false })
+        Arc::new(Published { seq: event.seq, kind, json: value.to_string(), advances })
     }
 
     /// Whether a client that reconnects must be sent it again while its step is not stored: the

@@ -281,9 +281,11 @@ impl Relay {
             .unwrap_or_else(|p| p.into_inner())
             .get(chat_id)
             .is_some_and(|follower| follower.relaying());
-        if let Some(channel) = &channel {
-            // A relayed chat's numbered events come, in order, through the relay: a notice that
-            // overtook them must not number anything past parts still on their way.
+        // A relayed chat's numbered events come, in order, through the relay: a notice that
+        // overtook them must not number anything past parts still on their way, and its
+        // messages need no read of the table (a catch-up still reads them).
+        let brought_by_relay = relaying && kind == "message" && seq != CATCH_UP;
+        if let Some(channel) = channel.as_ref().filter(|_| !brought_by_relay) {
             let seq = if relaying { CATCH_UP } else { seq };
             self.catch_up(channel, seq, kind, chat.as_ref()).await?;
         }
