@@ -17,10 +17,10 @@ const PACKAGES: &[&str] = &[
     "toolhost-workspaces",
     "toolhost-shell",
     "toolhost-subagents",
+    "toolhost-computer",
     "fixture-hostile",
     "fixture-bad-schema",
     "fixture-wrong-version",
-    "fixture-stand-ins",
 ];
 
 fn main() {

@@ -116,7 +116,7 @@ async fn the_default_policy_is_in_force_out_of_the_box_and_explains_itself(backe
     let (status, root) = server.post(&admin, "/api/v1/policy/explain", json!({"kind": "root"})).await;
     assert_eq!(status, StatusCode::OK, "{root}");
     assert_eq!(tool(&root, "write_file")["visible"], true);
-    assert_eq!(tool(&root, "write_file")["decided_by"], "root-chats-use-every-tool");
+    assert_eq!(tool(&root, "write_file")["decided_by"], "root-chats-use-every-tool-but-computer");
     let capability = root["capabilities"]
         .as_array()
         .unwrap()
@@ -161,14 +161,22 @@ fn tool_results(messages: &[toolhost::store::Message]) -> Vec<(String, bool)> {
 }
 
 async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_cannot_call_them(backend: Backend) {
-    // The bundled workspaces and subagents plugins, and a stand-in for spawn_computer_use_agent.
-    let server = TestServer::start_with_fixtures(backend, &["stand-ins"]).await;
+    // The bundled workspaces, subagents and computer plugins.
+    let server = TestServer::start(backend).await;
     let admin = server.user("root", true).await;
     server.user("alice", false).await;
-    server.llm.script([fake_llm::tool_calls(&[("c1", "spawn_computer_use_agent", "{}")]), fake_llm::text("spawned")]);
+    server.llm.script([
+        fake_llm::tool_calls(&[("c1", "spawn_computer_use_agent", r#"{"prompt": "open the browser"}"#)]),
+        fake_llm::text("spawned"),
+    ]);
     let root = finished_root_chat(&server, "alice").await;
     let root_results = tool_results(&server.store.messages(&root.id, 0).await.unwrap());
-    assert_eq!(root_results, [("spawn_computer_use_agent ran (stand-in)".to_string(), false)], "root chats call them");
+    // The policy lets the call through; the agent service then says what is missing.
+    assert_eq!(root_results.len(), 1);
+    assert!(
+        root_results[0].0.contains("no model is marked for computer use") && root_results[0].1,
+        "root chats call it, and learn which setting it needs: {root_results:?}"
+    );
     let root_tools = offered_tools(&server.llm.requests()[0]);
     for tool in [
         "create_workspace",

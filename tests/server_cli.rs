@@ -132,7 +132,10 @@ fn an_admin_checks_sets_and_explains_the_policy_from_the_command_line() {
         (Some(false), Some("subagents-do-not-write"))
     );
     let read = tools.iter().find(|t| t["tool"] == "read_file").unwrap();
-    assert_eq!((read["visible"].as_bool(), read["decided_by"].as_str()), (Some(true), Some("subagents-use-tools")));
+    assert_eq!(
+        (read["visible"].as_bool(), read["decided_by"].as_str()),
+        (Some(true), Some("subagents-use-tools-but-computer"))
+    );
     let missing = toolhost(data.path(), &["policy", "explain", "--chat", "nope"]);
     assert_eq!(missing.status.code(), Some(2));
 }

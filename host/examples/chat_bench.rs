@@ -133,6 +133,7 @@ async fn store_floor(store: &toolhost::store::Store, turns: usize) -> f64 {
         tool_name: "read_file".into(),
         result: json!("hello"),
         is_error: false,
+        images: Vec::new(),
     };
     let mut times = Vec::with_capacity(turns);
     for i in 0..turns {

@@ -92,7 +92,7 @@ impl App {
             eprintln!("toolhost: workspace commands are disabled: {problem}");
         }
         let chats = ChatService::new(store.clone());
-        let agents = AgentService::new(store.clone(), chats.clone(), config.agents.clone());
+        let agents = AgentService::new(store.clone(), chats.clone(), config.agents.clone(), catalog.clone());
         let worker_settings = setup.worker.unwrap_or_else(|| WorkerSettings {
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
             stale_after: std::time::Duration::from_secs(config.replicas.stale_after_secs),

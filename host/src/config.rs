@@ -35,6 +35,8 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 /// context_window = 200000
 /// pricing = { input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3.75 }
 /// default = true
+/// computer_use_model = true         # computer-use subagents run on it
+/// computer_tool = "computer_20250124"   # Anthropic's native computer tool version it takes
 ///
 /// [workspaces]
 /// templates_dir = "/etc/toolhost/templates"   # default: <data_dir>/templates
@@ -145,6 +147,13 @@ pub struct ModelConfig {
     /// Use this model to write chat titles.
     #[serde(default)]
     pub title_model: bool,
+    /// Run computer-use subagents on this model.
+    #[serde(default)]
+    pub computer_use_model: bool,
+    /// Anthropic models: the computer tool version the model takes (`computer_20250124`,
+    /// `computer_20251124`, `computer_toolset_20260801`).
+    #[serde(default)]
+    pub computer_tool: Option<crate::domain::ComputerTool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

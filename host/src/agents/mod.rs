@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::catalog::Catalog;
 use crate::chat::service::{BusyBehavior, ChatService, SendError};
 use crate::domain::ChatKind;
 use crate::domain::parts::MessagePart;
@@ -33,11 +34,18 @@ pub struct AgentService {
     /// One lock per chat tree: spawns of one tree (parallel tool calls, say) are counted
     /// against the limits one at a time.
     spawn_locks: KeyedLock,
+    /// Where computer-use children find their model.
+    catalog: Arc<Catalog>,
 }
 
 impl AgentService {
-    pub fn new(store: Store, chats: Arc<ChatService>, config: AgentsConfig) -> Arc<AgentService> {
-        Arc::new(AgentService { store, chats, config, spawn_locks: Default::default() })
+    pub fn new(
+        store: Store,
+        chats: Arc<ChatService>,
+        config: AgentsConfig,
+        catalog: Arc<Catalog>,
+    ) -> Arc<AgentService> {
+        Arc::new(AgentService { store, chats, config, spawn_locks: Default::default(), catalog })
     }
 
     async fn chat(&self, id: &str) -> Result<Chat, AgentError> {
@@ -65,11 +73,8 @@ impl AgentService {
         title: Option<&str>,
         kind: ChatKind,
     ) -> Result<Chat, AgentError> {
-        if kind != ChatKind::Subagent {
-            return Err(AgentError::Invalid(
-                "computer-use agents drive a desktop, and this server has none configured; spawn a subagent instead"
-                    .into(),
-            ));
+        if kind == ChatKind::Root {
+            return Err(AgentError::Invalid("a child chat is a subagent or a computer-use agent".into()));
         }
         let prompt = prompt.trim();
         if prompt.is_empty() {
@@ -100,9 +105,25 @@ impl AgentService {
                 "this chat already spawned {this_turn} subagents in this turn, the most allowed ([agents] max_spawns_per_turn)"
             )));
         }
-        let child = self.chats.create(NewChat::child_of(&parent, kind, title, prompt)).await?;
+        let mut child = NewChat::child_of(&parent, kind, title, prompt);
+        if kind == ChatKind::ComputerUse {
+            child.model = Some(self.computer_use_model(&parent).await?);
+        }
+        let child = self.chats.create(child).await?;
         tracing::info!(chat_id = %parent.id, child = %child.id, "subagent spawned");
         Ok(child)
+    }
+
+    /// The model of a computer-use child of `parent`: the one the admin marked; and its tree
+    /// must have a workspace, beside which the desktop runs.
+    async fn computer_use_model(&self, parent: &Chat) -> Result<String, AgentError> {
+        let model = self.catalog.computer_use_model().await.map_err(|e| AgentError::Invalid(e.to_string()))?;
+        if self.store.chat_workspace(&parent.id).await?.is_none() {
+            return Err(AgentError::Invalid(
+                "a computer-use agent works on the desktop of this chat's workspace, and this chat has none; create a workspace first (create_workspace)".into(),
+            ));
+        }
+        Ok(model.name)
     }
 
     async fn report(&self, chat: &Chat) -> Result<AgentReport, AgentError> {

@@ -3,6 +3,7 @@
 mod auth;
 mod catalog;
 mod chats;
+mod desktop;
 mod error;
 mod git_watch;
 mod health;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workspaces/{id}/start", post(workspaces::start))
         .route("/workspaces/{id}/stop", post(workspaces::stop))
         .route("/chats/{id}/git/watch", get(git_watch::watch))
+        .route("/chats/{id}/desktop", get(desktop::connect))
         .route("/chats/{id}/children", get(chats::children));
     Router::new()
         .route("/healthz", get(health::healthz))

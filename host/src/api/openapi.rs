@@ -193,6 +193,14 @@ pub fn document() -> Value {
         "parameters": chat_path,
         "get": operation("WebSocket: snapshots (branch, remote, changed files, diff) of the git repositories the chat's tools touched; send `refresh` for a new one", json!({"101": {"description": "Switching to the WebSocket protocol"}})),
     }));
+    paths.insert("/chats/{id}/desktop".into(), json!({
+        "parameters": chat_path,
+        "get": {
+            "summary": "WebSocket: the desktop of the chat's workspace as RFB (VNC) in binary frames, for noVNC; watch only unless `control=true` (a take-over the model is told of)",
+            "parameters": [{"name": "control", "in": "query", "required": false, "schema": {"type": "boolean"}}],
+            "responses": {"101": {"description": "Switching to the WebSocket protocol"}},
+        },
+    }));
     let mut schemas = g.take_definitions(true);
     schemas.insert("Error".into(), json!({
         "type": "object", "required": ["error"],

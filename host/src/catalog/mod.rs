@@ -68,6 +68,12 @@ pub struct ModelView {
     pub pricing: Pricing,
     pub default: bool,
     pub title_model: bool,
+    /// Computer-use subagents run on this model (at most one is marked).
+    pub computer_use_model: bool,
+    /// Anthropic models: the version of Anthropic's computer tool it takes, declared instead
+    /// of the `computer` function (`computer_20250124`, `computer_20251124`,
+    /// `computer_toolset_20260801`).
+    pub computer_tool: Option<crate::domain::ComputerTool>,
     pub source: Source,
     #[serde(flatten)]
     pub availability: Availability,
@@ -128,6 +134,13 @@ pub struct ModelInput {
     pub pricing: Option<Pricing>,
     pub default: Option<bool>,
     pub title_model: Option<bool>,
+    /// Run computer-use subagents on this model (unmarks any other).
+    pub computer_use_model: Option<bool>,
+    /// Anthropic models: the computer tool version the model takes; `null` declares the
+    /// `computer` tool as a plain function.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<crate::domain::ComputerTool>")]
+    pub computer_tool: Option<Option<crate::domain::ComputerTool>>,
 }
 
 /// A chat's model, ready to call.
@@ -323,6 +336,15 @@ impl Catalog {
         Ok(Resolved { record, provider_name: provider.name, client })
     }
 
+    /// The model computer-use subagents run on, or why there is none.
+    pub async fn computer_use_model(&self) -> Result<ModelRecord, CatalogError> {
+        self.store.computer_use_model().await?.ok_or_else(|| {
+            CatalogError::Invalid(
+                "no model is marked for computer use: an admin sets `computer_use_model = true` on one (under [models.NAME] in the configuration file, or with PATCH /api/v1/models/{id})".into(),
+            )
+        })
+    }
+
     /// The name new chats get when they name no model.
     pub async fn default_model_name(&self) -> Result<Option<String>, CatalogError> {
         Ok(self.store.default_model().await?.map(|m| m.name))
@@ -429,6 +451,8 @@ impl Catalog {
             pricing: record.pricing,
             default: record.is_default,
             title_model: record.for_titles,
+            computer_use_model: record.for_computer_use,
+            computer_tool: record.computer_tool,
             source: record.source,
             availability,
         }
@@ -471,6 +495,8 @@ impl Catalog {
                     pricing: Pricing::default(),
                     is_default: false,
                     for_titles: false,
+                    for_computer_use: false,
+                    computer_tool: None,
                     source,
                 }
             }
@@ -511,6 +537,21 @@ impl Catalog {
         }
         if let Some(titles) = input.title_model {
             record.for_titles = titles;
+        }
+        if let Some(computer_use) = input.computer_use_model {
+            record.for_computer_use = computer_use;
+        }
+        if let Some(tool) = input.computer_tool {
+            record.computer_tool = tool;
+        }
+        if record.computer_tool.is_some()
+            && let Some(provider) = self.store.provider(&record.provider_id).await?
+            && provider.kind != ProviderKind::Anthropic
+        {
+            return Err(CatalogError::Invalid(format!(
+                "`computer_tool` is Anthropic's native computer tool, and provider `{}` is not an Anthropic one; leave it out (the `computer` tool is then a plain function)",
+                provider.name
+            )));
         }
         record.source = source;
         // The first model is the default: chats need one.

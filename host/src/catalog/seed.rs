@@ -95,6 +95,8 @@ pub async fn seed(
             pricing: model.pricing,
             default: model.default.then_some(true),
             title_model: model.title_model.then_some(true),
+            computer_use_model: model.computer_use_model.then_some(true),
+            computer_tool: Some(model.computer_tool),
         };
         match store.model(name).await? {
             Some(existing) if existing.source == Source::Api => {

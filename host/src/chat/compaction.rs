@@ -169,6 +169,7 @@ fn answer_every_call(messages: Vec<PromptMessage>) -> Vec<PromptMessage> {
                     tool_name: name,
                     result,
                     is_error: true,
+                    images: Vec::new(),
                 });
             }
         }
@@ -389,6 +390,8 @@ mod tests {
             pricing: Default::default(),
             is_default: true,
             for_titles: false,
+            for_computer_use: false,
+            computer_tool: None,
             source: crate::store::Source::Api,
         }
     }
@@ -412,6 +415,7 @@ mod tests {
             tool_name: "execute".into(),
             result: "ok".into(),
             is_error: false,
+            images: Vec::new(),
         }
     }
 
@@ -479,6 +483,7 @@ mod tests {
             tool_name: "t".into(),
             result: "x".repeat(400).into(),
             is_error: false,
+            images: Vec::new(),
         };
         let history = vec![
             message(1, Stored::User, vec![MessagePart::text("hi")], None),
@@ -540,6 +545,7 @@ mod tests {
                 tool_name: "t".into(),
                 result: long.into(),
                 is_error: false,
+                images: Vec::new(),
             }],
         }];
         shrink_tool_results(&mut messages);

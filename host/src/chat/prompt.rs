@@ -3,7 +3,7 @@
 //! 1. the deployment's system prompt (set by admins; a built-in default otherwise);
 //! 2. workspace instructions: `AGENTS.md` in the root of the chat's workspace, read each turn;
 //! 3. the user's own prompt;
-//! 4. for subagent chats, the subagent instruction.
+//! 4. for subagent chats, the subagent instruction; for computer-use chats, the computer-use one.
 //!
 //! Broad rules come first and narrower ones later, so the more specific text has the last word.
 //! The deployment part changes rarely, which keeps the start of every prompt cacheable.
@@ -24,6 +24,11 @@ in the workspace; read before you edit, keep edits minimal, and say briefly what
 
 pub const SUBAGENT_INSTRUCTION: &str = "You are a subagent: another agent gave you this task. Work on it alone, without asking \
 questions, and end with a concise report of what you found or changed; that report is all the other agent sees.";
+
+pub const COMPUTER_USE_INSTRUCTION: &str = "You are a computer-use agent: another agent gave you this task, to do on the \
+desktop of its workspace with the `computer` tool. Take a screenshot first; after each action, look at the screenshot it \
+returns before the next. Work alone, without asking questions, and end with a concise report of what you did and saw; that \
+report is all the other agent sees.";
 
 /// `AGENTS.md` from the workspace root, cut at the limit. Commands write the workspace, so it
 /// is read through [`confined`]: a link out of the workspace, a FIFO, a device or a huge file
@@ -53,8 +58,10 @@ pub async fn system_prompt(store: &Store, chat: &Chat, workspace: Option<&Worksp
     if let Some(user) = store.user_prompt(&chat.owner_id).await? {
         sections.push(format!("# The user's instructions\n\n{user}"));
     }
-    if chat.kind == ChatKind::Subagent {
-        sections.push(SUBAGENT_INSTRUCTION.to_string());
+    match chat.kind {
+        ChatKind::Subagent => sections.push(SUBAGENT_INSTRUCTION.to_string()),
+        ChatKind::ComputerUse => sections.push(COMPUTER_USE_INSTRUCTION.to_string()),
+        ChatKind::Root => {}
     }
     Ok(sections.join("\n\n"))
 }

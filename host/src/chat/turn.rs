@@ -13,9 +13,11 @@ use super::run::{Run, RunContext, Stop};
 use crate::catalog::Resolved;
 use crate::domain::ChatKind;
 use crate::domain::Role;
-use crate::domain::parts::{CompactionTrigger, MessagePart};
+use crate::domain::parts::{CompactionTrigger, ImageData, MessagePart};
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
-use crate::llm::{ErrorKind, FinishReason, LlmError, ModelRequest, StreamEvent, Usage};
+use crate::llm::{
+    ErrorKind, FinishReason, LlmError, ModelRequest, NativeComputer, StreamEvent, Usage, keep_recent_images,
+};
 use crate::plugins::capabilities::ChatServices;
 use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, Principal};
@@ -270,6 +272,7 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
         system: Some(system),
         max_output_tokens: model.record.max_output_tokens.map(|n| n as u32),
         thinking_budget: model.record.thinking_budget.map(|n| n as u32),
+        computer: native_computer(run, &model).await,
         ..ModelRequest::default()
     };
     // Read once: while this worker owns the chat only its run adds messages (a message sent
@@ -339,6 +342,7 @@ fn error_results(calls: &[(String, String, Value)], why: &str) -> Vec<MessagePar
             tool_name: name.clone(),
             result: Value::String(why.into()),
             is_error: true,
+            images: Vec::new(),
         })
         .collect()
 }
@@ -459,8 +463,19 @@ async fn step_with_compaction(
 
 /// One model call, streamed to clients, tried again on failures worth retrying. Returns the
 /// finished step; on a failure that ends the turn, what was streamed is stored once.
-async fn call_model(run: &Run<'_>, model: &Resolved, request: ModelRequest) -> Result<Step, Stop> {
+/// Anthropic's own computer tool, for models that take it, with the chat's desktop as the model
+/// sees it (none without a workspace: the `computer` tool then stays a function).
+async fn native_computer(run: &Run<'_>, model: &Resolved) -> Option<NativeComputer> {
+    let tool = model.record.computer_tool?;
+    let workspaces = &run.services().workspaces;
+    let workspace = workspaces.of_chat(&run.chat.id).await.ok()??;
+    let view = workspaces.desktop_scaling(&workspace);
+    Some(NativeComputer { tool, display_width: view.model_width, display_height: view.model_height })
+}
+
+async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) -> Result<Step, Stop> {
     let store = &run.services().chats.store;
+    keep_recent_images(&mut request.messages, run.services().workspaces.desktops().config.keep_screenshots);
     let channel = run.services().chats.hub.channel(&run.chat.id);
     let mut attempts = stream_with_retry(model.client.clone(), request, run.context.retry);
     let mut step = Step::default();
@@ -552,6 +567,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
         let access = access.clone();
         async move {
             let denied = denial(run, principal, policy, visible, name);
+            let mut images = Vec::new();
             let (result, is_error) = match (denied, args) {
                 (Some(message), _) => (message, true),
                 (None, Value::Object(_)) => {
@@ -574,7 +590,10 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
                         progress: None,
                     };
                     match run.services().runtime.call(request).await {
-                        Ok(output) => (output_text(&output), output.is_error),
+                        Ok(output) => {
+                            images = output_images(&output);
+                            (output_text(&output), output.is_error)
+                        }
                         Err(error) => (error.to_string(), true),
                     }
                 }
@@ -588,6 +607,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
                 tool_name: name.clone(),
                 result: Value::String(result),
                 is_error,
+                images,
             }
         }
     });
@@ -646,18 +666,32 @@ fn denial(
     ))
 }
 
-/// A tool's output as the text the model reads.
+/// A tool's output as the text the model reads (its images travel beside it).
 fn output_text(output: &ToolOutput) -> String {
     output
         .content
         .iter()
-        .map(|part| match part {
-            ContentPart::Text { text } => text.clone(),
-            ContentPart::Json { json } => json.to_string(),
-            ContentPart::Image { mime_type, .. } => format!("[image: {mime_type}]"),
+        .filter_map(|part| match part {
+            ContentPart::Text { text } => Some(text.clone()),
+            ContentPart::Json { json } => Some(json.to_string()),
+            ContentPart::Image { .. } => None,
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The images of a tool's output, for the model to see.
+fn output_images(output: &ToolOutput) -> Vec<ImageData> {
+    output
+        .content
+        .iter()
+        .filter_map(|part| match part {
+            ContentPart::Image { mime_type, data } => {
+                Some(ImageData { media_type: mime_type.clone(), data: data.clone() })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Keeps what was streamed of an unfinished step; its tool calls get an "interrupted" result.
@@ -675,6 +709,7 @@ async fn store_partial(run: &Run<'_>, step: Step) -> Result<(), Stop> {
                 tool_name: tool_name.clone(),
                 result: Value::String("the turn stopped before this tool call ran".into()),
                 is_error: true,
+                images: Vec::new(),
             }),
             _ => None,
         })

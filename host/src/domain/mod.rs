@@ -7,5 +7,5 @@ pub mod parts;
 mod tools;
 
 pub use chat::{ChatKind, ChatStatus, ProviderKind, Role};
-pub use parts::{CompactionTrigger, MessagePart};
-pub use tools::{ToolAnnotations, ToolInfo};
+pub use parts::{CompactionTrigger, ImageData, MessagePart};
+pub use tools::{ComputerTool, ToolAnnotations, ToolInfo};

@@ -31,6 +31,9 @@ pub enum MessagePart {
         result: serde_json::Value,
         #[serde(default)]
         is_error: bool,
+        /// Images the tool returned (a desktop's screenshots), after `result`'s text.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ImageData>,
     },
     FileReference {
         file_name: String,
@@ -59,6 +62,16 @@ pub enum MessagePart {
         context_window: i64,
         trigger: CompactionTrigger,
     },
+}
+
+/// An image carried in a tool result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageData {
+    /// `image/png`, `image/jpeg`.
+    pub media_type: String,
+    /// Base64.
+    pub data: String,
 }
 
 /// Why a chat was compacted.
@@ -94,7 +107,9 @@ impl MessagePart {
         match self {
             MessagePart::Text { text, .. } | MessagePart::Reasoning { text, .. } => text.len(),
             MessagePart::ToolCall { args, .. } => args.to_string().len(),
-            MessagePart::ToolResult { result, .. } => result.to_string().len(),
+            MessagePart::ToolResult { result, images, .. } => {
+                result.to_string().len() + images.iter().map(|i| i.data.len()).sum::<usize>()
+            }
             MessagePart::FileReference { content, file_name, .. } => content.len() + file_name.len(),
             MessagePart::Image { data, .. } => data.len(),
             MessagePart::Compaction { summary, .. } => summary.as_ref().map_or(0, String::len),

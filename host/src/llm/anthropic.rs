@@ -12,13 +12,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::sse::{self, WireParser};
-use super::{Connection, FinishReason, LlmError, ModelRequest, PromptMessage, Provider, Role, StreamEvent, Usage};
+use super::{
+    ComputerTool, Connection, FinishReason, LlmError, ModelRequest, NativeComputer, PromptMessage, Provider, Role,
+    StreamEvent, Usage,
+};
 use crate::domain::parts::MessagePart;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; this is used when the model's config names none.
 pub const DEFAULT_MAX_TOKENS: u32 = 8192;
+/// The tool every computer-use version answers to (and the toolset's name).
+const COMPUTER: &str = "computer";
 
 pub struct Anthropic {
     client: reqwest::Client,
@@ -52,6 +57,9 @@ impl Provider for Anthropic {
             .post(format!("{}/v1/messages", self.base_url))
             .header("anthropic-version", API_VERSION)
             .json(&body(&request));
+        if let Some(beta) = native_computer(&request).and_then(|native| beta_of(native.tool)) {
+            http = http.header("anthropic-beta", beta);
+        }
         if let Some(key) = &self.api_key {
             http = http.header("x-api-key", key);
         }
@@ -61,9 +69,48 @@ impl Provider for Anthropic {
 
 const CACHE: fn() -> Value = || json!({"type": "ephemeral"});
 
+/// The native computer tool, when the request declares one and offers `computer`.
+fn native_computer(request: &ModelRequest) -> Option<NativeComputer> {
+    request.computer.filter(|_| request.tools.iter().any(|t| t.name == COMPUTER))
+}
+
+/// The beta a computer tool version needs (the toolset needs none).
+fn beta_of(tool: ComputerTool) -> Option<&'static str> {
+    match tool {
+        ComputerTool::Computer20250124 => Some("computer-use-2025-01-24"),
+        ComputerTool::Computer20251124 => Some("computer-use-2025-11-24"),
+        ComputerTool::ComputerToolset20260801 => None,
+    }
+}
+
+/// A tool's declaration: Anthropic's own computer tool in place of the `computer` function
+/// when the model takes it, else the JSON Schema function.
+fn declaration(tool: &crate::domain::ToolInfo, computer: Option<NativeComputer>) -> Value {
+    match computer {
+        Some(native) if tool.name == COMPUTER => {
+            let (width, height) = (native.display_width, native.display_height);
+            match native.tool {
+                ComputerTool::Computer20250124 => json!({
+                    "type": native.tool.as_str(), "name": COMPUTER,
+                    "display_width_px": width, "display_height_px": height,
+                }),
+                ComputerTool::Computer20251124 => json!({
+                    "type": native.tool.as_str(), "name": COMPUTER,
+                    "display_width_px": width, "display_height_px": height, "enable_zoom": true,
+                }),
+                // The toolset reads the display's size from the screenshots.
+                ComputerTool::ComputerToolset20260801 => json!({"type": native.tool.as_str()}),
+            }
+        }
+        _ => json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}),
+    }
+}
+
 /// The request body.
 pub fn body(request: &ModelRequest) -> Value {
-    let mut messages = wire_messages(&request.messages);
+    let computer = native_computer(request);
+    let toolset = computer.is_some_and(|c| c.tool == ComputerTool::ComputerToolset20260801);
+    let mut messages = wire_messages(&request.messages, toolset);
     // Cache breakpoints on the last two messages: this request writes the prefix the next reads.
     for message in messages.iter_mut().rev().take(2) {
         if let Some(last) = message["content"].as_array_mut().and_then(|c| c.last_mut()) {
@@ -81,11 +128,7 @@ pub fn body(request: &ModelRequest) -> Value {
         body["system"] = json!([{"type": "text", "text": system, "cache_control": CACHE()}]);
     }
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}))
-            .collect();
+        body["tools"] = request.tools.iter().map(|t| declaration(t, computer)).collect();
         if request.tools_disabled {
             body["tool_choice"] = json!({"type": "none"});
         }
@@ -98,8 +141,9 @@ pub fn body(request: &ModelRequest) -> Value {
     body
 }
 
-/// The content blocks of one stored part, as Anthropic takes them back.
-fn blocks(part: &MessagePart) -> Option<Value> {
+/// The content blocks of one stored part, as Anthropic takes them back. Under the computer
+/// toolset, a `computer` call goes back as the toolset's member it was.
+fn blocks(part: &MessagePart, toolset: bool) -> Option<Value> {
     match part {
         MessagePart::Text { text, .. } if !text.is_empty() => Some(json!({"type": "text", "text": text})),
         MessagePart::FileReference { file_name, start_line, end_line, content } => {
@@ -120,15 +164,40 @@ fn blocks(part: &MessagePart) -> Option<Value> {
         }
         MessagePart::ToolCall { tool_call_id, tool_name, args, .. } => {
             // Arguments that were not a JSON object go back wrapped, so the model sees what it sent.
-            let input = if args.is_object() { args.clone() } else { json!({"unparsed_arguments": args}) };
+            let mut input = if args.is_object() { args.clone() } else { json!({"unparsed_arguments": args}) };
+            if toolset
+                && tool_name == COMPUTER
+                && let Some(Value::String(action)) = input.as_object_mut().and_then(|o| o.remove("action"))
+            {
+                return Some(
+                    json!({"type": "tool_use", "id": tool_call_id, "name": action, "toolset_name": COMPUTER, "input": input}),
+                );
+            }
             Some(json!({"type": "tool_use", "id": tool_call_id, "name": tool_name, "input": input}))
         }
-        MessagePart::ToolResult { tool_call_id, result, is_error, .. } => {
-            let content = match result {
+        MessagePart::ToolResult { tool_call_id, tool_name, result, is_error, images } => {
+            let text = match result {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            Some(json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content, "is_error": is_error}))
+            let content = if images.is_empty() {
+                Value::String(text)
+            } else {
+                let mut blocks: Vec<Value> = Vec::with_capacity(images.len() + 1);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                blocks.extend(images.iter().map(|image| {
+                    json!({"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}})
+                }));
+                Value::Array(blocks)
+            };
+            let mut block =
+                json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content, "is_error": is_error});
+            if toolset && tool_name == COMPUTER {
+                block["toolset_name"] = json!(COMPUTER);
+            }
+            Some(block)
         }
         _ => None,
     }
@@ -136,14 +205,14 @@ fn blocks(part: &MessagePart) -> Option<Value> {
 
 /// Messages in Anthropic's shape: tool results travel in user messages, and consecutive
 /// messages of one role are merged (the API requires alternating roles).
-fn wire_messages(messages: &[PromptMessage]) -> Vec<Value> {
+fn wire_messages(messages: &[PromptMessage], toolset: bool) -> Vec<Value> {
     let mut wire: Vec<Value> = Vec::new();
     for message in messages {
         let role = match message.role {
             Role::Assistant => "assistant",
             Role::User | Role::Tool => "user",
         };
-        let content: Vec<Value> = message.content.iter().filter_map(blocks).collect();
+        let content: Vec<Value> = message.content.iter().filter_map(|part| blocks(part, toolset)).collect();
         if content.is_empty() {
             continue;
         }
@@ -198,7 +267,10 @@ enum WireEvent {
         index: u32,
         delta: Value,
     },
-    ContentBlockStop {},
+    ContentBlockStop {
+        #[serde(default)]
+        index: u32,
+    },
     MessageDelta {
         #[serde(default)]
         delta: Value,
@@ -255,9 +327,14 @@ struct DeltaBody<'a> {
 }
 
 impl EventParser {
-    fn delta(&self, event: DeltaEvent<'_>, out: &mut Vec<StreamEvent>) {
+    fn delta(&mut self, event: DeltaEvent<'_>, out: &mut Vec<StreamEvent>) {
         let owned = |v: Option<std::borrow::Cow<'_, str>>| v.map(|c| c.into_owned()).unwrap_or_default();
         let DeltaEvent { index, delta } = event;
+        if let Some((_, input)) = self.toolset_calls.get_mut(&index) {
+            // A toolset member's input is read whole: the call's arguments gain its action.
+            input.push_str(&owned(delta.partial_json));
+            return;
+        }
         match delta.kind.as_ref() {
             "text_delta" => out.push(StreamEvent::Text(owned(delta.text))),
             "thinking_delta" => out.push(StreamEvent::Reasoning(owned(delta.thinking))),
@@ -273,11 +350,24 @@ impl EventParser {
 /// Reads the Messages event stream until `message_stop`.
 pub struct EventParser {
     provider: String,
+    /// Calls of the computer toolset's members in progress, by block: the member (the action)
+    /// and the input so far.
+    toolset_calls: std::collections::HashMap<u32, (String, String)>,
 }
 
 impl EventParser {
     pub fn new(provider: impl Into<String>) -> EventParser {
-        EventParser { provider: provider.into() }
+        EventParser { provider: provider.into(), toolset_calls: Default::default() }
+    }
+
+    /// The arguments of a finished toolset call: its input with the member as `action`.
+    fn toolset_arguments(action: String, input: &str) -> String {
+        let mut arguments = match serde_json::from_str::<Value>(input) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        arguments.insert("action".into(), Value::String(action));
+        Value::Object(arguments).to_string()
     }
 }
 
@@ -304,6 +394,19 @@ impl WireParser for EventParser {
                         out.push(StreamEvent::Reasoning(text(&block, "thinking")))
                     }
                     "redacted_thinking" => out.push(StreamEvent::RedactedReasoning(text(&block, "data"))),
+                    "tool_use" if block["toolset_name"] == COMPUTER => {
+                        let input = match &block["input"] {
+                            Value::Object(map) if !map.is_empty() => block["input"].to_string(),
+                            _ => String::new(),
+                        };
+                        self.toolset_calls.insert(index, (text(&block, "name"), input));
+                        out.push(StreamEvent::ToolCall {
+                            index,
+                            id: Some(text(&block, "id")),
+                            name: Some(COMPUTER.to_string()),
+                            arguments: String::new(),
+                        });
+                    }
                     "tool_use" => {
                         // The input arrives as input_json_delta pieces; a non-empty start input is rare.
                         let input = match &block["input"] {
@@ -326,7 +429,13 @@ impl WireParser for EventParser {
                 let delta = sse::payload::<DeltaBody>(&self.provider, &delta)?;
                 self.delta(DeltaEvent { index, delta }, out);
             }
-            WireEvent::ContentBlockStop {} | WireEvent::Ping {} => {}
+            WireEvent::ContentBlockStop { index } => {
+                if let Some((action, input)) = self.toolset_calls.remove(&index) {
+                    let arguments = EventParser::toolset_arguments(action, &input);
+                    out.push(StreamEvent::ToolCall { index, id: None, name: None, arguments });
+                }
+            }
+            WireEvent::Ping {} => {}
             WireEvent::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
                     out.push(StreamEvent::Usage(usage.usage()));
@@ -455,6 +564,7 @@ mod tests {
             tool_name: "read_file".into(),
             result: json!("hello"),
             is_error: false,
+            images: Vec::new(),
         };
         let request = ModelRequest {
             model: "claude-test".into(),

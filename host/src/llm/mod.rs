@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::domain::MessagePart;
 use crate::domain::ToolInfo;
 
-pub use crate::domain::ProviderKind;
+pub use crate::domain::{ComputerTool, ProviderKind};
 pub use errors::{ErrorKind, LlmError};
 
 /// How long a provider may stay silent mid-answer before it is given up on.
@@ -87,6 +87,17 @@ pub struct ModelRequest {
     /// The model may not call tools this time. The tools are still listed, so that the
     /// provider's prompt cache of the chat's requests still applies.
     pub tools_disabled: bool,
+    /// Declare the `computer` tool as the provider's own computer-use tool (Anthropic), for
+    /// models marked with a computer tool version.
+    pub computer: Option<NativeComputer>,
+}
+
+/// The native computer tool to declare, and the display the model sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeComputer {
+    pub tool: ComputerTool,
+    pub display_width: u32,
+    pub display_height: u32,
 }
 
 /// Why the model stopped.
@@ -189,4 +200,68 @@ pub(crate) fn text_of(parts: &[MessagePart]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Leaves out the images of all but the last `keep` image-bearing tool results, so that a long
+/// computer-use chat does not send every screenshot it ever took again at each step. A result
+/// that lost its images says so.
+pub fn keep_recent_images(messages: &mut [PromptMessage], keep: usize) {
+    let mut seen = 0;
+    for message in messages.iter_mut().rev() {
+        for part in message.content.iter_mut().rev() {
+            if let MessagePart::ToolResult { images, result, .. } = part
+                && !images.is_empty()
+            {
+                seen += 1;
+                if seen > keep {
+                    let left_out = images.len();
+                    images.clear();
+                    let note = format!(
+                        "[{left_out} earlier image{} left out to save context]",
+                        if left_out > 1 { "s" } else { "" }
+                    );
+                    *result = match result {
+                        serde_json::Value::String(text) if !text.is_empty() => {
+                            serde_json::Value::String(format!("{text}\n{note}"))
+                        }
+                        _ => serde_json::Value::String(note),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ImageData;
+
+    fn screenshot_result(n: usize) -> PromptMessage {
+        PromptMessage {
+            role: Role::Tool,
+            content: vec![MessagePart::ToolResult {
+                tool_call_id: format!("call-{n}"),
+                tool_name: "computer".into(),
+                result: serde_json::Value::String(String::new()),
+                is_error: false,
+                images: vec![ImageData { media_type: "image/png".into(), data: format!("png-{n}") }],
+            }],
+        }
+    }
+
+    #[test]
+    fn only_the_last_screenshots_are_sent_again() {
+        let mut messages: Vec<PromptMessage> = (0..10).map(screenshot_result).collect();
+        keep_recent_images(&mut messages, 3);
+        let kept: Vec<usize> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| matches!(&m.content[0], MessagePart::ToolResult { images, .. } if !images.is_empty()))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(kept, [7, 8, 9]);
+        let MessagePart::ToolResult { result, .. } = &messages[0].content[0] else { unreachable!() };
+        assert_eq!(result, "[1 earlier image left out to save context]");
+    }
 }

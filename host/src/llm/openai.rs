@@ -115,17 +115,35 @@ fn wire_messages(message: &PromptMessage) -> Vec<Value> {
             }
             vec![wire]
         }
-        Role::Tool => message
-            .content
-            .iter()
-            .filter_map(|p| match p {
-                MessagePart::ToolResult { tool_call_id, result, .. } => Some(json!({
-                    "role": "tool", "tool_call_id": tool_call_id,
-                    "content": match result { Value::String(s) => s.clone(), other => other.to_string() },
-                })),
-                _ => None,
-            })
-            .collect(),
+        Role::Tool => {
+            let mut wire: Vec<Value> = message
+                .content
+                .iter()
+                .filter_map(|p| match p {
+                    MessagePart::ToolResult { tool_call_id, result, .. } => Some(json!({
+                        "role": "tool", "tool_call_id": tool_call_id,
+                        "content": match result { Value::String(s) => s.clone(), other => other.to_string() },
+                    })),
+                    _ => None,
+                })
+                .collect();
+            // Tool messages take text only: the images of the results follow in a user message.
+            let mut images = Vec::new();
+            for part in &message.content {
+                if let MessagePart::ToolResult { tool_call_id, tool_name, images: attached, .. } = part
+                    && !attached.is_empty()
+                {
+                    images.push(json!({"type": "text", "text": format!("The image{} returned by `{tool_name}` (call {tool_call_id}):", if attached.len() > 1 { "s" } else { "" })}));
+                    images.extend(attached.iter().map(|image| {
+                        json!({"type": "image_url", "image_url": {"url": format!("data:{};base64,{}", image.media_type, image.data)}})
+                    }));
+                }
+            }
+            if !images.is_empty() {
+                wire.push(json!({"role": "user", "content": images}));
+            }
+            wire
+        }
     }
 }
 

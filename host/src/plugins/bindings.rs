@@ -15,5 +15,7 @@ wasmtime::component::bindgen!({
         // File work runs on a blocking thread (see `capabilities::workspace_fs`).
         "toolhost:plugin/workspace-fs": async,
         "toolhost:plugin/agents": async,
+        // Screenshots and input run on a blocking thread; waits suspend the call.
+        "toolhost:plugin/desktop": async,
     },
 });

@@ -6,4 +6,5 @@ pub const BUNDLED: &[(&str, &[u8])] = &[
     ("workspaces.wasm", include_bytes!(concat!(env!("TOOLHOST_WASM_DIR"), "/toolhost_workspaces.wasm"))),
     ("shell.wasm", include_bytes!(concat!(env!("TOOLHOST_WASM_DIR"), "/toolhost_shell.wasm"))),
     ("subagents.wasm", include_bytes!(concat!(env!("TOOLHOST_WASM_DIR"), "/toolhost_subagents.wasm"))),
+    ("computer.wasm", include_bytes!(concat!(env!("TOOLHOST_WASM_DIR"), "/toolhost_computer.wasm"))),
 ];

@@ -493,9 +493,12 @@ mod tests {
     ];
 
     #[test]
-    fn root_chats_see_every_tool() {
+    fn root_chats_see_every_tool_but_computer() {
         let rules = default_rules();
-        assert_eq!(rules.visible_tools(&chat(ChatKind::Root)).len(), rules.inventory().tools.len());
+        let visible = rules.visible_tools(&chat(ChatKind::Root));
+        assert_eq!(visible.len(), rules.inventory().tools.len() - 1);
+        assert!(!visible.contains("computer"), "the desktop is driven by computer-use chats");
+        assert!(visible.contains("spawn_computer_use_agent"));
     }
 
     #[test]
@@ -511,9 +514,11 @@ mod tests {
                 Decision { allowed: false, decided_by: "subagents-do-not-provision-workspaces-or-spawn-agents".into() }
             );
         }
-        for tool in ["read_file", "write_file", "computer", "forecast"] {
+        for tool in ["read_file", "write_file", "forecast"] {
             assert!(visible.contains(tool), "{tool} is hidden from subagents");
         }
+        assert!(!visible.contains("computer"), "a subagent sees `computer` only if the policy says so");
+        assert_eq!(rules.decide_tool(&subagent, Action::CallTool, "computer").decided_by, NO_RULE_PERMITS);
     }
 
     #[test]

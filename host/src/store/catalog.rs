@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, StoreError, StoreResult, now_ms};
-use crate::domain::ProviderKind;
+use crate::domain::{ComputerTool, ProviderKind};
 
 /// Where a provider or model config came from. Config-sourced ones are re-applied at every
 /// start; API-sourced ones are only changed through the API.
@@ -68,12 +68,16 @@ pub struct ModelRecord {
     pub pricing: Pricing,
     pub is_default: bool,
     pub for_titles: bool,
+    /// The model computer-use subagents run on (at most one).
+    pub for_computer_use: bool,
+    /// The Anthropic computer tool version it takes, if any.
+    pub computer_tool: Option<ComputerTool>,
     pub source: Source,
 }
 
 const PROVIDER_COLUMNS: &str = "id, name, kind, base_url, api_key, source, updated_at";
 const MODEL_COLUMNS: &str = "id, name, provider_id, model, context_window, max_output_tokens, thinking_budget, compaction_threshold, \
-     input_price, output_price, cache_read_price, cache_write_price, is_default, for_titles, source";
+     input_price, output_price, cache_read_price, cache_write_price, is_default, for_titles, source, for_computer_use, computer_tool";
 
 fn source_from(text: &str) -> Source {
     if text == "config" { Source::Config } else { Source::Api }
@@ -111,6 +115,15 @@ fn model_from(row: &sqlx::any::AnyRow) -> StoreResult<ModelRecord> {
         is_default: row.try_get::<i64, _>("is_default")? != 0,
         for_titles: row.try_get::<i64, _>("for_titles")? != 0,
         source: source_from(&row.try_get::<String, _>("source")?),
+        for_computer_use: row.try_get::<i64, _>("for_computer_use")? != 0,
+        computer_tool: match row.try_get::<Option<String>, _>("computer_tool")? {
+            Some(text) => {
+                Some(ComputerTool::parse(&text).ok_or_else(|| {
+                    StoreError::Corrupt(format!("model config has an unknown computer tool `{text}`"))
+                })?)
+            }
+            None => None,
+        },
     })
 }
 
@@ -216,6 +229,14 @@ impl Store {
         row.as_ref().map(model_from).transpose()
     }
 
+    /// The model marked for computer use, if any.
+    pub async fn computer_use_model(&self) -> StoreResult<Option<ModelRecord>> {
+        let row = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM model_configs WHERE for_computer_use = 1 LIMIT 1"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(model_from).transpose()
+    }
+
     /// Creates or replaces (by id) a model config. Making it the default unmarks the others
     /// in the same transaction, so there is never more than one.
     pub async fn save_model(&self, record: &ModelRecord) -> StoreResult<()> {
@@ -236,14 +257,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if record.for_computer_use {
+            sqlx::query("UPDATE model_configs SET for_computer_use = 0 WHERE id <> $1")
+                .bind(&record.id)
+                .execute(&mut *tx)
+                .await?;
+        }
         // An upsert, so that an update keeps the row's `created_at`.
         sqlx::query(&format!(
-            "INSERT INTO model_configs ({MODEL_COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+            "INSERT INTO model_configs ({MODEL_COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, provider_id = excluded.provider_id, model = excluded.model, \
              context_window = excluded.context_window, max_output_tokens = excluded.max_output_tokens, thinking_budget = excluded.thinking_budget, \
              compaction_threshold = excluded.compaction_threshold, input_price = excluded.input_price, output_price = excluded.output_price, \
              cache_read_price = excluded.cache_read_price, cache_write_price = excluded.cache_write_price, is_default = excluded.is_default, \
-             for_titles = excluded.for_titles, source = excluded.source, updated_at = excluded.updated_at"
+             for_titles = excluded.for_titles, source = excluded.source, for_computer_use = excluded.for_computer_use, \
+             computer_tool = excluded.computer_tool, updated_at = excluded.updated_at"
         ))
         .bind(&record.id)
         .bind(&record.name)
@@ -260,6 +288,8 @@ impl Store {
         .bind(i64::from(record.is_default))
         .bind(i64::from(record.for_titles))
         .bind(record.source.as_str())
+        .bind(i64::from(record.for_computer_use))
+        .bind(record.computer_tool.map(ComputerTool::as_str))
         .bind(now)
         .execute(&mut *tx)
         .await?;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::WorkspaceError;
 use super::command::{Capture, CommandSpec, Completed, Output};
 use super::confined::{Owner, WorkspaceRoot, chown_tree};
+use super::desktop::Folders;
 use super::disk::Disks;
 use super::sandbox::SandboxMode;
 use super::sandbox::{Mounts, Running, Sandbox};
@@ -54,6 +55,13 @@ pub trait Backend: Send + Sync {
     /// capability, the prompt and git watch (always through [`super::confined`]); `None` when
     /// the files are elsewhere.
     fn files_root(&self, workspace: &Workspace) -> Option<WorkspaceRoot>;
+
+    /// Lays out fresh folders for the workspace's desktop (an earlier X server's sockets go),
+    /// or says why this backend runs no desktops.
+    fn prepare_desktop(&self, workspace: &Workspace) -> Result<Folders, WorkspaceError>;
+
+    /// Where the desktop of workspace `id` keeps its sockets on this machine.
+    fn desktop_folders(&self, id: &str) -> Option<Folders>;
 
     /// Removes everything the workspace holds.
     fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>>;
@@ -239,11 +247,50 @@ impl Backend for LocalBackend {
         Some(WorkspaceRoot { path: self.mounts(workspace).files, owner: self.owner() })
     }
 
+    fn desktop_folders(&self, id: &str) -> Option<Folders> {
+        // Beside the workspace's folder, not in it: a workspace with a file system of its own
+        // has it mounted over that folder where its commands run.
+        let base = self.root.join(".desktops").join(id);
+        Some(Folders { x11: base.join("x11"), vnc: base.join("vnc") })
+    }
+
+    fn prepare_desktop(&self, workspace: &Workspace) -> Result<Folders, WorkspaceError> {
+        if self.sandbox()?.mode() != SandboxMode::Bubblewrap {
+            return Err(WorkspaceError::Failed(
+                "desktops run only in the bubblewrap sandbox (each needs a /tmp of its own); this server runs commands unsandboxed".into(),
+            ));
+        }
+        let folders = self
+            .desktop_folders(&workspace.id)
+            .ok_or_else(|| WorkspaceError::Failed("this workspace's files are not on this machine".into()))?;
+        let lay_out = |folder: &std::path::Path| -> std::io::Result<()> {
+            remove_tree(folder)?;
+            std::fs::create_dir_all(folder)?;
+            std::fs::set_permissions(folder, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            match self.owner() {
+                Some(owner) => chown_tree(folder, owner),
+                None => Ok(()),
+            }
+        };
+        for folder in [&folders.x11, &folders.vnc] {
+            lay_out(folder).map_err(|e| {
+                WorkspaceError::Failed(format!("the desktop's folder {} cannot be made: {e}", folder.display()))
+            })?;
+        }
+        Ok(folders)
+    }
+
     fn destroy<'a>(&'a self, workspace: &'a Workspace) -> BoxFuture<'a, Result<(), WorkspaceError>> {
         Box::pin(async move {
             let folder = self.root.join(&workspace.id);
             if let Ok(sandbox) = &self.sandbox {
                 sandbox.forget_workspace(&workspace.id);
+            }
+            if let Some(desktop) = self.desktop_folders(&workspace.id) {
+                for folder in [&desktop.x11, &desktop.vnc] {
+                    let _ = remove_tree(folder);
+                }
+                let _ = desktop.x11.parent().map(std::fs::remove_dir);
             }
             let (disks, id) = (self.disks.clone(), workspace.id.clone());
             tokio::task::spawn_blocking(move || {

@@ -18,6 +18,16 @@ pub struct CommandSpec {
     pub private_destinations: Vec<String>,
     /// Mount the workspace read-only (for the host's own inspections, like git watch).
     pub read_only: bool,
+    /// Host folders the server shares with the command (the desktop's socket folders).
+    pub binds: Vec<Bind>,
+}
+
+/// A host folder seen inside the sandbox at `inside`, read-write. The server opens it, so the
+/// command's user needs no way to it through the data directory.
+#[derive(Clone, Debug)]
+pub struct Bind {
+    pub host: std::path::PathBuf,
+    pub inside: String,
 }
 
 /// How a finished command ended.

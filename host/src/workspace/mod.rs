@@ -6,6 +6,8 @@ pub mod backend;
 pub mod cgroup;
 pub mod command;
 pub mod confined;
+pub mod desktop;
+pub mod desktops;
 mod disk;
 pub mod git;
 mod netns;
@@ -54,6 +56,8 @@ pub struct WorkspacesConfig {
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
     pub limits: CommandLimits,
+    /// The desktops beside workspaces.
+    pub desktop: desktop::DesktopConfig,
 }
 
 /// The default host identity of commands: far above the ids of accounts (1000-59999) and of
@@ -69,6 +73,7 @@ impl Default for WorkspacesConfig {
             sandbox_uid: DEFAULT_SANDBOX_ID,
             sandbox_gid: DEFAULT_SANDBOX_ID,
             limits: CommandLimits::default(),
+            desktop: desktop::DesktopConfig::default(),
         }
     }
 }
@@ -154,6 +159,7 @@ pub struct WorkspaceService {
     lifecycle: Arc<KeyedLock>,
     /// The machine whose disk holds this server's workspaces (see [`node_id`]).
     node_id: String,
+    desktops: desktops::Desktops,
 }
 
 /// The node id of the machine whose disk holds `data_dir`: made once, kept in the directory,
@@ -205,6 +211,7 @@ impl WorkspaceService {
             stops: Mutex::new(HashMap::new()),
             lifecycle: Arc::new(KeyedLock::default()),
             node_id,
+            desktops: desktops::Desktops::new(config.desktop.clone()),
         };
         service.recover().await.map_err(|e| format!("cannot recover workspaces: {e}"))?;
         let service = Arc::new(service);
@@ -393,7 +400,7 @@ impl WorkspaceService {
 
     /// A workspace's processes and files are on its node: another node's server refuses to
     /// start, stop or delete it, rather than act on a disk that does not hold it.
-    fn on_this_node(&self, workspace: &Workspace) -> Result<(), WorkspaceError> {
+    pub(crate) fn on_this_node(&self, workspace: &Workspace) -> Result<(), WorkspaceError> {
         match workspace.node_id.as_deref() {
             Some(node) if node != self.node_id => Err(WorkspaceError::Conflict(format!(
                 "workspace `{}` lives on another host ({node}); send this to a replica running there",
@@ -414,6 +421,7 @@ impl WorkspaceService {
             token.cancel();
         }
         self.processes.kill_all(id);
+        self.desktops.end(id);
     }
 
     /// Stops a workspace: its startup script and commands are killed, its files kept.
@@ -510,6 +518,7 @@ impl WorkspaceService {
         require_ready(workspace)?;
         spec.network = network && workspace.network;
         spec.private_destinations.retain(|_| spec.network);
+        self.share_display(workspace, &mut spec);
         let cancel = self.stop_token(&workspace.id);
         self.backend.run(workspace, &spec, timeout.min(self.max_command), &cancel).await
     }
@@ -531,6 +540,7 @@ impl WorkspaceService {
                 workspace.name
             )));
         }
+        self.share_display(workspace, &mut spec);
         let running = self.backend.start(workspace, &spec)?;
         Ok(self.processes.adopt(&workspace.id, &spec.command, running))
     }

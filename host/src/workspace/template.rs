@@ -23,6 +23,10 @@
 //! type = "string"
 //! default = "3.11"
 //! options = ["3.11", "3.12"]
+//!
+//! [desktop]                            # the desktop computer-use chats drive (default 1280x800x24)
+//! width = 1920
+//! height = 1080
 //! ```
 //!
 //! The startup script runs in the workspace's sandbox with each parameter in the environment
@@ -32,6 +36,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
+
+use super::desktop::Geometry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -132,6 +138,9 @@ struct Manifest {
     startup: Startup,
     #[serde(default)]
     parameters: Vec<Parameter>,
+    /// The desktop beside its workspaces (started when a chat first needs one).
+    #[serde(default)]
+    desktop: Geometry,
 }
 
 /// Where a template's files come from.
@@ -159,6 +168,8 @@ pub struct Template {
     pub source: String,
     pub parameters: Vec<Parameter>,
     pub startup: Startup,
+    /// The size of the desktop of its workspaces.
+    pub desktop: Geometry,
     #[serde(skip)]
     #[schemars(skip)]
     pub files: TemplateFiles,
@@ -273,6 +284,7 @@ impl Template {
         if !private_destinations.is_empty() && !manifest.network {
             return Err("template.toml: `private_destinations` needs `network = true`".into());
         }
+        manifest.desktop.validate().map_err(|e| format!("template.toml: {e}"))?;
         let mut seen = std::collections::BTreeSet::new();
         for parameter in &manifest.parameters {
             parameter.check()?;
@@ -290,6 +302,7 @@ impl Template {
             source: source.to_string(),
             parameters: manifest.parameters,
             startup: manifest.startup,
+            desktop: manifest.desktop,
             files,
         })
     }

@@ -47,6 +47,7 @@ pub mod bindings {
 }
 
 pub mod agents;
+pub mod desktop;
 pub mod exec;
 pub mod fs;
 pub mod log;

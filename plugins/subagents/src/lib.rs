@@ -30,6 +30,13 @@ impl Plugin for Subagents {
                 wait_agent,
             )
             .read_only(),
+            Tool::new(
+                "spawn_computer_use_agent",
+                "Start a computer-use agent: a new chat that does `prompt` on the desktop of this chat's workspace with the mouse and keyboard \
+                 (a browser, a GUI program), on the model the admin chose for computer use, and ends with a report. \
+                 Returns its chat id at once; collect its report with wait_agent. The workspace must exist first.",
+                spawn_computer_use_agent,
+            ),
             Tool::new("message_agent", "Send a subagent a message: it runs after the subagent's current turn, or at once with interrupt.", message_agent),
             Tool::new("close_agent", "Stop a subagent's work (it keeps what it did and waits); returns its last report.", close_agent).destructive(),
         ]
@@ -99,6 +106,13 @@ fn describe(report: &AgentReport) -> Value {
 fn spawn_agent(_ctx: &CallContext, args: SpawnArgs) -> Result<ToolResult, ToolError> {
     let chat_id = agents::spawn(&args.prompt, args.title.as_deref(), AgentKind::Subagent)?;
     ToolResult::json(&json!({ "chat_id": chat_id, "note": "started; collect its report with wait_agent" }))
+}
+
+fn spawn_computer_use_agent(_ctx: &CallContext, args: SpawnArgs) -> Result<ToolResult, ToolError> {
+    let chat_id = agents::spawn(&args.prompt, args.title.as_deref(), AgentKind::ComputerUse)?;
+    ToolResult::json(
+        &json!({ "chat_id": chat_id, "note": "started on the desktop; collect its report with wait_agent" }),
+    )
 }
 
 fn wait_agent(_ctx: &CallContext, args: WaitArgs) -> Result<ToolResult, ToolError> {

@@ -78,6 +78,7 @@ capabilities! {
     workspaces::Workspaces,
     workspace_exec::WorkspaceExec,
     agents::Agents,
+    desktop::DesktopCapability,
 }
 
 /// A capability that is not an interface: a workspace command may reach the network. Asked

@@ -39,7 +39,7 @@ impl Sandbox {
         let mut command = match self.mode {
             SandboxMode::Bubblewrap => {
                 self.adopt_workspace(mounts)?;
-                let handed = self.handed_descriptors(mounts)?;
+                let handed = self.handed_descriptors(mounts, spec)?;
                 let command = self.bubblewrap(&handed, spec, &workdir, network.as_ref());
                 passed = handed.into_vec();
                 command
@@ -126,7 +126,7 @@ impl Sandbox {
     /// The descriptors bubblewrap gets: the workspace's folders (opened by the server, so that
     /// an unprivileged bubblewrap needs no way through the data directory) and the seccomp
     /// programs.
-    pub(super) fn handed_descriptors(&self, mounts: &Mounts) -> Result<Handed, SandboxError> {
+    pub(super) fn handed_descriptors(&self, mounts: &Mounts, spec: &CommandSpec) -> Result<Handed, SandboxError> {
         use rustix::fs::{Mode, OFlags};
         let open = |folder: &Path| {
             rustix::fs::open(
@@ -146,7 +146,12 @@ impl Sandbox {
                 .map_err(|e| SandboxError::Spawn(format!("cannot pass its seccomp filter: {e}")))?;
             seccomp.push(std::os::fd::OwnedFd::from(reader));
         }
-        Ok(Handed { files: open(&mounts.files)?, home: open(&mounts.home)?, seccomp })
+        let binds = spec
+            .binds
+            .iter()
+            .map(|bind| open(&bind.host).map(|fd| (fd, bind.inside.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Handed { files: open(&mounts.files)?, home: open(&mounts.home)?, seccomp, binds })
     }
 
     pub(super) fn bubblewrap(
@@ -189,6 +194,10 @@ impl Sandbox {
         let bind = if spec.read_only { "--ro-bind-fd" } else { "--bind-fd" };
         command.args([bind, &handed.files.as_raw_fd().to_string(), WORKSPACE_MOUNT]);
         command.args([bind, &handed.home.as_raw_fd().to_string(), HOME_MOUNT]);
+        // After the private /tmp, so that folders bound below it stay visible.
+        for (folder, inside) in &handed.binds {
+            command.args(["--bind-fd", &folder.as_raw_fd().to_string(), inside]);
+        }
         command.args(["--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--hostname", "workspace"]);
         if let Some(handshake) = network {
             command.args(handshake.bubblewrap_args());
@@ -224,12 +233,15 @@ pub(super) struct Handed {
     pub(super) files: std::os::fd::OwnedFd,
     pub(super) home: std::os::fd::OwnedFd,
     pub(super) seccomp: Vec<std::os::fd::OwnedFd>,
+    /// Host folders and where they appear inside.
+    pub(super) binds: Vec<(std::os::fd::OwnedFd, String)>,
 }
 
 impl Handed {
     pub(super) fn into_vec(self) -> Vec<std::os::fd::OwnedFd> {
         let mut all = vec![self.files, self.home];
         all.extend(self.seccomp);
+        all.extend(self.binds.into_iter().map(|(fd, _)| fd));
         all
     }
 }
