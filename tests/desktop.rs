@@ -13,7 +13,7 @@ use toolhost::store::{Store, Workspace};
 use toolhost::workspace::desktop::Desktop;
 use toolhost::workspace::desktop::display::Button;
 use toolhost::workspace::desktop::picture::Format;
-use toolhost::workspace::sandbox::CommandSpec;
+use toolhost::workspace::sandbox::{CommandLimits, CommandSpec};
 use toolhost::workspace::{CreateRequest, WorkspaceError, WorkspaceService, WorkspacesConfig};
 
 /// A workspace of a template whose desktop is `width` x `height`, ready, with its desktop.
@@ -26,6 +26,10 @@ struct WithDesktop {
 
 impl WithDesktop {
     async fn start(width: u32, height: u32) -> WithDesktop {
+        WithDesktop::start_with(width, height, CommandLimits::default()).await
+    }
+
+    async fn start_with(width: u32, height: u32, limits: CommandLimits) -> WithDesktop {
         let data = tempfile::tempdir().unwrap();
         let templates = data.path().join("templates");
         std::fs::create_dir_all(templates.join("desk")).unwrap();
@@ -36,7 +40,7 @@ impl WithDesktop {
         .unwrap();
         let store = Store::open(&Store::sqlite_url(data.path())).await.unwrap();
         let owner = store.create_user("alice", false).await.unwrap();
-        let config = WorkspacesConfig { templates_dir: Some(templates), ..WorkspacesConfig::default() };
+        let config = WorkspacesConfig { templates_dir: Some(templates), limits, ..WorkspacesConfig::default() };
         let service = WorkspaceService::start(store, data.path(), &config).await.unwrap();
         assert_eq!(service.sandbox_problem(), None, "run `bash .ci/system-deps` to install bubblewrap");
         let created = service
@@ -165,7 +169,9 @@ async fn clicks_at_model_coordinates_land_on_the_exact_real_pixel_and_keys_arriv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_and_programs_are_bounded_and_the_desktop_lives_on() {
-    let desk = WithDesktop::start(1280, 800).await;
+    // Limits small enough that a runaway program meets them at once.
+    let limits = CommandLimits { processes: 64, memory_mib: 1024, ..CommandLimits::default() };
+    let desk = WithDesktop::start_with(1280, 800, limits).await;
     assert!(!desk.desktop.scaling.is_scaled(), "1280x800 is what models read as it is");
 
     let outside = desk.desktop.click(Button::Left, Some((1280, 10)), 1, None).await.unwrap_err();
@@ -186,8 +192,9 @@ async fn hostile_input_and_programs_are_bounded_and_the_desktop_lives_on() {
     };
     let eaten = desk.service.run(&desk.workspace, spec, Duration::from_secs(60), false).await.unwrap();
     assert_ne!(eaten.exit_code, Some(0), "{}", eaten.output.text);
-    let spec = CommandSpec { command: "f() { f | f & }; f; sleep 3".into(), ..CommandSpec::default() };
-    let _ = desk.service.run(&desk.workspace, spec, Duration::from_secs(20), false).await.unwrap();
+    let spec = CommandSpec { command: ":(){ :|:& };: ; sleep 1; echo survived".into(), ..CommandSpec::default() };
+    let bomb = desk.service.run(&desk.workspace, spec, Duration::from_secs(20), false).await.unwrap();
+    assert!(bomb.output.text.contains("Resource temporarily unavailable"), "{}", bomb.output.text);
     assert!(desk.desktop.alive());
     desk.run("xsetroot -solid '#00ff00'").await;
     let shot = desk.desktop.screenshot(Format::Png, None).await.unwrap();
@@ -216,11 +223,7 @@ fn pids_of(program: &str) -> Vec<u32> {
         .unwrap()
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(program))
-                .unwrap_or(false)
-        })
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == program))
         .collect()
 }
 

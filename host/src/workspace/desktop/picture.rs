@@ -98,7 +98,8 @@ pub fn fit(width: u32, height: u32) -> (u32, u32) {
     if scale >= 1.0 {
         return (width.max(1), height.max(1));
     }
-    (((w * scale).floor() as u32).max(1), ((h * scale).floor() as u32).max(1))
+    // A hair above the product, so that a scale of exactly `limit / w` gives `limit`.
+    (((w * scale + 1e-6).floor() as u32).max(1), ((h * scale + 1e-6).floor() as u32).max(1))
 }
 
 /// How a screenshot is encoded.
