@@ -120,8 +120,7 @@ impl ClientMessages {
         }
         self.pending.extend_from_slice(rest);
         let mut inputs = 0;
-        loop {
-            let Some(length) = message_length(&self.pending)? else { break };
+        while let Some(length) = message_length(&self.pending)? {
             let message: Vec<u8> = self.pending.drain(..length).collect();
             let input = matches!(message[0], KEY_EVENT | POINTER_EVENT | CLIENT_CUT_TEXT);
             if input && !control {

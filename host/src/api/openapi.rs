@@ -198,7 +198,10 @@ pub fn document() -> Value {
         "get": {
             "summary": "WebSocket: the desktop of the chat's workspace as RFB (VNC) in binary frames, for noVNC; watch only unless `control=true` (a take-over the model is told of)",
             "parameters": [{"name": "control", "in": "query", "required": false, "schema": {"type": "boolean"}}],
-            "responses": {"101": {"description": "Switching to the WebSocket protocol"}},
+            "responses": {
+                "101": {"description": "Switching to the WebSocket protocol"},
+                "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
         },
     }));
     let mut schemas = g.take_definitions(true);

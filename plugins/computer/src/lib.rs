@@ -100,7 +100,7 @@ fn required<T>(value: Option<T>, field: &str, action: &str) -> Result<T, ToolErr
 
 fn seconds(duration: Option<f64>, action: &str) -> Result<u32, ToolError> {
     let duration = required(duration, "duration", action)?;
-    if !duration.is_finite() || duration < 0.0 || duration > MAX_SECONDS {
+    if !duration.is_finite() || !(0.0..=MAX_SECONDS).contains(&duration) {
         return Err(ToolError::InvalidArguments(format!(
             "`duration` is in seconds, from 0 to {MAX_SECONDS}; wait several times for longer"
         )));

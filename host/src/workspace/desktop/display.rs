@@ -236,7 +236,7 @@ fn layout(setup: &xproto::Setup, screen: &xproto::Screen) -> Result<Layout> {
     }
     let offset = |mask: u32| -> Result<usize> {
         let shift = mask.trailing_zeros() as usize;
-        if mask >> shift != 0xff || shift % 8 != 0 {
+        if mask >> shift != 0xff || !shift.is_multiple_of(8) {
             return Err("the desktop's X server uses a colour layout this server cannot read".into());
         }
         let byte = shift / 8;
