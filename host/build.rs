@@ -2,6 +2,10 @@
 //! wasm32-wasip2, in the same workspace, so that `cargo build` and `cargo test` build host and
 //! plugins in one step. The bundled plugins are embedded in the binary; the fixtures are only
 //! used by tests (their folder is exported as `TOOLHOST_WASM_DIR`).
+//!
+//! Then the browser app (web/): its npm packages installed from the lock file when they are
+//! missing or older than it, type-checked and bundled by Vite into `OUT_DIR/web`, which the
+//! binary embeds (`TOOLHOST_WEB_DIR`).
 
 // A build script reports failure by panicking, with the message cargo shows.
 #![allow(clippy::expect_used)]
@@ -36,6 +40,49 @@ fn main() {
     build_plugins(&workspace, &target_dir);
     let out = target_dir.join(WASM_TARGET).join(PROFILE);
     println!("cargo:rustc-env=TOOLHOST_WASM_DIR={}", out.display());
+    let web_out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("web");
+    build_web_app(&workspace.join("web"), &web_out);
+    println!("cargo:rustc-env=TOOLHOST_WEB_DIR={}", web_out.display());
+}
+
+/// The files of web/ whose change rebuilds the app.
+const WEB_SOURCES: &[&str] =
+    &["src", "index.html", "package.json", "package-lock.json", "tsconfig.json", "vite.config.ts"];
+
+fn build_web_app(web: &Path, out: &Path) {
+    for source in WEB_SOURCES {
+        println!("cargo:rerun-if-changed={}", web.join(source).display());
+    }
+    let installed = web.join("node_modules/.package-lock.json");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if modified(&installed) < modified(&web.join("package-lock.json")) {
+        npm(web, &["ci".as_ref(), "--no-audit".as_ref(), "--no-fund".as_ref()]);
+    }
+    npm(
+        web,
+        &[
+            "run".as_ref(),
+            "build".as_ref(),
+            "--".as_ref(),
+            "--outDir".as_ref(),
+            out.as_os_str(),
+            "--emptyOutDir".as_ref(),
+        ],
+    );
+}
+
+/// Runs npm in `web` with `args`.
+fn npm(web: &Path, args: &[&std::ffi::OsStr]) {
+    let status = Command::new("npm").current_dir(web).args(args).status().unwrap_or_else(|e| {
+        panic!("the web app is built with Node.js and npm, which cannot be run ({e}); run `bash .ci/system-deps`, which installs them")
+    });
+    if !status.success() {
+        panic!(
+            "`npm {}` in {} failed (see the errors above)",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            web.display()
+        );
+    }
 }
 
 /// Installs the wasm32-wasip2 standard library with rustup when it is missing.

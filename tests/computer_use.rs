@@ -4,7 +4,7 @@
 //! Anthropic's own computer tool with the scaled display size and carry the screenshots as
 //! image blocks in tool results; speaking OpenAI, `computer` is a function and each screenshot
 //! follows its tool message as a user image part. The desktop WebSocket: RFB for the owner, 404
-//! for anyone else.
+//! for anyone else, and a take-over the next agent is told of.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -12,10 +12,9 @@ mod support;
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::rfb::Viewer;
 use support::{Backend, TestServer, fake_llm, tool_results};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use toolhost::catalog::{ModelInput, NewProvider};
 use toolhost::domain::{ComputerTool, ProviderKind};
 use toolhost::store::Source;
@@ -61,9 +60,14 @@ async fn server_with_computer_use_model(kind: ProviderKind) -> TestServer {
 
 /// The root chat's script: spawn the agent, wait for it (by the id the spawn returned), end.
 fn root_script(server: &TestServer) {
-    let spawn = json!({"prompt": CHILD_PROMPT, "title": "typist"}).to_string();
+    root_script_for(server, ROOT_PROMPT, CHILD_PROMPT);
+}
+
+/// The script of a root chat saying `root_prompt`, which spawns an agent told `child_prompt`.
+fn root_script_for(server: &TestServer, root_prompt: &str, child_prompt: &str) {
+    let spawn = json!({"prompt": child_prompt, "title": "typist"}).to_string();
     server.llm.script_for(
-        ROOT_PROMPT,
+        root_prompt,
         [
             fake_llm::tool_calls(&[("root-1", "spawn_computer_use_agent", &spawn)]),
             fake_llm::computed(|request| {
@@ -86,13 +90,19 @@ fn anthropic_computer(id: &str, input: Value) -> fake_llm::Script {
 async fn run_root_chat(server: &TestServer) -> (String, String) {
     let token = server.user("alice", false).await;
     let workspace = server.ready_workspace(&token, "desk", json!({})).await;
-    let body = json!({"content": [{"type": "text", "text": ROOT_PROMPT}], "workspace_id": workspace["id"]});
-    let (status, chat) = server.post(&token, "/api/v1/chats", body).await;
+    let id = run_root_chat_on(server, &token, workspace["id"].as_str().unwrap(), ROOT_PROMPT).await;
+    (token, id)
+}
+
+/// Runs a root chat saying `prompt` on the workspace until it waits: its id.
+async fn run_root_chat_on(server: &TestServer, token: &str, workspace_id: &str, prompt: &str) -> String {
+    let body = json!({"content": [{"type": "text", "text": prompt}], "workspace_id": workspace_id});
+    let (status, chat) = server.post(token, "/api/v1/chats", body).await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{chat}");
     let id = chat["id"].as_str().unwrap().to_string();
     let mut root = Value::Null;
     for _ in 0..600 {
-        let (_, now) = server.get(&token, &format!("/api/v1/chats/{id}")).await;
+        let (_, now) = server.get(token, &format!("/api/v1/chats/{id}")).await;
         if now["status"] == "waiting" || now["status"] == "error" {
             root = now;
             break;
@@ -100,7 +110,7 @@ async fn run_root_chat(server: &TestServer) -> (String, String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(root["status"], "waiting", "{root}");
-    (token, id)
+    id
 }
 
 fn requests_of_the_agent(server: &TestServer) -> Vec<Value> {
@@ -119,6 +129,11 @@ async fn the_report_reached_the_root(server: &TestServer, root: &str) {
     assert!(waited.1.contains(REPORT), "wait_agent returned the agent's report: {waited:?}");
     let spawned = results.iter().find(|(name, _, _)| name == "spawn_computer_use_agent").unwrap();
     assert!(!spawned.2, "{spawned:?}");
+    let root_request = server.llm.requests().into_iter().find(|r| r.to_string().contains(ROOT_PROMPT)).unwrap();
+    assert!(
+        root_request.to_string().contains("\"spawn_computer_use_agent\""),
+        "with a model marked for computer use, root chats are offered the agent on a desktop"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,59 +208,38 @@ async fn speaking_openai_computer_is_a_function_and_screenshots_follow_as_user_i
 
     // The desktop WebSocket: the RFB handshake, and a framebuffer update, for the owner.
     let child = server.store.children(&root).await.unwrap().into_iter().next().unwrap();
-    let mut socket = desktop_socket(&server, &token, &child.id).await.unwrap();
-    let version = next_binary(&mut socket).await;
-    assert!(version.starts_with(b"RFB 003."), "{version:?}");
-    socket.send(WsMessage::Binary(b"RFB 003.008\n".to_vec().into())).await.unwrap();
-    let security = next_binary(&mut socket).await;
-    assert!(security.len() >= 2 && security[1..].contains(&1), "security type None offered: {security:?}");
-    socket.send(WsMessage::Binary(vec![1u8].into())).await.unwrap();
-    let mut received = next_binary(&mut socket).await;
-    while received.len() < 4 {
-        received.extend(next_binary(&mut socket).await);
-    }
-    assert_eq!(&received[..4], &[0, 0, 0, 0], "security result OK");
-    socket.send(WsMessage::Binary(vec![1u8].into())).await.unwrap(); // ClientInit: shared
-    let mut init = received[4..].to_vec();
-    while init.len() < 24 {
-        init.extend(next_binary(&mut socket).await);
-    }
-    let (width, height) = (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]));
-    assert_eq!((width, height), (1920, 1200), "ServerInit names the real display");
-    let update_request = [3u8, 0, 0, 0, 0, 0, 0, 16, 0, 16];
-    socket.send(WsMessage::Binary(update_request.to_vec().into())).await.unwrap();
-    let mut update = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while update.is_empty() && tokio::time::Instant::now() < deadline {
-        update.extend(next_binary(&mut socket).await);
-    }
-    assert_eq!(update.first(), Some(&0), "a FramebufferUpdate arrives");
-
+    let mut watcher = Viewer::connect(&server.base, &token, &child.id, false).await.unwrap();
+    assert_eq!((watcher.width, watcher.height), (1920, 1200), "ServerInit names the real display");
+    assert_eq!(watcher.framebuffer_update().await, 0, "a FramebufferUpdate arrives");
     let mallory = server.user("mallory", false).await;
-    let refused = desktop_socket(&server, &mallory, &child.id).await.unwrap_err();
+    let refused = Viewer::connect(&server.base, &mallory, &child.id, false).await.err().unwrap();
     assert!(refused.contains("404"), "another user's chat does not exist for them: {refused}");
-    drop(socket);
+
+    // A watcher's input goes nowhere; a take-over moves the pointer, and the next agent on the
+    // desktop is told of it in its first `computer` result, which shows the pointer where the
+    // person left it.
+    watcher.point(100, 100, 0).await;
+    let mut controller = Viewer::connect(&server.base, &token, &child.id, true).await.unwrap();
+    controller.point(600, 300, 0).await;
+    assert_eq!(controller.framebuffer_update().await, 0);
+    const SECOND_ROOT: &str = "ROOT: look again";
+    const SECOND_CHILD: &str = "SECOND CHILD: where is the pointer";
+    root_script_for(&server, SECOND_ROOT, SECOND_CHILD);
+    server.llm.script_for(
+        SECOND_CHILD,
+        [fake_llm::tool_calls(&[("cu-3", "computer", r#"{"action": "cursor_position"}"#)]), fake_llm::text(REPORT)],
+    );
+    let workspace = server.store.chat(&root).await.unwrap().unwrap().workspace_id.unwrap();
+    let second = run_root_chat_on(&server, &token, &workspace, SECOND_ROOT).await;
+    let agent = server.store.children(&second).await.unwrap().into_iter().next().unwrap();
+    let results = tool_results(&server.store.messages(&agent.id, 0).await.unwrap());
+    let (_, told, failed) = results.iter().find(|(name, _, _)| name == "computer").unwrap();
+    assert!(!failed, "{told}");
+    assert!(told.contains("a person used this desktop"), "the take-over is in the result: {told}");
+    let (x, y) = Scaling::of_display(1920, 1200).to_model(600, 300);
+    assert!(told.contains(&format!("X={x}, Y={y}")), "the pointer is where the person left it: {told}");
+    drop((watcher, controller));
     server.finish().await;
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn desktop_socket(server: &TestServer, token: &str, chat: &str) -> Result<Socket, String> {
-    let url = server.url(&format!("/api/v1/chats/{chat}/desktop")).replace("http://", "ws://");
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket).map_err(|e| e.to_string())
-}
-
-async fn next_binary(socket: &mut Socket) -> Vec<u8> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-            Ok(Some(Ok(WsMessage::Binary(bytes)))) => return bytes.to_vec(),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no RFB from the desktop: {other:?}"),
-        }
-    }
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

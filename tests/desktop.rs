@@ -239,7 +239,7 @@ async fn the_vnc_server_listens_on_no_tcp_port_and_the_desktop_ends_with_its_wor
         .collect();
     assert_eq!(servers.len(), 1, "one X server for the workspace");
     assert_eq!(tcp_listeners_of(servers[0]), Vec::<String>::new(), "no TCP port in the X server's own namespace");
-    assert!(desk.desktop.vnc_socket().exists(), "the VNC server listens on its Unix socket");
+    assert!(desk.desktop.connect_viewer().is_ok(), "the VNC server listens on its Unix socket");
     let reach = desk
         .run("for port in 5900 5901 6000; do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && echo reached $port; done; echo checked")
         .await;
@@ -259,4 +259,31 @@ async fn the_vnc_server_listens_on_no_tcp_port_and_the_desktop_ends_with_its_wor
     assert!(!desk.desktop.alive());
     let error = desk.desktop.screenshot(Format::Png, None).await.unwrap_err();
     assert!(matches!(error, WorkspaceError::Failed(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_reaches_the_desktop_only_through_sockets_its_own_processes_serve() {
+    let desk = WithDesktop::start(640, 480).await;
+    // A workspace command sees the X socket's folder read-only: it can connect, not replace.
+    let tampered = desk
+        .run("rm -f /tmp/.X11-unix/X0 2>&1; ln -sf /run/postgresql/.s.PGSQL.5432 /tmp/.X11-unix/X0 2>&1; test -S /tmp/.X11-unix/X0 && echo still a socket")
+        .await;
+    assert!(tampered.contains("Read-only file system") && tampered.contains("still a socket"), "{tampered}");
+    assert!(desk.desktop.screenshot(Format::Png, None).await.is_ok());
+
+    // Should a process in the desktop's own sandbox replace the VNC socket (its X server
+    // taken over), the host refuses both a link to a socket of the host's and a socket of
+    // the host's in its place.
+    let vnc = desk._data.path().join("workspaces/.desktops").join(&desk.workspace.id).join("vnc/rfb");
+    let hosts = tempfile::tempdir().unwrap();
+    let host_socket = hosts.path().join("service.sock");
+    let _service = std::os::unix::net::UnixListener::bind(&host_socket).unwrap();
+    std::fs::remove_file(&vnc).unwrap();
+    std::os::unix::fs::symlink(&host_socket, &vnc).unwrap();
+    let error = desk.desktop.connect_viewer().unwrap_err().to_string();
+    assert!(error.contains("not a socket"), "{error}");
+    std::fs::remove_file(&vnc).unwrap();
+    let _in_its_place = std::os::unix::net::UnixListener::bind(&vnc).unwrap();
+    let error = desk.desktop.connect_viewer().unwrap_err().to_string();
+    assert!(error.contains("not the desktop's"), "{error}");
 }

@@ -381,7 +381,11 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
     assert!(reason("empty.wasm").contains("not a tool component"), "{}", reason("empty.wasm"));
     assert!(reason("core.wasm").contains("not a valid WebAssembly component"), "{}", reason("core.wasm"));
     let loaded: Vec<&str> = runtime.plugins().map(|p| p.name.as_str()).collect();
-    assert_eq!(loaded, ["files", "workspaces", "shell", "subagents", "computer"], "only the bundled plugins are loaded");
+    assert_eq!(
+        loaded,
+        ["files", "workspaces", "shell", "subagents", "computer"],
+        "only the bundled plugins are loaded"
+    );
 }
 
 #[tokio::test]

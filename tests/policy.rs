@@ -178,17 +178,13 @@ async fn under_the_default_policy_a_subagent_is_not_told_of_root_only_tools_and_
         "root chats call it, and learn which setting it needs: {root_results:?}"
     );
     let root_tools = offered_tools(&server.llm.requests()[0]);
-    for tool in [
-        "create_workspace",
-        "spawn_agent",
-        "wait_agent",
-        "spawn_computer_use_agent",
-        "list_templates",
-        "read_file",
-        "execute",
-    ] {
+    for tool in ["create_workspace", "spawn_agent", "wait_agent", "list_templates", "read_file", "execute"] {
         assert!(root_tools.iter().any(|t| t == tool), "root chats are told of {tool}: {root_tools:?}");
     }
+    assert!(
+        !root_tools.iter().any(|t| t == "spawn_computer_use_agent"),
+        "with no model marked for computer use, the agent on a desktop is not offered: {root_tools:?}"
+    );
 
     server.llm.script([fake_llm::tool_calls(&[("c2", "create_workspace", "{}")]), fake_llm::text("I may not.")]);
     let child = subagent_chat(&server, &root, "make a workspace").await;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use client::{Collector, Received, assert_exactly_once, assistant_message, create_chat, messages, parts, shown};
 use serde_json::json;
 use support::fake_llm::{self, FakeLlm};
+use support::rfb::Viewer;
 use support::{Backend, TestDatabase};
 use tempfile::TempDir;
 use toolhost::store::{ChatStatus, Store};
@@ -328,7 +329,8 @@ async fn sigterm_of_the_running_replica_hands_the_chat_to_another_at_once() {
 async fn cutting_the_notice_connections_loses_nothing() {
     let cluster = Cluster::new(2).await;
     let llm = FakeLlm::start().await;
-    let answer = words(40);
+    // Long enough to be under way once B has started (it compiles the bundled plugins first).
+    let answer = words(150);
     llm.script([fake_llm::slow_text(&answer, Duration::from_millis(60)), fake_llm::text("The second answer.")]);
     let (a, _, b, chat) = cluster.run_on_a_then_start_b(&llm, "first question").await;
     let on_b = Collector::sse(&b.base, &cluster.token, &chat, None).await;
@@ -441,6 +443,12 @@ async fn relay_endpoints_refuse_callers_without_a_fresh_signature_of_the_deploym
     for (what, request) in refused {
         assert_eq!(request.send().await.unwrap().status(), 401, "{what} is refused");
     }
+    // The desktop's relay endpoint too; a signature for watching does not open control.
+    let watch = toolhost::relay::desktop::desktop_path("w1", false);
+    let control = a.url(&toolhost::relay::desktop::desktop_path("w1", true));
+    assert_eq!(client.get(a.url(&watch)).send().await.unwrap().status(), 401);
+    let watch_signature = toolhost::relay::sign(&secret, &watch, now);
+    assert_eq!(client.get(&control).header(header, watch_signature).send().await.unwrap().status(), 401);
     let replica = client.get(&url).header(header, toolhost::relay::sign(&secret, &path, now)).send().await.unwrap();
     assert_eq!(replica.status(), 200);
     assert_eq!(replica.headers()["content-type"], "text/event-stream");
@@ -449,8 +457,9 @@ async fn relay_endpoints_refuse_callers_without_a_fresh_signature_of_the_deploym
 }
 
 /// A chat whose workspace lives on A's disk, started through B: only A's replicas run it, so
-/// its tool reads A's files; B refuses to manage a workspace it does not hold; and once A is
-/// gone for good, its workspace is stopped with the reason.
+/// its tool reads A's files; B refuses to manage a workspace it does not hold, but carries a
+/// viewer of its desktop to A; and once A is gone for good, its workspace is stopped with the
+/// reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_it_came_through() {
     let cluster = Cluster::new(2).await;
@@ -493,6 +502,12 @@ async fn a_chat_whose_workspace_lives_on_one_node_runs_there_whichever_replica_i
         post(&b.base, &cluster.token, &format!("/api/v1/workspaces/{workspace_id}/stop"), json!({})).await;
     assert_eq!(status, 409, "{refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("lives on another host"), "{refused}");
+
+    // The chat's desktop, asked of B, is carried to A, which starts and serves it.
+    let mut viewer = Viewer::connect(&b.base, &cluster.token, &chat, false).await.unwrap();
+    assert_eq!((viewer.width, viewer.height), (1280, 800), "ServerInit of the desktop on A");
+    assert_eq!(viewer.framebuffer_update().await, 0, "a FramebufferUpdate arrives through B");
+    drop(viewer);
 
     a.kill();
     let deadline = Instant::now() + Duration::from_secs(40);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::accounts::Accounts;
 use crate::agents::AgentService;
 use crate::api::{ApiLimits, AppState, Lifecycle};
 use crate::catalog::{Catalog, seed};
@@ -56,6 +57,7 @@ pub struct App {
     pub policy: Arc<PolicyEngine>,
     pub workspaces: Arc<WorkspaceService>,
     pub agents: Arc<AgentService>,
+    pub accounts: Arc<Accounts>,
     pub worker_settings: WorkerSettings,
     /// What replicas sharing this deployment's secret key show each other.
     relay_token: String,
@@ -101,8 +103,11 @@ impl App {
             heartbeat: std::time::Duration::from_secs(config.replicas.stale_after_secs) / 3,
             ..WorkerSettings::default()
         });
+        let session_length = std::time::Duration::from_secs(config.api.session_days.max(1) * 24 * 3600);
+        let accounts = Accounts::new(store.clone(), session_length);
         Ok(App {
             config: config.clone(),
+            accounts,
             store,
             chats,
             runtime,
@@ -143,6 +148,8 @@ impl App {
             workspaces: self.workspaces.clone(),
             lifecycle,
             relay: None,
+            accounts: self.accounts.clone(),
+            secure_cookies: self.config.api.secure_cookies,
         }
     }
 

@@ -164,11 +164,16 @@ pub struct ApiConfig {
     /// Longest a SIGTERM takes: the worker hands its chats back, streams get their `shutdown`
     /// event and close, and the process exits, at most this long after the signal.
     pub shutdown_timeout_secs: u64,
+    /// How long a browser stays signed in.
+    pub session_days: u64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only): set it when people reach the
+    /// server through HTTPS, as they should from anywhere but this machine.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { max_message_kib: 256, shutdown_timeout_secs: 10 }
+        ApiConfig { max_message_kib: 256, shutdown_timeout_secs: 10, session_days: 14, secure_cookies: false }
     }
 }
 

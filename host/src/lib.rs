@@ -18,8 +18,11 @@
 //! - [`policy`]: the admin's tool policy (Cedar): which tools a chat sees, which capabilities a call uses.
 //! - [`workspace`]: templates, workspaces and their lifecycle, sandboxed commands, git watch.
 //! - [`agents`]: subagents: child chats spawned, awaited, messaged and closed by their parents.
+//! - [`accounts`]: signing in: passwords, browser sessions, limits on attempts.
+//! - [`web`]: the browser app, built into the binary and served at `/`.
 //! - [`cli`]: the `toolhost` commands.
 
+pub mod accounts;
 pub mod agents;
 pub mod api;
 pub mod app;
@@ -36,4 +39,5 @@ pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod workspace;

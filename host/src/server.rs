@@ -38,7 +38,8 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
     let closing = lifecycle.closing.clone();
     let mut server = tokio::spawn(
-        axum::serve(listener, api::router(state))
+        // The client's address is known to handlers (sign-in attempts are limited by it).
+        axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { closing.cancelled().await })
             .into_future(),
     );

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod rfb;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -263,7 +264,8 @@ impl TestServerBuilder {
         let stop_worker = CancellationToken::new();
         let worker_task = Some(tokio::spawn(worker.run(stop_worker.clone())));
         let task = tokio::spawn(async move {
-            axum::serve(listener, api::router(state)).await.unwrap();
+            let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
         });
         TestServer {
             base: format!("http://{address}"),
@@ -364,6 +366,12 @@ impl TestServer {
 
     pub async fn get(&self, token: &str, path: &str) -> (reqwest::StatusCode, Value) {
         let response = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> (reqwest::StatusCode, Value) {
+        let response = self.http.delete(self.url(path)).bearer_auth(token).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -19,7 +19,7 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_toolhost"));
         command.arg("--data-dir").arg(&self.data_dir).env_remove("DATABASE_URL").env_remove("TOOLHOST_CONFIG");
         if let Some(file) = &self.config_file {

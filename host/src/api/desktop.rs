@@ -6,17 +6,26 @@
 //! The viewer watches; with `?control=true` it may also take over (keyboard, pointer,
 //! clipboard), and the model is told in its next `computer` result. Without it, the viewer's
 //! input messages are dropped on the way, so a watcher never moves the model's pointer.
+//!
+//! Any replica answers: one that does not hold the workspace carries the frames to one that
+//! does (see `relay::desktop`), which filters them as here.
+
+use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message as RelayedMessage;
 
 use super::auth::Caller;
 use super::chats::owned;
 use super::{ApiError, AppState};
+use crate::relay::desktop::{DesktopRelayError, RemoteDesktop};
+use crate::store::Workspace;
 use crate::workspace::desktop::Desktop;
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,20 +51,57 @@ pub async fn connect(
             "this chat has no workspace, so it has no desktop; create a workspace in the chat first",
         )
     })?;
-    let desktop = state.workspaces.desktop(&workspace).await?;
-    let vnc = tokio::net::UnixStream::connect(desktop.vnc_socket()).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "desktop_failed",
-            format!("the desktop's VNC server cannot be reached: {e}"),
-        )
-    })?;
-    tracing::info!(chat_id = %chat.id, workspace_id = %workspace.id, control = query.control, "desktop viewer connected");
-    Ok(upgrade.on_upgrade(move |socket| relay(socket, vnc, desktop, query.control)))
+    let opened = open(&state, &workspace, query.control).await?;
+    tracing::info!(chat_id = %chat.id, workspace_id = %workspace.id, control = query.control, relayed = matches!(opened, Opened::Elsewhere(_)), "desktop viewer connected");
+    Ok(upgrade.on_upgrade(move |socket| opened.carry(socket)))
+}
+
+/// Where a viewer's frames go.
+pub enum Opened {
+    /// To the desktop's VNC server, on this replica.
+    Here { desktop: Arc<Desktop>, vnc: tokio::net::UnixStream, control: bool },
+    /// To a replica on the workspace's node, which hosts the desktop (boxed: a TLS stream is
+    /// large).
+    Elsewhere(Box<RemoteDesktop>),
+}
+
+/// Opens the workspace's desktop for a viewer: here if the workspace lives here (starting the
+/// desktop if need be), else through a replica where it lives.
+async fn open(state: &AppState, workspace: &Workspace, control: bool) -> Result<Opened, ApiError> {
+    if let Some(relay) = &state.relay
+        && !state.workspaces.lives_here(workspace)
+    {
+        return relay.dial_desktop(workspace, control).await.map(|host| Opened::Elsewhere(Box::new(host))).map_err(
+            |e| match e {
+                DesktopRelayError::NoReplica(m) => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "desktop_unreachable", m)
+                }
+                DesktopRelayError::Failed(m) => ApiError::new(StatusCode::BAD_GATEWAY, "desktop_unreachable", m),
+            },
+        );
+    }
+    open_here(state, workspace, control).await
+}
+
+/// Opens the desktop of a workspace that lives here.
+pub async fn open_here(state: &AppState, workspace: &Workspace, control: bool) -> Result<Opened, ApiError> {
+    let desktop = state.workspaces.desktop(workspace).await?;
+    let vnc = desktop.connect_viewer()?;
+    Ok(Opened::Here { desktop, vnc, control })
+}
+
+impl Opened {
+    /// Carries the viewer's frames until either side closes.
+    pub async fn carry(self, socket: WebSocket) {
+        match self {
+            Opened::Here { desktop, vnc, control } => relay(socket, vnc, desktop, control).await,
+            Opened::Elsewhere(host) => relay_through(socket, *host).await,
+        }
+    }
 }
 
 /// Carries RFB both ways until either side closes.
-async fn relay(mut socket: WebSocket, vnc: tokio::net::UnixStream, desktop: std::sync::Arc<Desktop>, control: bool) {
+async fn relay(mut socket: WebSocket, vnc: tokio::net::UnixStream, desktop: Arc<Desktop>, control: bool) {
     let (mut from_vnc, mut to_vnc) = vnc.into_split();
     let mut viewer = ClientMessages::default();
     let mut buffer = vec![0u8; 64 * 1024];
@@ -89,6 +135,35 @@ async fn relay(mut socket: WebSocket, vnc: tokio::net::UnixStream, desktop: std:
         }
     }
     let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+/// Carries the frames between a viewer and the replica hosting the desktop, which filters
+/// them as for its own viewers.
+async fn relay_through(mut socket: WebSocket, mut host: RemoteDesktop) {
+    loop {
+        tokio::select! {
+            from_host = host.next() => match from_host {
+                Some(Ok(RelayedMessage::Binary(bytes))) => {
+                    if socket.send(WsMessage::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(RelayedMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            from_viewer = socket.recv() => match from_viewer {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    if host.send(RelayedMessage::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(WsMessage::Close(None)).await;
+    let _ = host.close(None).await;
 }
 
 /// Reads the viewer's side of RFB, message by message, so that input can be told apart (and

@@ -19,11 +19,13 @@ pub struct ApiError {
     pub message: String,
     /// Structured detail a client can act on (e.g. the problems of a refused policy).
     pub details: Option<serde_json::Value>,
+    /// When to try again, for a refusal that says (`Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: None }
+        ApiError { status, code, message: message.into(), details: None, retry_after_secs: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -49,7 +51,11 @@ impl IntoResponse for ApiError {
         if let Some(details) = self.details {
             body["error"]["details"] = details;
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -11,8 +11,10 @@ mod openapi;
 mod policy;
 mod prompts;
 mod relay;
+mod sessions;
 mod stream;
 mod usage;
+mod web_app;
 mod workspaces;
 
 pub use error::ApiError;
@@ -38,6 +40,10 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// The relay to the other replicas (PostgreSQL `serve` only).
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// Signing in from a browser.
+    pub accounts: Arc<crate::accounts::Accounts>,
+    /// Whether the session cookie is sent over HTTPS only.
+    pub secure_cookies: bool,
 }
 
 /// Where the server is in its shutdown.
@@ -101,13 +107,19 @@ pub fn router(state: AppState) -> Router {
         .route("/workspaces/{id}/stop", post(workspaces::stop))
         .route("/chats/{id}/git/watch", get(git_watch::watch))
         .route("/chats/{id}/desktop", get(desktop::connect))
-        .route("/chats/{id}/children", get(chats::children));
+        .route("/chats/{id}/children", get(chats::children))
+        .route("/auth/sign-in", post(sessions::sign_in))
+        .route("/auth/sign-out", post(sessions::sign_out))
+        .route("/auth/session", get(sessions::session))
+        .route("/users/me/tokens", get(sessions::list_tokens).post(sessions::create_token))
+        .route("/users/me/tokens/{id}", delete(sessions::revoke_token));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)
         .route("/internal/v1/chats/{id}/stream", get(relay::stream))
-        .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
+        .route("/internal/v1/workspaces/{id}/desktop/{mode}", get(relay::desktop))
+        .fallback(web_app::page)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)

@@ -10,6 +10,7 @@ use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
 use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, VersionText, Versions};
 use super::prompts::Prompt;
+use super::sessions::{CreatedToken, NewToken, SessionView, SignIn, TokenList};
 use super::usage::UsageReport;
 use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
 use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
@@ -135,6 +136,32 @@ pub fn document() -> Value {
         "get": operation("The caller's own prompt", json!({"200": ok::<Prompt>(&mut g, "The prompt")})),
         "put": with_body(operation("Set the caller's own prompt", json!({"200": ok::<Prompt>(&mut g, "The prompt")})), body::<Prompt>(&mut g)),
     }));
+    let mut sign_in = with_body(
+        operation(
+            "Sign in with a name and password: sets the session cookie (HttpOnly, SameSite=Strict); send the returned csrf_token in X-CSRF-Token with every request that changes something (10 attempts a minute per name)",
+            json!({"200": ok::<SessionView>(&mut g, "The session")}),
+        ),
+        body::<SignIn>(&mut g),
+    );
+    sign_in["security"] = json!([]);
+    paths.insert("/auth/sign-in".into(), json!({"post": sign_in}));
+    paths.insert("/auth/sign-out".into(), json!({
+        "post": operation("End the browser's session (the cookie goes too)", json!({"204": {"description": "Signed out"}})),
+    }));
+    paths.insert("/auth/session".into(), json!({
+        "get": operation("The browser's session, with its CSRF token", json!({"200": ok::<SessionView>(&mut g, "The session")})),
+    }));
+    paths.insert("/users/me/tokens".into(), json!({
+        "get": operation("The caller's API tokens (never the tokens themselves)", json!({"200": ok::<TokenList>(&mut g, "The tokens")})),
+        "post": with_body(operation("Create an API token for the caller: shown this once", json!({"201": ok::<CreatedToken>(&mut g, "The token")})), body::<NewToken>(&mut g)),
+    }));
+    paths.insert(
+        "/users/me/tokens/{id}".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "delete": operation("Revoke one of the caller's API tokens", json!({"204": {"description": "Revoked"}})),
+        }),
+    );
     paths.insert("/policy".into(), json!({
         "get": operation("The tool policy in force, and its schema (admins)", json!({"200": ok::<PolicyView>(&mut g, "The policy")})),
         "put": with_body(operation("Replace the tool policy (admins): validated first; 422 with line-precise `details.problems` when invalid, leaving the policy in force untouched", json!({"200": ok::<Saved>(&mut g, "The new version and its warnings")})), body::<NewPolicy>(&mut g)),

@@ -1,8 +1,9 @@
 //! The endpoints replicas call on each other (under `/internal/v1`), authenticated by the
 //! deployment's relay token (see `relay`), never by a user's.
 
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -48,4 +49,29 @@ pub async fn stream(
     let events = chat_events(&state, &id, after, Snapshot::Marked).await?;
     let events = until_shutdown(events, state.lifecycle.closing.clone(), Some(after));
     respond(&state, request, events).await
+}
+
+/// `GET /internal/v1/workspaces/{id}/desktop/{watch|control}` (WebSocket): the desktop of a
+/// workspace that lives here, for a viewer another replica carries (see `relay::desktop`); the
+/// mode is part of the signed path.
+pub async fn desktop(
+    State(state): State<AppState>,
+    Path((id, mode)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    // Who calls is checked first: a caller without a signature learns nothing more.
+    authenticate(&state, uri.path(), &headers)?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::bad_request(format!("{}; this endpoint is a WebSocket", e.body_text())))?;
+    let control = match mode.as_str() {
+        "watch" => false,
+        "control" => true,
+        _ => return Err(ApiError::not_found(format!("no desktop mode `{mode}`: `watch` or `control`"))),
+    };
+    let workspace = state.workspaces.get(&id).await?;
+    let opened = super::desktop::open_here(&state, &workspace, control).await?;
+    tracing::info!(workspace_id = %workspace.id, control, "relayed desktop viewer connected");
+    Ok(upgrade.on_upgrade(move |socket| opened.carry(socket)))
 }

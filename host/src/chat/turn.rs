@@ -11,9 +11,9 @@ use super::compaction::{self, Compaction, Outcome, View};
 use super::events::{DiscardReason, EventBody, PartDelta};
 use super::run::{Run, RunContext, Stop};
 use crate::catalog::Resolved;
-use crate::domain::ChatKind;
 use crate::domain::Role;
 use crate::domain::parts::{CompactionTrigger, ImageData, MessagePart};
+use crate::domain::{ChatKind, SPAWN_COMPUTER_USE_AGENT};
 use crate::llm::retry::{Attempted, GaveUp, stream_with_retry};
 use crate::llm::{
     ErrorKind, FinishReason, LlmError, ModelRequest, NativeComputer, StreamEvent, Usage, keep_recent_images,
@@ -280,6 +280,7 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
     // appended here instead of reading the history again at every step.
     let mut history = store.messages(&chat.id, 0).await?;
     answer_calls_cut_off_by_a_restart(run, &principal, &mut history).await?;
+    let unservable = unservable_tools(run).await;
     for step_number in 0..run.context.max_steps {
         if step_number == 0 && chat.kind == ChatKind::Root && history.len() == 1 {
             super::title::spawn(
@@ -293,7 +294,8 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
         // which tools the model is told about.
         let policy = run.services().policy.refresh().await?;
         let visible = policy.rules.visible_tools(&principal);
-        let tools = run.services().runtime.tools().filter(|t| visible.contains(&t.name)).cloned().collect();
+        let offered = |name: &String| visible.contains(name) && !unservable.contains(name.as_str());
+        let tools = run.services().runtime.tools().filter(|t| offered(&t.name)).cloned().collect();
         let request = ModelRequest { tools, ..base.clone() };
         let step = step_with_compaction(run, &model, &request, &mut history).await?;
         let finish = step.finish;
@@ -461,8 +463,6 @@ async fn step_with_compaction(
     })
 }
 
-/// One model call, streamed to clients, tried again on failures worth retrying. Returns the
-/// finished step; on a failure that ends the turn, what was streamed is stored once.
 /// Anthropic's own computer tool, for models that take it, with the chat's desktop as the model
 /// sees it (none without a workspace: the `computer` tool then stays a function).
 async fn native_computer(run: &Run<'_>, model: &Resolved) -> Option<NativeComputer> {
@@ -473,6 +473,20 @@ async fn native_computer(run: &Run<'_>, model: &Resolved) -> Option<NativeComput
     Some(NativeComputer { tool, display_width: view.model_width, display_height: view.model_height })
 }
 
+/// Tools the policy may show that this server cannot serve, kept from the model (a call made
+/// all the same still gets the tool's own explanation): an agent on a desktop needs a model
+/// marked for computer use and a server that runs desktops.
+async fn unservable_tools(run: &Run<'_>) -> BTreeSet<&'static str> {
+    let services = run.services();
+    let mut unservable = BTreeSet::new();
+    if services.workspaces.desktop_problem().is_some() || services.catalog.computer_use_model().await.is_err() {
+        unservable.insert(SPAWN_COMPUTER_USE_AGENT);
+    }
+    unservable
+}
+
+/// One model call, streamed to clients, tried again on failures worth retrying. Returns the
+/// finished step; on a failure that ends the turn, what was streamed is stored once.
 async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) -> Result<Step, Stop> {
     let store = &run.services().chats.store;
     keep_recent_images(&mut request.messages, run.services().workspaces.desktops().config.keep_screenshots);

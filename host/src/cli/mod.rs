@@ -85,7 +85,14 @@ pub enum UsersCommand {
         /// Let the user manage server-wide settings.
         #[arg(long)]
         admin: bool,
+        /// Give the user a password to sign in to the web app with (asked for on the terminal,
+        /// or read as the first line of standard input).
+        #[arg(long)]
+        password: bool,
     },
+    /// Set a user's password (asked for, or read from standard input); their browsers are
+    /// signed out.
+    SetPassword { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,20 +252,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("toolhost: the database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Users(UsersCommand::Create { name, admin }) => {
+        Command::Users(UsersCommand::Create { name, admin, password }) => {
+            let hash = match password.then(|| read_password(&name)).transpose() {
+                Ok(hash) => hash,
+                Err(why) => return refuse(why),
+            };
             let store = crate::app::open_store(&Config::load(&overrides)?).await?;
             match store.create_user(&name, admin).await {
                 Ok(user) => {
+                    if let Some(hash) = &hash {
+                        store.set_password_hash(&user.id, Some(hash)).await?;
+                    }
                     println!("{}", serde_json::to_string(&user)?);
                     eprintln!(
-                        "toolhost: created {} `{name}`; create a token with `toolhost tokens create {name}`",
-                        if admin { "admin" } else { "user" }
+                        "toolhost: created {} `{name}`; {}",
+                        if admin { "admin" } else { "user" },
+                        if hash.is_some() {
+                            "they sign in to the web app with their password"
+                        } else {
+                            "give them a password with `toolhost users set-password NAME`, or a token with `toolhost tokens create NAME`"
+                        }
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(crate::store::StoreError::Conflict(message)) => refuse(message),
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::Users(UsersCommand::SetPassword { name }) => {
+            let store = crate::app::open_store(&Config::load(&overrides)?).await?;
+            let Some(user) = store.find_user(&name).await? else {
+                return refuse(format!(
+                    "there is no user `{name}`; create one with `toolhost users create {name} --password`"
+                ));
+            };
+            let hash = match read_password(&name) {
+                Ok(hash) => hash,
+                Err(why) => return refuse(why),
+            };
+            store.set_password_hash(&user.id, Some(&hash)).await?;
+            store.end_sessions_of(&user.id).await?;
+            eprintln!("toolhost: `{name}` has a new password; their browsers were signed out");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Tokens(TokensCommand::Create { user, label }) => {
             let store = crate::app::open_store(&Config::load(&overrides)?).await?;
@@ -270,6 +305,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads a password for `name` (twice on a terminal, else the first line of standard input)
+/// and hashes it; the error says what was wrong.
+fn read_password(name: &str) -> Result<String, String> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {name}: ")).map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    crate::accounts::hash_password(&password).map_err(|why| format!("{why}; nothing was changed"))
 }
 
 /// Prints `message` as the one-line reason and returns the exit code for a refused request.

@@ -8,4 +8,4 @@ mod tools;
 
 pub use chat::{ChatKind, ChatStatus, ProviderKind, Role};
 pub use parts::{CompactionTrigger, ImageData, MessagePart};
-pub use tools::{ComputerTool, ToolAnnotations, ToolInfo};
+pub use tools::{ComputerTool, SPAWN_COMPUTER_USE_AGENT, ToolAnnotations, ToolInfo};

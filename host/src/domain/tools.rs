@@ -21,6 +21,10 @@ pub struct ToolInfo {
     pub annotations: ToolAnnotations,
 }
 
+/// The bundled `subagents` plugin's tool that starts an agent on the workspace's desktop,
+/// which the host offers only where such an agent can run (see `chat::turn`).
+pub const SPAWN_COMPUTER_USE_AGENT: &str = "spawn_computer_use_agent";
+
 /// Anthropic's computer-use tool versions: which one a model takes is a per-model setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ComputerTool {

@@ -11,10 +11,13 @@
 //! - **Live parts** (`follow`): a replica with subscribers of a chat that another replica runs
 //!   keeps one connection to that replica's relay stream and republishes its events, with their
 //!   numbers, into its own channel for the chat, which its subscribers read as usual.
+//! - **Desktops** (`desktop`): a viewer of a desktop that runs on another node is carried to a
+//!   replica there.
 //!
 //! Replicas trust each other by a token derived from the sealing key they share; a user's
 //! token is never forwarded.
 
+pub mod desktop;
 mod follow;
 mod notify;
 

@@ -56,6 +56,9 @@ pub trait Backend: Send + Sync {
     /// the files are elsewhere.
     fn files_root(&self, workspace: &Workspace) -> Option<WorkspaceRoot>;
 
+    /// Why this backend runs no desktops, if it does not.
+    fn desktop_problem(&self) -> Option<String>;
+
     /// Lays out fresh folders for the workspace's desktop (an earlier X server's sockets go),
     /// or says why this backend runs no desktops.
     fn prepare_desktop(&self, workspace: &Workspace) -> Result<Folders, WorkspaceError>;
@@ -77,6 +80,9 @@ pub trait RunningCommand: Send {
     fn signal(&mut self, signal: rustix::process::Signal) -> BoxFuture<'_, ()>;
     /// Waits (briefly) for the last of its output; what was kept.
     fn finish_output(&mut self) -> BoxFuture<'_, Output>;
+    /// The host's id of its first process (the sandbox's), while it runs: every process of
+    /// the command runs below it.
+    fn pid(&self) -> Option<u32>;
 }
 
 impl RunningCommand for Running {
@@ -94,6 +100,10 @@ impl RunningCommand for Running {
 
     fn finish_output(&mut self) -> BoxFuture<'_, Output> {
         Box::pin(Running::finish_output(self))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
@@ -254,11 +264,19 @@ impl Backend for LocalBackend {
         Some(Folders { x11: base.join("x11"), vnc: base.join("vnc") })
     }
 
-    fn prepare_desktop(&self, workspace: &Workspace) -> Result<Folders, WorkspaceError> {
-        if self.sandbox()?.mode() != SandboxMode::Bubblewrap {
-            return Err(WorkspaceError::Failed(
+    fn desktop_problem(&self) -> Option<String> {
+        match &self.sandbox {
+            Err(why) => Some(why.clone()),
+            Ok(sandbox) if sandbox.mode() != SandboxMode::Bubblewrap => Some(
                 "desktops run only in the bubblewrap sandbox (each needs a /tmp of its own); this server runs commands unsandboxed".into(),
-            ));
+            ),
+            Ok(_) => None,
+        }
+    }
+
+    fn prepare_desktop(&self, workspace: &Workspace) -> Result<Folders, WorkspaceError> {
+        if let Some(why) = self.desktop_problem() {
+            return Err(WorkspaceError::Failed(why));
         }
         let folders = self
             .desktop_folders(&workspace.id)

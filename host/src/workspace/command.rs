@@ -22,12 +22,16 @@ pub struct CommandSpec {
     pub binds: Vec<Bind>,
 }
 
-/// A host folder seen inside the sandbox at `inside`, read-write. The server opens it, so the
-/// command's user needs no way to it through the data directory.
+/// A host folder seen inside the sandbox at `inside`. The server opens it, so the command's
+/// user needs no way to it through the data directory.
 #[derive(Clone, Debug)]
 pub struct Bind {
     pub host: std::path::PathBuf,
     pub inside: String,
+    /// Whether the command may change what is in it. Sockets in a read-only folder can still
+    /// be connected to: that is how commands reach the desktop's X server without being able
+    /// to put something else in its place.
+    pub writable: bool,
 }
 
 /// How a finished command ended.

@@ -398,16 +398,22 @@ impl WorkspaceService {
         self.get(id).await
     }
 
+    /// Whether the workspace's processes and files are on this server's node.
+    pub fn lives_here(&self, workspace: &Workspace) -> bool {
+        workspace.node_id.as_deref().is_none_or(|node| node == self.node_id)
+    }
+
     /// A workspace's processes and files are on its node: another node's server refuses to
     /// start, stop or delete it, rather than act on a disk that does not hold it.
     pub(crate) fn on_this_node(&self, workspace: &Workspace) -> Result<(), WorkspaceError> {
-        match workspace.node_id.as_deref() {
-            Some(node) if node != self.node_id => Err(WorkspaceError::Conflict(format!(
-                "workspace `{}` lives on another host ({node}); send this to a replica running there",
-                workspace.name
-            ))),
-            _ => Ok(()),
+        if self.lives_here(workspace) {
+            return Ok(());
         }
+        Err(WorkspaceError::Conflict(format!(
+            "workspace `{}` lives on another host ({}); send this to a replica running there",
+            workspace.name,
+            workspace.node_id.as_deref().unwrap_or_default()
+        )))
     }
 
     /// The token that stops a workspace's commands when it stops.

@@ -157,9 +157,6 @@ fn to_wit(error: ServiceError) -> AgentError {
         ServiceError::Invalid(m) => AgentError::Invalid(m),
         ServiceError::Limit(m) => AgentError::Limit(m),
         ServiceError::Failed(m) => AgentError::Failed(m),
-        ServiceError::Store(e) => {
-            tracing::error!(error = %e, "agents store error");
-            AgentError::Failed("the server could not reach its database; try again".into())
-        }
+        ServiceError::Store(e) => AgentError::Failed(super::database_failed(&e, "agents")),
     }
 }

@@ -190,9 +190,6 @@ fn to_wit(error: WorkspaceError) -> DesktopError {
         WorkspaceError::Denied(m) => DesktopError::Denied(m),
         WorkspaceError::NotReady(m) => DesktopError::NotReady(m),
         WorkspaceError::NotFound(m) | WorkspaceError::Conflict(m) | WorkspaceError::Failed(m) => DesktopError::Failed(m),
-        WorkspaceError::Store(e) => {
-            tracing::error!(error = %e, "workspace store error");
-            DesktopError::Failed("the server could not reach its database; try again".into())
-        }
+        WorkspaceError::Store(e) => DesktopError::Failed(super::database_failed(&e, "desktop")),
     }
 }

@@ -85,6 +85,13 @@ capabilities! {
 /// of the policy for each command in a workspace whose template allows the network.
 pub const NETWORK: &str = "network";
 
+/// What a plugin is told when the database failed a capability's call; the error itself goes
+/// to the operator's log.
+fn database_failed(error: &crate::store::StoreError, capability: &str) -> String {
+    tracing::error!(error = %error, capability, "a capability's database call failed");
+    "the server could not reach its database; try again".into()
+}
+
 /// Every capability the policy decides on: the interfaces and [`NETWORK`].
 pub fn governed() -> impl Iterator<Item = &'static str> {
     PROVIDED.iter().copied().chain(std::iter::once(NETWORK))

@@ -184,9 +184,6 @@ fn to_wit(error: WorkspaceError) -> ExecError {
         WorkspaceError::Denied(m) => ExecError::Denied(m),
         WorkspaceError::NotReady(m) => ExecError::NotReady(m),
         WorkspaceError::Conflict(m) | WorkspaceError::Failed(m) => ExecError::Failed(m),
-        WorkspaceError::Store(e) => {
-            tracing::error!(error = %e, "workspace store error");
-            ExecError::Failed("the server could not reach its database; try again".into())
-        }
+        WorkspaceError::Store(e) => ExecError::Failed(super::database_failed(&e, "workspace-exec")),
     }
 }

@@ -129,10 +129,7 @@ fn to_wit(error: service::WorkspaceError) -> WorkspaceError {
         E::Invalid(m) => WorkspaceError::InvalidParameters(m),
         E::Denied(m) => WorkspaceError::Denied(m),
         E::NotReady(m) | E::Conflict(m) | E::Failed(m) => WorkspaceError::Failed(m),
-        E::Store(e) => {
-            tracing::error!(error = %e, "workspace store error");
-            WorkspaceError::Failed("the server could not reach its database; try again".into())
-        }
+        E::Store(e) => WorkspaceError::Failed(super::database_failed(&e, "workspaces")),
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat, ImageOrder};
@@ -64,9 +63,8 @@ fn x_error(e: impl std::fmt::Display) -> String {
 }
 
 impl Display {
-    /// Connects to the X server listening at `socket`.
-    pub fn connect(socket: &Path) -> Result<Display> {
-        let stream = UnixStream::connect(socket).map_err(|e| format!("cannot reach the desktop's X server: {e}"))?;
+    /// Speaks X over `stream`, connected to the desktop's X server (see `socket::connect`).
+    pub fn connect(stream: UnixStream) -> Result<Display> {
         let (stream, _) = DefaultStream::from_unix_stream(stream).map_err(x_error)?;
         let connection = RustConnection::connect_to_stream(stream, 0).map_err(x_error)?;
         if connection.extension_information(xtest::X11_EXTENSION_NAME).map_err(x_error)?.is_none() {

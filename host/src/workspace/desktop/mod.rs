@@ -7,12 +7,14 @@
 //!
 //! The host drives the desktop over the X protocol (see `display`): screenshots and input in
 //! the model's coordinates, which `picture` maps to the real display. The VNC server listens
-//! on a Unix socket only, in a folder no workspace command sees; `Desktop::vnc_socket` is
-//! where the host's desktop endpoint connects.
+//! on a Unix socket only, in a folder no workspace command sees; `Desktop::connect_viewer` is
+//! how the host's desktop endpoint reaches it. The host connects to either socket only through
+//! `socket::connect`, which refuses one the desktop's processes do not serve.
 
 pub mod display;
 pub mod keys;
 pub mod picture;
+pub mod socket;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -138,6 +140,8 @@ pub struct Desktop {
     pub scaling: Scaling,
     display: Arc<Mutex<Display>>,
     vnc_socket: PathBuf,
+    /// The first process of the desktop's sandbox, below which its X server runs.
+    sandbox_pid: u32,
     settle: Duration,
     last_input: Mutex<Option<Instant>>,
     /// Cancelled when the X server has ended.
@@ -168,6 +172,7 @@ impl Desktop {
         workspace_id: &str,
         display: Display,
         folders: &Folders,
+        sandbox_pid: u32,
         settle: Duration,
         started_in: Duration,
     ) -> Desktop {
@@ -176,6 +181,7 @@ impl Desktop {
             scaling: Scaling::of_display(display.width, display.height),
             display: Arc::new(Mutex::new(display)),
             vnc_socket: folders.vnc_socket(),
+            sandbox_pid,
             settle,
             last_input: Mutex::new(None),
             ended: CancellationToken::new(),
@@ -188,9 +194,15 @@ impl Desktop {
         !self.ended.is_cancelled()
     }
 
-    /// The VNC server's socket on the host.
-    pub fn vnc_socket(&self) -> &std::path::Path {
-        &self.vnc_socket
+    /// A connection to the VNC server, for a person's viewer.
+    pub fn connect_viewer(&self) -> Result<tokio::net::UnixStream, WorkspaceError> {
+        let unreachable = |why: String| {
+            tracing::warn!(workspace_id = %self.workspace_id, %why, "the desktop's VNC server cannot be reached");
+            WorkspaceError::Failed(format!("the desktop's VNC server cannot be reached: {why}"))
+        };
+        let stream = socket::connect(&self.vnc_socket, self.sandbox_pid).map_err(unreachable)?;
+        stream.set_nonblocking(true).map_err(|e| unreachable(e.to_string()))?;
+        tokio::net::UnixStream::from_std(stream).map_err(|e| unreachable(e.to_string()))
     }
 
     /// Runs `work` on the X connection, on a blocking thread.

@@ -149,7 +149,7 @@ impl Sandbox {
         let binds = spec
             .binds
             .iter()
-            .map(|bind| open(&bind.host).map(|fd| (fd, bind.inside.clone())))
+            .map(|bind| open(&bind.host).map(|fd| (fd, bind.inside.clone(), bind.writable)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Handed { files: open(&mounts.files)?, home: open(&mounts.home)?, seccomp, binds })
     }
@@ -195,8 +195,9 @@ impl Sandbox {
         command.args([bind, &handed.files.as_raw_fd().to_string(), WORKSPACE_MOUNT]);
         command.args([bind, &handed.home.as_raw_fd().to_string(), HOME_MOUNT]);
         // After the private /tmp, so that folders bound below it stay visible.
-        for (folder, inside) in &handed.binds {
-            command.args(["--bind-fd", &folder.as_raw_fd().to_string(), inside]);
+        for (folder, inside, writable) in &handed.binds {
+            let how = if *writable { "--bind-fd" } else { "--ro-bind-fd" };
+            command.args([how, &folder.as_raw_fd().to_string(), inside]);
         }
         command.args(["--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--hostname", "workspace"]);
         if let Some(handshake) = network {
@@ -234,14 +235,14 @@ pub(super) struct Handed {
     pub(super) home: std::os::fd::OwnedFd,
     pub(super) seccomp: Vec<std::os::fd::OwnedFd>,
     /// Host folders and where they appear inside.
-    pub(super) binds: Vec<(std::os::fd::OwnedFd, String)>,
+    pub(super) binds: Vec<(std::os::fd::OwnedFd, String, bool)>,
 }
 
 impl Handed {
     pub(super) fn into_vec(self) -> Vec<std::os::fd::OwnedFd> {
         let mut all = vec![self.files, self.home];
         all.extend(self.seccomp);
-        all.extend(self.binds.into_iter().map(|(fd, _)| fd));
+        all.extend(self.binds.into_iter().map(|(fd, _, _)| fd));
         all
     }
 }

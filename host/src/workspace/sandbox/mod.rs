@@ -47,6 +47,7 @@ use bwrap::*;
 pub use limits::CommandLimits;
 use limits::*;
 pub use output::Running;
+pub use usage::descends_from;
 use usage::*;
 
 /// The only environment the helpers the server starts (bubblewrap, slirp4netns, `ip`,

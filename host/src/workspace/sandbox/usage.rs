@@ -28,11 +28,7 @@ pub(super) fn descendants(root: u32) -> Vec<u32> {
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            // The parent is the second field after the command name, which is in parentheses
-            // and may itself contain spaces.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            if let Some(ppid) = parent_of(pid) {
                 parents.push((pid, ppid));
             }
         }
@@ -46,4 +42,29 @@ pub(super) fn descendants(root: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The parent is the second field after the command name, which is in parentheses and may
+    // itself contain spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether process `pid` is `root` or runs below it.
+pub fn descends_from(pid: u32, root: u32) -> bool {
+    let mut current = pid;
+    // A chain of parents is short; the bound only guards against a /proc read racing exits.
+    for _ in 0..256 {
+        if current == root {
+            return true;
+        }
+        match parent_of(current) {
+            Some(parent) if parent > 0 && parent != current => current = parent,
+            _ => return false,
+        }
+    }
+    false
 }

@@ -1,0 +1,146 @@
+// A chat's live stream (Server-Sent Events from GET /api/v1/chats/{id}/stream), folded into
+// what the chat view shows: stored messages, the parts of the step being streamed, status and
+// queue.
+//
+// Every numbered event moves the cursor; a reconnect (the browser's own, which sends the last
+// id as Last-Event-ID, or ours after a shutdown notice or a lag) resumes after it, and the
+// server sends each later event exactly once. A stored message completes the step whose parts
+// were streamed: they are dropped when it arrives, so nothing is shown twice.
+
+import { signal } from "@preact/signals";
+import type { ChatStatus, Message, QueuedMessage } from "./api";
+
+/** A part of the step being streamed, as its deltas have built it so far. */
+export type LivePart =
+  | { kind: "text"; text: string }
+  | { kind: "reasoning"; text: string }
+  | { kind: "tool_call"; tool_call_id: string; tool_name: string; args: string };
+
+type PartDelta =
+  | { kind: "text"; index: number; text: string }
+  | { kind: "reasoning"; index: number; text: string }
+  | { kind: "tool_call"; index: number; tool_call_id: string | null; tool_name: string | null; args_delta: string };
+
+export type Connection = "connecting" | "live" | "reconnecting";
+
+/** Longest wait between attempts to reach a server that went away. */
+const MAX_BACKOFF_MS = 10_000;
+
+export class ChatStream {
+  readonly messages = signal<Message[]>([]);
+  readonly parts = signal<LivePart[]>([]);
+  readonly status = signal<ChatStatus>("waiting");
+  readonly lastError = signal<string | null>(null);
+  readonly queue = signal<QueuedMessage[]>([]);
+  readonly notice = signal<string | null>(null);
+  readonly connection = signal<Connection>("connecting");
+
+  private cursor = 0;
+  private source: EventSource | null = null;
+  private backoff = 500;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private closed = false;
+
+  constructor(readonly chatId: string) {
+    this.open();
+  }
+
+  /** Everything again from the start (after an edit dropped later messages). */
+  restart() {
+    this.messages.value = [];
+    this.parts.value = [];
+    this.cursor = 0;
+    this.reopen(0);
+  }
+
+  close() {
+    this.closed = true;
+    this.source?.close();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
+
+  private open() {
+    const source = new EventSource(`/api/v1/chats/${encodeURIComponent(this.chatId)}/stream?after=${this.cursor}`);
+    this.source = source;
+    const on = (type: string, handle: (data: any) => void) =>
+      source.addEventListener(type, (event) => {
+        const message = event as MessageEvent<string>;
+        if (message.lastEventId) this.cursor = Math.max(this.cursor, Number(message.lastEventId));
+        handle(JSON.parse(message.data));
+      });
+    source.onopen = () => {
+      this.connection.value = "live";
+      this.backoff = 500;
+    };
+    on("status", (e) => {
+      this.status.value = e.status;
+      this.lastError.value = e.last_error ?? null;
+      if (e.status !== "running") this.notice.value = null;
+    });
+    on("message", (e) => this.addMessage(e.message));
+    on("message_part", (e) => this.addDelta(e.part));
+    on("queue_update", (e) => (this.queue.value = e.queued_messages));
+    on("discard", () => (this.parts.value = []));
+    on("retry", (e) => {
+      if (e.discarded_output) this.parts.value = [];
+      this.notice.value = `The model failed (${e.error}); trying again (attempt ${e.attempt}).`;
+    });
+    on("compacting", () => (this.notice.value = "Summarizing the older history…"));
+    on("shutdown", () => this.reopen(1000));
+    // The server's own `error` event (a lagging reader is told to reconnect) and the
+    // browser's connection error share the name: only the first has data.
+    source.addEventListener("error", (event) => {
+      const data = (event as MessageEvent<string>).data;
+      if (data) {
+        this.lastError.value = JSON.parse(data).message;
+        this.reopen(0);
+        return;
+      }
+      this.connection.value = "reconnecting";
+      // The browser tries again by itself unless the server refused the stream outright.
+      if (source.readyState === EventSource.CLOSED) this.reopen(this.nextBackoff());
+    });
+  }
+
+  private nextBackoff() {
+    const wait = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    return wait;
+  }
+
+  private reopen(afterMs: number) {
+    this.source?.close();
+    this.connection.value = "reconnecting";
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (!this.closed) this.open();
+    }, afterMs);
+  }
+
+  private addMessage(message: Message) {
+    this.cursor = Math.max(this.cursor, message.seq);
+    if (!this.messages.value.some((m) => m.id === message.id)) {
+      this.messages.value = [...this.messages.value, message];
+    }
+    // The message completes the step its parts were streamed in.
+    if (message.role !== "user") this.parts.value = [];
+  }
+
+  private addDelta(delta: PartDelta) {
+    const parts = [...this.parts.value];
+    const current = parts[delta.index];
+    if (delta.kind === "tool_call") {
+      const call = current?.kind === "tool_call" ? current : { kind: "tool_call" as const, tool_call_id: "", tool_name: "", args: "" };
+      parts[delta.index] = {
+        ...call,
+        tool_call_id: delta.tool_call_id ?? call.tool_call_id,
+        tool_name: delta.tool_name ?? call.tool_name,
+        args: call.args + delta.args_delta,
+      };
+    } else {
+      const text = current && current.kind === delta.kind ? current.text : "";
+      parts[delta.index] = { kind: delta.kind, text: text + delta.text };
+    }
+    this.parts.value = parts;
+  }
+}
