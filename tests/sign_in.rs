@@ -186,7 +186,7 @@ async fn a_members_cookie_opens_no_admin_api_and_no_websocket_from_another_site(
         }
         tokio_tungstenite::connect_async(request)
     };
-    let foreign = open(Some("https://evil.example")).await.err().expect("refused");
+    let foreign = open(Some("https://evil.example")).await.expect_err("refused");
     assert!(foreign.to_string().contains("403"), "{foreign}");
     let own = open(Some(&server.base)).await;
     assert!(own.is_ok(), "the server's own page opens it: {:?}", own.err());

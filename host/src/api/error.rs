@@ -18,9 +18,10 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// Structured detail a client can act on (e.g. the problems of a refused policy).
-    pub details: Option<serde_json::Value>,
+    /// (Boxed: errors travel in every handler's `Result`, and are rarely this rich.)
+    pub details: Option<Box<serde_json::Value>>,
     /// When to try again, for a refusal that says (`Retry-After`).
-    pub retry_after_secs: Option<u64>,
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -49,7 +50,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
         if let Some(details) = self.details {
-            body["error"]["details"] = details;
+            body["error"]["details"] = *details;
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
@@ -78,7 +79,7 @@ impl From<crate::policy::PolicyError> for ApiError {
             PolicyError::Invalid(invalid) => {
                 let details = json!({ "problems": invalid.problems });
                 ApiError {
-                    details: Some(details),
+                    details: Some(Box::new(details)),
                     ..ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_policy",

@@ -65,7 +65,7 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Result<
                 "the name or the password is wrong; an operator sets passwords with `toolhost users set-password NAME`",
             ),
             SignInError::TooMany { retry_after_secs } => ApiError {
-                retry_after_secs: Some(retry_after_secs),
+                retry_after_secs: Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", e.to_string())
             },
             SignInError::Invalid(m) => ApiError::bad_request(m),
@@ -101,6 +101,7 @@ fn set_cookie(response: &mut Response, value: &str) {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// What the token is for (shown in the list).
+    #[schemars(length(max = 100), regex(pattern = r"[^\s]"))]
     pub label: String,
 }
 
