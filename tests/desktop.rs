@@ -192,7 +192,8 @@ async fn hostile_input_and_programs_are_bounded_and_the_desktop_lives_on() {
     };
     let eaten = desk.service.run(&desk.workspace, spec, Duration::from_secs(60), false).await.unwrap();
     assert_ne!(eaten.exit_code, Some(0), "{}", eaten.output.text);
-    let spec = CommandSpec { command: ":(){ :|:& };: ; sleep 1; echo survived".into(), ..CommandSpec::default() };
+    // Long enough for the refused forks to be reported even on a busy machine.
+    let spec = CommandSpec { command: ":(){ :|:& };: ; sleep 3; echo survived".into(), ..CommandSpec::default() };
     let bomb = desk.service.run(&desk.workspace, spec, Duration::from_secs(20), false).await.unwrap();
     assert!(bomb.output.text.contains("Resource temporarily unavailable"), "{}", bomb.output.text);
     assert!(desk.desktop.alive());
