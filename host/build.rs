@@ -47,7 +47,7 @@ fn main() {
 
 /// The files of web/ whose change rebuilds the app.
 const WEB_SOURCES: &[&str] =
-    &["src", "index.html", "package.json", "package-lock.json", "tsconfig.json", "vite.config.ts"];
+    &["src", "public", "index.html", "package.json", "package-lock.json", "tsconfig.json", "vite.config.ts"];
 
 fn build_web_app(web: &Path, out: &Path) {
     for source in WEB_SOURCES {

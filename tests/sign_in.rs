@@ -169,6 +169,69 @@ async fn people_make_and_revoke_their_own_api_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_add_users_give_them_passwords_and_roles_and_revoke_their_tokens() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    with_password(&server, "root", true).await;
+    let member = server.user("mallory", false).await;
+    let admin = Browser::sign_in(&server, "root", PASSWORD).await.unwrap();
+    let post = |path: &'static str, body: Value| admin.send(reqwest::Method::POST, path, Some(body), true);
+
+    let (status, carol) = post("/api/v1/users", json!({"name": "carol", "password": "carol's passphrase"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{carol}");
+    assert_eq!(carol["is_admin"], false);
+    let carol_id = carol["id"].as_str().unwrap().to_string();
+    let carol_browser = Browser::sign_in(&server, "carol", "carol's passphrase").await.expect("carol signs in");
+    let (status, taken) = post("/api/v1/users", json!({"name": "carol"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let (status, short) = post("/api/v1/users", json!({"name": "dave", "password": "short"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{short}");
+    assert!(short["error"]["message"].as_str().unwrap().contains("at least 8"), "{short}");
+    assert!(server.store.find_user("dave").await.unwrap().is_none(), "a refused user is not half made");
+
+    let (status, listed) = admin.get("/api/v1/users").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let carol_row = listed["users"].as_array().unwrap().iter().find(|u| u["name"] == "carol").unwrap().clone();
+    assert_eq!((carol_row["has_password"].as_bool(), carol_row["tokens"].as_i64()), (Some(true), Some(0)), "{listed}");
+    let mallory_row = listed["users"].as_array().unwrap().iter().find(|u| u["name"] == "mallory").unwrap().clone();
+    assert_eq!((mallory_row["has_password"].as_bool(), mallory_row["tokens"].as_i64()), (Some(false), Some(1)));
+    assert!(!listed.to_string().contains("argon2"), "no password hash is ever shown: {listed}");
+
+    // A new password signs the user's browsers out; a role is given and taken.
+    let patch = |id: String, body: Value| {
+        let admin = &admin;
+        async move { admin.send(reqwest::Method::PATCH, &format!("/api/v1/users/{id}"), Some(body), true).await }
+    };
+    let (status, _) = patch(carol_id.clone(), json!({"password": "a brand new passphrase"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(carol_browser.get("/api/v1/chats").await.0, StatusCode::UNAUTHORIZED, "her old session ended");
+    assert!(Browser::sign_in(&server, "carol", "a brand new passphrase").await.is_ok());
+    let (status, promoted) = patch(carol_id.clone(), json!({"admin": true})).await;
+    assert_eq!((status, promoted["is_admin"].as_bool()), (StatusCode::OK, Some(true)), "{promoted}");
+    let root_id = server.store.find_user("root").await.unwrap().unwrap().id;
+    let (status, refused) = patch(root_id, json!({"admin": false})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("another admin"), "{refused}");
+    let (status, _) = patch("no-such-user".into(), json!({"admin": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A member's leaked token is stopped by an admin.
+    let mallory_id = mallory_row["id"].as_str().unwrap();
+    let (_, tokens) = admin.get(&format!("/api/v1/users/{mallory_id}/tokens")).await;
+    let token_id = tokens["tokens"][0]["id"].as_str().unwrap();
+    let revoke = format!("/api/v1/users/{mallory_id}/tokens/{token_id}");
+    assert_eq!(admin.send(reqwest::Method::DELETE, &revoke, None, true).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(server.get(&member, "/api/v1/chats").await.0, StatusCode::UNAUTHORIZED, "the revoked token opens nothing");
+
+    // Members reach none of it.
+    let alice = server.user("alice", false).await;
+    for path in ["/api/v1/users", &format!("/api/v1/users/{carol_id}/tokens")] {
+        assert_eq!(server.get(&alice, path).await.0, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(server.post(&alice, "/api/v1/users", json!({"name": "eve"})).await.0, StatusCode::FORBIDDEN);
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_cookie_opens_no_admin_api_and_no_websocket_from_another_site() {
     let server = TestServer::start(Backend::Sqlite).await;
     with_password(&server, "alice", false).await;

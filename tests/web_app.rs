@@ -1,8 +1,9 @@
 //! The web app in a real browser: the server (as `serve` builds it, the app's files built into
 //! it) with the fake model, and Debian's Chromium driven by Playwright through
 //! `web/tests/app.e2e.mjs`: sign in, stream, reload mid-stream, edit, queue and promote,
-//! interrupt, a tool call, a subagent, sign out. Screenshots land in
-//! `target/web-screenshots/`.
+//! interrupt, a tool call, a subagent, the git diff of a write, API tokens, a member kept out of
+//! administration, an admin's policy refused at its line then saved, explain, versions and
+//! restore, sign out. Screenshots land in `target/web-screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -16,6 +17,7 @@ use support::{Backend, TestServer, fake_llm};
 const STORY: &str = "Once upon a time a small agent read every file twice and wrote each answer once, and everyone who reloaded the page saw every word of it exactly one time. The end.";
 const AGAIN: &str = "The second telling is shorter.";
 const PASSWORD: &str = "correct horse battery staple";
+const ADMIN_PASSWORD: &str = "the admin's own long passphrase";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -44,15 +46,33 @@ fn script_the_model(server: &TestServer) {
         [fake_llm::tool_calls(&[("a1", "spawn_agent", &spawn)]), fake_llm::text("The helper is on it.")],
     );
     llm.script_for("CHILD:", [fake_llm::text("the helper's report")]);
+    llm.script_for(
+        "GIT:",
+        [
+            fake_llm::tool_calls(&[(
+                "g1",
+                "create_workspace",
+                r#"{"template_id": "starter", "parameters": {"project": "demo"}}"#,
+            )]),
+            fake_llm::tool_calls(&[("g2", "write_file", r#"{"path": "notes.txt", "content": "hello from the agent\n"}"#)]),
+            fake_llm::text("Notes written."),
+        ],
+    );
+}
+
+async fn with_password(server: &TestServer, name: &str, admin: bool, password: &str) {
+    server.user(name, admin).await;
+    let user = server.store.find_user(name).await.unwrap().unwrap();
+    let hash = toolhost::accounts::hash_password(password).unwrap();
+    server.store.set_password_hash(&user.id, Some(&hash)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_real_browser_a_person_signs_in_chats_steers_and_never_sees_a_word_twice() {
     let server = TestServer::start(Backend::Sqlite).await;
-    server.user("alice", false).await;
-    let alice = server.store.find_user("alice").await.unwrap().unwrap();
-    let hash = toolhost::accounts::hash_password(PASSWORD).unwrap();
-    server.store.set_password_hash(&alice.id, Some(&hash)).await.unwrap();
+    server.require_sandbox();
+    with_password(&server, "alice", false, PASSWORD).await;
+    with_password(&server, "root", true, ADMIN_PASSWORD).await;
     script_the_model(&server);
 
     let screenshots = workspace_root().join("target/web-screenshots");
@@ -61,6 +81,8 @@ async fn in_a_real_browser_a_person_signs_in_chats_steers_and_never_sees_a_word_
         .env("BASE_URL", &server.base)
         .env("NAME", "alice")
         .env("PASSWORD", PASSWORD)
+        .env("ADMIN_NAME", "root")
+        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("SCREENSHOTS", &screenshots)
         .env("STORY", STORY)
         .env("AGAIN", AGAIN)

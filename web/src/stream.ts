@@ -6,8 +6,11 @@
 // id as Last-Event-ID, or ours after a shutdown notice or a lag) resumes after it, and the
 // server sends each later event exactly once. A stored message completes the step whose parts
 // were streamed: they are dropped when it arrives, so nothing is shown twice.
+//
+// Events are applied in order, a frame's worth at a time: opening a chat replays its history
+// as one event per message, and drawing after each of a thousand would freeze the page.
 
-import { signal } from "@preact/signals";
+import { batch, signal } from "@preact/signals";
 import type { ChatStatus, Message, QueuedMessage } from "./api";
 
 /** A part of the step being streamed, as its deltas have built it so far. */
@@ -40,6 +43,14 @@ export class ChatStream {
   private backoff = 500;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
+  /** Every message shown, by id: a message is added once however often it is sent. */
+  private shown = new Set<number>();
+  /** Events received since the last frame, applied together by `flush`. */
+  private pending: (() => void)[] = [];
+  private flushScheduled = false;
+  /** During a flush: the lists being built, assigned to the signals once at its end. */
+  private nextMessages: Message[] | null = null;
+  private nextParts: LivePart[] | null = null;
 
   constructor(readonly chatId: string) {
     this.open();
@@ -47,8 +58,12 @@ export class ChatStream {
 
   /** Everything again from the start (after an edit dropped later messages). */
   restart() {
+    this.pending = [];
     this.messages.value = [];
     this.parts.value = [];
+    this.shown.clear();
+    this.nextMessages = null;
+    this.nextParts = null;
     this.cursor = 0;
     this.reopen(0);
   }
@@ -66,7 +81,8 @@ export class ChatStream {
       source.addEventListener(type, (event) => {
         const message = event as MessageEvent<string>;
         if (message.lastEventId) this.cursor = Math.max(this.cursor, Number(message.lastEventId));
-        handle(JSON.parse(message.data));
+        const data = JSON.parse(message.data);
+        this.enqueue(() => handle(data));
       });
     source.onopen = () => {
       this.connection.value = "live";
@@ -80,9 +96,9 @@ export class ChatStream {
     on("message", (e) => this.addMessage(e.message));
     on("message_part", (e) => this.addDelta(e.part));
     on("queue_update", (e) => (this.queue.value = e.queued_messages));
-    on("discard", () => (this.parts.value = []));
+    on("discard", () => (this.nextParts = []));
     on("retry", (e) => {
-      if (e.discarded_output) this.parts.value = [];
+      if (e.discarded_output) this.nextParts = [];
       this.notice.value = `The model failed (${e.error}); trying again (attempt ${e.attempt}).`;
     });
     on("compacting", () => (this.notice.value = "Summarizing the older history…"));
@@ -117,17 +133,54 @@ export class ChatStream {
     }, afterMs);
   }
 
+  private enqueue(apply: () => void) {
+    this.pending.push(apply);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // The next frame, or soon in a tab that draws no frames (hidden), so state stays current.
+    const timer = setTimeout(() => this.flush(), 100);
+    requestAnimationFrame(() => {
+      clearTimeout(timer);
+      this.flush();
+    });
+  }
+
+  private flush() {
+    if (!this.flushScheduled) return;
+    this.flushScheduled = false;
+    const work = this.pending;
+    this.pending = [];
+    batch(() => {
+      for (const apply of work) apply();
+      if (this.nextMessages) this.messages.value = this.nextMessages;
+      if (this.nextParts) this.parts.value = this.nextParts;
+      this.nextMessages = null;
+      this.nextParts = null;
+    });
+  }
+
+  private messagesDraft(): Message[] {
+    this.nextMessages ??= [...this.messages.value];
+    return this.nextMessages;
+  }
+
+  private partsDraft(): LivePart[] {
+    this.nextParts ??= [...this.parts.value];
+    return this.nextParts;
+  }
+
   private addMessage(message: Message) {
     this.cursor = Math.max(this.cursor, message.seq);
-    if (!this.messages.value.some((m) => m.id === message.id)) {
-      this.messages.value = [...this.messages.value, message];
+    if (!this.shown.has(message.id)) {
+      this.shown.add(message.id);
+      this.messagesDraft().push(message);
     }
     // The message completes the step its parts were streamed in.
-    if (message.role !== "user") this.parts.value = [];
+    if (message.role !== "user") this.nextParts = [];
   }
 
   private addDelta(delta: PartDelta) {
-    const parts = [...this.parts.value];
+    const parts = this.partsDraft();
     const current = parts[delta.index];
     if (delta.kind === "tool_call") {
       const call = current?.kind === "tool_call" ? current : { kind: "tool_call" as const, tool_call_id: "", tool_name: "", args: "" };
@@ -141,6 +194,5 @@ export class ChatStream {
       const text = current && current.kind === delta.kind ? current.text : "";
       parts[delta.index] = { kind: delta.kind, text: text + delta.text };
     }
-    this.parts.value = parts;
   }
 }

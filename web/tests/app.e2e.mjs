@@ -4,8 +4,8 @@
 // with its reason, and the Rust test fails with it. Screenshots of the main screens go to
 // $SCREENSHOTS.
 //
-// Environment: BASE_URL, NAME, PASSWORD, SCREENSHOTS, and the texts the script answers with
-// (STORY, AGAIN).
+// Environment: BASE_URL, NAME and PASSWORD (a member), ADMIN_NAME and ADMIN_PASSWORD, SCREENSHOTS,
+// and the texts the script answers with (STORY, AGAIN).
 
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -55,6 +55,34 @@ async function waitUntilWaiting() {
   });
 }
 
+async function signIn(name, password) {
+  await page.getByLabel("Name").fill(name);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+}
+
+async function signOut() {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("button", { name: "Sign in" }).waitFor();
+}
+
+/** What the API answers the page's own session (its cookie, and its CSRF token if it changes something). */
+async function fetchAsPage(method, path) {
+  return page.evaluate(
+    async ([method, path]) => {
+      const session = await (await fetch("/api/v1/auth/session")).json();
+      const response = await fetch(path, {
+        method,
+        headers: { "content-type": "application/json", "x-csrf-token": session.csrf_token },
+        body: method === "GET" ? undefined : JSON.stringify({ policy: "forbid (principal, action, resource);" }),
+      });
+      return { status: response.status, body: await response.json() };
+    },
+    [method, path],
+  );
+}
+
 await step("a wrong password is refused with the server's reason, the right one signs in", async () => {
   await page.goto(base);
   await page.getByLabel("Name").fill(process.env.NAME);
@@ -62,8 +90,7 @@ await step("a wrong password is refused with the server's reason, the right one 
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("alert").filter({ hasText: "the name or the password is wrong" }).waitFor();
   await page.screenshot({ path: `${screenshots}/sign-in.png` });
-  await page.getByLabel("Password").fill(process.env.PASSWORD);
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await signIn(process.env.NAME, process.env.PASSWORD);
   await composer().waitFor();
 });
 
@@ -146,9 +173,137 @@ await step("a subagent is a card that opens the child chat", async () => {
   await answers().filter({ hasText: "the helper's report" }).waitFor({ timeout: 30_000 });
 });
 
+await step("a file the agent writes shows in the workspace panel's git diff", async () => {
+  await startChat("GIT: start a project and take notes");
+  await waitUntilWaiting();
+  const toggle = page.getByRole("button", { name: "Workspace" });
+  if ((await toggle.getAttribute("aria-pressed")) !== "true") await toggle.click();
+  const panel = page.getByRole("complementary", { name: "Workspace" });
+  await panel.getByRole("status").filter({ hasText: "ready" }).waitFor({ timeout: 30_000 });
+  const diff = panel.getByLabel("diff of notes.txt");
+  await diff.waitFor({ timeout: 30_000 });
+  assert.match(await diff.innerText(), /\+hello from the agent/);
+  assert.match(await panel.locator(".changed-files").innerText(), /notes\.txt/);
+  await page.screenshot({ path: `${screenshots}/workspace-diff.png` });
+});
+
+await step("a member makes an API token, sees it once, and revokes it", async () => {
+  await page.getByRole("link", { name: "Settings and tokens" }).click();
+  const tokens = page.getByRole("region", { name: "API tokens" });
+  await tokens.getByLabel("What it is for").fill("deploy script");
+  await tokens.getByRole("button", { name: "Create token" }).click();
+  const shown = (await tokens.locator(".made-token code").innerText()).trim();
+  const whoami = await page.evaluate(
+    async (token) => (await fetch("/api/v1/chats", { headers: { authorization: `Bearer ${token}` }, credentials: "omit" })).status,
+    shown,
+  );
+  assert.equal(whoami, 200, "the new token works for scripts");
+  await tokens.getByRole("button", { name: "Revoke deploy script" }).click();
+  await tokens.getByRole("listitem").filter({ hasText: "deploy script" }).waitFor({ state: "detached" });
+  const after = await page.evaluate(
+    async (token) => (await fetch("/api/v1/chats", { headers: { authorization: `Bearer ${token}` }, credentials: "omit" })).status,
+    shown,
+  );
+  assert.equal(after, 401, "a revoked token no longer works");
+});
+
+await step("a member sees no admin pages, and the admin APIs answer 403", async () => {
+  const nav = page.getByRole("navigation", { name: "Chats" });
+  assert.equal(await nav.getByRole("link", { name: "Administration" }).count(), 0, "no admin link for a member");
+  await page.goto(`${base}/admin/policy`);
+  await page.getByRole("alert").filter({ hasText: "Administration is for admins" }).waitFor();
+  assert.equal(await page.getByLabel("Policy (Cedar)").count(), 0, "no policy editor");
+  for (const [method, path] of [
+    ["GET", "/api/v1/policy"],
+    ["PUT", "/api/v1/policy"],
+    ["POST", "/api/v1/policy/explain"],
+    ["GET", "/api/v1/providers"],
+    ["GET", "/api/v1/policy/audit"],
+  ]) {
+    const { status, body } = await fetchAsPage(method, path);
+    assert.equal(status, 403, `${method} ${path}: ${JSON.stringify(body)}`);
+    assert.ok(body.error?.message, `${method} ${path} says why`);
+  }
+  await signOut();
+});
+
+await step("an admin's invalid policy is refused with the problem at its line; a valid one is saved", async () => {
+  await signIn(process.env.ADMIN_NAME, process.env.ADMIN_PASSWORD);
+  await page.getByRole("link", { name: "Administration" }).click();
+  const editor = page.getByLabel("Policy (Cedar)");
+  await editor.waitFor();
+  const inForce = await editor.inputValue();
+  assert.match(inForce, /root-chats-use-every-tool-but-computer/, "the default policy is shown");
+  const broken = ['@id("broken")', 'permit (principal, action == Action::"see_tool", resource)', "when { principal.kind == };"].join("\n");
+  await editor.fill(broken);
+  await page.getByRole("button", { name: "Save" }).click();
+  const problems = page.getByRole("alert").filter({ hasText: "Not saved" });
+  await problems.waitFor();
+  assert.match(await problems.innerText(), /Line 3, column \d+/, "the problem is placed at its line");
+  assert.equal(await page.locator(".code-editor .gutter .bad").innerText(), "3", "the line is marked in the editor");
+  await page.screenshot({ path: `${screenshots}/policy-problem.png` });
+
+  const hidden = [
+    inForce.trimEnd(),
+    "",
+    '@id("subagents-do-not-read-files")',
+    'forbid (principal, action == Action::"see_tool", resource)',
+    'when { principal.kind == "subagent" && resource.name == "read_file" };',
+    "",
+  ].join("\n");
+  await editor.fill(hidden);
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("status").filter({ hasText: "Saved as version 1" }).waitFor();
+  assert.equal(await page.locator(".problems").count(), 0, "the problems are gone");
+});
+
+await step("explain shows the tool hidden for subagents and the rule that hid it", async () => {
+  const explain = page.getByRole("region", { name: "Explain" });
+  await explain.getByLabel("Kind of chat").selectOption("subagent");
+  await explain.getByRole("button", { name: "Explain" }).click();
+  const row = explain.locator('tr[data-tool="read_file"]');
+  await row.waitFor();
+  const cells = await row.locator("td").allInnerTexts();
+  assert.match(cells[2], /^no\b.*subagents-do-not-read-files/s, `read_file hidden by the new rule: ${cells}`);
+  const rootRow = explain.locator('tr[data-tool="write_file"] td').nth(2);
+  assert.match(await rootRow.innerText(), /^yes/, "other tools stay visible");
+  await page.screenshot({ path: `${screenshots}/policy-explain.png`, fullPage: true });
+});
+
+await step("the versions list the saved policy, and the built-in default is one click from restore", async () => {
+  const versions = page.getByRole("region", { name: "Policy versions" });
+  await versions.getByRole("button", { name: "Compare version 0" }).click();
+  const diff = versions.getByLabel("Differences");
+  await diff.waitFor();
+  assert.match(await diff.locator(".added").first().innerText(), /subagents-do-not-read-files/);
+  await versions.getByRole("button", { name: "Restore version 0" }).click();
+  await page.locator(".admin-policy header").filter({ hasText: "version 2" }).waitFor();
+  assert.doesNotMatch(await page.getByLabel("Policy (Cedar)").inputValue(), /subagents-do-not-read-files/);
+});
+
+await step("the other admin screens show the server's state", async () => {
+  const sections = page.getByRole("navigation", { name: "Administration sections" });
+  await sections.getByRole("link", { name: "Providers and models" }).click();
+  await page.getByRole("table", { name: "Models" }).getByRole("cell", { name: /test-model/ }).first().waitFor();
+  await page.screenshot({ path: `${screenshots}/admin-models.png` });
+  await sections.getByRole("link", { name: "Users" }).click();
+  const addUser = page.getByRole("form", { name: "Add a user" });
+  await addUser.getByLabel("Name").fill("carol");
+  await addUser.getByLabel("Password").fill("carol's own passphrase");
+  await addUser.getByRole("button", { name: "Add user" }).click();
+  const carol = page.getByRole("table", { name: "Users" }).getByRole("row").filter({ hasText: "carol" });
+  await carol.waitFor();
+  assert.match(await carol.innerText(), /member/);
+  await sections.getByRole("link", { name: "Plugins" }).click();
+  await page.getByRole("region", { name: "plugin files" }).waitFor();
+  await sections.getByRole("link", { name: "Templates" }).click();
+  await page.getByRole("table", { name: "Templates" }).getByRole("cell", { name: "starter", exact: true }).waitFor();
+  await sections.getByRole("link", { name: "Audit log" }).click();
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+});
+
 await step("signing out ends the session", async () => {
-  await page.getByRole("button", { name: "Sign out" }).click();
-  await page.getByRole("button", { name: "Sign in" }).waitFor();
+  await signOut();
   await page.reload();
   await page.getByRole("button", { name: "Sign in" }).waitFor();
 });

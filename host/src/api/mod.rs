@@ -14,6 +14,7 @@ mod relay;
 mod sessions;
 mod stream;
 mod usage;
+mod users;
 mod web_app;
 mod workspaces;
 
@@ -112,7 +113,11 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sign-out", post(sessions::sign_out))
         .route("/auth/session", get(sessions::session))
         .route("/users/me/tokens", get(sessions::list_tokens).post(sessions::create_token))
-        .route("/users/me/tokens/{id}", delete(sessions::revoke_token));
+        .route("/users/me/tokens/{id}", delete(sessions::revoke_token))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", patch(users::update))
+        .route("/users/{id}/tokens", get(users::tokens))
+        .route("/users/{id}/tokens/{token_id}", delete(users::revoke_token));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -10,8 +10,9 @@ use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
 use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, VersionText, Versions};
 use super::prompts::Prompt;
-use super::sessions::{CreatedToken, NewToken, SessionView, SignIn, TokenList};
+use super::sessions::{CreatedToken, NewToken, SessionView, SignIn, TokenList, UserView};
 use super::usage::UsageReport;
+use super::users::{NewUser, UserList, UserPatch};
 use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
 use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
 use crate::chat::events::{ChatEvent, WatchEvent};
@@ -160,6 +161,34 @@ pub fn document() -> Value {
         json!({
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
             "delete": operation("Revoke one of the caller's API tokens", json!({"204": {"description": "Revoked"}})),
+        }),
+    );
+    paths.insert("/users".into(), json!({
+        "get": operation("Every user, with whether they can sign in and how many tokens they hold (admins)", json!({"200": ok::<UserList>(&mut g, "The users")})),
+        "post": with_body(operation("Create a user, with a password to sign in with (admins); 409 when the name is taken", json!({"201": ok::<UserView>(&mut g, "The user")})), body::<NewUser>(&mut g)),
+    }));
+    paths.insert(
+        "/users/{id}".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "patch": with_body(operation("Change a user's role or password (admins): a new password signs their browsers out; 409 when admins take away their own role", json!({"200": ok::<UserView>(&mut g, "The user")})), body::<UserPatch>(&mut g)),
+        }),
+    );
+    paths.insert(
+        "/users/{id}/tokens".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "get": operation("A user's API tokens, never the tokens themselves (admins)", json!({"200": ok::<TokenList>(&mut g, "The tokens")})),
+        }),
+    );
+    paths.insert(
+        "/users/{id}/tokens/{token_id}".into(),
+        json!({
+            "parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "token_id", "in": "path", "required": true, "schema": {"type": "string"}}
+            ],
+            "delete": operation("Revoke a user's API token (admins)", json!({"204": {"description": "Revoked"}})),
         }),
     );
     paths.insert("/policy".into(), json!({

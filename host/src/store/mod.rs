@@ -19,7 +19,7 @@ pub use liveness::WorkerLock;
 pub use policy::{Denial, PolicyVersion};
 pub use replicas::Replica;
 pub use usage::{UsageFilter, UsageGroup, UsageGrouping, UsageTotals};
-pub use users::{Session, TokenInfo, User, hash_token};
+pub use users::{ListedUser, Session, TokenInfo, User, hash_token};
 pub use work::{MAX_QUEUED, TokenUsage};
 pub use workspaces::{NewWorkspace, Workspace, WorkspaceStatus};
 

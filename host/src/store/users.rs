@@ -36,12 +36,33 @@ pub struct TokenInfo {
     pub created_at: i64,
 }
 
+/// A user as admins see them in the list: never a password or a token.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ListedUser {
+    pub id: String,
+    pub name: String,
+    pub is_admin: bool,
+    /// They can sign in to the web app.
+    pub has_password: bool,
+    /// API tokens they hold.
+    pub tokens: i64,
+    pub created_at: i64,
+}
+
 /// A signed-in browser: who, and the token its state-changing requests must carry.
 #[derive(Clone, Debug)]
 pub struct Session {
     pub user: User,
     pub csrf_token: String,
     pub expires_at: i64,
+}
+
+/// A SQL boolean as either database returns it through `Any` (SQLite: an integer).
+fn flag(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<bool> {
+    Ok(match row.try_get::<bool, _>(column) {
+        Ok(value) => value,
+        Err(_) => row.try_get::<i64, _>(column)? != 0,
+    })
 }
 
 fn user_from(row: &sqlx::any::AnyRow) -> StoreResult<User> {
@@ -78,6 +99,38 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(user_from).transpose()
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> StoreResult<Vec<ListedUser>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.name, u.is_admin, u.password_hash IS NOT NULL AS has_password, u.created_at, \
+             (SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id) AS tokens FROM users u ORDER BY u.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ListedUser {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+                    has_password: flag(row, "has_password")?,
+                    tokens: row.try_get("tokens")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the user an admin or a member; false when there is no such user.
+    pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET is_admin = $1 WHERE id = $2")
+            .bind(i64::from(is_admin))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn count_users(&self) -> StoreResult<i64> {

@@ -1,11 +1,13 @@
 // One chat: its messages and the step being streamed, the queue, and the composer.
 
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, type Message, type MessagePart, type QueuedMessage } from "../api";
-import { chats } from "../chats";
+import { memo } from "preact/compat";
+import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api, type Chat, type Message, type MessagePart, type QueuedMessage } from "../api";
+import { chats, markSeen } from "../chats";
 import { ChatStream, type LivePart } from "../stream";
 import { Composer } from "./Composer";
 import { Markdown, Thinking, ToolCall } from "./Parts";
+import { WorkspacePanel } from "./Workspace";
 
 type ToolResult = Extract<MessagePart, { type: "tool-result" }>;
 
@@ -16,14 +18,22 @@ function textOf(content: MessagePart[]): string {
     .join("\n");
 }
 
-function UserMessage({ message, onEdit }: { message: Message; onEdit: (text: string) => Promise<void> }) {
+// Messages are drawn again only when they change: a streaming step redraws itself, not the
+// thousand messages above it.
+const UserMessage = memo(function UserMessage({
+  message,
+  onEdit,
+}: {
+  message: Message;
+  onEdit: (messageId: number, text: string) => Promise<void>;
+}) {
   const [editing, setEditing] = useState<string | null>(null);
   if (editing !== null) {
     return (
       <article class="message user editing" aria-label="your message, editing">
         <textarea aria-label="Edit your message" value={editing} onInput={(e) => setEditing(e.currentTarget.value)} />
         <div class="actions">
-          <button onClick={() => onEdit(editing).then(() => setEditing(null))}>Save and run again</button>
+          <button onClick={() => onEdit(message.id, editing).then(() => setEditing(null))}>Save and run again</button>
           <button class="link" onClick={() => setEditing(null)}>
             Cancel
           </button>
@@ -39,9 +49,15 @@ function UserMessage({ message, onEdit }: { message: Message; onEdit: (text: str
       </button>
     </article>
   );
-}
+});
 
-function AssistantMessage({ message, results }: { message: Message; results: Map<string, ToolResult> }) {
+const AssistantMessage = memo(function AssistantMessage({
+  message,
+  results,
+}: {
+  message: Message;
+  results: Map<string, ToolResult>;
+}) {
   return (
     <article class="message assistant" aria-label="answer">
       {message.content.map((part, i) => {
@@ -64,7 +80,7 @@ function AssistantMessage({ message, results }: { message: Message; results: Map
       )}
     </article>
   );
-}
+});
 
 function LiveStep({ parts }: { parts: LivePart[] }) {
   return (
@@ -107,6 +123,39 @@ function Queue({ chatId, queued }: { chatId: string; queued: QueuedMessage[] }) 
   );
 }
 
+/** The workspace a chat works in: its own, or (a subagent's) its root chat's. */
+async function workspaceOf(chatId: string): Promise<{ chat: Chat; workspaceId: string | null }> {
+  const chat = await api.chat(chatId);
+  if (chat.workspace_id || chat.root_chat_id === chat.id) return { chat, workspaceId: chat.workspace_id };
+  const root = await api.chat(chat.root_chat_id);
+  return { chat, workspaceId: root.workspace_id };
+}
+
+/** What the chat's answers cost so far, from the usage stored with each. */
+function Usage({ messages }: { messages: Message[] }) {
+  let input = 0;
+  let output = 0;
+  let cost = 0;
+  let priced = false;
+  for (const m of messages) {
+    if (!m.usage) continue;
+    input += m.usage.input_tokens;
+    output += m.usage.output_tokens;
+    if (m.usage.cost_usd != null) {
+      cost += m.usage.cost_usd;
+      priced = true;
+    }
+  }
+  if (input + output === 0) return null;
+  return (
+    <span class="chat-usage" title="tokens in / out for this chat">
+      {input.toLocaleString()} in / {output.toLocaleString()} out{priced && ` · $${cost.toFixed(4)}`}
+    </span>
+  );
+}
+
+const PANEL_KEY = "toolhost.workspace-panel";
+
 export function ChatView({ chatId }: { chatId: string }) {
   const stream = useMemo(() => new ChatStream(chatId), [chatId]);
   useEffect(() => () => stream.close(), [stream]);
@@ -115,37 +164,94 @@ export function ChatView({ chatId }: { chatId: string }) {
 
   const messages = stream.messages.value;
   const parts = stream.parts.value;
-  const results = new Map<string, ToolResult>();
-  for (const message of messages) {
-    for (const part of message.content) if (part.type === "tool-result") results.set(part.tool_call_id, part);
-  }
+  const results = useMemo(() => {
+    const byCall = new Map<string, ToolResult>();
+    for (const message of messages) {
+      for (const part of message.content) if (part.type === "tool-result") byCall.set(part.tool_call_id, part);
+    }
+    return byCall;
+  }, [messages]);
   const status = stream.status.value;
+  const [panel, setPanel] = useState(() => localStorage.getItem(PANEL_KEY) === "open");
+  const [workspace, setWorkspace] = useState<{ chat: Chat; workspaceId: string | null } | null>(null);
+  const listed = chats.value.find((c) => c.id === chatId);
+
+  useEffect(() => {
+    let current = true;
+    // A workspace is bound during a turn: look again whenever the chat's state changes.
+    workspaceOf(chatId).then(
+      (found) => current && setWorkspace(found),
+      () => undefined,
+    );
+    return () => {
+      current = false;
+    };
+  }, [chatId, status]);
+  useEffect(() => markSeen(chatId), [chatId, listed?.updated_at]);
+  useEffect(() => {
+    const keys = (e: KeyboardEvent) => {
+      if (e.altKey && e.key.toLowerCase() === "w") {
+        e.preventDefault();
+        togglePanel();
+      }
+    };
+    window.addEventListener("keydown", keys);
+    return () => window.removeEventListener("keydown", keys);
+  }, []);
+  const togglePanel = () =>
+    setPanel((open) => {
+      localStorage.setItem(PANEL_KEY, open ? "closed" : "open");
+      return !open;
+    });
 
   useEffect(() => bottom.current?.scrollIntoView({ block: "end" }), [messages.length, parts]);
 
-  const act = (work: Promise<unknown>) =>
-    work.then(
-      () => setError(null),
-      (e) => setError((e as Error).message),
-    );
+  const act = useCallback(
+    (work: Promise<unknown>) =>
+      work.then(
+        () => setError(null),
+        (e) => setError((e as Error).message),
+      ),
+    [],
+  );
+  const edit = useCallback(
+    (messageId: number, text: string) => act(api.edit(chatId, messageId, text).then(() => stream.restart())),
+    [act, chatId, stream],
+  );
 
+  const model = listed?.model ?? workspace?.chat.model;
   return (
+    <div class={`chat-area ${panel ? "with-panel" : ""}`}>
     <main class="chat" aria-label="Chat">
       <header class="chat-header">
-        <h1 class="chat-title">{chats.value.find((c) => c.id === chatId)?.title ?? ""}</h1>
+        <h1 class="chat-title">{listed?.title ?? workspace?.chat.title ?? ""}</h1>
         <span class={`status ${status}`} role="status">
           {status}
         </span>
+        {model && <span class="chat-model">{model}</span>}
+        <Usage messages={messages} />
         {stream.connection.value !== "live" && (
           <span class="connection" role="status">
             {stream.connection.value === "connecting" ? "Connecting…" : "Reconnecting…"}
           </span>
         )}
+        {listed && !listed.parent_chat_id && (
+          <button
+            class="link"
+            onClick={() => act(listed.archived ? api.unarchive(chatId) : api.archive(chatId))}
+            title={listed.archived ? "Back to the chats" : "Archive this chat and its subagents"}
+          >
+            {listed.archived ? "Unarchive" : "Archive"}
+          </button>
+        )}
+        <button class="secondary panel-toggle" aria-pressed={panel} onClick={togglePanel} title="Workspace (Alt+W)">
+          Workspace
+        </button>
       </header>
       <div class="messages" aria-live="polite">
         {messages.map((m) =>
           m.role === "user" ? (
-            <UserMessage key={m.id} message={m} onEdit={(text) => act(api.edit(chatId, m.id, text).then(() => stream.restart()))} />
+            <UserMessage key={m.id} message={m} onEdit={edit} />
           ) : m.role === "assistant" ? (
             <AssistantMessage key={m.id} message={m} results={results} />
           ) : null,
@@ -171,5 +277,7 @@ export function ChatView({ chatId }: { chatId: string }) {
         onInterrupt={() => act(api.interrupt(chatId))}
       />
     </main>
+    {panel && <WorkspacePanel chatId={chatId} workspaceId={workspace?.workspaceId ?? null} status={status} />}
+    </div>
   );
 }

@@ -2,6 +2,7 @@
 // one card with its result, drawn by the renderer of its tool's family.
 
 import type { ComponentChildren } from "preact";
+import { useMemo } from "preact/hooks";
 import type { MessagePart } from "../api";
 import { markdownToHtml } from "../markdown";
 import { navigate } from "../router";
@@ -9,7 +10,8 @@ import { navigate } from "../router";
 type ToolResult = Extract<MessagePart, { type: "tool-result" }>;
 
 export function Markdown({ text }: { text: string }) {
-  return <div class="markdown" dangerouslySetInnerHTML={{ __html: markdownToHtml(text) }} />;
+  const html = useMemo(() => markdownToHtml(text), [text]);
+  return <div class="markdown" dangerouslySetInnerHTML={{ __html: html }} />;
 }
 
 export function Thinking({ text }: { text: string }) {
@@ -71,6 +73,23 @@ function Output({ result }: { result?: ToolResult }) {
   );
 }
 
+/** A file's edits as the lines each takes out and puts in. */
+function EditDiff({ path, edits }: { path: string; edits: { search?: string; replace?: string }[] }) {
+  return (
+    <pre class="diff" aria-label={`edits of ${path}`}>
+      <span class="hunk">{`${path}\n`}</span>
+      {edits.map((edit, i) => [
+        ...String(edit.search ?? "").split("\n").map((line, j) => (
+          <span key={`${i}-${j}-`} class="removed">{`- ${line}\n`}</span>
+        )),
+        ...String(edit.replace ?? "").split("\n").map((line, j) => (
+          <span key={`${i}-${j}+`} class="added">{`+ ${line}\n`}</span>
+        )),
+      ])}
+    </pre>
+  );
+}
+
 /** A tool call and (once it came) its result. */
 export function ToolCall({ name, args, result }: { name: string; args: unknown; result?: ToolResult }) {
   const input = parsedArgs(args);
@@ -85,13 +104,39 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
       );
     case "read_file":
     case "write_file":
-    case "edit_files":
     case "list_files":
       return (
         <Card name={name} summary={String(input.path ?? "")} error={error}>
-          {name === "write_file" && typeof input.content === "string" && <pre class="diff added">{input.content}</pre>}
-          {name === "edit_files" && <pre class="diff">{asText(input.edits ?? input)}</pre>}
+          {name === "write_file" && typeof input.content === "string" && (
+            <pre class="diff" aria-label={`new content of ${String(input.path ?? "")}`}>
+              {input.content.split("\n").map((line, i) => (
+                <span key={i} class="added">
+                  {`+ ${line}`}
+                  {"\n"}
+                </span>
+              ))}
+            </pre>
+          )}
           <Output result={result} />
+        </Card>
+      );
+    case "edit_files": {
+      const files = Array.isArray(input.files) ? (input.files as { path?: string; edits?: { search?: string; replace?: string }[] }[]) : [];
+      return (
+        <Card name={name} summary={files.map((f) => f.path).join(", ")} error={error}>
+          {files.map((file, i) => (
+            <EditDiff key={i} path={String(file.path ?? "")} edits={file.edits ?? []} />
+          ))}
+          <Output result={result} />
+        </Card>
+      );
+    }
+    case "create_workspace":
+    case "start_workspace":
+      return (
+        <Card name={name} summary={String(input.template_id ?? input.workspace_id ?? "")} error={error}>
+          {!result && <p class="pending">Starting the workspace (its startup script runs first)…</p>}
+          {result && <pre class="output">{asText(result.result)}</pre>}
         </Card>
       );
     case "spawn_agent":
