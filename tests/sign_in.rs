@@ -266,8 +266,12 @@ async fn the_app_is_served_at_the_root_and_its_routes_fall_back_to_its_page() {
     let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
     let html = page.text().await.unwrap();
-    let script = html.split("src=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    assert!(script.starts_with("/assets/"), "{html}");
+    let scripts: Vec<&str> = html.split("src=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    let script = scripts.iter().find(|s| s.starts_with("/assets/")).unwrap_or_else(|| panic!("{html}")).to_string();
+    // The theme is applied before the first paint by a file whose name stays: never cached stale.
+    let theme = http.get(server.url("/theme.js")).send().await.unwrap();
+    assert_eq!(theme.status(), StatusCode::OK);
+    assert_eq!(theme.headers()["cache-control"], "no-cache");
 
     let asset = http.get(server.url(&script)).send().await.unwrap();
     assert_eq!(asset.status(), StatusCode::OK);

@@ -302,6 +302,22 @@ await step("the other admin screens show the server's state", async () => {
   await page.getByRole("heading", { name: "Audit log" }).waitFor();
 });
 
+await step("the theme switch picks dark and light over the system's, and a reload keeps it", async () => {
+  const theme = () => page.evaluate(() => document.documentElement.dataset.theme);
+  const system = await page.evaluate(() => (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light"));
+  assert.equal(await theme(), system, "the system's theme at first");
+  await page.getByRole("button", { name: /^Theme: system/ }).click();
+  assert.equal(await theme(), "light");
+  await page.getByRole("button", { name: /^Theme: light/ }).click();
+  assert.equal(await theme(), "dark");
+  await page.reload();
+  await page.getByRole("button", { name: /^Theme: dark/ }).waitFor();
+  assert.equal(await theme(), "dark", "the choice outlives a reload");
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+  await page.screenshot({ path: `${screenshots}/admin-dark.png` });
+  await page.getByRole("button", { name: /^Theme: dark/ }).click();
+});
+
 await step("signing out ends the session", async () => {
   await signOut();
   await page.reload();

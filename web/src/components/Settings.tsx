@@ -4,7 +4,7 @@
 import { useState } from "preact/hooks";
 import { api } from "../api";
 import { PromptEditor } from "./admin/Prompt";
-import { Alert, useAction, useLoad, when } from "./common";
+import { Alert, TokenItems, useAction, useLoad } from "./common";
 
 function Tokens() {
   const tokens = useLoad(() => api.tokens());
@@ -41,22 +41,9 @@ function Tokens() {
         </p>
       )}
       <Alert>{tokens.error ?? error}</Alert>
-      {tokens.data?.tokens.length === 0 && <p class="empty">No tokens.</p>}
-      <ul class="tokens">
-        {tokens.data?.tokens.map((t) => (
-          <li key={t.id}>
-            <span>{t.label}</span> <small class="muted">made {when(t.created_at)}</small>
-            <button
-              class="link"
-              aria-label={`Revoke ${t.label}`}
-              disabled={busy}
-              onClick={() => run(() => api.revokeToken(t.id).then(tokens.reload))}
-            >
-              Revoke
-            </button>
-          </li>
-        ))}
-      </ul>
+      {tokens.data && (
+        <TokenItems tokens={tokens.data.tokens} busy={busy} onRevoke={(t) => run(() => api.revokeToken(t.id).then(tokens.reload))} />
+      )}
     </section>
   );
 }

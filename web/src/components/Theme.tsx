@@ -1,5 +1,5 @@
 // Light, dark, or the system's: the choice is kept in this browser and applied before the
-// first paint by index.html, so the page never flashes the other theme.
+// first paint by public/theme.js, so the page never flashes the other theme.
 
 import { useState } from "preact/hooks";
 
@@ -11,8 +11,7 @@ export function ThemeSwitch() {
   const choose = () => {
     const next = NEXT[theme] ?? "system";
     localStorage.setItem(THEME_KEY, next);
-    if (next === "system") delete document.documentElement.dataset.theme;
-    else document.documentElement.dataset.theme = next;
+    (window as { toolhostApplyTheme?: () => void }).toolhostApplyTheme?.();
     setTheme(next);
   };
   return (

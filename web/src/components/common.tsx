@@ -2,6 +2,7 @@
 // action (with its error), and showing an error as the server said it.
 
 import type { ComponentChildren } from "preact";
+import type { Token } from "../api";
 import { useCallback, useEffect, useState } from "preact/hooks";
 
 export interface Loaded<T> {
@@ -72,5 +73,38 @@ export function Verdict({ yes, why }: { yes: boolean; why: string }) {
     <span class={`verdict ${yes ? "yes" : "no"}`} title={why}>
       {yes ? "yes" : "no"} <small>{why}</small>
     </span>
+  );
+}
+
+/** API tokens as listed (never the tokens themselves), each with a Revoke button. */
+export function TokenItems({
+  tokens,
+  owner,
+  busy,
+  onRevoke,
+}: {
+  tokens: Token[];
+  /** Whose tokens, for the buttons' labels (absent: the caller's own). */
+  owner?: string;
+  busy: boolean;
+  onRevoke: (token: Token) => void;
+}) {
+  if (tokens.length === 0) return <p class="empty">No tokens.</p>;
+  return (
+    <ul class="tokens">
+      {tokens.map((t) => (
+        <li key={t.id}>
+          <span>{t.label}</span> <small class="muted">made {when(t.created_at)}</small>
+          <button
+            class="link"
+            aria-label={owner ? `Revoke ${owner}'s token ${t.label}` : `Revoke ${t.label}`}
+            disabled={busy}
+            onClick={() => onRevoke(t)}
+          >
+            Revoke
+          </button>
+        </li>
+      ))}
+    </ul>
   );
 }

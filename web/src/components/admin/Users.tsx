@@ -3,30 +3,22 @@
 
 import { useState } from "preact/hooks";
 import { api, type ListedUser } from "../../api";
-import { Alert, useAction, useLoad, when } from "../common";
+import { Alert, TokenItems, useAction, useLoad } from "../common";
 
 function UserTokens({ user, onChanged }: { user: ListedUser; onChanged: () => void }) {
   const tokens = useLoad(() => api.tokensOf(user.id), [user.id]);
   const [run, error, busy] = useAction();
-  if (tokens.data?.tokens.length === 0) return <p class="empty">No tokens.</p>;
   return (
     <>
       <Alert>{tokens.error ?? error}</Alert>
-      <ul class="tokens">
-        {tokens.data?.tokens.map((t) => (
-          <li key={t.id}>
-            <span>{t.label}</span> <small class="muted">made {when(t.created_at)}</small>
-            <button
-              class="link"
-              disabled={busy}
-              aria-label={`Revoke ${user.name}'s token ${t.label}`}
-              onClick={() => run(() => api.revokeTokenOf(user.id, t.id).then(() => (tokens.reload(), onChanged())))}
-            >
-              Revoke
-            </button>
-          </li>
-        ))}
-      </ul>
+      {tokens.data && (
+        <TokenItems
+          tokens={tokens.data.tokens}
+          owner={user.name}
+          busy={busy}
+          onRevoke={(t) => run(() => api.revokeTokenOf(user.id, t.id).then(() => (tokens.reload(), onChanged())))}
+        />
+      )}
     </>
   );
 }
