@@ -220,7 +220,11 @@ async fn admins_add_users_give_them_passwords_and_roles_and_revoke_their_tokens(
     let token_id = tokens["tokens"][0]["id"].as_str().unwrap();
     let revoke = format!("/api/v1/users/{mallory_id}/tokens/{token_id}");
     assert_eq!(admin.send(reqwest::Method::DELETE, &revoke, None, true).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(server.get(&member, "/api/v1/chats").await.0, StatusCode::UNAUTHORIZED, "the revoked token opens nothing");
+    assert_eq!(
+        server.get(&member, "/api/v1/chats").await.0,
+        StatusCode::UNAUTHORIZED,
+        "the revoked token opens nothing"
+    );
 
     // Members reach none of it.
     let alice = server.user("alice", false).await;

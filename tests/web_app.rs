@@ -54,7 +54,11 @@ fn script_the_model(server: &TestServer) {
                 "create_workspace",
                 r#"{"template_id": "starter", "parameters": {"project": "demo"}}"#,
             )]),
-            fake_llm::tool_calls(&[("g2", "write_file", r#"{"path": "notes.txt", "content": "hello from the agent\n"}"#)]),
+            fake_llm::tool_calls(&[(
+                "g2",
+                "write_file",
+                r#"{"path": "notes.txt", "content": "hello from the agent\n"}"#,
+            )]),
             fake_llm::text("Notes written."),
         ],
     );

@@ -41,7 +41,8 @@ async fn history_chat(server: &TestServer, token: &str, messages: usize) -> Stri
     let id = chat["id"].as_str().unwrap().to_string();
     server.wait_for_status(token, &id, "waiting").await;
     for turn in 1..turns {
-        let (status, sent) = server.post(token, &format!("/api/v1/chats/{id}/messages"), message(&format!("next step {turn}"))).await;
+        let (status, sent) =
+            server.post(token, &format!("/api/v1/chats/{id}/messages"), message(&format!("next step {turn}"))).await;
         assert!(status.is_success(), "{sent}");
         server.wait_for_status(token, &id, "waiting").await;
     }

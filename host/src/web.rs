@@ -23,8 +23,7 @@ pub struct Asset {
 
 fn dev_dir() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| std::env::var_os("TOOLHOST_WEB_DEV_DIR").filter(|d| !d.is_empty()).map(PathBuf::from))
-        .as_deref()
+    DIR.get_or_init(|| std::env::var_os("TOOLHOST_WEB_DEV_DIR").filter(|d| !d.is_empty()).map(PathBuf::from)).as_deref()
 }
 
 /// A file of the folder `TOOLHOST_WEB_DEV_DIR` names; only plain names below it, never `..`.

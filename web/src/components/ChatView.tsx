@@ -155,12 +155,27 @@ function Usage({ messages }: { messages: Message[] }) {
 }
 
 const PANEL_KEY = "toolhost.workspace-panel";
+/** Messages drawn when a chat opens, and how many more each step back in its history adds:
+ * a long chat opens at once, and earlier messages are drawn when asked for. */
+const FIRST_SHOWN = 60;
+const MORE_SHOWN = 200;
+
+/** The button above the messages drawn, which draws earlier ones. */
+function EarlierMessages({ hidden, onShow }: { hidden: number; onShow: () => void }) {
+  return (
+    <button class="link earlier" data-hidden={hidden} onClick={onShow}>
+      Show {Math.min(hidden, MORE_SHOWN)} earlier messages ({hidden} not shown)
+    </button>
+  );
+}
 
 export function ChatView({ chatId }: { chatId: string }) {
   const stream = useMemo(() => new ChatStream(chatId), [chatId]);
   useEffect(() => () => stream.close(), [stream]);
   const [error, setError] = useState<string | null>(null);
   const bottom = useRef<HTMLDivElement>(null);
+  const [shownCount, setShownCount] = useState(FIRST_SHOWN);
+  const showEarlier = useCallback(() => setShownCount((n) => n + MORE_SHOWN), []);
 
   const messages = stream.messages.value;
   const parts = stream.parts.value;
@@ -249,7 +264,8 @@ export function ChatView({ chatId }: { chatId: string }) {
         </button>
       </header>
       <div class="messages" aria-live="polite">
-        {messages.map((m) =>
+        {messages.length > shownCount && <EarlierMessages hidden={messages.length - shownCount} onShow={showEarlier} />}
+        {messages.slice(-shownCount).map((m) =>
           m.role === "user" ? (
             <UserMessage key={m.id} message={m} onEdit={edit} />
           ) : m.role === "assistant" ? (
