@@ -1,7 +1,8 @@
 //! The web app in a real browser: the server (as `serve` builds it, the app's files built into
 //! it) with the fake model, and Debian's Chromium driven by Playwright through
 //! `web/tests/app.e2e.mjs`: sign in, stream, reload mid-stream, edit, queue and promote,
-//! interrupt, a tool call, a subagent, the git diff of a write, API tokens, a member kept out of
+//! interrupt, a tool call, a subagent, the git diff of a write, the desktop in noVNC (watch, take
+//! over, give back), API tokens, a member kept out of
 //! administration, an admin's policy refused at its line then saved, explain, versions and
 //! restore, sign out. Screenshots land in `target/web-screenshots/`.
 

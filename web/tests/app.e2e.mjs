@@ -187,6 +187,23 @@ await step("a file the agent writes shows in the workspace panel's git diff", as
   await page.screenshot({ path: `${screenshots}/workspace-diff.png` });
 });
 
+await step("the workspace's desktop opens watch-only in noVNC, and take-over is explicit", async () => {
+  const panel = page.getByRole("complementary", { name: "Workspace" });
+  await panel.getByRole("button", { name: "Desktop" }).click();
+  const desktop = panel.getByRole("region", { name: "Desktop" });
+  await desktop.getByRole("status").filter({ hasText: "Watching" }).waitFor({ timeout: 30_000 });
+  await desktop.locator(".screen canvas").waitFor();
+  const size = await desktop.locator(".screen canvas").evaluate((canvas) => [canvas.width, canvas.height]);
+  assert.ok(size[0] >= 640 && size[1] >= 400, `the desktop's framebuffer is drawn: ${size}`);
+  page.once("dialog", (dialog) => dialog.accept());
+  await desktop.getByRole("button", { name: "Take over" }).click();
+  await desktop.getByRole("status").filter({ hasText: "You are in control" }).waitFor({ timeout: 30_000 });
+  await page.screenshot({ path: `${screenshots}/desktop.png` });
+  await desktop.getByRole("button", { name: "Give back control" }).click();
+  await desktop.getByRole("status").filter({ hasText: "Watching" }).waitFor({ timeout: 30_000 });
+  await panel.getByRole("button", { name: "Changes" }).click();
+});
+
 await step("a member makes an API token, sees it once, and revokes it", async () => {
   await page.getByRole("link", { name: "Settings and tokens" }).click();
   const tokens = page.getByRole("region", { name: "API tokens" });
