@@ -285,6 +285,79 @@ async fn workspaces_are_created_validated_stopped_started_and_deleted_over_the_a
 on_both_backends!(workspaces_are_created_validated_stopped_started_and_deleted_over_the_api);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_watching_sees_create_workspace_report_its_progress_live_and_never_replayed() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    server.require_sandbox();
+    let alice = server.user("alice", false).await;
+    server.llm.script_for(
+        "PROGRESS:",
+        [
+            fake_llm::text("Ready when you are."),
+            fake_llm::tool_calls(&[("p1", "create_workspace", r#"{"template_id": "blank"}"#)]),
+            fake_llm::text("Made."),
+        ],
+    );
+    let (status, chat) =
+        server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "PROGRESS: hello"}]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{chat}");
+    let chat = chat["id"].as_str().unwrap().to_string();
+    server.wait_for_status(&alice, &chat, "waiting").await;
+    let seen = server.store.last_message_seq(&chat).await.unwrap();
+
+    // A subscriber that is there when the tool runs: progress is sent live only.
+    let watcher = {
+        let (server_base, alice, chat) = (server.base.clone(), alice.clone(), chat.clone());
+        let http = server.http.clone();
+        tokio::spawn(async move {
+            let response = http
+                .get(format!("{server_base}/api/v1/chats/{chat}/stream?after={seen}"))
+                .bearer_auth(&alice)
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+            let mut seen = Vec::new();
+            while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+                let value: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                let done = value["type"] == "message" && value["message"]["role"] == "tool";
+                seen.push((event.id.clone(), value));
+                if done {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, sent) = server
+        .post(
+            &alice,
+            &format!("/api/v1/chats/{chat}/messages"),
+            json!({"content": [{"type": "text", "text": "make a workspace"}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{sent}");
+    let events = watcher.await.unwrap();
+    let progress =
+        events.iter().position(|(_, e)| e["type"] == "tool_progress").unwrap_or_else(|| panic!("{events:?}"));
+    let (id, report) = &events[progress];
+    assert_eq!(report["tool_call_id"], "p1", "{report}");
+    assert_eq!(report["tool"], "create_workspace", "{report}");
+    assert!(report["message"].as_str().unwrap().contains("startup script"), "{report}");
+    assert!(id.is_empty() && report.get("seq").is_none(), "a progress report takes no number: {id:?} {report}");
+    assert!(events.iter().skip(progress).any(|(_, e)| e["type"] == "message" && e["message"]["role"] == "tool"));
+
+    server.wait_for_status(&alice, &chat, "waiting").await;
+    let replayed = support::read_stream(&server, &alice, &chat, Some(0), |events| {
+        events.iter().filter(|e| e["type"] == "message" && e["message"]["role"] == "assistant").count() >= 3
+    })
+    .await;
+    assert!(!replayed.iter().any(|(_, e)| e["type"] == "tool_progress"), "progress is not replayed: {replayed:?}");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_from_the_templates_directory_are_checked_and_admins_only_ones_refused_to_others() {
     let server = TestServer::start(Backend::Sqlite).await;
     server.require_sandbox();

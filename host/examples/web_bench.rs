@@ -54,7 +54,7 @@ async fn main() {
     let messages: usize = arg("--messages", "1000").parse().unwrap();
     let parts: usize = arg("--parts", "2000").parse().unwrap();
     let rate: u64 = arg("--rate", "100").parse().unwrap();
-    let mut server = TestServer::start(Backend::Sqlite).await;
+    let server = TestServer::start(Backend::Sqlite).await;
     server.llm.stop_recording();
     let token = server.user("bench", false).await;
     let user = server.store.find_user("bench").await.unwrap().unwrap();

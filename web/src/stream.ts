@@ -26,6 +26,10 @@ type PartDelta =
 
 export type Connection = "connecting" | "live" | "reconnecting";
 
+/** What running tool calls report doing (their plugins' `progress`), by call id: live only,
+ * and gone once the call's result is stored. */
+export const toolProgress = signal<ReadonlyMap<string, { message: string; fraction: number | null }>>(new Map());
+
 /** Longest wait between attempts to reach a server that went away. */
 const MAX_BACKOFF_MS = 10_000;
 
@@ -102,6 +106,11 @@ export class ChatStream {
       this.notice.value = `The model failed (${e.error}); trying again (attempt ${e.attempt}).`;
     });
     on("compacting", () => (this.notice.value = "Summarizing the older history…"));
+    on("tool_progress", (e) => {
+      const next = new Map(toolProgress.value);
+      next.set(e.tool_call_id, { message: e.message, fraction: e.fraction ?? null });
+      toolProgress.value = next;
+    });
     on("shutdown", () => this.reopen(1000));
     // The server's own `error` event (a lagging reader is told to reconnect) and the
     // browser's connection error share the name: only the first has data.
@@ -177,6 +186,7 @@ export class ChatStream {
     }
     // The message completes the step its parts were streamed in.
     if (message.role !== "user") this.nextParts = [];
+    if (message.role === "tool" && toolProgress.value.size > 0) toolProgress.value = new Map();
   }
 
   private addDelta(delta: PartDelta) {

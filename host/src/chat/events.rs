@@ -68,6 +68,15 @@ pub enum EventBody {
     Compacting {
         trigger: crate::domain::parts::CompactionTrigger,
     },
+    /// What a running tool call is doing (its plugin's `progress` reports): sent live only,
+    /// never stored or replayed, and it moves no cursor. The call's result supersedes it.
+    ToolProgress {
+        tool_call_id: String,
+        tool: String,
+        message: String,
+        /// Between 0 and 1 when the plugin knows.
+        fraction: Option<f32>,
+    },
     /// The parts streamed since the last message will not be stored: drop them. What replaces
     /// them (a run of the step again, or an error) follows.
     Discard {
@@ -394,6 +403,13 @@ impl ChannelGuard<'_> {
     pub fn publish_state(&mut self, body: EventBody) {
         // Whatever another replica numbered, this channel's lease may lie behind it.
         self.state.lease = None;
+        let event = Published::state(&ChatEvent { seq: self.state.high_water, body });
+        let _ = self.channel.live.send(event);
+    }
+
+    /// Sends live subscribers an event that is never stored nor replayed (a tool's progress):
+    /// it uses no number and moves no cursor.
+    pub fn publish_transient(&mut self, body: EventBody) {
         let event = Published::state(&ChatEvent { seq: self.state.high_water, body });
         let _ = self.channel.live.send(event);
     }

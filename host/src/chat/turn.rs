@@ -553,6 +553,27 @@ fn give_up_message(error: &LlmError, attempts: u32, retryable: bool) -> String {
     }
 }
 
+/// Where a tool call's progress reports go: to the chat's live subscribers, in the order the
+/// plugin made them (one forwarding task per call, ending with it).
+fn progress_to_stream(run: &Run<'_>, call_id: &str) -> crate::plugins::capabilities::ProgressSink {
+    let channel = run.services().chats.hub.channel(&run.chat.id);
+    let call_id = call_id.to_string();
+    let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(report) = received.recv().await {
+            channel.lock().await.publish_transient(report);
+        }
+    });
+    Arc::new(move |update: crate::plugins::capabilities::progress::ProgressUpdate| {
+        let _ = reports.send(EventBody::ToolProgress {
+            tool_call_id: call_id.clone(),
+            tool: update.tool,
+            message: update.message,
+            fraction: update.fraction,
+        });
+    })
+}
+
 /// Who makes a step's tool calls, and under which policy.
 struct Caller<'a> {
     run: &'a Run<'a>,
@@ -601,7 +622,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
                         workspace,
                         chat: Some(access),
                         grants: Some(run.services().policy.grants(policy, principal, name)),
-                        progress: None,
+                        progress: Some(progress_to_stream(run, id)),
                     };
                     match run.services().runtime.call(request).await {
                         Ok(output) => {

@@ -67,7 +67,9 @@ const AssistantMessage = memo(function AssistantMessage({
           case "reasoning":
             return <Thinking key={i} text={part.text} />;
           case "tool-call":
-            return <ToolCall key={i} name={part.tool_name} args={part.args} result={results.get(part.tool_call_id)} />;
+            return (
+              <ToolCall key={i} name={part.tool_name} args={part.args} result={results.get(part.tool_call_id)} callId={part.tool_call_id} />
+            );
           default:
             return null;
         }

@@ -6,6 +6,7 @@ import { useMemo } from "preact/hooks";
 import type { MessagePart } from "../api";
 import { markdownToHtml } from "../markdown";
 import { navigate } from "../router";
+import { toolProgress } from "../stream";
 
 type ToolResult = Extract<MessagePart, { type: "tool-result" }>;
 
@@ -61,8 +62,16 @@ function Card({ name, summary, error, children }: { name: string; summary?: stri
   );
 }
 
-function Output({ result }: { result?: ToolResult }) {
-  if (!result) return <p class="pending">Running…</p>;
+function Output({ result, callId }: { result?: ToolResult; callId?: string }) {
+  if (!result) {
+    const progress = callId ? toolProgress.value.get(callId) : undefined;
+    return (
+      <p class="pending" role="status">
+        {progress ? progress.message : "Running…"}
+        {progress?.fraction != null && <progress value={progress.fraction} max={1} />}
+      </p>
+    );
+  }
   return (
     <>
       <pre class="output">{asText(result.result)}</pre>
@@ -91,7 +100,17 @@ function EditDiff({ path, edits }: { path: string; edits: { search?: string; rep
 }
 
 /** A tool call and (once it came) its result. */
-export function ToolCall({ name, args, result }: { name: string; args: unknown; result?: ToolResult }) {
+export function ToolCall({
+  name,
+  args,
+  result,
+  callId,
+}: {
+  name: string;
+  args: unknown;
+  result?: ToolResult;
+  callId?: string;
+}) {
   const input = parsedArgs(args);
   const error = result?.is_error;
   switch (name) {
@@ -99,7 +118,7 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
     case "process_start":
       return (
         <Card name={name} summary={String(input.command ?? "")} error={error}>
-          <Output result={result} />
+          <Output result={result} callId={callId} />
         </Card>
       );
     case "read_file":
@@ -117,7 +136,7 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
               ))}
             </pre>
           )}
-          <Output result={result} />
+          <Output result={result} callId={callId} />
         </Card>
       );
     case "edit_files": {
@@ -127,7 +146,7 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
           {files.map((file, i) => (
             <EditDiff key={i} path={String(file.path ?? "")} edits={file.edits ?? []} />
           ))}
-          <Output result={result} />
+          <Output result={result} callId={callId} />
         </Card>
       );
     }
@@ -135,7 +154,7 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
     case "start_workspace":
       return (
         <Card name={name} summary={String(input.template_id ?? input.workspace_id ?? "")} error={error}>
-          {!result && <p class="pending">Starting the workspace (its startup script runs first)…</p>}
+          {!result && <p class="pending" role="status">{(callId && toolProgress.value.get(callId)?.message) || "Starting the workspace…"}</p>}
           {result && <pre class="output">{asText(result.result)}</pre>}
         </Card>
       );
@@ -165,7 +184,7 @@ export function ToolCall({ name, args, result }: { name: string; args: unknown; 
       return (
         <Card name={name} error={error}>
           <pre class="args">{asText(args)}</pre>
-          <Output result={result} />
+          <Output result={result} callId={callId} />
         </Card>
       );
   }
