@@ -169,8 +169,17 @@ async fn people_make_and_revoke_their_own_api_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admins_add_users_give_them_passwords_and_roles_and_revoke_their_tokens() {
-    let server = TestServer::start(Backend::Sqlite).await;
+async fn admins_add_users_give_them_passwords_and_roles_and_revoke_their_tokens_sqlite() {
+    admins_manage_users(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_add_users_give_them_passwords_and_roles_and_revoke_their_tokens_postgres() {
+    admins_manage_users(Backend::Postgres).await;
+}
+
+async fn admins_manage_users(backend: Backend) {
+    let server = TestServer::start(backend).await;
     with_password(&server, "root", true).await;
     let member = server.user("mallory", false).await;
     let admin = Browser::sign_in(&server, "root", PASSWORD).await.unwrap();

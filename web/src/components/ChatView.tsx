@@ -135,19 +135,19 @@ async function workspaceOf(chatId: string): Promise<{ chat: Chat; workspaceId: s
 
 /** What the chat's answers cost so far, from the usage stored with each. */
 function Usage({ messages }: { messages: Message[] }) {
-  let input = 0;
-  let output = 0;
-  let cost = 0;
-  let priced = false;
-  for (const m of messages) {
-    if (!m.usage) continue;
-    input += m.usage.input_tokens;
-    output += m.usage.output_tokens;
-    if (m.usage.cost_usd != null) {
-      cost += m.usage.cost_usd;
-      priced = true;
+  const { input, output, cost, priced } = useMemo(() => {
+    const sum = { input: 0, output: 0, cost: 0, priced: false };
+    for (const m of messages) {
+      if (!m.usage) continue;
+      sum.input += m.usage.input_tokens;
+      sum.output += m.usage.output_tokens;
+      if (m.usage.cost_usd != null) {
+        sum.cost += m.usage.cost_usd;
+        sum.priced = true;
+      }
     }
-  }
+    return sum;
+  }, [messages]);
   if (input + output === 0) return null;
   return (
     <span class="chat-usage" title="tokens in / out for this chat">
