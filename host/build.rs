@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "fixture-hostile",
     "fixture-bad-schema",
     "fixture-wrong-version",
+    "fixture-fetcher",
 ];
 
 fn main() {

@@ -389,6 +389,47 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_component_importing_what_the_host_lacks_is_refused_before_compiling_naming_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each also holds a function that does not validate: compiling it would fail with another
+    // message, so the refusal below shows the imports were read first.
+    let invalid_code = "(core module (func (result i32)))";
+    let component = |import: &str| format!("(component (import \"{import}\" (instance)) {invalid_code})");
+    std::fs::write(
+        dir.path().join("keyvalue.wasm"),
+        wat::parse_str(component("wasi:keyvalue/store@0.2.0-draft")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("teleport.wasm"),
+        wat::parse_str(component("toolhost:plugin/teleport@0.1.0")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("future.wasm"), wat::parse_str(component("wasi:cli/environment@0.3.0")).unwrap())
+        .unwrap();
+    let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
+    let reason = |file: &str| {
+        runtime
+            .refused()
+            .iter()
+            .find(|r| r.source.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} refused"))
+            .reason
+            .clone()
+    };
+    let keyvalue = reason("keyvalue.wasm");
+    assert!(
+        keyvalue.contains("imports `wasi:keyvalue/store@0.2.0-draft`, which this host does not provide"),
+        "{keyvalue}"
+    );
+    assert!(keyvalue.contains("wasi:http/outgoing-handler"), "it says what the host provides: {keyvalue}");
+    let teleport = reason("teleport.wasm");
+    assert!(teleport.contains("the capability `teleport`, which this host does not provide"), "{teleport}");
+    let future = reason("future.wasm");
+    assert!(future.contains("`wasi:cli/environment@0.3.0`"), "{future}");
+}
+
+#[tokio::test]
 async fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_recompiled() {
     let cache = tempfile::tempdir().unwrap();
     let with_cache = || RuntimeOptions { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeOptions::default() };

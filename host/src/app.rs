@@ -20,6 +20,7 @@ use crate::policy::{Inventory, PolicyEngine};
 use crate::relay::{Identity, Relay, RelayServices};
 use crate::secrets::SecretBox;
 use crate::store::Store;
+use crate::vault::Vault;
 use crate::workspace::WorkspaceService;
 
 /// What building the server takes besides its configuration file: settings an operator sets
@@ -61,6 +62,8 @@ pub struct App {
     pub worker_settings: WorkerSettings,
     /// What replicas sharing this deployment's secret key show each other.
     relay_token: String,
+    /// Secrets admins bound to plugins.
+    pub vault: Arc<Vault>,
 }
 
 impl App {
@@ -77,6 +80,7 @@ impl App {
             None => SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?,
         };
         let relay_token = secrets.relay_token().to_string();
+        let vault = Arc::new(Vault::new(store.clone(), secrets.clone()));
         let catalog = Arc::new(Catalog::new(store.clone(), secrets, setup.model_timeouts));
         seed::seed(&catalog, config, &setup.environment)
             .await
@@ -117,6 +121,7 @@ impl App {
             agents,
             worker_settings,
             relay_token,
+            vault,
         })
     }
 
@@ -129,6 +134,7 @@ impl App {
             policy: self.policy.clone(),
             workspaces: self.workspaces.clone(),
             agents: self.agents.clone(),
+            secrets: self.vault.clone(),
         }
     }
 
@@ -150,6 +156,7 @@ impl App {
             relay: None,
             accounts: self.accounts.clone(),
             secure_cookies: self.config.api.secure_cookies,
+            vault: self.vault.clone(),
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
 //! - [`catalog`]: providers and model configs as admins administer them.
 //! - [`secrets`]: API keys sealed at rest.
+//! - [`net`]: which addresses are the public internet.
+//! - [`vault`]: secrets admins bind to plugins, sealed at rest, given to plugins as placeholders.
 //! - [`policy`]: the admin's tool policy (Cedar): which tools a chat sees, which capabilities a call uses.
 //! - [`workspace`]: templates, workspaces and their lifecycle, sandboxed commands, git watch.
 //! - [`agents`]: subagents: child chats spawned, awaited, messaged and closed by their parents.
@@ -33,11 +35,13 @@ pub mod config;
 pub mod domain;
 pub mod keyed_lock;
 pub mod llm;
+pub mod net;
 pub mod plugins;
 pub mod policy;
 pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod vault;
 pub mod web;
 pub mod workspace;

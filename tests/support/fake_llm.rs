@@ -271,7 +271,7 @@ impl Drop for FakeLlm {
     }
 }
 
-fn record(shared: &Shared, headers: &axum::http::HeaderMap, body: &Value) {
+fn record(shared: &Shared, headers: &http::HeaderMap, body: &Value) {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(String::from).or_else(|| {
         headers
             .get(header::AUTHORIZATION)
@@ -345,7 +345,7 @@ fn is_title_request(shared: &Shared, body: &Value) -> bool {
 
 async fn anthropic_messages(
     State(shared): State<Shared>,
-    headers: axum::http::HeaderMap,
+    headers: http::HeaderMap,
     body: axum::Json<Value>,
 ) -> Response {
     if is_title_request(&shared, &body.0) {
@@ -388,7 +388,7 @@ fn anthropic_messages_stream(events: Vec<Value>) -> Response {
     Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
-async fn complete(State(shared): State<Shared>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> Response {
+async fn complete(State(shared): State<Shared>, headers: http::HeaderMap, body: axum::Json<Value>) -> Response {
     if is_title_request(&shared, &body.0) {
         let frames: Vec<String> = text_chunks(TITLE)
             .iter()

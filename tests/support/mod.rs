@@ -140,6 +140,8 @@ pub struct TestServerBuilder {
     relayed: bool,
     /// The database of the server this one is a replica of (which uses its model and drops it).
     replica_of: Option<String>,
+    /// Limits by plugin name, as `[plugins.limits.NAME]` sets them.
+    plugin_limits: Vec<(String, toolhost::plugins::PluginLimitsPatch)>,
 }
 
 impl TestServerBuilder {
@@ -182,6 +184,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Limits of plugin `name`, as `[plugins.limits.NAME]` in the configuration file sets them.
+    pub fn plugin_limits(mut self, name: &str, limits: toolhost::plugins::PluginLimitsPatch) -> Self {
+        self.plugin_limits.push((name.to_string(), limits));
+        self
+    }
+
     /// Plugin calls that run at once.
     pub fn max_concurrent_calls(mut self, calls: u32) -> Self {
         self.max_concurrent_calls = calls;
@@ -198,6 +206,7 @@ impl TestServerBuilder {
         };
         let mut config = Config::load(&overrides).unwrap();
         config.plugins.max_concurrent_calls = self.max_concurrent_calls;
+        config.plugins.limits.extend(self.plugin_limits.iter().cloned());
         config.agents = self.agents.clone();
         config.api.max_message_kib = 64;
         config
@@ -311,6 +320,7 @@ impl TestServer {
             max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
             relayed: false,
             replica_of: None,
+            plugin_limits: Vec::new(),
         }
     }
 

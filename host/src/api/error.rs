@@ -54,7 +54,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+            response.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
         }
         response
     }

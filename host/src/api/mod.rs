@@ -11,6 +11,7 @@ mod openapi;
 mod policy;
 mod prompts;
 mod relay;
+mod secrets;
 mod sessions;
 mod stream;
 mod usage;
@@ -22,7 +23,7 @@ pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub accounts: Arc<crate::accounts::Accounts>,
     /// Whether the session cookie is sent over HTTPS only.
     pub secure_cookies: bool,
+    /// Secrets admins bind to plugins.
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 /// Where the server is in its shutdown.
@@ -117,7 +120,9 @@ pub fn router(state: AppState) -> Router {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", patch(users::update))
         .route("/users/{id}/tokens", get(users::tokens))
-        .route("/users/{id}/tokens/{token_id}", delete(users::revoke_token));
+        .route("/users/{id}/tokens/{token_id}", delete(users::revoke_token))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -10,6 +10,7 @@ use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
 use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, VersionText, Versions};
 use super::prompts::Prompt;
+use super::secrets::{SecretInput, SecretList};
 use super::sessions::{CreatedToken, NewToken, SessionView, SignIn, TokenList, UserView};
 use super::usage::UsageReport;
 use super::users::{NewUser, UserList, UserPatch};
@@ -20,6 +21,7 @@ use crate::chat::service::SendOutcome;
 use crate::policy::Saved;
 use crate::store::Workspace;
 use crate::store::{Chat, Message, QueuedMessage};
+use crate::vault::SecretInfo;
 
 pub async fn openapi() -> Json<Value> {
     Json(document())
@@ -189,6 +191,17 @@ pub fn document() -> Value {
                 {"name": "token_id", "in": "path", "required": true, "schema": {"type": "string"}}
             ],
             "delete": operation("Revoke a user's API token (admins)", json!({"204": {"description": "Revoked"}})),
+        }),
+    );
+    paths.insert("/secrets".into(), json!({
+        "get": operation("Plugin secrets with their bindings, never their values (admins)", json!({"200": ok::<SecretList>(&mut g, "The secrets")})),
+    }));
+    paths.insert(
+        "/secrets/{name}".into(),
+        json!({
+            "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}],
+            "put": with_body(operation("Store or replace a secret bound to plugins and hosts (admins); 400 names a host or name that is not one", json!({"200": ok::<SecretInfo>(&mut g, "The secret, without its value")})), body::<SecretInput>(&mut g)),
+            "delete": operation("Delete a secret (admins)", json!({"204": {"description": "Deleted"}})),
         }),
     );
     paths.insert("/policy".into(), json!({

@@ -30,6 +30,8 @@ pub struct RunServices {
     pub workspaces: Arc<WorkspaceService>,
     /// Child chats, for the `agents` capability.
     pub agents: Arc<dyn AgentBackend>,
+    /// Secrets admins bound to plugins, for the `secrets` capability.
+    pub secrets: Arc<dyn crate::plugins::capabilities::secrets::SecretSource>,
 }
 
 /// What the worker gives each run: its services, who is running it (the worker, whose

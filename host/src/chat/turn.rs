@@ -591,6 +591,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
     let access = ChatServices {
         workspaces: run.services().workspaces.clone(),
         agents: run.services().agents.clone(),
+        secrets: run.services().secrets.clone(),
         scope: ChatScope {
             chat_id: chat.id.clone(),
             root_chat_id: chat.root_chat_id.clone(),

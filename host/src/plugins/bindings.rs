@@ -17,5 +17,7 @@ wasmtime::component::bindgen!({
         "toolhost:plugin/agents": async,
         // Screenshots and input run on a blocking thread; waits suspend the call.
         "toolhost:plugin/desktop": async,
+        // Looking a secret up reads the database.
+        "toolhost:plugin/secrets": async,
     },
 });

@@ -28,6 +28,13 @@ pub struct PluginLimits {
     pub instances: u32,
     pub tables: u32,
     pub memories: u32,
+    /// One outbound HTTP request, from connecting to the last byte of its response.
+    pub http_timeout_ms: u64,
+    /// Largest response body of one outbound HTTP request.
+    pub http_max_response_kib: u64,
+    /// Outbound HTTP requests of one call in flight at once (a response counts until its body
+    /// is read to the end or dropped).
+    pub http_max_concurrent: u32,
 }
 
 impl Default for PluginLimits {
@@ -40,6 +47,9 @@ impl Default for PluginLimits {
             instances: 64,
             tables: 64,
             memories: 16,
+            http_timeout_ms: 10_000,
+            http_max_response_kib: 10 * 1024,
+            http_max_concurrent: 4,
         }
     }
 }
@@ -68,6 +78,11 @@ impl PluginLimits {
         if self.max_result_kib == 0 {
             return Err(format!("{scope}: max_result_kib must be at least 1"));
         }
+        if self.http_timeout_ms == 0 || self.http_max_response_kib == 0 || self.http_max_concurrent == 0 {
+            return Err(format!(
+                "{scope}: http_timeout_ms, http_max_response_kib and http_max_concurrent must each be at least 1"
+            ));
+        }
         Ok(())
     }
 }
@@ -83,6 +98,9 @@ pub struct PluginLimitsPatch {
     pub instances: Option<u32>,
     pub tables: Option<u32>,
     pub memories: Option<u32>,
+    pub http_timeout_ms: Option<u64>,
+    pub http_max_response_kib: Option<u64>,
+    pub http_max_concurrent: Option<u32>,
 }
 
 impl PluginLimitsPatch {
@@ -95,6 +113,9 @@ impl PluginLimitsPatch {
             instances: self.instances.unwrap_or(base.instances),
             tables: self.tables.unwrap_or(base.tables),
             memories: self.memories.unwrap_or(base.memories),
+            http_timeout_ms: self.http_timeout_ms.unwrap_or(base.http_timeout_ms),
+            http_max_response_kib: self.http_max_response_kib.unwrap_or(base.http_max_response_kib),
+            http_max_concurrent: self.http_max_concurrent.unwrap_or(base.http_max_concurrent),
         }
     }
 }

@@ -219,6 +219,7 @@ impl PluginRuntime {
     /// what it describes.
     async fn prepare(&self, source: &PluginSource, bytes: &[u8]) -> Result<(LoadedPlugin, Vec<CheckedTool>), String> {
         let sha256 = hex::encode(Sha256::digest(bytes));
+        super::inspect::check_imports(bytes)?;
         let (component, from_cache) = self
             .cache
             .load_or_compile(&self.engine, bytes, &sha256)
@@ -351,7 +352,15 @@ impl PluginRuntime {
         let Ok(slot) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
             return Err(CallError::Busy { plugin, waited_ms: limits.timeout_ms });
         };
-        let setup = CallSetup { identity, grants, workspace, chat, progress };
+        let setup = CallSetup {
+            identity,
+            grants,
+            workspace,
+            chat,
+            progress,
+            limits: limits.clone(),
+            issued_secrets: Default::default(),
+        };
         let state = CallState::new(setup, CallLimiter::new(limits), output.clone(), slot.clone());
         let host_waits = state.host_waits.clone();
         let mut store = Store::new(&self.engine, state);

@@ -11,7 +11,7 @@ use miette::Diagnostic;
 use serde::Serialize;
 
 use super::entities::{Inventory, Principal};
-use super::rules::Rules;
+use super::rules::{Action, Rules};
 use crate::domain::ChatKind;
 
 /// A problem in a policy text, where it is.
@@ -251,6 +251,27 @@ fn unknown_names(
         let mut plugins = BTreeSet::new();
         mentioned_names(&json, &mut tools, &mut plugins);
         let rule = labels.get(policy.id()).cloned();
+        // In a rule about `use_capability` only, `resource.name` is a capability's name.
+        let about_capabilities =
+            json["action"]["op"] == "==" && json["action"]["entity"]["id"] == Action::UseCapability.name();
+        if about_capabilities {
+            let known = |name: &str| {
+                crate::plugins::capabilities::governed().any(|c| c == name)
+                    || inventory.plugins.iter().any(|p| p.capabilities.iter().any(|c| c == name))
+            };
+            for capability in std::mem::take(&mut tools).iter().filter(|c| !known(c)) {
+                let (line, column) = text.find(&format!("\"{capability}\"")).map_or((0, 0), |o| place(text, o));
+                warnings.push(Problem {
+                    line,
+                    column,
+                    message: format!(
+                        "no capability is named `{capability}` (the host's are {})",
+                        crate::plugins::capabilities::governed().collect::<Vec<_>>().join(", ")
+                    ),
+                    rule: rule.clone(),
+                });
+            }
+        }
         for tool in tools.iter().filter(|t| inventory.tool(t).is_none()) {
             let (line, column) = text.find(&format!("\"{tool}\"")).map_or((0, 0), |o| place(text, o));
             warnings.push(Problem {

@@ -322,6 +322,21 @@ fn on_policy_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static)
 }
 
 impl ScopeCheck for CapabilityGate {
+    fn record_refusal(&self, capability: &str, scope: Option<&str>, reason: &str) {
+        self.engine.record(Denial {
+            id: 0,
+            chat_id: self.principal.id.clone(),
+            tool: self.tool.clone(),
+            plugin: self.plugin.clone(),
+            action: Action::UseCapability.name().into(),
+            capability: Some(capability.to_string()),
+            scope: scope.map(String::from),
+            decided_by: reason.to_string(),
+            policy_version: self.policy.version,
+            created_at: now_ms(),
+        });
+    }
+
     fn check(&self, capability: &str, scope: Option<&str>) -> Result<(), String> {
         let (policy, principal, plugin, tool) =
             (self.policy.clone(), self.principal.clone(), self.plugin.clone(), self.tool.clone());
@@ -333,18 +348,7 @@ impl ScopeCheck for CapabilityGate {
         if decision.allowed {
             return Ok(());
         }
-        self.engine.record(Denial {
-            id: 0,
-            chat_id: self.principal.id.clone(),
-            tool: self.tool.clone(),
-            plugin: self.plugin.clone(),
-            action: Action::UseCapability.name().into(),
-            capability: Some(capability.to_string()),
-            scope: scope.map(String::from),
-            decided_by: decision.decided_by.clone(),
-            policy_version: self.policy.version,
-            created_at: now_ms(),
-        });
+        self.record_refusal(capability, scope, &decision.decided_by);
         let what = scope.map_or_else(String::new, |s| format!(" on `{s}`"));
         Err(format!(
             "the tool policy denies plugin `{}` the `{capability}` capability{what} in this chat ({}); an admin can change the policy",

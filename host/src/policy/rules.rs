@@ -232,10 +232,10 @@ impl Rules {
                 call_decided_by: call.decided_by,
             });
             let mut imports = self.inventory.plugin(&tool.plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
-            if imports.iter().any(|c| c == "workspace-exec") {
-                // Asked per command, of workspaces whose template allows the network.
-                imports.push(crate::plugins::capabilities::NETWORK.to_string());
-            }
+            // Asked per use: the network of a command, a private address of a request.
+            let implied: Vec<String> =
+                imports.iter().filter_map(|c| crate::plugins::capabilities::implied_by(c)).map(String::from).collect();
+            imports.extend(implied);
             for capability in imports {
                 let decision = self.decide_capability(principal, &tool.plugin, &tool.name, &capability, None);
                 capabilities.push(CapabilityVerdict {

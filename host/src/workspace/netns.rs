@@ -25,41 +25,11 @@ use std::process::{Command, Stdio};
 
 use std::os::unix::process::CommandExt;
 
+use crate::net::NOT_PUBLIC;
+
 const SLIRP4NETNS: &str = "slirp4netns";
 /// slirp4netns's gateway (`--configure`), through which every route leaves.
 const GATEWAY: &str = "10.0.2.2";
-
-/// What a networked command may not reach unless named: everything that is not the public
-/// internet. slirp4netns's own network (10.0.2.0/24: the gateway, refused to the host's
-/// loopback, and the DNS forwarder) keeps its more specific route.
-pub const NOT_PUBLIC: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.0.2.0/24",
-    "192.88.99.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "::ffff:0:0/96",
-    "64:ff9b::/96",
-    "64:ff9b:1::/48",
-    "100::/64",
-    "2001:db8::/32",
-    "fc00::/7",
-    "fe80::/10",
-    "fec0::/10",
-    "ff00::/8",
-];
 
 /// How a command's network is set up: who slirp4netns runs as, and the private destinations
 /// it may reach all the same.

@@ -50,8 +50,10 @@ pub mod agents;
 pub mod desktop;
 pub mod exec;
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod progress;
+pub mod secrets;
 mod tool;
 pub mod workspaces;
 

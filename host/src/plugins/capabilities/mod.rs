@@ -22,6 +22,9 @@ use crate::workspace::confined::WorkspaceRoot;
 pub trait Capability {
     /// The interface name, e.g. `workspace-fs`: what policy grants and `plugin inspect` shows.
     const NAME: &'static str;
+    /// A WASI interface that is this capability, when it is one (`wasi:http/outgoing-handler`,
+    /// without its version); otherwise the capability is `toolhost:plugin/NAME`.
+    const WASI_INTERFACE: Option<&'static str> = None;
     /// What the capability keeps for the length of one call (`()` when nothing).
     type State: Send;
     /// The state a new call starts with.
@@ -43,6 +46,14 @@ macro_rules! capabilities {
 
         /// Names of the capability interfaces this host provides.
         pub const PROVIDED: &[&str] = &[$(<$module::$capability as Capability>::NAME),*];
+
+        /// The capabilities that are WASI interfaces: (interface without version, capability).
+        pub const WASI_INTERFACES: &[(&str, &str)] = &[$(
+            (
+                match <$module::$capability as Capability>::WASI_INTERFACE { Some(i) => i, None => "" },
+                <$module::$capability as Capability>::NAME,
+            )
+        ),*];
 
         fn link_capabilities(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             $(<$module::$capability as Capability>::add_to_linker(linker)?;)*
@@ -79,6 +90,8 @@ capabilities! {
     workspace_exec::WorkspaceExec,
     agents::Agents,
     desktop::DesktopCapability,
+    http::Http,
+    secrets::Secrets,
 }
 
 /// A capability that is not an interface: a workspace command may reach the network. Asked
@@ -92,9 +105,20 @@ fn database_failed(error: &crate::store::StoreError, capability: &str) -> String
     "the server could not reach its database; try again".into()
 }
 
-/// Every capability the policy decides on: the interfaces and [`NETWORK`].
+/// Every capability the policy decides on: the interfaces, [`NETWORK`] and
+/// [`http::PRIVATE_ADDRESS`].
 pub fn governed() -> impl Iterator<Item = &'static str> {
-    PROVIDED.iter().copied().chain(std::iter::once(NETWORK))
+    PROVIDED.iter().copied().chain([NETWORK, http::PRIVATE_ADDRESS])
+}
+
+/// The capabilities asked per use that come with an imported one: the network of a workspace
+/// command, private addresses of an outbound request.
+pub fn implied_by(capability: &str) -> Option<&'static str> {
+    match capability {
+        "workspace-exec" => Some(NETWORK),
+        "http" => Some(http::PRIVATE_ADDRESS),
+        _ => None,
+    }
 }
 
 /// Links every capability interface, and a locked-down WASI (no files, no network, no
@@ -108,6 +132,9 @@ pub fn add_all_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()>
 pub trait ScopeCheck: Send + Sync {
     /// `Err` carries the message the plugin (and so the model) receives.
     fn check(&self, capability: &str, scope: Option<&str>) -> Result<(), String>;
+    /// Records a use the host refused for a reason of its own (a limit, a secret's binding),
+    /// beside the policy's denials.
+    fn record_refusal(&self, capability: &str, scope: Option<&str>, reason: &str);
 }
 
 /// The capabilities a plugin may use in one call, as decided by policy when the call started,
@@ -183,6 +210,13 @@ impl Grants {
         }
     }
 
+    /// Records a refusal that was not the policy's (see [`ScopeCheck::record_refusal`]).
+    pub fn record_refusal(&self, capability: &str, scope: Option<&str>, reason: &str) {
+        if let Some(check) = &self.check {
+            check.record_refusal(capability, scope, reason);
+        }
+    }
+
     /// [`Grants::require`], then the check of this use's scope.
     pub fn require_scoped(&self, capability: &str, plugin: &str, scope: &str) -> Result<(), String> {
         self.require(capability, plugin)?;
@@ -211,6 +245,8 @@ pub struct CallIdentity {
 pub struct ChatServices {
     pub workspaces: Arc<crate::workspace::WorkspaceService>,
     pub agents: Arc<dyn agents::AgentBackend>,
+    /// The secrets admins bound to plugins, for `secrets`.
+    pub secrets: Arc<dyn secrets::SecretSource>,
     pub scope: crate::workspace::ChatScope,
 }
 
@@ -265,6 +301,10 @@ pub struct CallSetup {
     pub chat: Option<ChatServices>,
     /// Where `progress` reports go.
     pub progress: Option<ProgressSink>,
+    /// The plugin's limits (outbound HTTP reads its own).
+    pub limits: crate::plugins::PluginLimits,
+    /// The secrets handed out in this call (shared by `secrets` and `http`).
+    pub issued_secrets: secrets::IssuedSecrets,
 }
 
 /// Everything a single tool call carries into the sandbox. One per call, dropped with it.
