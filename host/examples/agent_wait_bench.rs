@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let services = ChatServices {
         workspaces: app.workspaces.clone(),
         agents: app.agents.clone(),
+        secrets: app.vault.clone(),
         scope: ChatScope {
             chat_id: root.id.clone(),
             root_chat_id: root.id.clone(),

@@ -127,7 +127,7 @@ impl wit::Host for CallState {
             ))
         };
         let secret = match source.secret(&name).await {
-            Ok(Some(secret)) if secret.plugins.iter().any(|p| *p == plugin) => secret,
+            Ok(Some(secret)) if secret.plugins.contains(&plugin) => secret,
             Ok(_) => return Err(not_bound()),
             Err(SecretLookupError::Store(e)) => return Err(SecretError::NotFound(super::database_failed(&e, Secrets::NAME))),
             Err(SecretLookupError::Sealed(why)) => {
