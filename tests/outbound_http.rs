@@ -59,14 +59,21 @@ async fn destination() -> (SocketAddr, SocketAddr) {
         });
         axum::body::Body::from_stream(chunks)
     }
-    let app = axum::Router::new()
-        .route("/hello", get(|| async { "hello from the destination" }))
-        .route("/headers", get(headers))
-        .route("/redirect", get(redirect))
-        .route("/slow", get(slow))
-        .route("/huge", get(huge))
-        .route("/huge-stream", get(huge_stream))
-        .route("/trickle", get(trickle));
+    let app =
+        axum::Router::new()
+            .route("/hello", get(|| async { "hello from the destination" }))
+            .route(
+                "/echo",
+                get(|axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| async move {
+                    q["text"].clone()
+                }),
+            )
+            .route("/headers", get(headers))
+            .route("/redirect", get(redirect))
+            .route("/slow", get(slow))
+            .route("/huge", get(huge))
+            .route("/huge-stream", get(huge_stream))
+            .route("/trickle", get(trickle));
     let mut addresses = Vec::new();
     for _ in 0..2 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -147,7 +154,8 @@ async fn plugins_reach_only_what_the_policy_grants_within_their_limits() {
     let (g, u) = (granted.port(), ungranted.port());
 
     // Secrets: stored by admins, bound to plugins and hosts, never returned.
-    let secret = json!({"value": SECRET, "plugins": ["fetcher"], "hosts": [format!("localhost:{g}")]});
+    // Over plain HTTP only because the binding says `http://` (the destination has no TLS).
+    let secret = json!({"value": SECRET, "plugins": ["fetcher"], "hosts": [format!("http://localhost:{g}")]});
     let (status, stored) = put(&server, &admin, "/api/v1/secrets/weather-key", secret.clone()).await;
     assert_eq!(status, StatusCode::OK, "{stored}");
     assert_eq!(stored["plugins"], json!(["fetcher"]));
@@ -193,6 +201,8 @@ async fn plugins_reach_only_what_the_policy_grants_within_their_limits() {
             "secret-elsewhere",
             fetch(format!("http://localhost:{u}/headers"), json!({"secret_header": ["authorization", "weather-key"]})),
         ),
+        ("echo-foreign-secret", fetch(format!("http://localhost:{g}/echo?text=other-value-456"), json!({}))),
+        ("userinfo", fetch(format!("http://evil.example:80@localhost:{g}/hello"), json!({}))),
         (
             "secret-of-another-plugin",
             fetch(format!("http://localhost:{g}/headers"), json!({"secret_header": ["authorization", "other-key"]})),
@@ -248,6 +258,17 @@ async fn plugins_reach_only_what_the_policy_grants_within_their_limits() {
     assert!(echoed["body"].as_str().unwrap().contains("Bearer toolhost-secret-weather-key-"), "{echoed}");
     let (elsewhere, is_error) = result("secret-elsewhere");
     assert!(is_error && elsewhere["error"] == "denied", "a secret goes only to its hosts: {elsewhere}");
+    let (echoed, is_error) = result("echo-foreign-secret");
+    assert!(!is_error, "{echoed}");
+    assert_eq!(
+        echoed["body"], "toolhost-secret-other-key-masked",
+        "any secret's value is masked, whoever it is bound to"
+    );
+    let (userinfo, is_error) = result("userinfo");
+    assert!(
+        is_error && ["failed", "invalid_url"].contains(&userinfo["error"].as_str().unwrap()),
+        "userinfo is refused: {userinfo}"
+    );
     let (foreign, is_error) = result("secret-of-another-plugin");
     assert!(is_error, "{foreign}");
     assert!(foreign.to_string().contains("no secret named `other-key` is bound to plugin `fetcher`"), "{foreign}");

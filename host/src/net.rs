@@ -1,8 +1,8 @@
 //! Which addresses are the public internet. Both doors out to the network (a workspace
 //! command's routes, a plugin's outbound HTTP) refuse everything else unless the policy names
 //! it: loopback, RFC 1918, link-local with the cloud metadata address 169.254.169.254, CGNAT,
-//! documentation, benchmark and reserved ranges, multicast, and for IPv6 ULA, link-local, NAT64
-//! and the IPv4-mapped forms.
+//! documentation, benchmark and reserved ranges, multicast, and for IPv6 ULA, link-local, NAT64,
+//! 6to4, Teredo and the IPv4-mapped and -compatible forms.
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
@@ -27,13 +27,15 @@ pub const NOT_PUBLIC: &[&str] = &[
     "203.0.113.0/24",
     "224.0.0.0/4",
     "240.0.0.0/4",
-    "::/128",
+    "::/96",
     "::1/128",
     "::ffff:0:0/96",
     "64:ff9b::/96",
     "64:ff9b:1::/48",
     "100::/64",
+    "2001::/32",
     "2001:db8::/32",
+    "2002::/16",
     "fc00::/7",
     "fe80::/10",
     "fec0::/10",
@@ -85,6 +87,9 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(not_public.parse().unwrap()), "{not_public}");
         }

@@ -6,7 +6,7 @@
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::plugins::capabilities::secrets::{BoundSecret, SecretLookupError, SecretSource};
+use crate::plugins::capabilities::secrets::{Binding, BoundSecret, SecretLookupError, SecretSource};
 use crate::secrets::SecretBox;
 use crate::store::{Store, StoreError, StoredSecret};
 
@@ -30,7 +30,8 @@ pub struct SecretInfo {
     pub name: String,
     /// Plugins that may ask for it.
     pub plugins: Vec<String>,
-    /// Hosts it is sent to: `api.example.com`, `api.example.com:8443` or `*.example.com`.
+    /// Hosts it is sent to: `api.example.com`, `api.example.com:8443` or `*.example.com`, over
+    /// HTTPS; with `http://` in front, over plain HTTP too.
     pub hosts: Vec<String>,
     /// The admin who last set it.
     pub updated_by: String,
@@ -75,26 +76,6 @@ fn is_name(text: &str) -> bool {
     (1..=64).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
-/// `api.example.com`, `api.example.com:8443`, `*.example.com`, `[::1]:8080`, `10.0.0.5`.
-fn is_host(text: &str) -> bool {
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) if !text.starts_with('[') || host.ends_with(']') => (host, Some(port)),
-        _ => (text, None),
-    };
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return false;
-    }
-    if let Some(literal) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return literal.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len()) && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
 impl Vault {
     pub fn new(store: Store, sealer: SecretBox) -> Vault {
         Vault { store, sealer }
@@ -125,9 +106,9 @@ impl Vault {
         if let Some(bad) = secret.plugins.iter().find(|p| p.is_empty() || p.len() > 128) {
             return Err(VaultError::Invalid(format!("`{bad}` is not a plugin name")));
         }
-        if let Some(bad) = secret.hosts.iter().find(|h| !is_host(h)) {
+        if let Some(bad) = secret.hosts.iter().find(|h| Binding::parse(h).is_none()) {
             return Err(VaultError::Invalid(format!(
-                "`{bad}` is not a host: use `api.example.com`, `api.example.com:8443` or `*.example.com`"
+                "`{bad}` is not a host: use `api.example.com`, `api.example.com:8443` or `*.example.com` (sent over HTTPS only), or `http://host` to allow plain HTTP too"
             )));
         }
         let hosts: Vec<String> = secret.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -164,20 +145,18 @@ impl SecretSource for Vault {
             Ok(Some(BoundSecret { value, plugins: stored.plugins, hosts: stored.hosts }))
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_names_with_an_optional_port_or_a_wildcard() {
-        for good in ["api.example.com", "api.example.com:8443", "*.example.com", "localhost", "[::1]:8080", "10.0.0.5"]
-        {
-            assert!(is_host(good), "{good}");
-        }
-        for bad in ["", "https://api.example.com", "api.example.com/v1", "a b", "api.example.com:99999", "*", "[::1"] {
-            assert!(!is_host(bad), "{bad}");
-        }
+    fn values(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, SecretLookupError>> {
+        Box::pin(async move {
+            let mut values = Vec::new();
+            for stored in self.store.plugin_secrets().await? {
+                let value = self
+                    .sealer
+                    .open(&stored.sealed_value, &context(&stored.name))
+                    .map_err(|e| SecretLookupError::Sealed(e.to_string()))?;
+                values.push((stored.name, value));
+            }
+            Ok(values)
+        })
     }
 }

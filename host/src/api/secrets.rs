@@ -26,7 +26,8 @@ pub struct SecretInput {
     /// Plugins that may ask for it, by name.
     #[schemars(length(min = 1))]
     pub plugins: Vec<String>,
-    /// Hosts its value may be sent to: `api.example.com`, `api.example.com:8443` or `*.example.com`.
+    /// Hosts its value may be sent to: `api.example.com`, `api.example.com:8443` or
+    /// `*.example.com`, over HTTPS only; with `http://` in front, over plain HTTP too.
     #[schemars(length(min = 1))]
     pub hosts: Vec<String>,
 }

@@ -12,6 +12,9 @@ use super::LimitHit;
 /// address space for this much per slot.
 pub const MAX_MEMORY_MIB: u64 = 1024;
 
+/// Longest an outbound HTTP request may be allowed to take.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
+
 /// The limits of one call to a plugin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +80,9 @@ impl PluginLimits {
         }
         if self.max_result_kib == 0 {
             return Err(format!("{scope}: max_result_kib must be at least 1"));
+        }
+        if self.http_timeout_ms > MAX_HTTP_TIMEOUT_MS {
+            return Err(format!("{scope}: http_timeout_ms must be at most {MAX_HTTP_TIMEOUT_MS} (an hour)"));
         }
         if self.http_timeout_ms == 0 || self.http_max_response_kib == 0 || self.http_max_concurrent == 0 {
             return Err(format!(

@@ -39,7 +39,7 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::secrets::{Issued, IssuedSecrets, binds};
+use super::secrets::{Issued, IssuedSecrets, SecretSource, binds};
 use super::{CallIdentity, CallSetup, CallState, Capability, Grants};
 
 /// A capability that is not an interface: an outbound request may connect to an address that
@@ -65,6 +65,8 @@ impl Capability for Http {
                 max_in_flight: setup.limits.http_max_concurrent,
                 in_flight: Arc::new(Semaphore::new(setup.limits.http_max_concurrent as usize)),
                 secrets: setup.issued_secrets.clone(),
+                source: setup.chat.as_ref().map(|chat| chat.secrets.clone()),
+                every_secret: Arc::new(tokio::sync::OnceCell::new()),
             },
         }
     }
@@ -96,13 +98,23 @@ struct Outbound {
     max_response_bytes: u64,
     max_in_flight: u32,
     in_flight: Arc<Semaphore>,
-    /// Secrets handed out in this call: substituted in request headers, masked in responses.
+    /// Secrets handed out in this call: substituted in request headers.
     secrets: IssuedSecrets,
+    /// Where every secret's value is read from, to mask responses (`None` outside a chat).
+    source: Option<Arc<dyn SecretSource>>,
+    /// Every secret's name and value, read at the call's first request.
+    every_secret: Arc<tokio::sync::OnceCell<Vec<(String, String)>>>,
 }
 
 type Exchange = (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>);
 
 impl WasiHttpHooks for Outbound {
+    /// `Host` is set from the checked target in [`Outbound::exchange`], never from the guest's
+    /// authority as written (which may carry userinfo).
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -124,16 +136,43 @@ struct Target {
 }
 
 impl Target {
+    /// The target of `uri`, with one spelling per destination (the policy's scope must not have
+    /// two): IP literals in standard form, no trailing dot, no userinfo, no numeric names that a
+    /// resolver would read as an address (`2130706433`, `0x7f.1`).
     fn of(uri: &http::Uri) -> Result<Target, Error> {
         let tls = match uri.scheme() {
             Some(scheme) if *scheme == Scheme::HTTPS => true,
             Some(scheme) if *scheme == Scheme::HTTP => false,
             _ => return Err(Error::HttpProtocolError),
         };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or(Error::HttpRequestUriInvalid)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
+        if authority.as_str().contains('@') {
+            return Err(Error::HttpRequestUriInvalid);
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                let last = host.rsplit('.').next().unwrap_or_default();
+                let numeric = last.chars().all(|c| c.is_ascii_digit()) || last.starts_with("0x");
+                if host.is_empty() || numeric {
+                    return Err(Error::HttpRequestUriInvalid);
+                }
+                host
+            }
+        };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Target { tls, host, port })
+    }
+
+    /// The `Host` header: the host, and the port when it is not the scheme's.
+    fn host_header(&self) -> String {
+        let host = match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]", self.host),
+            _ => self.host.clone(),
+        };
+        if self.port == if self.tls { 443 } else { 80 } { host } else { format!("{host}:{}", self.port) }
     }
 
     /// `scheme://host:port`, always with the port: the scope the policy decides on.
@@ -182,7 +221,20 @@ impl Outbound {
             tracing::info!(reason = %why, "outbound request refused");
             return Err(Error::HttpRequestDenied);
         }
+        let masks = match self.masks().await {
+            Ok(masks) => masks,
+            Err(why) => {
+                tracing::error!(error = %why, "outbound request refused: the secrets to mask responses of cannot be read");
+                return Err(Error::InternalError(Some("the server cannot read its secrets; try again".into())));
+            }
+        };
         let secrets = self.secrets.all();
+        let host = http::HeaderValue::from_str(&target.host_header()).map_err(|_| Error::HttpRequestUriInvalid)?;
+        request.headers_mut().insert(http::header::HOST, host);
+        if !masks.is_empty() {
+            // Masking reads the bytes as sent: a compressed body would carry a value past it.
+            request.headers_mut().insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
+        }
         if let Err(secret) = substitute_secrets(request.headers_mut(), &secrets, &target) {
             let reason = format!("the secret `{secret}` is not bound to {}", target.host);
             tracing::warn!(secret = %secret, "outbound request refused: {reason}");
@@ -252,6 +304,13 @@ impl Outbound {
         })
         .await?;
         let (mut head, incoming) = response.into_parts();
+        let encoding = head.headers.get(http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if !masks.is_empty() && encoding.as_deref().is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+            let reason = "the response is compressed although it was asked for uncompressed, so secrets could not be masked";
+            tracing::warn!("outbound response refused: {reason}");
+            self.grants.record_refusal(Http::NAME, Some(&origin), reason);
+            return Err(Error::HttpResponseContentCoding(encoding));
+        }
         // A body announced as too large is refused before any of it is read.
         let announced = head.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if announced.is_some_and(|length| length > self.max_response_bytes) {
@@ -260,13 +319,13 @@ impl Outbound {
             self.grants.record_refusal(Http::NAME, Some(&origin), &reason);
             return Err(Error::HttpResponseBodySize(announced));
         }
-        mask_headers(&mut head.headers, &secrets);
+        mask_headers(&mut head.headers, &masks);
         let limited = Limited {
             inner: incoming,
             read: 0,
             max: self.max_response_bytes,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            masker: Masker::new(secrets),
+            masker: Masker::new(masks),
             refusals: Refusals { grants: self.grants.clone(), origin, span: span.clone() },
             _permit: permit,
         };
@@ -283,15 +342,41 @@ impl Outbound {
         Ok((response, drive))
     }
 
+    /// What responses are masked of: every secret's value, replaced by the placeholder this
+    /// call was given for it or else by a stand-in naming it; longest values first, so a value
+    /// that contains another is masked whole.
+    async fn masks(&self) -> Result<Vec<Mask>, String> {
+        let every = match &self.source {
+            Some(source) => {
+                let loaded = self.every_secret.get_or_try_init(|| source.values()).await;
+                loaded.map_err(|e| e.to_string())?.clone()
+            }
+            None => Vec::new(),
+        };
+        let issued = self.secrets.all();
+        let mut masks: Vec<Mask> = every
+            .into_iter()
+            .map(|(name, value)| {
+                let with = issued
+                    .iter()
+                    .find(|i| i.name == name)
+                    .map_or_else(|| format!("toolhost-secret-{name}-masked"), |i| i.placeholder.clone());
+                Mask { value, with }
+            })
+            .chain(issued.iter().map(|i| Mask { value: i.value.clone(), with: i.placeholder.clone() }))
+            .filter(|m| !m.value.is_empty())
+            .collect();
+        masks.sort_by(|a, b| b.value.len().cmp(&a.value.len()).then_with(|| a.value.cmp(&b.value)));
+        masks.dedup_by(|a, b| a.value == b.value);
+        Ok(masks)
+    }
+
     /// The address to connect to: the public one, or a private one the policy grants by its
     /// exact `ip:port`.
     async fn destination(&self, target: &Target) -> Result<SocketAddr, Error> {
         let mut candidates: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-            Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| Error::DnsError { rcode: Some(e.to_string()), info_code: None })?
-                .collect(),
+            Err(_) => resolve(&target.host, target.port).await?,
         };
         // Public addresses first, then IPv4 (what most local services listen on).
         candidates.sort_by_key(|a| (!crate::net::is_public(a.ip()), a.is_ipv6()));
@@ -316,6 +401,36 @@ impl Outbound {
     }
 }
 
+/// Name lookups of every call at once. A lookup runs on a blocking thread that a timeout
+/// cannot stop; its permit is held by that thread, so names whose servers never answer fill
+/// these, not the runtime's blocking pool that file and database work shares.
+const MAX_LOOKUPS: usize = 16;
+static LOOKUPS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_LOOKUPS)));
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let Ok(permit) = LOOKUPS.clone().try_acquire_owned() else {
+        tracing::warn!("outbound request refused: {MAX_LOOKUPS} name lookups are already running");
+        return Err(Error::DnsTimeout);
+    };
+    let name = host.to_string();
+    let lookup = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(Iterator::collect::<Vec<_>>)
+    });
+    match lookup.await {
+        Ok(Ok(addresses)) => Ok(addresses),
+        Ok(Err(e)) => Err(Error::DnsError { rcode: Some(e.to_string()), info_code: None }),
+        Err(_) => Err(Error::DnsError { rcode: Some("the lookup failed".into()), info_code: None }),
+    }
+}
+
+/// A secret's value, and what a response shows in its place.
+#[derive(Clone)]
+struct Mask {
+    value: String,
+    with: String,
+}
+
 /// Puts each secret's value in place of its placeholder in the request's headers; `Err` names
 /// a secret whose placeholder is there but which is not bound to the destination.
 fn substitute_secrets(headers: &mut http::HeaderMap, secrets: &[Issued], target: &Target) -> Result<(), String> {
@@ -326,7 +441,7 @@ fn substitute_secrets(headers: &mut http::HeaderMap, secrets: &[Issued], target:
             if !contains(&bytes, secret.placeholder.as_bytes()) {
                 continue;
             }
-            if !binds(&secret.hosts, &target.host, target.port) {
+            if !binds(&secret.hosts, target.tls, &target.host, target.port) {
                 return Err(secret.name.clone());
             }
             bytes = replace(&bytes, secret.placeholder.as_bytes(), secret.value.as_bytes());
@@ -341,21 +456,21 @@ fn substitute_secrets(headers: &mut http::HeaderMap, secrets: &[Issued], target:
     Ok(())
 }
 
-/// Replaces each secret's value by its placeholder in the response's headers. Masking may
-/// change the body's length, so a call that holds secrets gets bodies of unannounced length.
-fn mask_headers(headers: &mut http::HeaderMap, secrets: &[Issued]) {
-    if !secrets.is_empty() {
-        headers.remove(http::header::CONTENT_LENGTH);
+/// Replaces each secret's value in the response's headers. Masking may change the body's
+/// length, so while there are secrets, bodies come with their length unannounced.
+fn mask_headers(headers: &mut http::HeaderMap, masks: &[Mask]) {
+    if masks.is_empty() {
+        return;
     }
+    headers.remove(http::header::CONTENT_LENGTH);
     for value in headers.values_mut() {
         let mut bytes = value.as_bytes().to_vec();
-        for secret in secrets.iter().filter(|s| !s.value.is_empty()) {
-            bytes = replace(&bytes, secret.value.as_bytes(), secret.placeholder.as_bytes());
+        for mask in masks {
+            bytes = replace(&bytes, mask.value.as_bytes(), mask.with.as_bytes());
         }
-        if bytes != value.as_bytes()
-            && let Ok(masked) = http::HeaderValue::from_bytes(&bytes)
-        {
-            *value = masked;
+        if bytes != value.as_bytes() {
+            // A mask is printable ASCII, so the masked value is a valid header value.
+            *value = http::HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| http::HeaderValue::from_static("masked"));
         }
     }
 }
@@ -385,15 +500,15 @@ fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 /// Replaces secrets' values by their placeholders in a body that arrives in pieces: the last
 /// bytes of each piece that could begin a value are held back until the next one.
 struct Masker {
-    secrets: Vec<Issued>,
+    secrets: Vec<Mask>,
     held: Vec<u8>,
     /// The longest value, less one: what may be held back.
     hold: usize,
 }
 
 impl Masker {
-    fn new(secrets: Vec<Issued>) -> Masker {
-        let secrets: Vec<Issued> = secrets.into_iter().filter(|s| !s.value.is_empty()).collect();
+    fn new(secrets: Vec<Mask>) -> Masker {
+        let secrets: Vec<Mask> = secrets.into_iter().filter(|s| !s.value.is_empty()).collect();
         let hold = secrets.iter().map(|s| s.value.len()).max().unwrap_or(1) - 1;
         Masker { secrets, held: Vec::new(), hold }
     }
@@ -406,7 +521,7 @@ impl Masker {
         self.held.extend_from_slice(piece);
         let mut masked = std::mem::take(&mut self.held);
         for secret in &self.secrets {
-            masked = replace(&masked, secret.value.as_bytes(), secret.placeholder.as_bytes());
+            masked = replace(&masked, secret.value.as_bytes(), secret.with.as_bytes());
         }
         let keep = self.hold.min(masked.len());
         self.held = masked.split_off(masked.len() - keep);
@@ -464,8 +579,9 @@ impl Body for Limited {
             };
             let data = match frame.into_data() {
                 Ok(data) => data,
-                // Trailers pass as they are.
-                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                // Trailers pass as they are, unless there are secrets to keep out of them.
+                Err(frame) if self.masker.secrets.is_empty() => return Poll::Ready(Some(Ok(frame))),
+                Err(_trailers) => continue,
             };
             self.read += data.len() as u64;
             if self.read > self.max {
@@ -505,7 +621,23 @@ mod tests {
         assert_eq!(target("http://example.com/").unwrap().origin(), "http://example.com:80");
         assert_eq!(target("http://127.0.0.1:8080/x").unwrap().origin(), "http://127.0.0.1:8080");
         assert_eq!(target("http://[::1]:9/").unwrap().origin(), "http://[::1]:9");
-        assert_eq!(target("https://user:pw@example.com:8443/").unwrap().origin(), "https://example.com:8443");
+    }
+
+    #[test]
+    fn one_destination_has_one_spelling() {
+        assert_eq!(target("http://[0:0::1]:9/").unwrap().origin(), "http://[::1]:9");
+        assert_eq!(target("https://example.com./").unwrap().origin(), "https://example.com:443");
+        assert_eq!(target("http://127.000.000.001/").ok().map(|t| t.origin()), None, "not a standard literal");
+        for refused in ["http://2130706433/", "http://0x7f000001/", "http://127.1/", "https://user:pw@example.com/"] {
+            assert!(matches!(target(refused), Err(Error::HttpRequestUriInvalid)), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_host_header_names_the_checked_target() {
+        assert_eq!(target("https://api.example.com/x").unwrap().host_header(), "api.example.com");
+        assert_eq!(target("http://localhost:8080/").unwrap().host_header(), "localhost:8080");
+        assert_eq!(target("http://[::1]:9/").unwrap().host_header(), "[::1]:9");
     }
 
     fn issued(value: &str) -> Issued {
@@ -519,7 +651,8 @@ mod tests {
 
     #[test]
     fn a_secret_is_masked_even_when_split_across_pieces() {
-        let mut masker = Masker::new(vec![issued("s3cr3t")]);
+        let mask = Mask { value: "s3cr3t".into(), with: "toolhost-secret-key-0123".into() };
+        let mut masker = Masker::new(vec![mask]);
         let mut out = Vec::new();
         for piece in ["the key is s3", "cr", "3t, again: s3cr3t", " and s3cr"] {
             out.extend_from_slice(&masker.push(piece.as_bytes()));
@@ -537,7 +670,13 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("authorization", "Bearer toolhost-secret-key-0123".parse().unwrap());
         let mut elsewhere = headers.clone();
+        let mut in_the_clear = headers.clone();
         substitute_secrets(&mut headers, &secrets, &target("https://api.example.com/").unwrap()).unwrap();
+        assert_eq!(
+            substitute_secrets(&mut in_the_clear, &secrets, &target("http://api.example.com/").unwrap()),
+            Err("key".to_string()),
+            "not over plain HTTP"
+        );
         assert_eq!(headers["authorization"], "Bearer s3cr3t");
         assert_eq!(
             substitute_secrets(&mut elsewhere, &secrets, &target("https://evil.example/").unwrap()),

@@ -19,6 +19,9 @@ use crate::store::StoreError;
 pub trait SecretSource: Send + Sync {
     /// The secret called `name`, opened, with its bindings; `None` when there is none.
     fn secret<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<BoundSecret>, SecretLookupError>>;
+    /// Every secret's name and value: what responses are masked of, whatever the plugin (a
+    /// value another plugin stored on a service must not be read back either).
+    fn values(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, SecretLookupError>>;
 }
 
 /// Why a secret could not be looked up.
@@ -47,20 +50,67 @@ impl std::fmt::Debug for BoundSecret {
     }
 }
 
-/// Whether a secret bound to `hosts` may be sent to `host:port`.
-pub fn binds(hosts: &[String], host: &str, port: u16) -> bool {
-    hosts.iter().any(|bound| {
-        let bound = bound.to_ascii_lowercase();
-        if let Some(suffix) = bound.strip_prefix("*.") {
-            return host.ends_with(&format!(".{suffix}"));
-        }
-        match bound.rsplit_once(':') {
-            Some((name, bound_port)) if !bound.contains(']') || name.ends_with(']') => {
-                name.trim_start_matches('[').trim_end_matches(']') == host && bound_port == port.to_string()
+/// Where a secret may be sent: `api.example.com` (any port), `api.example.com:8443`,
+/// `*.example.com` (its subdomains), `[::1]:8080`; over HTTPS only, unless written with
+/// `http://` in front (then over plain HTTP too, for a service on a trusted network).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    plain_http: bool,
+    /// Lower case; an IPv6 literal without brackets.
+    host: String,
+    /// `host` is a suffix: the binding is `*.host`.
+    subdomains: bool,
+    port: Option<u16>,
+}
+
+impl Binding {
+    /// `None` when `text` is not a binding.
+    pub fn parse(text: &str) -> Option<Binding> {
+        let text = text.to_ascii_lowercase();
+        let (plain_http, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+            (Some(rest), _) => (true, rest.to_string()),
+            (_, Some(rest)) => (false, rest.to_string()),
+            _ => (false, text.clone()),
+        };
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (literal, after) = bracketed.split_once(']')?;
+            literal.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?.parse::<u16>().ok()?),
+            };
+            (literal.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port.parse::<u16>().ok()?)),
+                None => (rest.clone(), None),
             }
-            _ => bound == host,
+        };
+        let (subdomains, host) = match host.strip_prefix("*.") {
+            Some(suffix) => (true, suffix.to_string()),
+            None => (false, host),
+        };
+        let is_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                (1..=63).contains(&label.len()) && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !(is_name || host.parse::<std::net::Ipv6Addr>().is_ok()) {
+            return None;
         }
-    })
+        Some(Binding { plain_http, host, subdomains, port })
+    }
+
+    /// Whether a request to `host:port` (over TLS or not) may carry the secret.
+    pub fn admits(&self, tls: bool, host: &str, port: u16) -> bool {
+        let host_matches = if self.subdomains { host.ends_with(&format!(".{}", self.host)) } else { host == self.host };
+        (tls || self.plain_http) && host_matches && self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// Whether a secret bound to `hosts` may be sent to `host:port`.
+pub fn binds(hosts: &[String], tls: bool, host: &str, port: u16) -> bool {
+    hosts.iter().filter_map(|h| Binding::parse(h)).any(|binding| binding.admits(tls, host, port))
 }
 
 /// One secret handed out in a call.
@@ -145,15 +195,34 @@ mod tests {
 
     #[test]
     fn a_secret_goes_only_to_the_hosts_it_is_bound_to() {
-        let hosts = vec!["api.example.com".to_string(), "Other.example.org:8443".into(), "*.corp.example".into()];
-        assert!(binds(&hosts, "api.example.com", 443));
-        assert!(binds(&hosts, "api.example.com", 80), "a bare host binds every port");
-        assert!(!binds(&hosts, "evil.api.example.com", 443));
-        assert!(!binds(&hosts, "api.example.com.evil", 443));
-        assert!(binds(&hosts, "other.example.org", 8443));
-        assert!(!binds(&hosts, "other.example.org", 443), "a host:port binds that port only");
-        assert!(binds(&hosts, "a.corp.example", 443));
-        assert!(!binds(&hosts, "corp.example", 443), "a wildcard binds the subdomains");
-        assert!(binds(&["[::1]:8080".to_string()], "::1", 8080));
+        let hosts = vec![
+            "api.example.com".to_string(),
+            "Other.example.org:8443".into(),
+            "*.corp.example:8443".into(),
+            "http://plain.internal".into(),
+        ];
+        assert!(binds(&hosts, true, "api.example.com", 443));
+        assert!(binds(&hosts, true, "api.example.com", 80), "a bare host binds every port");
+        assert!(!binds(&hosts, false, "api.example.com", 80), "never in the clear unless bound with http://");
+        assert!(binds(&hosts, false, "plain.internal", 80));
+        assert!(!binds(&hosts, true, "evil.api.example.com", 443));
+        assert!(!binds(&hosts, true, "api.example.com.evil", 443));
+        assert!(binds(&hosts, true, "other.example.org", 8443));
+        assert!(!binds(&hosts, true, "other.example.org", 443), "a host:port binds that port only");
+        assert!(binds(&hosts, true, "a.corp.example", 8443));
+        assert!(!binds(&hosts, true, "a.corp.example", 443));
+        assert!(!binds(&hosts, true, "corp.example", 8443), "a wildcard binds the subdomains");
+        assert!(binds(&["[::1]:8080".to_string()], true, "::1", 8080));
+        assert!(binds(&["[::1]".to_string()], true, "::1", 8080));
+    }
+
+    #[test]
+    fn bindings_are_hosts_with_an_optional_scheme_port_or_wildcard() {
+        for good in ["api.example.com", "api.example.com:8443", "*.example.com", "localhost", "[::1]:8080", "10.0.0.5", "http://localhost:8080", "https://x.example"] {
+            assert!(Binding::parse(good).is_some(), "{good}");
+        }
+        for bad in ["", "api.example.com/v1", "a b", "api.example.com:99999", "*", "[::1", "ftp://x.example", "user@x.example"] {
+            assert!(Binding::parse(bad).is_none(), "{bad}");
+        }
     }
 }
