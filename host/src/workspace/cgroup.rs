@@ -195,6 +195,28 @@ impl CommandGroup {
     }
 }
 
+impl CommandGroup {
+    /// Kills what is left of the command and waits, at most `timeout`, until the kernel has
+    /// emptied the group. A command's processes are then gone when its run returns, and the next
+    /// command does not meet their remains. A fork bomb's children that are still dying count
+    /// against the sandbox user's process limit, and `execve` of the next command fails with
+    /// EAGAIN.
+    pub async fn empty(&self, timeout: Duration) {
+        self.kill_all();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for folder in &self.folders {
+            while populated(folder) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Whether a group still has processes (`populated 1` in its `cgroup.events`).
+fn populated(folder: &std::path::Path) -> bool {
+    std::fs::read_to_string(folder.join("cgroup.events")).is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
+}
+
 /// Joins the groups; called in the child between fork and exec (only a `write` per group).
 pub fn join(descriptors: &[RawFd]) -> std::io::Result<()> {
     for fd in descriptors {

@@ -300,6 +300,7 @@ impl Sandbox {
                 }
             }
         };
+        running.settle().await;
         let output = running.finish_output().await;
         if stopped_because.is_none() {
             stopped_because = self.over_quota(mounts).await;

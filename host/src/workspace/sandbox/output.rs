@@ -27,6 +27,14 @@ impl Running {
         }
     }
 
+    /// Once the command has ended: kills whatever it left in its control group and waits
+    /// (briefly) until the group is empty.
+    pub async fn settle(&mut self) {
+        if let Some(group) = &self._group {
+            group.empty(Duration::from_secs(3)).await;
+        }
+    }
+
     /// Waits (briefly) for the last of the output, and returns what was kept.
     pub async fn finish_output(&mut self) -> Output {
         if let Some(done) = self.output_done.take() {
