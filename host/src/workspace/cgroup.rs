@@ -213,7 +213,7 @@ impl CommandGroup {
 }
 
 /// Whether a group still has processes (`populated 1` in its `cgroup.events`).
-fn populated(folder: &std::path::Path) -> bool {
+fn populated(folder: &Path) -> bool {
     std::fs::read_to_string(folder.join("cgroup.events")).is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
 }
 
