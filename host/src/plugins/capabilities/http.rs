@@ -162,26 +162,36 @@ impl Target {
                 host
             }
         };
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(Target::default_port(tls));
         Ok(Target { tls, host, port })
+    }
+
+    /// The scheme's port when the URL names none.
+    fn default_port(tls: bool) -> u16 {
+        if tls { 443 } else { 80 }
+    }
+
+    /// The host as a URL writes it: an IPv6 literal in brackets.
+    fn url_host(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]", self.host),
+            _ => self.host.clone(),
+        }
     }
 
     /// The `Host` header: the host, and the port when it is not the scheme's.
     fn host_header(&self) -> String {
-        let host = match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("[{}]", self.host),
-            _ => self.host.clone(),
-        };
-        if self.port == if self.tls { 443 } else { 80 } { host } else { format!("{host}:{}", self.port) }
+        if self.port == Target::default_port(self.tls) {
+            self.url_host()
+        } else {
+            format!("{}:{}", self.url_host(), self.port)
+        }
     }
 
     /// `scheme://host:port`, always with the port: the scope the policy decides on.
     fn origin(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("{scheme}://[{}]:{}", self.host, self.port),
-            _ => format!("{scheme}://{}:{}", self.host, self.port),
-        }
+        format!("{scheme}://{}:{}", self.url_host(), self.port)
     }
 }
 
