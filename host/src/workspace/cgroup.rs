@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -42,27 +43,32 @@ pub struct Cgroups {
 const LEFTOVER_AGE: Duration = Duration::from_secs(120);
 
 impl Cgroups {
-    /// Finds writable hierarchies with the `pids` and `memory` controllers; `None` when this
-    /// process cannot make groups (not root, or no delegation).
-    pub fn detect() -> Option<Cgroups> {
+    /// Finds writable hierarchies with the `pids` and `memory` controllers; the reason when this
+    /// process cannot make groups (not root, no delegation, controllers missing).
+    pub fn detect() -> Result<Cgroups, String> {
         let root = Path::new(ROOT);
         let unified = root.join("cgroup.controllers").exists();
         let hierarchies = if unified {
-            let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+            let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+                .map_err(|e| format!("cannot read {ROOT}/cgroup.controllers: {e}"))?;
             if !(controllers.contains("pids") && controllers.contains("memory")) {
-                return None;
+                return Err(format!(
+                    "the pids and memory controllers are not both available (have: {})",
+                    controllers.trim()
+                ));
             }
             let parent = root.join(PARENT);
-            std::fs::create_dir_all(&parent).ok()?;
+            create_folder(&parent)?;
             // Groups below ours need the controllers enabled at each level.
-            std::fs::write(root.join("cgroup.subtree_control"), "+pids +memory").ok()?;
-            std::fs::write(parent.join("cgroup.subtree_control"), "+pids +memory").ok()?;
+            for level in [root, parent.as_path()] {
+                write_file(&level.join("cgroup.subtree_control"), "+pids +memory")?;
+            }
             vec![Hierarchy { parent, limits: vec![("pids.max", Limit::Processes), ("memory.max", Limit::MemoryBytes)] }]
         } else {
             let pids = root.join("pids").join(PARENT);
             let memory = root.join("memory").join(PARENT);
-            std::fs::create_dir_all(&pids).ok()?;
-            std::fs::create_dir_all(&memory).ok()?;
+            create_folder(&pids)?;
+            create_folder(&memory)?;
             vec![
                 Hierarchy { parent: pids, limits: vec![("pids.max", Limit::Processes)] },
                 Hierarchy { parent: memory, limits: vec![("memory.limit_in_bytes", Limit::MemoryBytes)] },
@@ -70,9 +76,15 @@ impl Cgroups {
         };
         let cgroups = Cgroups { hierarchies, unified };
         cgroups.remove_leftovers();
-        // Prove it: make (and drop) a group.
-        cgroups.create("probe", &format!("probe-{}", std::process::id()), 16, 64 * 1024 * 1024).ok()?;
-        Some(cgroups)
+        // Prove it: make (and drop) a group. Its name is unique to this call: several sandboxes
+        // probe at once in one process (each test server makes its own), and a shared name made
+        // all but the first of them run without groups, so without a process limit.
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let name = format!("probe-{}-{}", std::process::id(), PROBES.fetch_add(1, Ordering::Relaxed));
+        cgroups
+            .create("probe", &name, 16, 64 * 1024 * 1024)
+            .map_err(|e| format!("cannot make a group under {}: {e}", cgroups.hierarchies[0].parent.display()))?;
+        Ok(cgroups)
     }
 
     /// Empty groups a previous run left behind (a crash, a kill -9). Only old ones: the
@@ -212,9 +224,21 @@ impl CommandGroup {
     }
 }
 
-/// Whether a group still has processes (`populated 1` in its `cgroup.events`).
+/// Whether a group still has processes: `populated 1` in its `cgroup.events` (v2), a process
+/// in its `cgroup.procs` (v1, which has no events file).
 fn populated(folder: &Path) -> bool {
-    std::fs::read_to_string(folder.join("cgroup.events")).is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
+    match std::fs::read_to_string(folder.join("cgroup.events")) {
+        Ok(events) => events.lines().any(|l| l == "populated 1"),
+        Err(_) => std::fs::read_to_string(folder.join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty()),
+    }
+}
+
+fn create_folder(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Joins the groups; called in the child between fork and exec (only a `write` per group).
@@ -246,5 +270,20 @@ impl Drop for CommandGroup {
             }
         };
         let _ = std::thread::Builder::new().name("toolhost-cgroup".into()).spawn(remove);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root (as CI runs): only root may make control groups here.
+    #[test]
+    fn sandboxes_probing_at_once_in_one_process_all_get_control_groups() {
+        let probes: Vec<_> = (0..8).map(|_| std::thread::spawn(Cgroups::detect)).collect();
+        for probe in probes {
+            let detected = probe.join().expect("the probe thread ends");
+            assert!(detected.is_ok(), "every sandbox gets its process limit: {:?}", detected.err());
+        }
     }
 }

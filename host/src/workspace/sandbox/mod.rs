@@ -147,16 +147,23 @@ impl Sandbox {
             })
             .collect();
         let bwrap = which("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
-        let cgroups = Cgroups::detect();
-        match (&cgroups, rustix::process::geteuid().is_root()) {
-            (Some(_), _) => tracing::info!("workspace commands get a control group each (process and memory limits)"),
-            (None, false) => {
-                tracing::warn!("no control groups: memory is limited per process, processes per user (RLIMIT_NPROC)")
+        let cgroups = match Cgroups::detect() {
+            Ok(cgroups) => {
+                tracing::info!("workspace commands get a control group each (process and memory limits)");
+                Some(cgroups)
             }
-            (None, true) => tracing::warn!(
-                "no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"
-            ),
-        }
+            Err(why) if rustix::process::geteuid().is_root() => {
+                tracing::warn!(
+                    %why,
+                    "no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"
+                );
+                None
+            }
+            Err(why) => {
+                tracing::warn!(%why, "no control groups: memory is limited per process, processes per user (RLIMIT_NPROC)");
+                None
+            }
+        };
         let hidden = ["/etc", "/opt"].iter().flat_map(|root| not_world_readable(Path::new(root))).collect();
         let resolv_conf = resolver_for_network();
         let identity = (rustix::process::geteuid().is_root() && mode == SandboxMode::Bubblewrap).then_some(identity);
