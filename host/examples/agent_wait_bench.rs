@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             root_chat_id: root.id.clone(),
             owner_id: owner.id.clone(),
             owner_is_admin: false,
+            workspace_id: None,
         },
     };
 

@@ -157,7 +157,19 @@ impl App {
             accounts: self.accounts.clone(),
             secure_cookies: self.config.api.secure_cookies,
             vault: self.vault.clone(),
+            mcp: self.mcp_gateway(),
         }
+    }
+
+    /// The tools MCP clients use, over the same services as chats' tool calls.
+    pub fn mcp_gateway(&self) -> Arc<crate::mcp::McpGateway> {
+        Arc::new(crate::mcp::McpGateway {
+            runtime: self.runtime.clone(),
+            policy: self.policy.clone(),
+            workspaces: self.workspaces.clone(),
+            agents: self.agents.clone(),
+            secrets: self.vault.clone(),
+        })
     }
 
     /// Joins the other replicas on the database as `worker`'s replica, reached at `address`

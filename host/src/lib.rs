@@ -19,6 +19,7 @@
 //! - [`vault`]: secrets admins bind to plugins, sealed at rest, given to plugins as placeholders.
 //! - [`policy`]: the admin's tool policy (Cedar): which tools a chat sees, which capabilities a call uses.
 //! - [`workspace`]: templates, workspaces and their lifecycle, sandboxed commands, git watch.
+//! - [`mcp`]: the MCP gateway: the tools a token's user may use, for MCP clients (rmcp).
 //! - [`agents`]: subagents: child chats spawned, awaited, messaged and closed by their parents.
 //! - [`accounts`]: signing in: passwords, browser sessions, limits on attempts.
 //! - [`web`]: the browser app, built into the binary and served at `/`.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod keyed_lock;
 pub mod llm;
+pub mod mcp;
 pub mod net;
 pub mod plugins;
 pub mod policy;

@@ -50,19 +50,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if let Some(header) = header {
-            let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
-                return Err(ApiError::unauthorized(
-                    "send `Authorization: Bearer TOKEN`; an operator creates tokens with `toolhost tokens create USER`",
-                ));
-            };
-            return match state.store.authenticate(token).await? {
-                Some(user) => Ok(Caller(user)),
-                None => Err(ApiError::unauthorized(
-                    "the token is not valid; create a new one with `toolhost tokens create USER`",
-                )),
-            };
+        if let Some(user) = bearer_user(&parts.headers, state).await? {
+            return Ok(Caller(user));
         }
         if session_cookie(&parts.headers).is_some() {
             let SignedIn { session, .. } = SignedIn::from_request_parts(parts, state).await?;
@@ -98,6 +87,22 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// The user of the request's API token (`Authorization: Bearer`); `None` without the header.
+pub(super) async fn bearer_user(headers: &HeaderMap, state: &AppState) -> Result<Option<User>, ApiError> {
+    let Some(header) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let Some(token) = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::unauthorized(
+            "send `Authorization: Bearer TOKEN`; an operator creates tokens with `toolhost tokens create USER`",
+        ));
+    };
+    match state.store.authenticate(token).await? {
+        Some(user) => Ok(Some(user)),
+        None => {
+            Err(ApiError::unauthorized("the token is not valid; create a new one with `toolhost tokens create USER`"))
+        }
+    }
+}
+
 /// The session cookie's value, if the request has one.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -126,7 +131,7 @@ fn opens_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request's `Origin` is this server (the host the request was sent to).
-fn from_this_server(headers: &HeaderMap) -> bool {
+pub(super) fn from_this_server(headers: &HeaderMap) -> bool {
     let (Some(origin), Some(host)) =
         (headers.get(ORIGIN).and_then(|v| v.to_str().ok()), headers.get(HOST).and_then(|v| v.to_str().ok()))
     else {

@@ -7,6 +7,7 @@ mod desktop;
 mod error;
 mod git_watch;
 mod health;
+mod mcp;
 mod openapi;
 mod policy;
 mod prompts;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Secrets admins bind to plugins.
     pub vault: Arc<crate::vault::Vault>,
+    /// The tools MCP clients use (`/mcp`).
+    pub mcp: Arc<crate::mcp::McpGateway>,
 }
 
 /// Where the server is in its shutdown.
@@ -123,7 +126,11 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/tokens/{token_id}", delete(users::revoke_token))
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete));
+    let mcp = Router::new()
+        .route_service("/mcp", mcp::service(&state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::authenticate));
     Router::new()
+        .merge(mcp)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)

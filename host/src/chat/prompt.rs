@@ -61,7 +61,7 @@ pub async fn system_prompt(store: &Store, chat: &Chat, workspace: Option<&Worksp
     match chat.kind {
         ChatKind::Subagent => sections.push(SUBAGENT_INSTRUCTION.to_string()),
         ChatKind::ComputerUse => sections.push(COMPUTER_USE_INSTRUCTION.to_string()),
-        ChatKind::Root => {}
+        ChatKind::Root | ChatKind::Mcp => {}
     }
     Ok(sections.join("\n\n"))
 }

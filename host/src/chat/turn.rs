@@ -597,6 +597,7 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
             root_chat_id: chat.root_chat_id.clone(),
             owner_id: chat.owner_id.clone(),
             owner_is_admin: principal.owner_role == "admin",
+            workspace_id: None,
         },
     };
     let runs = calls.iter().map(|(id, name, args)| {

@@ -1,6 +1,7 @@
 //! The `toolhost` command line.
 
 mod bench;
+mod mcp;
 mod native;
 mod plugin;
 mod policy;
@@ -66,6 +67,19 @@ pub enum Command {
     /// Check, set and explain the tool policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Serve MCP over stdio (for desktop clients that start a command): each message goes to a
+    /// running server's `/mcp`, with your API token.
+    Mcp {
+        /// The server [default: the configured listening address].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The workspace the tools work in (one of yours; GET /api/v1/workspaces lists them).
+        #[arg(long, value_name = "ID")]
+        workspace: Option<String>,
+        /// Your API token (`toolhost tokens create USER`, or Settings in the web app).
+        #[arg(long, env = "TOOLHOST_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// The native (unsandboxed) read_file, one call per process: the baseline `plugin bench`
     /// compares spawning a process per call against.
     #[command(name = "__native-read-file", hide = true)]
@@ -242,6 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyCommand::Explain(args) => policy::explain(&config, &args).await,
             }
         }
+        Command::Mcp { url, workspace, token } => mcp::run(&Config::load(&overrides)?, url, workspace, token).await,
         Command::NativeReadFile { workspace, args } => native::read_file_process(&workspace, &args),
         Command::Serve { .. } => {
             crate::server::serve(&Config::load(&overrides)?).await?;

@@ -30,6 +30,9 @@ pub enum ChatKind {
     /// A chat another chat's model started (the `agents` capability).
     Subagent,
     ComputerUse,
+    /// An MCP client's session through the gateway (`/mcp`, `toolhost mcp`): the conversation
+    /// lives in the client, so no chat of this kind is ever stored; it exists for the policy.
+    Mcp,
 }
 
 /// Where a chat is in its life.

@@ -58,7 +58,9 @@ impl CallContext {
             root_chat_id: self.root_chat_id.clone(),
             parent_chat_id: self.parent_chat_id.clone(),
             kind: match self.kind {
-                ChatKind::Root => wit::ChatKind::Root,
+                // An MCP client is a person's own agent, at the root of its conversation; the
+                // WIT contract's kinds stay as they are so that built plugins keep loading.
+                ChatKind::Root | ChatKind::Mcp => wit::ChatKind::Root,
                 ChatKind::Subagent => wit::ChatKind::Subagent,
                 ChatKind::ComputerUse => wit::ChatKind::ComputerUse,
             },

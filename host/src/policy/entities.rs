@@ -50,6 +50,7 @@ impl Principal {
             ChatKind::Root => "root",
             ChatKind::Subagent => "subagent",
             ChatKind::ComputerUse => "computer-use",
+            ChatKind::Mcp => "mcp",
         }
     }
 }

@@ -526,6 +526,26 @@ mod tests {
     }
 
     #[test]
+    fn mcp_clients_see_the_workspace_tools_but_nothing_that_needs_a_chat() {
+        let rules = default_rules();
+        let client = chat(ChatKind::Mcp);
+        let visible = rules.visible_tools(&client);
+        for tool in ROOT_ONLY {
+            assert!(!visible.contains(tool), "{tool} is visible to MCP clients");
+            assert_eq!(
+                rules.decide_tool(&client, Action::CallTool, tool).decided_by,
+                "mcp-clients-do-not-provision-workspaces-or-spawn-agents"
+            );
+        }
+        for tool in ["read_file", "write_file", "forecast"] {
+            assert!(visible.contains(tool), "{tool} is hidden from MCP clients");
+        }
+        assert!(!visible.contains("computer"));
+        // Third-party plugins still use no capability until an admin grants one.
+        assert!(!rules.decide_capability(&client, "weather", "forecast", "log", None).allowed);
+    }
+
+    #[test]
     fn computer_use_chats_see_only_computer() {
         let rules = default_rules();
         let visible = rules.visible_tools(&chat(ChatKind::ComputerUse));

@@ -121,6 +121,9 @@ pub struct ChatScope {
     pub root_chat_id: String,
     pub owner_id: String,
     pub owner_is_admin: bool,
+    /// The workspace the calls work in when it is not found through the chat: an MCP session
+    /// names one (checked to be the owner's); `None` for chats.
+    pub workspace_id: Option<String>,
 }
 
 /// What creating a workspace for a chat did.
@@ -480,6 +483,14 @@ impl WorkspaceService {
     /// The workspace of a chat's tree.
     pub async fn of_chat(&self, chat_id: &str) -> Result<Option<Workspace>, WorkspaceError> {
         Ok(self.store.chat_workspace(chat_id).await?)
+    }
+
+    /// The workspace a tool call works in: the one its scope names, else its chat's.
+    pub async fn of_scope(&self, scope: &ChatScope) -> Result<Option<Workspace>, WorkspaceError> {
+        match &scope.workspace_id {
+            Some(id) => Ok(Some(self.get(id).await?)),
+            None => self.of_chat(&scope.chat_id).await,
+        }
     }
 
     /// Waits until a workspace is no longer building, or `timeout` passes.

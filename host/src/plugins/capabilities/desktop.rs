@@ -53,7 +53,7 @@ impl CallState {
             .during(async {
                 let workspace = access
                     .workspaces
-                    .of_chat(&access.scope.chat_id)
+                    .of_scope(&access.scope)
                     .await
                     .map_err(to_wit)?
                     .ok_or(DesktopError::NoWorkspace)?;

@@ -89,7 +89,7 @@ impl CallState {
 
 /// The workspace of the chat the call works for.
 async fn chat_workspace(access: &super::ChatServices) -> Result<Workspace, ExecError> {
-    access.workspaces.of_chat(&access.scope.chat_id).await.map_err(to_wit)?.ok_or(ExecError::NoWorkspace)
+    access.workspaces.of_scope(&access.scope).await.map_err(to_wit)?.ok_or(ExecError::NoWorkspace)
 }
 
 impl wit::Host for CallState {

@@ -50,7 +50,7 @@ impl CallState {
 }
 
 async fn chat_workspace(access: &super::ChatServices) -> Result<Workspace, WorkspaceError> {
-    access.workspaces.of_chat(&access.scope.chat_id).await.map_err(to_wit)?.ok_or(WorkspaceError::NoWorkspace)
+    access.workspaces.of_scope(&access.scope).await.map_err(to_wit)?.ok_or(WorkspaceError::NoWorkspace)
 }
 
 impl wit::Host for CallState {
