@@ -4,10 +4,11 @@
 //! A wrong name and a wrong password are told apart neither by the answer nor by its time: a
 //! name without a password is checked against a hash of nothing, at the same cost.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -27,6 +28,12 @@ const ATTEMPTS_PER_NAME: u32 = 10;
 const ATTEMPTS_PER_ADDRESS: u32 = 60;
 /// Keys a limiter keeps before it forgets those that are back to a full allowance.
 const REMEMBERED_KEYS: usize = 10_000;
+/// How long a token, once found in the database, is taken as valid without asking again.
+/// Revoking a token or changing a user on this server takes effect at once; on another replica
+/// within this long.
+const TOKEN_TRUST: Duration = Duration::from_secs(1);
+/// Tokens remembered at most (all are forgotten when there would be more).
+const REMEMBERED_TOKENS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
@@ -84,6 +91,9 @@ pub struct Accounts {
     by_name: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     session_length: Duration,
+    /// API tokens recently found valid (by hash), with their user: a client's run of requests
+    /// (an MCP client's tool calls) does not read the database for each.
+    tokens: Mutex<HashMap<String, (User, Instant)>>,
 }
 
 impl Accounts {
@@ -94,7 +104,32 @@ impl Accounts {
             by_name: RateLimiter::keyed(per_minute(ATTEMPTS_PER_NAME)),
             by_address: RateLimiter::keyed(per_minute(ATTEMPTS_PER_ADDRESS)),
             session_length,
+            tokens: Mutex::default(),
         })
+    }
+
+    /// The user an API token belongs to; `None` for an unknown or revoked token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<User>, StoreError> {
+        let hash = crate::store::hash_token(token);
+        if let Some((user, at)) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
+            && at.elapsed() < TOKEN_TRUST
+        {
+            return Ok(Some(user.clone()));
+        }
+        let user = self.store.authenticate(token).await?;
+        if let Some(user) = &user {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if tokens.len() >= REMEMBERED_TOKENS {
+                tokens.clear();
+            }
+            tokens.insert(hash, (user.clone(), Instant::now()));
+        }
+        Ok(user)
+    }
+
+    /// Forgets the tokens found valid: one was revoked, or a user's role changed.
+    pub fn forget_tokens(&self) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub fn session_length(&self) -> Duration {

@@ -95,7 +95,7 @@ pub(super) async fn bearer_user(headers: &HeaderMap, state: &AppState) -> Result
             "send `Authorization: Bearer TOKEN`; an operator creates tokens with `toolhost tokens create USER`",
         ));
     };
-    match state.store.authenticate(token).await? {
+    match state.accounts.authenticate(token).await? {
         Some(user) => Ok(Some(user)),
         None => {
             Err(ApiError::unauthorized("the token is not valid; create a new one with `toolhost tokens create USER`"))

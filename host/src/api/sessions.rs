@@ -146,5 +146,6 @@ pub async fn revoke_token(
     if !state.store.revoke_token(&user.id, &id).await? {
         return Err(ApiError::not_found(format!("you have no token `{id}`")));
     }
+    state.accounts.forget_tokens();
     Ok(StatusCode::NO_CONTENT)
 }

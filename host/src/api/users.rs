@@ -106,6 +106,7 @@ pub async fn update(
             ));
         }
         state.store.set_admin(&user.id, is_admin).await?;
+        state.accounts.forget_tokens();
         user.is_admin = is_admin;
     }
     if let Some(password) = &body.password {
@@ -135,6 +136,7 @@ pub async fn revoke_token(
     if !state.store.revoke_token(&user.id, &token_id).await? {
         return Err(ApiError::not_found(format!("`{}` has no token `{token_id}`", user.name)));
     }
+    state.accounts.forget_tokens();
     tracing::info!(by = %admin.name, user = %user.name, token = %token_id, "token revoked by an admin");
     Ok(StatusCode::NO_CONTENT)
 }

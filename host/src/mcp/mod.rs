@@ -31,6 +31,10 @@ use crate::workspace::{ChatScope, WorkspaceService};
 /// Tools per `tools/list` page.
 pub const PAGE_SIZE: usize = 100;
 
+/// How stale the policy an MCP call is checked under may be, when no notice of a change on
+/// another replica has arrived.
+const POLICY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a client without a workspace is told when a workspace tool fails.
 const NO_WORKSPACE: &str = "this MCP session names no workspace: add `?workspace_id=ID` to the MCP URL (or `--workspace ID` to `toolhost mcp`); GET /api/v1/workspaces lists yours";
 
@@ -88,9 +92,10 @@ impl McpGateway {
         }
     }
 
-    /// The policy in force now (a newer stored version is loaded first, as before a chat's step).
+    /// The policy in force, checked against the store at most once a second (see
+    /// [`PolicyEngine::recent`]).
     async fn policy(&self) -> Result<Arc<ActivePolicy>, GatewayError> {
-        self.policy.refresh().await.map_err(|e| GatewayError::Policy(e.to_string()))
+        self.policy.recent(POLICY_CHECK_EVERY).await.map_err(|e| GatewayError::Policy(e.to_string()))
     }
 
     /// The tools the session sees, in name order, from after `cursor` (the last name of the
@@ -136,10 +141,10 @@ impl McpGateway {
 
     /// The refusal the client reads when the policy denies the call (the denial is audited).
     fn denial(&self, policy: &ActivePolicy, principal: &Principal, plugin: &str, tool: &str) -> Option<String> {
-        let seen = policy.rules.decide_tool(principal, Action::SeeTool, tool);
-        let decision = if seen.allowed {
-            policy.rules.decide_tool(principal, Action::CallTool, tool)
+        let decision = if policy.rules.visible_tools(principal).contains(tool) {
+            policy.rules.call_rights(principal, plugin, tool).0
         } else {
+            let seen = policy.rules.decide_tool(principal, Action::SeeTool, tool);
             Decision { allowed: false, decided_by: format!("{} (not visible to MCP clients)", seen.decided_by) }
         };
         if decision.allowed {

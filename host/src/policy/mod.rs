@@ -66,6 +66,8 @@ pub struct PolicyEngine {
     active: RwLock<Arc<ActivePolicy>>,
     /// A stored version that failed to load, so that it is not rebuilt before every step.
     failed: std::sync::Mutex<Option<i64>>,
+    /// When the stored version was last compared with the one in force.
+    checked: std::sync::Mutex<Option<std::time::Instant>>,
     audit: mpsc::Sender<Denial>,
 }
 
@@ -108,6 +110,7 @@ impl PolicyEngine {
             store,
             active: RwLock::new(Arc::new(default)),
             failed: Default::default(),
+            checked: Default::default(),
             audit,
         });
         engine.refresh().await?;
@@ -138,6 +141,7 @@ impl PolicyEngine {
     /// Loads the stored policy if it is newer than the one in force (another replica, or an
     /// admin, changed it). One small query; called before each model step.
     pub async fn refresh(&self) -> Result<Arc<ActivePolicy>, StoreError> {
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let current = self.active();
         let stored = self.store.policy_version().await?;
         let known_bad = *self.failed.lock().unwrap_or_else(|p| p.into_inner()) == Some(stored);
@@ -192,6 +196,18 @@ impl PolicyEngine {
             }),
             Err(_) => current,
         }
+    }
+
+    /// The policy in force, compared with the stored version at most once per `within`: for
+    /// callers of many small requests (MCP clients), where a query per request would cost more
+    /// than the call. A save on this server is in force at once; one on another replica arrives
+    /// with its notice, or after `within` at the latest.
+    pub async fn recent(&self, within: std::time::Duration) -> Result<Arc<ActivePolicy>, StoreError> {
+        let last = *self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < within) {
+            return Ok(self.active());
+        }
+        self.refresh().await
     }
 
     /// Puts a policy in force unless a newer one already is (a slow reload must not undo a
@@ -267,11 +283,8 @@ impl PolicyEngine {
     /// The capabilities a call of `tool` may use, decided now, with a check of each scoped use.
     pub fn grants(self: &Arc<Self>, policy: &Arc<ActivePolicy>, principal: &Principal, tool: &str) -> Grants {
         let Some(plugin) = policy.rules.inventory().tool(tool).map(|t| t.plugin.clone()) else { return Grants::none() };
-        let imports = policy.rules.inventory().plugin(&plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
-        let allowed: Vec<String> = imports
-            .into_iter()
-            .filter(|capability| policy.rules.decide_capability(principal, &plugin, tool, capability, None).allowed)
-            .collect();
+        let (_, granted) = policy.rules.call_rights(principal, &plugin, tool);
+        let allowed: Vec<String> = granted.as_ref().clone();
         let gate = CapabilityGate {
             engine: self.clone(),
             policy: policy.clone(),

@@ -92,6 +92,9 @@ pub struct Rules {
     authorizer: Authorizer,
     entities: Mutex<HashMap<Principal, Arc<Entities>>>,
     visible: Mutex<HashMap<Principal, Arc<BTreeSet<String>>>>,
+    /// `call_tool` decisions and the capabilities granted at a call's start, by principal and
+    /// tool: what a call repeats for every call of the same tool (both depend on nothing else).
+    calls: Mutex<HashMap<(Principal, String), (Decision, Arc<Vec<String>>)>>,
 }
 
 /// Splits the policy by scope: each (action, resource) gets the rules whose action and resource
@@ -167,6 +170,7 @@ impl Rules {
             authorizer: Authorizer::new(),
             entities: Mutex::default(),
             visible: Mutex::default(),
+            calls: Mutex::default(),
         }
     }
 
@@ -185,6 +189,29 @@ impl Rules {
                 .map(|t| t.name.clone());
             Arc::new(names.collect())
         })
+    }
+
+    /// Whether the principal may call `tool` (of `plugin`), and the capabilities its plugin
+    /// imports that the call may use (decided without a scope; scoped uses are decided as they
+    /// happen). Remembered per principal and tool for as long as this policy is in force.
+    pub fn call_rights(&self, principal: &Principal, plugin: &str, tool: &str) -> (Decision, Arc<Vec<String>>) {
+        let key = (principal.clone(), tool.to_string());
+        if let Some(hit) = self.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        let call = self.decide_tool(principal, Action::CallTool, tool);
+        let imports = self.inventory.plugin(plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
+        let granted: Vec<String> = imports
+            .into_iter()
+            .filter(|capability| self.decide_capability(principal, plugin, tool, capability, None).allowed)
+            .collect();
+        let rights = (call, Arc::new(granted));
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        if calls.len() >= CACHED_PRINCIPALS * 8 {
+            calls.clear();
+        }
+        calls.insert(key, rights.clone());
+        rights
     }
 
     /// Whether the chat may see or call the tool.
