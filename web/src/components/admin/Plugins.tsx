@@ -5,7 +5,7 @@
 import { api, type Explanation } from "../../api";
 import { Alert, Verdict, useLoad } from "../common";
 
-const KINDS = ["root", "subagent", "computer-use"] as const;
+const KINDS = ["root", "subagent", "computer-use", "mcp"] as const;
 
 export function PluginsPage() {
   const verdicts = useLoad(() =>

@@ -149,7 +149,7 @@ function Versions({ current, inForce, onRestored }: { current: string; inForce: 
   );
 }
 
-const KINDS = ["root", "subagent", "computer-use"];
+const KINDS = ["root", "subagent", "computer-use", "mcp"];
 
 function Explain({ policyVersion }: { policyVersion: number }) {
   const [whom, setWhom] = useState<"synthetic" | "chat">("synthetic");
