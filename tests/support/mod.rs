@@ -134,6 +134,8 @@ pub struct TestServerBuilder {
     settings: WorkerSettings,
     /// Test fixtures (from tests/fixtures, e.g. `stand-ins`) to load as third-party plugins.
     fixtures: Vec<String>,
+    /// Component files to load as third-party plugins besides.
+    plugin_files: Vec<std::path::PathBuf>,
     agents: AgentsConfig,
     max_concurrent_calls: u32,
     /// Joins the other replicas on the database through the relay (PostgreSQL).
@@ -171,6 +173,12 @@ impl TestServerBuilder {
 
     pub fn settings(mut self, settings: WorkerSettings) -> Self {
         self.settings = settings;
+        self
+    }
+
+    /// Loads these component files as third-party plugins.
+    pub fn plugin_files(mut self, files: &[std::path::PathBuf]) -> Self {
+        self.plugin_files = files.to_vec();
         self
     }
 
@@ -223,12 +231,15 @@ impl TestServerBuilder {
             (None, Some(url)) => TestDatabase { url: url.clone(), pg_name: None, _dir: tempfile::tempdir().unwrap() },
             (None, None) => TestDatabase::create(self.backend).await,
         };
-        let plugins = (!self.fixtures.is_empty()).then(|| {
+        let plugins = (!self.fixtures.is_empty() || !self.plugin_files.is_empty()).then(|| {
             let dir = tempfile::tempdir().unwrap();
             for name in &self.fixtures {
                 let built =
                     Path::new(env!("TOOLHOST_WASM_DIR")).join(format!("fixture_{}.wasm", name.replace('-', "_")));
                 std::fs::copy(&built, dir.path().join(format!("{name}.wasm"))).unwrap();
+            }
+            for file in &self.plugin_files {
+                std::fs::copy(file, dir.path().join(file.file_name().unwrap())).unwrap();
             }
             dir
         });
@@ -316,6 +327,7 @@ impl TestServer {
             database: None,
             settings: test_settings(),
             fixtures: Vec::new(),
+            plugin_files: Vec::new(),
             agents: AgentsConfig::default(),
             max_concurrent_calls: RuntimeOptions::default().max_concurrent_calls,
             relayed: false,

@@ -1,0 +1,153 @@
+//! Plugins written in other languages than Rust, as their authors build them: the examples
+//! under `examples/plugins/` are built with their language's tool from its registry (installed
+//! on first run under the target folder, pinned), loaded as third-party plugins, and called
+//! through a chat: they log, and reach the web only where the policy grants them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::routing::get;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{TestServer, fake_llm, tool_results};
+
+/// The JavaScript tool, pinned: a newer one may change what it makes.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins")
+}
+
+fn tmp() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf()
+}
+
+/// Runs `command`, failing the test with its output when it fails.
+fn run(command: &mut std::process::Command, what: &str) {
+    let done = command.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        done.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// The JavaScript example built by componentize-js, as `npm run build` in its folder would.
+fn build_js_example() -> PathBuf {
+    let tools = tmp().join("componentize-js");
+    let installed = tools.join("installed.txt");
+    if std::fs::read_to_string(&installed).ok().as_deref() != Some(COMPONENTIZE_JS) {
+        std::fs::create_dir_all(&tools).unwrap();
+        run(
+            std::process::Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&tools)
+                .arg(COMPONENTIZE_JS),
+            "npm install (bash .ci/system-deps installs npm)",
+        );
+        std::fs::write(&installed, COMPONENTIZE_JS).unwrap();
+    }
+    let out = tmp().join("page_title.wasm");
+    run(
+        std::process::Command::new(tools.join("node_modules/.bin/componentize-js"))
+            .current_dir(examples().join("js/page-title"))
+            .args(["--wit", "wit", "--world-name", "plugin", "--out"])
+            .arg(&out)
+            .arg("plugin.js"),
+        "componentize-js",
+    );
+    out
+}
+
+/// A web page to read the title of, on an ephemeral port.
+async fn page_server() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/",
+        get(|| async { axum::response::Html("<html><head><title>Hello from the test server</title></head></html>") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+/// The default policy, and: `plugin` may log and reach `http://localhost:PORT`, connecting to
+/// the private address 127.0.0.1:PORT.
+fn grants(plugin: &str, port: u16) -> String {
+    format!(
+        r#"{default}
+@id("{plugin}-logs")
+permit (principal, action == Action::"use_capability", resource == Capability::"log")
+when {{ context.plugin.name == "{plugin}" }};
+
+@id("{plugin}-reaches-the-test-server")
+permit (principal, action == Action::"use_capability", resource == Capability::"http")
+when {{ context.plugin.name == "{plugin}" && context has scope && context.scope == "http://localhost:{port}" }};
+
+@id("{plugin}-connects-to-the-test-server")
+permit (principal, action == Action::"use_capability", resource == Capability::"http-private-address")
+when {{ context.plugin.name == "{plugin}" && context has scope && context.scope == "127.0.0.1:{port}" }};
+"#,
+        default = toolhost::policy::DEFAULT_POLICY
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it_is_granted() {
+    let component = tokio::task::spawn_blocking(build_js_example).await.unwrap();
+    let page = page_server().await;
+    let server = TestServer::builder().plugin_files(&[component]).start().await;
+    let admin = server.user("root", true).await;
+    let saved = server
+        .http
+        .put(server.url("/api/v1/policy"))
+        .bearer_auth(&admin)
+        .json(&json!({"policy": grants("page-title", page.port())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::OK, "{}", saved.text().await.unwrap());
+
+    let alice = server.user("alice", false).await;
+    let granted = json!({"url": format!("http://localhost:{}/", page.port())}).to_string();
+    let refused = json!({"url": format!("http://127.0.0.1:{}/", page.port())}).to_string();
+    server.llm.script([
+        fake_llm::tool_calls(&[
+            ("granted", "page_title", granted.as_str()),
+            ("refused", "page_title", refused.as_str()),
+        ]),
+        fake_llm::text("done"),
+    ]);
+    let (status, chat) =
+        server.post(&alice, "/api/v1/chats", json!({"content": [{"type": "text", "text": "titles?"}]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{chat}");
+    let results = tool_results(&server.finished(chat["id"].as_str().unwrap()).await);
+    assert_eq!(results.len(), 2, "{results:?}");
+    // In call order: the granted origin, then the other one.
+    let (_, title, is_error) = &results[0];
+    assert!(!is_error && title == "Hello from the test server", "{title}");
+    let (_, denied, is_error) = &results[1];
+    assert!(*is_error && denied.contains("cannot fetch"), "the origin 127.0.0.1 is not granted: {denied}");
+    // The JavaScript runtime's fetch reports only a NetworkError; the audit log has the reason.
+    let refused_origin = format!("http://127.0.0.1:{}", page.port());
+    let mut audited = false;
+    for _ in 0..100 {
+        let (status, audit) = server.get(&admin, "/api/v1/policy/audit").await;
+        assert_eq!(status, StatusCode::OK, "{audit}");
+        audited =
+            audit["denials"].as_array().unwrap().iter().any(|d| {
+                d["plugin"] == "page-title" && d["capability"] == "http" && d["scope"] == refused_origin.as_str()
+            });
+        if audited {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audited, "the refused request is in the audit log");
+    server.finish().await;
+}
