@@ -17,6 +17,8 @@ use support::{TestServer, fake_llm, tool_results};
 
 /// The JavaScript tool, pinned: a newer one may change what it makes.
 const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+/// The Python tool, pinned likewise.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins")
@@ -64,6 +66,75 @@ fn build_js_example() -> PathBuf {
     out
 }
 
+/// The WASI packages' WIT (wasi:http and what it uses), as the wasmtime-wasi-http crate the host
+/// is built with ships them (in Cargo's registry, where the build unpacked it): the version of
+/// wasi:http the host provides.
+fn wasi_wit() -> PathBuf {
+    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"wasmtime-wasi-http\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .expect("the host depends on wasmtime-wasi-http");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let unpacked = std::fs::read_dir(cargo_home.join("registry/src")).unwrap().flatten();
+    unpacked
+        .map(|index| index.path().join(format!("wasmtime-wasi-http-{version}/wit/deps")))
+        .find(|deps| deps.is_dir())
+        .unwrap_or_else(|| panic!("wasmtime-wasi-http {version} is not unpacked under {}", cargo_home.display()))
+}
+
+/// Copies `from` into `to`, following links (the examples link the Toolhost WIT).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if std::fs::metadata(entry.path()).unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`.
+fn build_python_example() -> PathBuf {
+    let venv = tmp().join("componentize-py");
+    let installed = venv.join("installed.txt");
+    if std::fs::read_to_string(&installed).ok().as_deref() != Some(COMPONENTIZE_PY) {
+        run(
+            std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
+            "python3 -m venv (bash .ci/system-deps installs python3-venv)",
+        );
+        run(
+            std::process::Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                COMPONENTIZE_PY,
+            ]),
+            "pip install componentize-py",
+        );
+        std::fs::write(&installed, COMPONENTIZE_PY).unwrap();
+    }
+    let build = tmp().join("page-title-py");
+    let _ = std::fs::remove_dir_all(&build);
+    copy_tree(&examples().join("python/page-title"), &build);
+    copy_tree(&wasi_wit(), &build.join("wit/deps"));
+    let out = tmp().join("page_title_py.wasm");
+    run(
+        std::process::Command::new(venv.join("bin/componentize-py"))
+            .current_dir(&build)
+            .args(["-d", "wit", "-w", "plugin", "componentize", "page_title", "-o"])
+            .arg(&out),
+        "componentize-py",
+    );
+    out
+}
+
 /// A web page to read the title of, on an ephemeral port.
 async fn page_server() -> SocketAddr {
     let app = axum::Router::new().route(
@@ -97,9 +168,10 @@ when {{ context.plugin.name == "{plugin}" && context has scope && context.scope 
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it_is_granted() {
-    let component = tokio::task::spawn_blocking(build_js_example).await.unwrap();
+/// Loads `component` (plugin `plugin`, tool `page_title`), grants it one origin, and has a chat
+/// call it for that origin and another: the first answers with the page's title, the second is
+/// refused by the host (the plugin's error says so, in its own words) and audited.
+async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, refusal: &str) {
     let page = page_server().await;
     let server = TestServer::builder().plugin_files(&[component]).start().await;
     let admin = server.user("root", true).await;
@@ -107,7 +179,7 @@ async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it
         .http
         .put(server.url("/api/v1/policy"))
         .bearer_auth(&admin)
-        .json(&json!({"policy": grants("page-title", page.port())}))
+        .json(&json!({"policy": grants(plugin, page.port())}))
         .send()
         .await
         .unwrap();
@@ -132,17 +204,17 @@ async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it
     let (_, title, is_error) = &results[0];
     assert!(!is_error && title == "Hello from the test server", "{title}");
     let (_, denied, is_error) = &results[1];
-    assert!(*is_error && denied.contains("cannot fetch"), "the origin 127.0.0.1 is not granted: {denied}");
-    // The JavaScript runtime's fetch reports only a NetworkError; the audit log has the reason.
+    assert!(*is_error && denied.contains(refusal), "the origin 127.0.0.1 is not granted: {denied}");
     let refused_origin = format!("http://127.0.0.1:{}", page.port());
     let mut audited = false;
     for _ in 0..100 {
         let (status, audit) = server.get(&admin, "/api/v1/policy/audit").await;
         assert_eq!(status, StatusCode::OK, "{audit}");
-        audited =
-            audit["denials"].as_array().unwrap().iter().any(|d| {
-                d["plugin"] == "page-title" && d["capability"] == "http" && d["scope"] == refused_origin.as_str()
-            });
+        audited = audit["denials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["plugin"] == plugin && d["capability"] == "http" && d["scope"] == refused_origin.as_str());
         if audited {
             break;
         }
@@ -150,4 +222,17 @@ async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it
     }
     assert!(audited, "the refused request is in the audit log");
     server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it_is_granted() {
+    let component = tokio::task::spawn_blocking(build_js_example).await.unwrap();
+    // The JavaScript runtime's fetch reports only a NetworkError; the audit log has the reason.
+    fetches_only_what_it_is_granted(component, "page-title", "cannot fetch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_built_with_componentize_py_logs_and_fetches_what_it_is_granted() {
+    let component = tokio::task::spawn_blocking(build_python_example).await.unwrap();
+    fetches_only_what_it_is_granted(component, "page-title-py", "the tool policy does not let this plugin reach").await;
 }
