@@ -39,8 +39,12 @@ fn run(command: &mut std::process::Command, what: &str) {
     );
 }
 
-/// The JavaScript example built by componentize-js, as `npm run build` in its folder would.
-fn build_js_example() -> PathBuf {
+/// Held while a tool is installed: the tests run at once and would install it together.
+static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// componentize-js, installed under the target folder if it is not yet.
+fn componentize_js() -> PathBuf {
+    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let tools = tmp().join("componentize-js");
     let installed = tools.join("installed.txt");
     if std::fs::read_to_string(&installed).ok().as_deref() != Some(COMPONENTIZE_JS) {
@@ -54,9 +58,14 @@ fn build_js_example() -> PathBuf {
         );
         std::fs::write(&installed, COMPONENTIZE_JS).unwrap();
     }
+    tools.join("node_modules/.bin/componentize-js")
+}
+
+/// The JavaScript example built by componentize-js, as `npm run build` in its folder would.
+fn build_js_example() -> PathBuf {
     let out = tmp().join("page_title.wasm");
     run(
-        std::process::Command::new(tools.join("node_modules/.bin/componentize-js"))
+        std::process::Command::new(componentize_js())
             .current_dir(examples().join("js/page-title"))
             .args(["--wit", "wit", "--world-name", "plugin", "--out"])
             .arg(&out)
@@ -100,8 +109,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`.
-fn build_python_example() -> PathBuf {
+/// componentize-py, installed in a virtual environment under the target folder if it is not yet.
+fn componentize_py() -> PathBuf {
+    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let venv = tmp().join("componentize-py");
     let installed = venv.join("installed.txt");
     if std::fs::read_to_string(&installed).ok().as_deref() != Some(COMPONENTIZE_PY) {
@@ -120,13 +130,19 @@ fn build_python_example() -> PathBuf {
         );
         std::fs::write(&installed, COMPONENTIZE_PY).unwrap();
     }
+    venv.join("bin/componentize-py")
+}
+
+/// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`.
+fn build_python_example() -> PathBuf {
+    let componentize_py = componentize_py();
     let build = tmp().join("page-title-py");
     let _ = std::fs::remove_dir_all(&build);
     copy_tree(&examples().join("python/page-title"), &build);
     copy_tree(&wasi_wit(), &build.join("wit/deps"));
     let out = tmp().join("page_title_py.wasm");
     run(
-        std::process::Command::new(venv.join("bin/componentize-py"))
+        std::process::Command::new(componentize_py)
             .current_dir(&build)
             .args(["-d", "wit", "-w", "plugin", "componentize", "page_title", "-o"])
             .arg(&out),
@@ -235,4 +251,54 @@ async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it
 async fn a_python_plugin_built_with_componentize_py_logs_and_fetches_what_it_is_granted() {
     let component = tokio::task::spawn_blocking(build_python_example).await.unwrap();
     fetches_only_what_it_is_granted(component, "page-title-py", "the tool policy does not let this plugin reach").await;
+}
+
+/// `toolhost plugin new NAME --lang js|python` makes a plugin that builds with the command it
+/// prints and answers a call.
+#[test]
+fn the_javascript_and_python_scaffolds_build_and_answer() {
+    let toolhost = env!("CARGO_BIN_EXE_toolhost");
+    let parent = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    for (lang, name) in [("js", "words-js"), ("python", "words-py")] {
+        run(
+            std::process::Command::new(toolhost)
+                .args(["plugin", "new", name, "--lang", lang, "--path"])
+                .arg(parent.path()),
+            "toolhost plugin new",
+        );
+        let dir = parent.path().join(name);
+        let module = name.replace('-', "_");
+        let out = dir.join(format!("{module}.wasm"));
+        if lang == "js" {
+            run(
+                std::process::Command::new(componentize_js())
+                    .current_dir(&dir)
+                    .args(["--wit", "wit", "--world-name", "plugin", "--out"])
+                    .arg(&out)
+                    .arg("plugin.js"),
+                "componentize-js on the scaffold",
+            );
+        } else {
+            run(
+                std::process::Command::new(componentize_py())
+                    .current_dir(&dir)
+                    .args(["-d", "wit", "-w", "plugin", "componentize", &module, "-o"])
+                    .arg(&out),
+                "componentize-py on the scaffold",
+            );
+        }
+        let called = std::process::Command::new(toolhost)
+            .arg("--plugins-dir")
+            .arg(&dir)
+            .args(["plugin", "call", &format!("{module}_count_words"), "--args", r#"{"text": "one two three"}"#])
+            .env("TOOLHOST_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&called.stdout);
+        assert!(called.status.success(), "{lang}: {stdout}{}", String::from_utf8_lossy(&called.stderr));
+        let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(result["content"][0]["text"], "3 words", "{lang}: {result}");
+        assert_eq!(result["is_error"], false);
+    }
 }

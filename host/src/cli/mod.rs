@@ -5,7 +5,7 @@ mod mcp;
 mod native;
 mod plugin;
 mod policy;
-mod scaffold;
+pub mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,9 +145,13 @@ pub enum PluginCommand {
         /// Folder to create the crate in [default: current folder].
         #[arg(long, value_name = "DIR", default_value = ".")]
         path: PathBuf,
-        /// Path of the toolhost-plugin SDK crate [default: the one this binary was built from].
+        /// Path of the toolhost-plugin SDK crate [default: the one this binary was built from]
+        /// (Rust plugins).
         #[arg(long, value_name = "DIR")]
         sdk: Option<PathBuf>,
+        /// The language to write the plugin in.
+        #[arg(long, value_enum, default_value_t = scaffold::Language::Rust)]
+        lang: scaffold::Language,
     },
 }
 
@@ -237,7 +241,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let overrides = cli.overrides();
     match cli.command {
-        Command::Plugin(PluginCommand::New { name, path, sdk }) => scaffold::new_plugin(&name, &path, sdk.as_deref()),
+        Command::Plugin(PluginCommand::New { name, path, sdk, lang }) => {
+            scaffold::new_plugin(&name, &path, sdk.as_deref(), lang)
+        }
         Command::Plugin(command) => {
             let config = Config::load(&overrides)?;
             match command {

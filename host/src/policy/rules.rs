@@ -94,8 +94,11 @@ pub struct Rules {
     visible: Mutex<HashMap<Principal, Arc<BTreeSet<String>>>>,
     /// `call_tool` decisions and the capabilities granted at a call's start, by principal and
     /// tool: what a call repeats for every call of the same tool (both depend on nothing else).
-    calls: Mutex<HashMap<(Principal, String), (Decision, Arc<Vec<String>>)>>,
+    calls: Mutex<HashMap<(Principal, String), CallRights>>,
 }
+
+/// Whether a principal may call a tool, and the capabilities the call may use (unscoped).
+pub type CallRights = (Decision, Arc<Vec<String>>);
 
 /// Splits the policy by scope: each (action, resource) gets the rules whose action and resource
 /// constraints can match it. Admins mostly write rules for one action, often for one tool or
@@ -194,7 +197,7 @@ impl Rules {
     /// Whether the principal may call `tool` (of `plugin`), and the capabilities its plugin
     /// imports that the call may use (decided without a scope; scoped uses are decided as they
     /// happen). Remembered per principal and tool for as long as this policy is in force.
-    pub fn call_rights(&self, principal: &Principal, plugin: &str, tool: &str) -> (Decision, Arc<Vec<String>>) {
+    pub fn call_rights(&self, principal: &Principal, plugin: &str, tool: &str) -> CallRights {
         let key = (principal.clone(), tool.to_string());
         if let Some(hit) = self.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return hit.clone();
