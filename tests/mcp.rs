@@ -79,6 +79,7 @@ fn calls() -> Value {
         ["create_workspace", {"template_id": "blank"}],
         ["no_such_tool", {}],
         ["read_file", {"path": "../../etc/passwd"}],
+        ["log_and_report", {}],
     ])
 }
 
@@ -88,8 +89,13 @@ fn result<'a>(report: &'a Value, index: usize, tool: &str) -> &'a Value {
     result
 }
 
-/// A policy: the default, and MCP clients may see `echo` but not call it.
+/// A policy: the default, `hostile` may report progress, and MCP clients may see `echo` but not
+/// call it.
 const POLICY: &str = r#"
+@id("hostile-reports-progress")
+permit (principal, action == Action::"use_capability", resource == Capability::"progress")
+when { context.plugin.name == "hostile" };
+
 @id("mcp-clients-may-not-echo")
 forbid (principal, action == Action::"call_tool", resource)
 when { principal.kind == "mcp" && resource.name == "echo" };
@@ -127,6 +133,13 @@ fn assert_session(report: &Value, files: &Path) {
     assert!(unknown["protocol_error"].as_str().unwrap().contains("no tool named `no_such_tool`"), "{unknown}");
     let escaped = result(report, 5, "read_file");
     assert_eq!(escaped["is_error"], true, "{escaped}");
+    let reported = result(report, 6, "log_and_report");
+    assert_eq!(reported["text"], "logged", "{reported}");
+    assert_eq!(
+        reported["progress"],
+        json!([{"progress": 0.5, "total": 1.0, "message": "half way"}]),
+        "the plugin's progress reached the client before the result: {reported}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,9 +34,16 @@ async def session(client, calls):
             break
     results = []
     for name, arguments in calls:
+        progress = []
+
+        async def on_progress(value, total, message):
+            progress.append({"progress": value, "total": total, "message": message})
+
         try:
-            result = await client.call_tool(name, arguments)
-            results.append({"tool": name, "is_error": bool(result.is_error), "text": text_of(result)})
+            result = await client.call_tool(name, arguments, progress_callback=on_progress)
+            results.append(
+                {"tool": name, "is_error": bool(result.is_error), "text": text_of(result), "progress": progress}
+            )
         except Exception as error:  # a protocol error: the SDK raises it
             results.append({"tool": name, "protocol_error": str(error)})
     return {"protocol_version": client.protocol_version, "pages": pages, "tools": tools, "results": results}

@@ -10,10 +10,13 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::{Peer, RequestContext, RoleServer};
 
 use super::{Called, GatewayError, McpGateway, McpSession};
 use crate::domain::ToolInfo;
+use crate::plugins::capabilities::ProgressSink;
+use crate::plugins::capabilities::progress::ProgressUpdate;
 use crate::plugins::{ContentPart, ToolOutput};
 
 /// One MCP server over the gateway: a transport makes one per connection or request.
@@ -78,17 +81,53 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let session = self.session(&context)?;
         let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
-        let call = self.gateway.call(&session, &request.name, arguments);
+        let (progress, forwarded) = match context.meta.get_progress_token() {
+            Some(token) => {
+                let (sink, forwarded) = progress_to_client(context.peer.clone(), token);
+                (Some(sink), Some(forwarded))
+            }
+            None => (None, None),
+        };
+        let call = self.gateway.call(&session, &request.name, arguments, progress);
         // A client's cancellation ends the call: dropping it stops the plugin's instance.
         let called = tokio::select! {
-            called = call => called.map_err(protocol_error)?,
-            _ = context.ct.cancelled() => Called::Failed("the client cancelled the call".into()),
+            called = call => called,
+            _ = context.ct.cancelled() => Ok(Called::Failed("the client cancelled the call".into())),
         };
+        // The call's reports go out before its result (the sink went with the call).
+        if let Some(forwarded) = forwarded {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), forwarded).await;
+        }
+        let called = called.map_err(protocol_error)?;
         Ok(CallToolResponse::Complete(match called {
             Called::Output(output) => to_mcp_result(output),
             Called::Failed(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
         }))
     }
+}
+
+/// Where a call's progress reports go when the client asked for them (`_meta.progressToken`):
+/// `notifications/progress`, in the order the plugin made them. The task ends with the call.
+fn progress_to_client(peer: Peer<RoleServer>, token: ProgressToken) -> (ProgressSink, tokio::task::JoinHandle<()>) {
+    let (reports, mut received) = tokio::sync::mpsc::unbounded_channel::<ProgressUpdate>();
+    let forwarded = tokio::spawn(async move {
+        let mut count = 0.0;
+        while let Some(report) = received.recv().await {
+            count += 1.0;
+            // Progress must grow: the plugin's fraction when it gives one, else a count.
+            let notice = match report.fraction {
+                Some(fraction) => ProgressNotificationParam::new(token.clone(), f64::from(fraction)).with_total(1.0),
+                None => ProgressNotificationParam::new(token.clone(), count),
+            };
+            if peer.notify_progress(notice.with_message(report.message)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let sink: ProgressSink = Arc::new(move |report| {
+        let _ = reports.send(report);
+    });
+    (sink, forwarded)
 }
 
 fn protocol_error(error: GatewayError) -> ErrorData {

@@ -22,7 +22,7 @@ use crate::plugins::capabilities::agents::AgentBackend;
 use crate::plugins::capabilities::secrets::SecretSource;
 use crate::plugins::capabilities::workspace_exec::WorkspaceExec;
 use crate::plugins::capabilities::workspace_fs::WorkspaceFs;
-use crate::plugins::capabilities::{Capability, ChatServices};
+use crate::plugins::capabilities::{Capability, ChatServices, ProgressSink};
 use crate::plugins::{CallContext, CallRequest, ContentPart, PluginRuntime, ToolOutput};
 use crate::policy::{Action, ActivePolicy, Decision, PolicyEngine, Principal};
 use crate::store::{Denial, User, Workspace, now_ms};
@@ -113,6 +113,7 @@ impl McpGateway {
         session: &McpSession,
         tool: &str,
         arguments: serde_json::Value,
+        progress: Option<ProgressSink>,
     ) -> Result<Called, GatewayError> {
         let Some(plugin) = self.runtime.tools().find(|t| t.name == tool).map(|t| t.plugin.clone()) else {
             return Err(GatewayError::UnknownTool(tool.to_string()));
@@ -128,7 +129,8 @@ impl McpGateway {
                 Ok(workspace) => workspace,
                 Err(message) => return Ok(Called::Failed(message)),
             };
-            let request = self.request(session, &policy, &principal, tool, arguments, workspace);
+            let mut request = self.request(session, &policy, &principal, tool, arguments, workspace);
+            request.progress = progress;
             let called = match self.runtime.call(request).await {
                 Ok(output) => Called::Output(output),
                 Err(error) => Called::Failed(error.to_string()),
