@@ -19,29 +19,7 @@ const MCP_SDK: &str = "mcp==2.3.0";
 
 /// The virtual environment's Python with the SDK, installed if it is not yet.
 fn sdk_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-sdk-venv");
-    let python = venv.join("bin/python");
-    let installed = venv.join("installed.txt");
-    if std::fs::read_to_string(&installed).ok().as_deref() == Some(MCP_SDK) && python.is_file() {
-        return python;
-    }
-    let made = std::process::Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .output()
-        .expect("python3 runs (bash .ci/system-deps installs it)");
-    assert!(
-        made.status.success(),
-        "a Python virtual environment cannot be made (bash .ci/system-deps installs python3-venv): {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let pip = std::process::Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", MCP_SDK])
-        .output()
-        .unwrap();
-    assert!(pip.status.success(), "pip cannot install {MCP_SDK}: {}", String::from_utf8_lossy(&pip.stderr));
-    std::fs::write(&installed, MCP_SDK).unwrap();
-    python
+    support::python_venv_with("mcp-sdk-venv", MCP_SDK).join("bin/python")
 }
 
 /// Runs the SDK client (`tests/mcp/client.py`) with `plan` and returns its report.

@@ -20,29 +20,7 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// The schemathesis command, installed if it is not yet (or is another version).
 fn schemathesis() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
-    let command = venv.join("bin/schemathesis");
-    let installed = venv.join("installed.txt");
-    if std::fs::read_to_string(&installed).ok().as_deref() == Some(SCHEMATHESIS) && command.is_file() {
-        return command;
-    }
-    let made = std::process::Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .output()
-        .expect("python3 runs (bash .ci/system-deps installs it)");
-    assert!(
-        made.status.success(),
-        "a Python virtual environment cannot be made (bash .ci/system-deps installs python3-venv): {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let pip = std::process::Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS])
-        .output()
-        .unwrap();
-    assert!(pip.status.success(), "pip cannot install {SCHEMATHESIS}: {}", String::from_utf8_lossy(&pip.stderr));
-    std::fs::write(&installed, SCHEMATHESIS).unwrap();
-    command
+    support::python_venv_with("schemathesis-venv", SCHEMATHESIS).join("bin/schemathesis")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

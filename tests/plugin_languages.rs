@@ -112,25 +112,7 @@ fn copy_tree(from: &Path, to: &Path) {
 /// componentize-py, installed in a virtual environment under the target folder if it is not yet.
 fn componentize_py() -> PathBuf {
     let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = tmp().join("componentize-py");
-    let installed = venv.join("installed.txt");
-    if std::fs::read_to_string(&installed).ok().as_deref() != Some(COMPONENTIZE_PY) {
-        run(
-            std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
-            "python3 -m venv (bash .ci/system-deps installs python3-venv)",
-        );
-        run(
-            std::process::Command::new(venv.join("bin/pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                COMPONENTIZE_PY,
-            ]),
-            "pip install componentize-py",
-        );
-        std::fs::write(&installed, COMPONENTIZE_PY).unwrap();
-    }
-    venv.join("bin/componentize-py")
+    support::python_venv_with("componentize-py", COMPONENTIZE_PY).join("bin/componentize-py")
 }
 
 /// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`.

@@ -506,6 +506,36 @@ impl TestServer {
 
 /// How many processes on this machine have `needle` in their command line (arguments are
 /// separated by NUL bytes).
+/// A Python virtual environment under the target folder with `requirement` (a pinned PyPI
+/// package, `name==version`) installed from PyPI; made on first use and again when the pin
+/// changes. Returns the environment's folder (`bin/` holds its commands).
+pub fn python_venv_with(folder: &str, requirement: &str) -> std::path::PathBuf {
+    // Benchmarks share this module; only tests have a target temporary folder.
+    let parent = option_env!("CARGO_TARGET_TMPDIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let venv = parent.join(folder);
+    let installed = venv.join("installed.txt");
+    if std::fs::read_to_string(&installed).ok().as_deref() == Some(requirement) && venv.join("bin/python").is_file() {
+        return venv;
+    }
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .output()
+        .expect("python3 runs (bash .ci/system-deps installs it)");
+    assert!(
+        made.status.success(),
+        "a Python virtual environment cannot be made (bash .ci/system-deps installs python3-venv): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", requirement])
+        .output()
+        .unwrap();
+    assert!(pip.status.success(), "pip cannot install {requirement}: {}", String::from_utf8_lossy(&pip.stderr));
+    std::fs::write(&installed, requirement).unwrap();
+    venv
+}
+
 pub fn processes_running(needle: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
