@@ -78,7 +78,8 @@ impl Sandbox {
             None => None,
         };
         let joins = group.as_ref().map(CommandGroup::join_descriptors).unwrap_or_default();
-        let rlimits = rlimits(&self.limits, group.is_some());
+        let runs_as_root = self.identity.is_none() && rustix::process::geteuid().is_root();
+        let rlimits = rlimits(&self.limits, group.is_some(), runs_as_root);
         let mut inherited: Vec<_> = network.as_ref().map(|h| h.inherited().to_vec()).unwrap_or_default();
         inherited.extend(passed.iter().map(|fd| fd.as_raw_fd()));
         let identity = self.identity;

@@ -65,15 +65,23 @@ impl CommandLimits {
 }
 
 /// The rlimits for a command: CPU time, file size and no core dumps always; memory and
-/// processes only when no control group bounds them (see the module's comment).
-pub(super) fn rlimits(limits: &CommandLimits, in_group: bool) -> Vec<(rustix::process::Resource, u64)> {
+/// processes only when no control group bounds them (see the module's comment). The process
+/// count is per user: it is set unless the command stays root (`runs_as_root`), where it would
+/// count every root process on the machine. A root server's commands run as the sandbox's own
+/// user, so there it bounds all workspaces' commands together, which still keeps a fork bomb
+/// from the rest of the machine.
+pub(super) fn rlimits(
+    limits: &CommandLimits,
+    in_group: bool,
+    runs_as_root: bool,
+) -> Vec<(rustix::process::Resource, u64)> {
     use rustix::process::Resource;
     let mib = 1024 * 1024;
     let mut set =
         vec![(Resource::Cpu, limits.cpu_seconds), (Resource::Fsize, limits.file_size_mib * mib), (Resource::Core, 0)];
     if !in_group {
         set.push((Resource::As, limits.memory_mib * mib));
-        if !rustix::process::geteuid().is_root() {
+        if !runs_as_root {
             set.push((Resource::Nproc, limits.processes));
         }
     }
@@ -86,4 +94,23 @@ pub(super) fn apply_limits(limits: &[(rustix::process::Resource, u64)]) -> std::
         setrlimit(*resource, Rlimit { current: Some(*value), maximum: Some(*value) }).map_err(std::io::Error::from)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::Resource;
+
+    fn bounds_processes(set: &[(Resource, u64)]) -> bool {
+        set.iter().any(|(resource, _)| *resource == Resource::Nproc)
+    }
+
+    #[test]
+    fn without_a_control_group_processes_are_bounded_unless_the_command_stays_root() {
+        let limits = CommandLimits::default();
+        assert!(bounds_processes(&rlimits(&limits, false, false)), "the sandbox's own user gets RLIMIT_NPROC");
+        assert!(!bounds_processes(&rlimits(&limits, false, true)), "root's would count every root process");
+        assert!(!bounds_processes(&rlimits(&limits, true, false)), "a control group bounds them instead");
+        assert!(rlimits(&limits, true, true).iter().any(|(r, _)| *r == Resource::Cpu), "CPU time always");
+    }
 }

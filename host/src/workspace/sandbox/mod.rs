@@ -17,8 +17,9 @@
 //! Process count and memory are bounded for the whole command by a control group of its own
 //! (see `cgroup`); CPU time per process and file size are rlimits set before bubblewrap
 //! starts, which every process inside inherits. Without control groups (a server that may not
-//! make them), memory falls back to an address-space rlimit and, for a server not running as
-//! root, the process count to `RLIMIT_NPROC`; the start-up log says which applies.
+//! make them), memory falls back to an address-space rlimit and the process count to
+//! `RLIMIT_NPROC` of the user commands run as (for a root server, the sandbox's own user, so it
+//! bounds all workspaces' commands together); the start-up log says which applies.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -155,7 +156,7 @@ impl Sandbox {
             Err(why) if rustix::process::geteuid().is_root() => {
                 tracing::warn!(
                     %why,
-                    "no control groups and running as root: the number of processes a workspace command starts is NOT limited; memory is limited per process"
+                    "no control groups and running as root: memory is limited per process, and processes per sandbox user (all workspaces' commands together, RLIMIT_NPROC)"
                 );
                 None
             }
