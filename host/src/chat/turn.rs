@@ -20,8 +20,8 @@ use crate::llm::{
 };
 use crate::plugins::capabilities::ChatServices;
 use crate::plugins::{CallContext, CallRequest, ContentPart, ToolOutput};
-use crate::policy::{Action, ActivePolicy, Decision, Principal};
-use crate::store::{Chat, ChatStatus, Denial, Message, StoreError};
+use crate::policy::{ActivePolicy, Principal};
+use crate::store::{Chat, ChatStatus, Message, StoreError};
 use crate::workspace::ChatScope;
 use std::sync::Arc;
 
@@ -674,29 +674,11 @@ fn denial(
     tool: &str,
 ) -> Option<String> {
     let installed = run.services().runtime.tools().find(|t| t.name == tool)?;
-    let decision = if visible.contains(tool) {
-        policy.rules.decide_tool(principal, Action::CallTool, tool)
-    } else {
-        // Hidden from this chat (or loaded after the policy was): never callable by name.
-        let seen = policy.rules.decide_tool(principal, Action::SeeTool, tool);
-        Decision { allowed: false, decided_by: format!("{} (not visible to this chat)", seen.decided_by) }
-    };
+    let decision =
+        run.services().policy.decide_call(policy, principal, visible.contains(tool), &installed.plugin, tool);
     if decision.allowed {
         return None;
     }
-    tracing::warn!(tool, plugin = %installed.plugin, decided_by = %decision.decided_by, "tool call denied by policy");
-    run.services().policy.record(Denial {
-        id: 0,
-        chat_id: principal.id.clone(),
-        tool: tool.to_string(),
-        plugin: installed.plugin.clone(),
-        action: Action::CallTool.name().into(),
-        capability: None,
-        scope: None,
-        decided_by: decision.decided_by.clone(),
-        policy_version: policy.version,
-        created_at: crate::store::now_ms(),
-    });
     Some(format!(
         "tool `{tool}` is not available in this chat: the tool policy denies it ({}); do not call it again",
         decision.decided_by

@@ -111,11 +111,13 @@ impl Bridge {
         let mut request = self
             .client
             .post(&self.endpoint)
-            .query(&[("workspace_id", self.workspace.as_deref().unwrap_or_default())])
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
             .body(line.to_string());
+        if let Some(workspace) = &self.workspace {
+            request = request.query(&[("workspace_id", workspace)]);
+        }
         if let Some(version) = self.protocol_version.lock().map(|v| v.clone()).unwrap_or_default() {
             request = request.header(PROTOCOL_VERSION_HEADER, version);
         }

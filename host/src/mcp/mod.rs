@@ -24,8 +24,8 @@ use crate::plugins::capabilities::workspace_exec::WorkspaceExec;
 use crate::plugins::capabilities::workspace_fs::WorkspaceFs;
 use crate::plugins::capabilities::{Capability, ChatServices, ProgressSink};
 use crate::plugins::{CallContext, CallRequest, ContentPart, PluginRuntime, ToolOutput};
-use crate::policy::{Action, ActivePolicy, Decision, PolicyEngine, Principal};
-use crate::store::{Denial, User, Workspace, now_ms};
+use crate::policy::{ActivePolicy, PolicyEngine, Principal};
+use crate::store::{User, Workspace};
 use crate::workspace::{ChatScope, WorkspaceService};
 
 /// Tools per `tools/list` page.
@@ -143,32 +143,14 @@ impl McpGateway {
 
     /// The refusal the client reads when the policy denies the call (the denial is audited).
     fn denial(&self, policy: &ActivePolicy, principal: &Principal, plugin: &str, tool: &str) -> Option<String> {
-        let decision = if policy.rules.visible_tools(principal).contains(tool) {
-            policy.rules.call_rights(principal, plugin, tool).0
-        } else {
-            let seen = policy.rules.decide_tool(principal, Action::SeeTool, tool);
-            Decision { allowed: false, decided_by: format!("{} (not visible to MCP clients)", seen.decided_by) }
-        };
-        if decision.allowed {
-            return None;
-        }
-        tracing::warn!(tool, plugin, decided_by = %decision.decided_by, "MCP tool call denied by policy");
-        self.policy.record(Denial {
-            id: 0,
-            chat_id: principal.id.clone(),
-            tool: tool.to_string(),
-            plugin: plugin.to_string(),
-            action: Action::CallTool.name().into(),
-            capability: None,
-            scope: None,
-            decided_by: decision.decided_by.clone(),
-            policy_version: policy.version,
-            created_at: now_ms(),
-        });
-        Some(format!(
-            "tool `{tool}` is not available to MCP clients: the tool policy denies it ({}); an admin can change the policy",
-            decision.decided_by
-        ))
+        let shown = policy.rules.visible_tools(principal).contains(tool);
+        let decision = self.policy.decide_call(policy, principal, shown, plugin, tool);
+        (!decision.allowed).then(|| {
+            format!(
+                "tool `{tool}` is not available to MCP clients: the tool policy denies it ({}); an admin can change the policy",
+                decision.decided_by
+            )
+        })
     }
 
     /// The session's workspace, when it has one and this server holds it.

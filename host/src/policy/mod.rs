@@ -22,6 +22,7 @@ pub use check::{Invalid, MAX_NESTING, MAX_OPERATORS_PER_RULE, MAX_POLICY_BYTES, 
 pub use entities::{Inventory, Principal};
 pub use rules::{Action, Decision, Explanation, NO_RULE_PERMITS, Rules};
 
+use crate::domain::ChatKind;
 use crate::plugins::capabilities::{Grants, ScopeCheck};
 use crate::store::{Chat, Denial, Store, StoreError, now_ms};
 
@@ -280,6 +281,43 @@ impl PolicyEngine {
         }
     }
 
+    /// Whether `principal` may call `tool` (of `plugin`) now: only if it was shown the tool
+    /// (`shown`; a hidden tool is never callable by name) and `call_tool` permits it. A denial is
+    /// logged and written to the audit log.
+    pub fn decide_call(
+        &self,
+        policy: &ActivePolicy,
+        principal: &Principal,
+        shown: bool,
+        plugin: &str,
+        tool: &str,
+    ) -> Decision {
+        let decision = if shown {
+            policy.rules.call_rights(principal, plugin, tool).0
+        } else {
+            let seen = policy.rules.decide_tool(principal, Action::SeeTool, tool);
+            let audience = if principal.kind == ChatKind::Mcp { "MCP clients" } else { "this chat" };
+            Decision { allowed: false, decided_by: format!("{} (not visible to {audience})", seen.decided_by) }
+        };
+        if decision.allowed {
+            return decision;
+        }
+        tracing::warn!(tool, plugin, chat_id = %principal.id, decided_by = %decision.decided_by, "tool call denied by policy");
+        self.record(Denial {
+            id: 0,
+            chat_id: principal.id.clone(),
+            tool: tool.to_string(),
+            plugin: plugin.to_string(),
+            action: Action::CallTool.name().into(),
+            capability: None,
+            scope: None,
+            decided_by: decision.decided_by.clone(),
+            policy_version: policy.version,
+            created_at: now_ms(),
+        });
+        decision
+    }
+
     /// The capabilities a call of `tool` may use, decided now, with a check of each scoped use.
     pub fn grants(self: &Arc<Self>, policy: &Arc<ActivePolicy>, principal: &Principal, tool: &str) -> Grants {
         let Some(plugin) = policy.rules.inventory().tool(tool).map(|t| t.plugin.clone()) else { return Grants::none() };
@@ -420,7 +458,6 @@ pub fn sample_inventory(tools: usize) -> Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ChatKind;
 
     /// Texts that overflowed a server thread's stack before there were limits.
     fn hostile_policies() -> Vec<(&'static str, String)> {
