@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
+#[path = "support/process.rs"]
+mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,8 +63,14 @@ fn componentize_js() -> PathBuf {
     tools.join("node_modules/.bin/componentize-js")
 }
 
-/// The JavaScript example built by componentize-js, as `npm run build` in its folder would.
+/// The JavaScript example built by componentize-js, as `npm run build` in its folder would;
+/// built once for the tests that use it.
 fn build_js_example() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_js_example_now).clone()
+}
+
+fn build_js_example_now() -> PathBuf {
     let out = tmp().join("page_title.wasm");
     run(
         std::process::Command::new(componentize_js())
@@ -115,8 +123,14 @@ fn componentize_py() -> PathBuf {
     support::python_venv_with("componentize-py", COMPONENTIZE_PY).join("bin/componentize-py")
 }
 
-/// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`.
+/// The Python example built by componentize-py, with the WASI WIT it names in `wit/deps`; built
+/// once for the tests that use it.
 fn build_python_example() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_python_example_now).clone()
+}
+
+fn build_python_example_now() -> PathBuf {
     let componentize_py = componentize_py();
     let build = tmp().join("page-title-py");
     let _ = std::fs::remove_dir_all(&build);
@@ -283,4 +297,85 @@ fn the_javascript_and_python_scaffolds_build_and_answer() {
         assert_eq!(result["content"][0]["text"], "3 words", "{lang}: {result}");
         assert_eq!(result["is_error"], false);
     }
+}
+
+/// A server whose plugins directory holds a Python and a JavaScript plugin never compiled
+/// (a fresh data directory: nothing cached) listens before they are compiled: the API answers,
+/// readiness and the models list say what is still compiling, and the tools come into service
+/// when they are ready. (How long each step takes is measured by `startup_bench`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_listens_before_its_python_and_javascript_plugins_are_compiled() {
+    let js = tokio::task::spawn_blocking(build_js_example).await.unwrap();
+    let python = tokio::task::spawn_blocking(build_python_example).await.unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    for component in [&js, &python] {
+        std::fs::copy(component, plugins.path().join(component.file_name().unwrap())).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let deployment = process::Deployment { data_dir: data.path().to_path_buf(), database_url: None, config_file: None };
+    let created = deployment.run(&["users", "create", "root", "--admin"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = deployment.run(&["tokens", "create", "root"]);
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    let mut server = deployment
+        .command()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--plugins-dir")
+        .arg(plugins.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = server.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[server] {line}");
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        lines.recv_timeout(std::time::Duration::from_secs(300)).unwrap_or_else(|_| panic!("the server never said {what}"))
+    };
+    let base = loop {
+        let line = next_line("where it listens");
+        assert!(!line.starts_with("toolhost: plugins ready"), "it listens before its plugins are ready: {line}");
+        if let Some(rest) = line.strip_prefix("toolhost: listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    let live = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.text().await.unwrap(), "loading plugins");
+    let models: serde_json::Value =
+        http.get(format!("{base}/api/v1/models")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let compiling = models["plugins_compiling"].as_array().expect("the models list says what compiles");
+    assert!(!compiling.is_empty(), "{models}");
+
+    loop {
+        if next_line("that its plugins are ready").starts_with("toolhost: plugins ready") {
+            break;
+        }
+    }
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let models: serde_json::Value =
+        http.get(format!("{base}/api/v1/models")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["plugins_compiling"], json!([]), "{models}");
+    let listed: serde_json::Value =
+        http.get(format!("{base}/api/v1/plugins")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    for name in ["page-title", "page-title-py"] {
+        let plugin = listed["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name);
+        let plugin = plugin.unwrap_or_else(|| panic!("{name} is listed: {listed}"));
+        assert_eq!((plugin["state"].as_str(), plugin["origin"].as_str()), (Some("loaded"), Some("file")), "{plugin}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -93,15 +93,15 @@ async fn assert_still_serves(runtime: &PluginRuntime) {
 #[tokio::test]
 async fn the_bundled_files_plugin_loads_with_the_capabilities_it_imports() {
     let runtime = PluginRuntime::load(RuntimeOptions::default()).await.unwrap();
-    let files = runtime.plugins().find(|p| p.name == "files").expect("files is bundled");
+    let files = runtime.loaded().plugin("files").cloned().expect("files is bundled");
     assert_eq!(files.capabilities, vec!["workspace-fs"]);
     assert_eq!(files.wit_version, "0.1.0");
     let tools: Vec<&str> = files.tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(tools, ["read_file", "write_file", "edit_files"]);
-    let read_file = runtime.tools().find(|t| t.name == "read_file").unwrap();
+    let read_file = runtime.loaded().tool("read_file").cloned().unwrap();
     assert!(read_file.annotations.read_only && !read_file.annotations.destructive);
     assert_eq!(read_file.input_schema["properties"]["path"]["type"], "string");
-    assert!(runtime.refused().is_empty(), "{:?}", runtime.refused());
+    assert!(runtime.loaded().refused().is_empty(), "{:?}", runtime.loaded().refused());
 }
 
 #[tokio::test]
@@ -334,20 +334,22 @@ async fn a_spinning_call_does_not_hold_up_other_calls() {
 #[tokio::test]
 async fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     let (runtime, dir) = runtime_with(&["wrong-version"], quick_limits()).await;
-    let [refusal] = runtime.refused() else { panic!("expected one refusal: {:?}", runtime.refused()) };
+    let set = runtime.loaded();
+    let [refusal] = set.refused() else { panic!("expected one refusal: {:?}", set.refused()) };
     assert_eq!(refusal.source, dir.path().join("wrong-version.wasm").display().to_string());
     assert!(
         refusal.reason.contains("toolhost:plugin@0.2.0") && refusal.reason.contains("toolhost:plugin@0.1.0"),
         "{}",
         refusal.reason
     );
-    assert!(runtime.plugins().any(|p| p.name == "files"), "the other plugins still load");
+    assert!(runtime.loaded().plugin("files").is_some(), "the other plugins still load");
 }
 
 #[tokio::test]
 async fn a_tool_with_an_invalid_input_schema_is_refused() {
     let (runtime, _dir) = runtime_with(&["bad-schema"], quick_limits()).await;
-    let [refusal] = runtime.refused() else { panic!("expected one refusal: {:?}", runtime.refused()) };
+    let set = runtime.loaded();
+    let [refusal] = set.refused() else { panic!("expected one refusal: {:?}", set.refused()) };
     assert!(
         refusal.reason.contains("`bad_schema_tool`") && refusal.reason.contains("not valid JSON Schema"),
         "{}",
@@ -360,7 +362,8 @@ async fn a_tool_name_used_by_two_plugins_is_refused_for_the_second() {
     let dir = plugins_dir(&["hostile"]);
     std::fs::copy(fixture("hostile"), dir.path().join("zz-copy.wasm")).unwrap();
     let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
-    let [refusal] = runtime.refused() else { panic!("expected one refusal: {:?}", runtime.refused()) };
+    let set = runtime.loaded();
+    let [refusal] = set.refused() else { panic!("expected one refusal: {:?}", set.refused()) };
     assert!(refusal.source.ends_with("zz-copy.wasm"));
     assert!(refusal.reason.contains("already provided by plugin `hostile`"), "{}", refusal.reason);
 }
@@ -372,15 +375,16 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
     std::fs::write(dir.path().join("empty.wasm"), wat::parse_str("(component)").unwrap()).unwrap();
     std::fs::write(dir.path().join("core.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
     let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
+    let set = runtime.loaded();
     let reason = |file: &str| {
-        let refusal =
-            runtime.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
+        let refusal = set.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
         refusal.reason.clone()
     };
     assert!(reason("garbage.wasm").contains("not a valid WebAssembly component"), "{}", reason("garbage.wasm"));
     assert!(reason("empty.wasm").contains("not a tool component"), "{}", reason("empty.wasm"));
     assert!(reason("core.wasm").contains("not a valid WebAssembly component"), "{}", reason("core.wasm"));
-    let loaded: Vec<&str> = runtime.plugins().map(|p| p.name.as_str()).collect();
+    let set = runtime.loaded();
+    let loaded: Vec<&str> = set.plugins().map(|p| p.name.as_str()).collect();
     assert_eq!(
         loaded,
         ["files", "workspaces", "shell", "subagents", "computer"],
@@ -408,9 +412,9 @@ async fn a_component_importing_what_the_host_lacks_is_refused_before_compiling_n
     std::fs::write(dir.path().join("future.wasm"), wat::parse_str(component("wasi:cli/environment@0.3.0")).unwrap())
         .unwrap();
     let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
+    let set = runtime.loaded();
     let reason = |file: &str| {
-        runtime
-            .refused()
+        set.refused()
             .iter()
             .find(|r| r.source.ends_with(file))
             .unwrap_or_else(|| panic!("{file} refused"))
@@ -434,14 +438,14 @@ async fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_recompiled(
     let cache = tempfile::tempdir().unwrap();
     let with_cache = || RuntimeOptions { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeOptions::default() };
     let first = PluginRuntime::load(with_cache()).await.unwrap();
-    assert!(!first.plugins().next().unwrap().from_cache);
+    assert!(!first.loaded().plugins().next().unwrap().from_cache);
     let second = PluginRuntime::load(with_cache()).await.unwrap();
-    assert!(second.plugins().next().unwrap().from_cache);
+    assert!(second.loaded().plugins().next().unwrap().from_cache);
     for entry in std::fs::read_dir(cache.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
     }
     let third = PluginRuntime::load(with_cache()).await.unwrap();
-    assert!(!third.plugins().next().unwrap().from_cache);
+    assert!(!third.loaded().plugins().next().unwrap().from_cache);
     let ws = workspace_with(&[("a.txt", "ok\n")]);
     let output = third.call(request("read_file", json!({"path": "a.txt"}), Some(ws.path()))).await.unwrap();
     assert_eq!(text(&output), "ok\n");

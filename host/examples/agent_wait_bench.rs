@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let setup = Setup { environment: |_| None, ..Setup::from_env() };
     // No worker is started: the child never runs, so every wait lasts its whole timeout.
     let app = App::build(&config, setup).await?;
+    app.runtime.wait_started().await;
     let owner = app.store.create_user("bench", false).await?;
     let root = app.chats.create(NewChat::root(&owner.id, vec![MessagePart::text("bench")], None, None)).await?;
     let child = app.agents.spawn(&root.id, "never runs: no worker here", None, ChatKind::Subagent).await?;

@@ -15,6 +15,8 @@ use crate::chat::service::ChatService;
 use crate::chat::worker::{Worker, WorkerSettings};
 use crate::config::Config;
 use crate::llm::ModelTimeouts;
+use crate::chat::notices::{Notice, Reload};
+use crate::plugin_admin::PluginAdmin;
 use crate::plugins::PluginRuntime;
 use crate::policy::{Inventory, PolicyEngine};
 use crate::relay::{Identity, Relay, RelayServices};
@@ -64,17 +66,21 @@ pub struct App {
     relay_token: String,
     /// Secrets admins bound to plugins.
     pub vault: Arc<Vault>,
+    /// Plugins admins upload and manage through the API.
+    pub plugins: Arc<PluginAdmin>,
 }
 
 impl App {
     /// Builds everything `serve` runs, as configured. Problems that leave the server usable (a
     /// model without a key, a refused plugin, no sandbox) are reported on stderr, not fatal.
+    ///
+    /// Plugins load in the background (compiling one written in Python or JavaScript takes
+    /// seconds): the server serves at once, and tools come into service as they are ready.
     pub async fn build(config: &Config, setup: Setup) -> anyhow::Result<App> {
         let store = open_store(config).await?;
-        let runtime = Arc::new(plugin_runtime(config).await?);
-        for refusal in runtime.refused() {
-            eprintln!("toolhost: plugin refused: {refusal}");
-        }
+        let options = config.runtime_options();
+        let runtime = Arc::new(PluginRuntime::new(&options)?);
+        let plugin_files = PluginRuntime::configured_files(&options)?;
         let secrets = match setup.secrets {
             Some(secrets) => secrets,
             None => SecretBox::load(config.secret_key_file.as_deref(), &config.data_dir)?,
@@ -90,7 +96,8 @@ impl App {
                 eprintln!("toolhost: model `{}` is not usable: {reason}", model.name);
             }
         }
-        let policy = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
+        let policy = PolicyEngine::load(store.clone(), Inventory::default()).await?;
+        policy.follow_plugins(runtime.clone());
         let workspaces = WorkspaceService::start(store.clone(), &config.data_dir, &config.workspaces)
             .await
             .map_err(anyhow::Error::msg)?;
@@ -98,6 +105,13 @@ impl App {
             eprintln!("toolhost: workspace commands are disabled: {problem}");
         }
         let chats = ChatService::new(store.clone());
+        let announcer = chats.clone();
+        let plugins = PluginAdmin::new(
+            store.clone(),
+            runtime.clone(),
+            Box::new(move || announcer.hub.announce(Notice::Reload { what: Reload::Plugins })),
+        );
+        tokio::spawn(load_plugins(runtime.clone(), plugins.clone(), options.include_bundled, plugin_files));
         let agents = AgentService::new(store.clone(), chats.clone(), config.agents.clone(), catalog.clone());
         let worker_settings = setup.worker.unwrap_or_else(|| WorkerSettings {
             recover_all_on_start: store.backend() == crate::store::Backend::Sqlite,
@@ -122,6 +136,7 @@ impl App {
             worker_settings,
             relay_token,
             vault,
+            plugins,
         })
     }
 
@@ -158,6 +173,7 @@ impl App {
             secure_cookies: self.config.api.secure_cookies,
             vault: self.vault.clone(),
             mcp: self.mcp_gateway(),
+            plugins: self.plugins.clone(),
         }
     }
 
@@ -189,6 +205,7 @@ impl App {
             chats: self.chats.clone(),
             policy: self.policy.clone(),
             workspaces: self.workspaces.clone(),
+            plugins: self.plugins.clone(),
         };
         let relay = Relay::start(
             identity,
@@ -213,6 +230,34 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&url).await.with_context(|| format!("cannot open the database ({})", redact(&url)))
 }
 
+/// Loads the plugins to serve with in the background: the bundled ones, the plugins
+/// directory's, then the uploaded ones; says so on stderr when they are all in service (or
+/// refused); then follows the uploaded plugins' changes for as long as the server runs.
+async fn load_plugins(
+    runtime: Arc<PluginRuntime>,
+    plugins: Arc<PluginAdmin>,
+    bundled: bool,
+    files: Vec<std::path::PathBuf>,
+) {
+    let started = std::time::Instant::now();
+    runtime.load_configured(bundled, files).await;
+    if let Err(e) = plugins.sync().await {
+        eprintln!("toolhost: cannot load the uploaded plugins yet ({e}); trying again at the next change");
+    }
+    runtime.mark_started();
+    let set = runtime.loaded();
+    for refusal in set.refused() {
+        eprintln!("toolhost: plugin refused: {refusal}");
+    }
+    eprintln!(
+        "toolhost: plugins ready: {} plugins, {} tools in service after {:.1} s",
+        set.plugins().count(),
+        set.tools().count(),
+        started.elapsed().as_secs_f64()
+    );
+    plugins.follow().await;
+}
+
 /// Loads the bundled and configured plugins (refused ones are listed by `refused()`).
 pub async fn plugin_runtime(config: &Config) -> anyhow::Result<PluginRuntime> {
     Ok(PluginRuntime::load(config.runtime_options()).await?)
@@ -221,7 +266,7 @@ pub async fn plugin_runtime(config: &Config) -> anyhow::Result<PluginRuntime> {
 /// The tool policy over the configured database and plugins, for the CLI's policy commands.
 pub async fn policy_engine(config: &Config, runtime: &PluginRuntime) -> anyhow::Result<(Store, Arc<PolicyEngine>)> {
     let store = open_store(config).await?;
-    let engine = PolicyEngine::load(store.clone(), Inventory::of(runtime.plugins())).await?;
+    let engine = PolicyEngine::load(store.clone(), Inventory::of(runtime.loaded().plugins())).await?;
     Ok((store, engine))
 }
 

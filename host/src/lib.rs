@@ -17,6 +17,8 @@
 //! - [`secrets`]: API keys sealed at rest.
 //! - [`net`]: which addresses are the public internet.
 //! - [`vault`]: secrets admins bind to plugins, sealed at rest, given to plugins as placeholders.
+//! - [`plugin_admin`]: plugins uploaded, enabled, configured and removed by admins, followed
+//!   live by every replica.
 //! - [`policy`]: the admin's tool policy (Cedar): which tools a chat sees, which capabilities a call uses.
 //! - [`workspace`]: templates, workspaces and their lifecycle, sandboxed commands, git watch.
 //! - [`mcp`]: the MCP gateway: the tools a token's user may use, for MCP clients (rmcp).
@@ -38,6 +40,7 @@ pub mod keyed_lock;
 pub mod llm;
 pub mod mcp;
 pub mod net;
+pub mod plugin_admin;
 pub mod plugins;
 pub mod policy;
 pub mod relay;

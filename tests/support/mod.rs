@@ -253,6 +253,9 @@ impl TestServerBuilder {
             environment: |_| None,
         };
         let app = App::build(&config, setup).await.unwrap();
+        // As `serve` does, plugins load in the background; tests start from a server whose
+        // plugins are in service, as they would once an operator's server has loaded them.
+        app.runtime.wait_started().await;
         let llm = FakeLlm::start().await;
         // The fake speaks both wire formats: `test-model` is the default on the OpenAI one.
         let fake = NewProvider {

@@ -60,13 +60,18 @@ impl Deployment {
         let mut child = command.spawn().unwrap();
         let mut said = Vec::new();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let base = loop {
-            let line = lines.next().expect("serve says where it listens").unwrap();
+        // It listens at once and loads plugins in the background: the tests start once both
+        // are done, as an operator's server is after its first start.
+        let (mut base, mut plugins_ready) = (None, false);
+        while base.is_none() || !plugins_ready {
+            let line = lines.next().expect("serve says where it listens and when its plugins are ready").unwrap();
             if let Some(rest) = line.strip_prefix("toolhost: listening on ") {
-                break rest.split_whitespace().next().unwrap().to_string();
+                base = Some(rest.split_whitespace().next().unwrap().to_string());
             }
+            plugins_ready |= line.starts_with("toolhost: plugins ready");
             said.push(line);
-        };
+        }
+        let base = base.unwrap();
         // Keep draining what the server says, as a terminal would, and echo it for failures.
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -81,7 +86,7 @@ impl Deployment {
 pub struct Served {
     child: Option<Child>,
     pub base: String,
-    /// What it printed before it listened.
+    /// What it printed until it listened and its plugins were ready.
     pub said: Vec<String>,
 }
 

@@ -21,6 +21,8 @@ pub struct ModelList {
     /// The model chats use when they name none (and when theirs was deleted).
     pub default_model: Option<String>,
     pub models: Vec<ModelView>,
+    /// Plugins still compiling on this replica: their tools are not offered to models yet.
+    pub plugins_compiling: Vec<crate::plugins::Compiling>,
 }
 
 pub async fn list_providers(State(state): State<AppState>, _admin: Admin) -> Result<Json<ProviderList>, ApiError> {
@@ -58,6 +60,7 @@ pub async fn list_models(State(state): State<AppState>, _caller: Caller) -> Resu
     Ok(Json(ModelList {
         default_model: state.catalog.default_model_name().await?,
         models: state.catalog.models().await?,
+        plugins_compiling: state.plugins.compiling(),
     }))
 }
 

@@ -9,6 +9,7 @@ mod git_watch;
 mod health;
 mod mcp;
 mod openapi;
+mod plugins;
 mod policy;
 mod prompts;
 mod relay;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub vault: Arc<crate::vault::Vault>,
     /// The tools MCP clients use (`/mcp`).
     pub mcp: Arc<crate::mcp::McpGateway>,
+    /// Plugins administered live.
+    pub plugins: Arc<crate::plugin_admin::PluginAdmin>,
 }
 
 /// Where the server is in its shutdown.
@@ -125,7 +128,14 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/tokens", get(users::tokens))
         .route("/users/{id}/tokens/{token_id}", delete(users::revoke_token))
         .route("/secrets", get(secrets::list))
-        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete));
+        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route(
+            "/plugins",
+            get(plugins::list)
+                .post(plugins::upload)
+                .layer(DefaultBodyLimit::max(crate::plugin_admin::MAX_UPLOAD_BYTES + 1)),
+        )
+        .route("/plugins/{id}", get(plugins::get).patch(plugins::update).delete(plugins::remove));
     let mcp = Router::new()
         .route_service("/mcp", mcp::service(&state))
         .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::authenticate));

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
+use super::plugins::{PluginList, PluginPatch};
 use super::policy::{AuditPage, ExplainRequest, ExplainResponse, NewPolicy, PolicyView, VersionText, Versions};
 use super::prompts::Prompt;
 use super::secrets::{SecretInput, SecretList};
@@ -18,6 +19,7 @@ use super::workspaces::{CreateWorkspace, TemplateList, WorkspaceList};
 use crate::catalog::{ModelInput, ModelView, NewProvider, ProviderPatch, ProviderView};
 use crate::chat::events::{ChatEvent, WatchEvent};
 use crate::chat::service::SendOutcome;
+use crate::plugin_admin::PluginView;
 use crate::policy::Saved;
 use crate::store::Workspace;
 use crate::store::{Chat, Message, QueuedMessage};
@@ -204,6 +206,21 @@ pub fn document() -> Value {
             "delete": operation("Delete a secret (admins)", json!({"204": {"description": "Deleted"}})),
         }),
     );
+    let component = json!({"required": true, "content": {"application/wasm": {"schema": {"type": "string", "format": "binary"}}}});
+    paths.insert("/plugins".into(), json!({
+        "get": operation("Every plugin: bundled, from the plugins directory and uploaded, with where each stands on this replica (admins)", json!({"200": ok::<PluginList>(&mut g, "The plugins")})),
+        "post": with_body(operation("Upload a plugin component (admins): checked at once as at load (422 plugin_refused names what is wrong, such as an import the host does not provide), then compiled and put in service on every replica in the background; `enabled=false` keeps it stored and disabled", json!({
+            "202": ok::<PluginView>(&mut g, "Stored; being checked and compiled (GET /plugins/{id} follows it)"),
+            "200": ok::<PluginView>(&mut g, "These bytes were uploaded before"),
+        })), component),
+    }));
+    paths["/plugins"]["post"]["parameters"] = json!([{"name": "enabled", "in": "query", "required": false, "schema": {"type": "boolean"}}]);
+    paths.insert("/plugins/{id}".into(), json!({
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "An uploaded plugin's SHA-256, or a plugin's name"}],
+        "get": operation("One plugin (admins)", json!({"200": ok::<PluginView>(&mut g, "The plugin")})),
+        "patch": with_body(operation("Enable, disable or set limit overrides of an uploaded plugin, on every replica (admins); 409 for a bundled or configured plugin", json!({"200": ok::<PluginView>(&mut g, "The plugin")})), body::<PluginPatch>(&mut g)),
+        "delete": operation("Remove an uploaded plugin from every replica; calls already running finish (admins)", json!({"204": {"description": "Removed"}})),
+    }));
     paths.insert("/policy".into(), json!({
         "get": operation("The tool policy in force, and its schema (admins)", json!({"200": ok::<PolicyView>(&mut g, "The policy")})),
         "put": with_body(operation("Replace the tool policy (admins): validated first; 422 with line-precise `details.problems` when invalid, leaving the policy in force untouched", json!({"200": ok::<Saved>(&mut g, "The new version and its warnings")})), body::<NewPolicy>(&mut g)),

@@ -137,6 +137,9 @@ pub struct ExplainRequest {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ExplainResponse {
     pub policy_version: i64,
+    /// Plugins still compiling on this replica: their tools are missing from this explanation
+    /// until they are in service.
+    pub plugins_compiling: Vec<crate::plugins::Compiling>,
     #[serde(flatten)]
     pub explanation: Explanation,
 }
@@ -148,7 +151,11 @@ pub async fn explain(
 ) -> Result<Json<ExplainResponse>, ApiError> {
     let principal = principal(&state, body).await?;
     let active = state.policy.refresh().await?;
-    Ok(Json(ExplainResponse { policy_version: active.version, explanation: active.rules.explain(&principal) }))
+    Ok(Json(ExplainResponse {
+        policy_version: active.version,
+        plugins_compiling: state.plugins.compiling(),
+        explanation: active.rules.explain(&principal),
+    }))
 }
 
 async fn principal(state: &AppState, body: ExplainRequest) -> Result<Principal, ApiError> {

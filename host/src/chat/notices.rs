@@ -36,6 +36,8 @@ pub enum Reload {
     Policy,
     Catalog,
     Templates,
+    /// Uploaded plugins: installed, enabled, disabled, reconfigured or removed.
+    Plugins,
 }
 
 /// Where notices go: to the other replicas, by the relay.

@@ -290,12 +290,15 @@ async fn turn(run: &Run<'_>) -> Result<(), Stop> {
                 history[0].content.clone(),
             );
         }
+        // A server that just started may still be compiling the plugins it serves with: a step
+        // waits for them rather than tell the model that their tools do not exist.
+        run.services().runtime.wait_started().await;
         // The policy in force now (an admin may have changed it since the last step) decides
         // which tools the model is told about.
         let policy = run.services().policy.refresh().await?;
         let visible = policy.rules.visible_tools(&principal);
         let offered = |name: &String| visible.contains(name) && !unservable.contains(name.as_str());
-        let tools = run.services().runtime.tools().filter(|t| offered(&t.name)).cloned().collect();
+        let tools = run.services().runtime.loaded().tools().filter(|t| offered(&t.name)).cloned().collect();
         let request = ModelRequest { tools, ..base.clone() };
         let step = step_with_compaction(run, &model, &request, &mut history).await?;
         let finish = step.finish;
@@ -390,7 +393,7 @@ async fn answer_calls_cut_off_by_a_restart(
         return Ok(());
     }
     let repeatable = |tool: &str| {
-        run.services().runtime.tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
+        run.services().runtime.loaded().tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
     };
     let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
     tracing::warn!(
@@ -673,7 +676,7 @@ fn denial(
     visible: &BTreeSet<String>,
     tool: &str,
 ) -> Option<String> {
-    let installed = run.services().runtime.tools().find(|t| t.name == tool)?;
+    let installed = run.services().runtime.loaded().tool(tool)?.clone();
     let decision =
         run.services().policy.decide_call(policy, principal, visible.contains(tool), &installed.plugin, tool);
     if decision.allowed {

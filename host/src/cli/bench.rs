@@ -68,8 +68,8 @@ pub(super) async fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<E
     let load_started = Instant::now();
     let runtime = crate::app::plugin_runtime(config).await?;
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
-    let cached = runtime.plugins().filter(|p| p.from_cache).count();
-    let plugins = runtime.plugins().count();
+    let cached = runtime.loaded().plugins().filter(|p| p.from_cache).count();
+    let plugins = runtime.loaded().plugins().count();
     println!("loaded {plugins} plugins in {load_ms:.1} ms ({cached} from the compiled-component cache)");
 
     if let Err(error) = runtime.call(request.clone()).await {

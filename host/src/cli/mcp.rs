@@ -77,7 +77,7 @@ pub async fn run(
 }
 
 /// A listening address as a client dials it (`0.0.0.0` and `[::]` mean this machine).
-fn local_address(listen: &str) -> String {
+pub(super) fn local_address(listen: &str) -> String {
     match listen.rsplit_once(':') {
         Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
         Some(("[::]", port)) => format!("[::1]:{port}"),

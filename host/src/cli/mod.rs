@@ -4,6 +4,7 @@ mod bench;
 mod mcp;
 mod native;
 mod plugin;
+mod plugin_admin;
 mod policy;
 pub mod scaffold;
 
@@ -153,6 +154,45 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value_t = scaffold::Language::Rust)]
         lang: scaffold::Language,
     },
+    /// Upload a component to a running server, which checks and compiles it and puts it in
+    /// service on every replica (admins); shows progress until it is loaded or refused.
+    Install {
+        file: PathBuf,
+        /// Store it disabled (`plugin enable` loads it later).
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Load an uploaded plugin again on every replica (by name or SHA-256).
+    Enable {
+        plugin: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Take an uploaded plugin out of service on every replica, keeping it stored.
+    Disable {
+        plugin: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove an uploaded plugin from every replica; calls already running finish.
+    Remove {
+        plugin: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// A running server to talk to, and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server [default: the configured listening address].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// An admin's API token (`toolhost tokens create ADMIN`).
+    #[arg(long, env = "TOOLHOST_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +291,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PluginCommand::Inspect { file, json } => plugin::inspect(&config, &file, json).await,
                 PluginCommand::Call(args) => plugin::call(&config, &args).await,
                 PluginCommand::Bench(args) => bench::bench(&config, &args).await,
+                PluginCommand::Install { file, disabled, server } => {
+                    plugin_admin::install(&config, &file, &server, disabled).await
+                }
+                PluginCommand::Enable { plugin, server } => plugin_admin::set_enabled(&config, &plugin, &server, true).await,
+                PluginCommand::Disable { plugin, server } => {
+                    plugin_admin::set_enabled(&config, &plugin, &server, false).await
+                }
+                PluginCommand::Remove { plugin, server } => plugin_admin::remove(&config, &plugin, &server).await,
                 PluginCommand::New { .. } => unreachable!("handled above"),
             }
         }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::plugins::{CallContext, CallRequest, PluginInfo, PluginRuntime};
 
 pub(super) async fn list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = crate::app::plugin_runtime(config).await?;
+    let runtime = crate::app::plugin_runtime(config).await?.loaded();
     if json {
         let plugins: Vec<&PluginInfo> = runtime.plugins().collect();
         println!("{}", serde_json::to_string_pretty(&json!({ "plugins": plugins, "refused": runtime.refused() }))?);

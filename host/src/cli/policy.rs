@@ -10,7 +10,7 @@ use crate::policy::{Inventory, PolicyError, Principal};
 
 async fn inventory(config: &Config) -> anyhow::Result<Inventory> {
     let runtime = crate::app::plugin_runtime(config).await?;
-    Ok(Inventory::of(runtime.plugins()))
+    Ok(Inventory::of(runtime.loaded().plugins()))
 }
 
 fn read(file: &Path) -> anyhow::Result<Result<String, String>> {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Behaviour hints of a tool (see the WIT `tool-annotations`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ToolAnnotations {
     pub read_only: bool,
     pub destructive: bool,
@@ -12,7 +12,7 @@ pub struct ToolAnnotations {
 }
 
 /// A tool as the host offers it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ToolInfo {
     pub name: String,
     pub plugin: String,

@@ -103,7 +103,7 @@ impl McpGateway {
     pub async fn tools(&self, session: &McpSession, cursor: Option<&str>) -> Result<ToolPage, GatewayError> {
         let policy = self.policy().await?;
         let visible = policy.rules.visible_tools(&Self::principal(&session.user));
-        Ok(page(self.runtime.tools(), &visible, cursor))
+        Ok(page(self.runtime.loaded().tools(), &visible, cursor))
     }
 
     /// Runs `tool` for the session. Policy is checked as in a chat (the tool must be visible and
@@ -115,7 +115,7 @@ impl McpGateway {
         arguments: serde_json::Value,
         progress: Option<ProgressSink>,
     ) -> Result<Called, GatewayError> {
-        let Some(plugin) = self.runtime.tools().find(|t| t.name == tool).map(|t| t.plugin.clone()) else {
+        let Some(plugin) = self.runtime.loaded().tool(tool).map(|t| t.plugin.clone()) else {
             return Err(GatewayError::UnknownTool(tool.to_string()));
         };
         let policy = self.policy().await?;
@@ -174,7 +174,7 @@ impl McpGateway {
             Called::Output(output) => output.is_error,
             Called::Failed(_) => true,
         };
-        let imports = self.runtime.plugins().find(|p| p.name == plugin).map(|p| p.capabilities.clone());
+        let imports = self.runtime.loaded().plugin(plugin).map(|p| p.capabilities.clone());
         let works_in_one =
             imports.unwrap_or_default().iter().any(|c| c == WorkspaceFs::NAME || c == WorkspaceExec::NAME);
         if !(failed && works_in_one && session.workspace.is_none()) {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+#[derive(Clone)]
 pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_key: String,

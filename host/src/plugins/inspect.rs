@@ -123,9 +123,11 @@ const WASI_LINKED: &[&str] = &[
 
 /// Reads the imports of a component's binary, without compiling it, and refuses one the host
 /// does not provide, naming it: a compile can take many seconds for a language runtime, and
-/// the linker's own message ("resource implementation is missing") names nothing.
-pub(crate) fn check_imports(bytes: &[u8]) -> Result<(), String> {
-    for name in top_level_imports(bytes)? {
+/// the linker's own message ("resource implementation is missing") names nothing. Returns the
+/// imports, as the component names them.
+pub fn check_imports(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let imports = top_level_imports(bytes)?;
+    for name in &imports {
         let (interface, version) = name.split_once('@').unwrap_or((name.as_str(), ""));
         if let Some(toolhost) = interface.strip_prefix(PACKAGE) {
             check_version(version, &format!("its import of `{toolhost}`"))?;
@@ -150,7 +152,7 @@ pub(crate) fn check_imports(bytes: &[u8]) -> Result<(), String> {
              disabled with `--disable`)"
         ));
     }
-    Ok(())
+    Ok(imports)
 }
 
 /// The names the outermost component imports.

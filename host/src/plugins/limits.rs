@@ -16,7 +16,7 @@ pub const MAX_MEMORY_MIB: u64 = 1024;
 pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 
 /// The limits of one call to a plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
     /// Wall-clock time of one call, instantiation included. Also stops CPU-bound loops.
@@ -140,6 +140,15 @@ impl LimitsConfig {
         match self.per_plugin.get(name) {
             Some(patch) => patch.apply(&self.defaults),
             None => self.defaults.clone(),
+        }
+    }
+
+    /// The configured limits of `name` with `extra` (set through the API) on top.
+    pub fn for_plugin_with(&self, name: &str, extra: Option<&PluginLimitsPatch>) -> PluginLimits {
+        let configured = self.for_plugin(name);
+        match extra {
+            Some(patch) => patch.apply(&configured),
+            None => configured,
         }
     }
 

@@ -21,8 +21,8 @@ pub mod slots;
 
 pub use crate::domain::{ToolAnnotations, ToolInfo};
 pub use errors::{CallError, LimitHit, LoadError, Refusal};
-pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION};
+pub use inspect::{ComponentFacts, SUPPORTED_WIT_VERSION, check_imports};
 pub use limits::{CallLimiter, LimitsConfig, PluginLimits, PluginLimitsPatch};
 pub use output::{ContentPart, ToolOutput};
 pub use registry::{PluginInfo, PluginSource, RuntimeOptions};
-pub use runtime::{CallContext, CallRequest, PluginRuntime};
+pub use runtime::{CallContext, CallRequest, Compiling, PluginRuntime, PluginSet, Prepared};

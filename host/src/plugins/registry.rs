@@ -44,14 +44,17 @@ impl Default for RuntimeOptions {
 pub enum PluginSource {
     Bundled(&'static str),
     File(PathBuf),
+    /// Uploaded by an admin through the API, stored in the database by its content's hash.
+    Uploaded { sha256: String },
 }
 
 impl PluginSource {
-    /// How messages name the source: the file path, or `bundled:FILE`.
+    /// How messages name the source: the file path, `bundled:FILE` or `uploaded:SHA256`.
     pub fn label(&self) -> String {
         match self {
             PluginSource::Bundled(name) => format!("bundled:{name}"),
             PluginSource::File(path) => path.display().to_string(),
+            PluginSource::Uploaded { sha256 } => format!("uploaded:{sha256}"),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! store and instance for every call, so calls never share state and run concurrently.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{
@@ -24,9 +26,11 @@ use super::errors::ToolErrorKind;
 use super::inspect::{SUPPORTED_WIT_VERSION, inspect};
 use super::limits::MAX_MEMORY_MIB;
 use super::output::{convert, result_size};
-use super::registry::{CheckedTool, PluginInfo, PluginSource, RuntimeOptions, check_description};
+use super::registry::{PluginInfo, PluginSource, RuntimeOptions, check_description};
 use super::slots::CallSlots;
-use super::{CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, Refusal, ToolOutput};
+use super::{
+    CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, PluginLimitsPatch, Refusal, ToolOutput,
+};
 use crate::domain::{ChatKind, ToolInfo};
 use crate::plugins::capabilities::{self, CallIdentity, CallSetup, CallState, Grants, ProgressSink};
 
@@ -86,15 +90,27 @@ pub struct CallRequest {
     pub progress: Option<ProgressSink>,
 }
 
+/// A plugin ready to be called. Never changed in place: new limits make a new one, so a call
+/// keeps the plugin it started with.
 struct LoadedPlugin {
     info: PluginInfo,
+    source: PluginSource,
     pre: ToolPre<CallState>,
     limits: PluginLimits,
+    /// What `describe` returned, kept to re-derive the plugin with other limits.
+    tools: Vec<ToolEntryParts>,
 }
 
+#[derive(Clone)]
+struct ToolEntryParts {
+    name: String,
+    validator: Arc<jsonschema::Validator>,
+}
+
+#[derive(Clone)]
 struct ToolEntry {
-    plugin: usize,
-    validator: jsonschema::Validator,
+    plugin: Arc<LoadedPlugin>,
+    validator: Arc<jsonschema::Validator>,
 }
 
 /// What to run inside a fresh instance.
@@ -108,55 +124,177 @@ enum Outcome {
     Invoked(Result<wit::ToolResult, wit::ToolError>),
 }
 
+/// The plugins in service at one moment. Replaced whole when a plugin comes or goes, so a
+/// call, a tool list or a policy sees one consistent set.
+#[derive(Clone, Default)]
+pub struct PluginSet {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    tools: BTreeMap<String, ToolEntry>,
+    refused: Vec<Refusal>,
+}
+
+impl PluginSet {
+    /// The loaded plugins, in load order.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginInfo> {
+        self.plugins.iter().map(|p| &p.info)
+    }
+
+    /// Every tool of every loaded plugin.
+    pub fn tools(&self) -> impl Iterator<Item = &ToolInfo> {
+        self.plugins.iter().flat_map(|p| p.info.tools.iter())
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&PluginInfo> {
+        self.plugins().find(|p| p.name == name)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolInfo> {
+        self.tools.get(name).and_then(|entry| entry.plugin.info.tools.iter().find(|t| t.name == name))
+    }
+
+    /// Plugins that were not loaded, and why.
+    pub fn refused(&self) -> &[Refusal] {
+        &self.refused
+    }
+
+    fn closest_tool(&self, name: &str) -> Option<String> {
+        self.tools
+            .keys()
+            .map(|candidate| (strsim::levenshtein(name, candidate), candidate))
+            .filter(|(distance, _)| *distance <= 3)
+            .min()
+            .map(|(_, candidate)| candidate.clone())
+    }
+
+    /// This set with `plugin` added, in place of the plugin named `replaces` if given.
+    fn with(&self, plugin: LoadedPlugin, replaces: Option<&str>) -> PluginSet {
+        let mut next = self.without(|p| Some(p.info.name.as_str()) == replaces);
+        let plugin = Arc::new(plugin);
+        for tool in &plugin.tools {
+            next.tools
+                .insert(tool.name.clone(), ToolEntry { plugin: plugin.clone(), validator: tool.validator.clone() });
+        }
+        next.plugins.push(plugin);
+        next
+    }
+
+    fn without(&self, remove: impl Fn(&LoadedPlugin) -> bool) -> PluginSet {
+        let plugins: Vec<Arc<LoadedPlugin>> = self.plugins.iter().filter(|p| !remove(p)).cloned().collect();
+        let tools = self.tools.iter().filter(|(_, e)| !remove(&e.plugin)).map(|(k, e)| (k.clone(), e.clone())).collect();
+        PluginSet { plugins, tools, refused: self.refused.clone() }
+    }
+}
+
+/// A component compiled, linked and described, not yet in service.
+pub struct Prepared {
+    source: PluginSource,
+    description: wit::PluginDescription,
+    pre: ToolPre<CallState>,
+    facts: super::ComponentFacts,
+    sha256: String,
+    from_cache: bool,
+}
+
+impl Prepared {
+    /// The name its `describe` gave.
+    pub fn name(&self) -> &str {
+        &self.description.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.description.version
+    }
+}
+
+/// A plugin being compiled, for the lists that say what is not ready yet.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Compiling {
+    /// The file, `bundled:NAME` or `uploaded:SHA256`.
+    pub source: String,
+    /// Milliseconds since the epoch at which compiling started.
+    pub since_ms: i64,
+}
+
 /// Loaded plugins and the machinery to call their tools.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: ComponentCache,
     limits: LimitsConfig,
-    plugins: Vec<LoadedPlugin>,
-    tools: BTreeMap<String, ToolEntry>,
-    refused: Vec<Refusal>,
+    set: std::sync::RwLock<Arc<PluginSet>>,
+    compiling: std::sync::Mutex<Vec<Compiling>>,
+    /// Bumped at every change of the set; what follows it (the policy's inventory) listens.
+    changes: watch::Sender<u64>,
+    /// `true` once the plugins configured at start are loaded (or refused).
+    started: watch::Sender<bool>,
     slots: CallSlots,
 }
 
 impl PluginRuntime {
     /// Sets up the engine and loads the bundled plugins and every `*.wasm` of the plugins
-    /// directory. A plugin that fails a check is refused (see [`PluginRuntime::refused`]) and
-    /// the others still load.
+    /// directory, returning when all are loaded. A plugin that fails a check is refused (see
+    /// [`PluginSet::refused`]) and the others still load.
     pub async fn load(options: RuntimeOptions) -> Result<PluginRuntime, LoadError> {
-        let mut runtime = PluginRuntime::empty(&options)?;
-        if options.include_bundled {
-            for (name, bytes) in BUNDLED {
-                runtime.add(PluginSource::Bundled(name), bytes).await;
-            }
-        }
-        if let Some(dir) = &options.plugins_dir {
-            for path in wasm_files(dir)? {
-                match std::fs::read(&path) {
-                    Ok(bytes) => runtime.add(PluginSource::File(path), &bytes).await,
-                    Err(e) => runtime.refuse(PluginSource::File(path), format!("it cannot be read: {e}")),
-                }
-            }
-        }
+        let runtime = PluginRuntime::new(&options)?;
+        runtime.load_configured(options.include_bundled, Self::configured_files(&options)?).await;
+        runtime.mark_started();
         Ok(runtime)
+    }
+
+    /// The component files to load at start: the plugins directory's `*.wasm`, by name.
+    pub fn configured_files(options: &RuntimeOptions) -> Result<Vec<PathBuf>, LoadError> {
+        match &options.plugins_dir {
+            Some(dir) => wasm_files(dir),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Loads the bundled plugins (if `bundled`), then `files`, each put in service as soon as
+    /// it is ready.
+    pub async fn load_configured(&self, bundled: bool, files: Vec<PathBuf>) {
+        if bundled {
+            for (name, bytes) in BUNDLED {
+                self.add(PluginSource::Bundled(name), bytes.to_vec()).await;
+            }
+        }
+        for path in files {
+            match std::fs::read(&path) {
+                Ok(bytes) => self.add(PluginSource::File(path), bytes).await,
+                Err(e) => self.refuse(PluginSource::File(path), format!("it cannot be read: {e}")),
+            }
+        }
+    }
+
+    /// Says that the plugins to load at start are loaded (or refused): calls of unknown tools
+    /// stop waiting for them.
+    pub fn mark_started(&self) {
+        self.started.send_replace(true);
+    }
+
+    /// The limits a plugin named `name` gets: the configured ones, with `extra` on top.
+    pub fn limits_for(&self, name: &str, extra: Option<&PluginLimitsPatch>) -> PluginLimits {
+        self.limits.for_plugin_with(name, extra)
     }
 
     /// Loads one component file on its own, for `plugin inspect`.
     pub async fn inspect_file(options: &RuntimeOptions, path: &Path) -> Result<Result<PluginInfo, Refusal>, LoadError> {
-        let mut runtime = PluginRuntime::empty(options)?;
+        let runtime = PluginRuntime::new(options)?;
+        runtime.mark_started();
         let source = PluginSource::File(path.to_path_buf());
         match std::fs::read(path) {
-            Ok(bytes) => runtime.add(source, &bytes).await,
+            Ok(bytes) => runtime.add(source, bytes).await,
             Err(e) => runtime.refuse(source, format!("it cannot be read: {e}")),
         }
-        Ok(match runtime.refused.pop() {
-            Some(refusal) => Err(refusal),
-            None => Ok(runtime.plugins.remove(0).info),
+        let set = runtime.loaded();
+        Ok(match (set.refused.last(), set.plugins.first()) {
+            (Some(refusal), _) => Err(refusal.clone()),
+            (None, Some(plugin)) => Ok(plugin.info.clone()),
+            (None, None) => unreachable!("a component is either loaded or refused"),
         })
     }
 
-    fn empty(options: &RuntimeOptions) -> Result<PluginRuntime, LoadError> {
+    /// A runtime with no plugins yet.
+    pub fn new(options: &RuntimeOptions) -> Result<PluginRuntime, LoadError> {
         options.limits.validate().map_err(LoadError::Limits)?;
         let engine = new_engine(options.max_concurrent_calls + options.max_waiting_calls)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -169,9 +307,10 @@ impl PluginRuntime {
             engine,
             linker,
             limits: options.limits.clone(),
-            plugins: Vec::new(),
-            tools: BTreeMap::new(),
-            refused: Vec::new(),
+            set: Default::default(),
+            compiling: Default::default(),
+            changes: watch::Sender::new(0),
+            started: watch::Sender::new(false),
             slots: CallSlots::new(options.max_concurrent_calls as usize, options.max_waiting_calls as usize),
         })
     }
@@ -182,63 +321,99 @@ impl PluginRuntime {
         self.slots.waiting()
     }
 
-    /// The loaded plugins, in load order.
-    pub fn plugins(&self) -> impl Iterator<Item = &PluginInfo> {
-        self.plugins.iter().map(|p| &p.info)
+    /// The plugins in service now.
+    pub fn loaded(&self) -> Arc<PluginSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Every tool of every loaded plugin, by name.
-    pub fn tools(&self) -> impl Iterator<Item = &ToolInfo> {
-        self.plugins.iter().flat_map(|p| p.info.tools.iter())
+    /// Plugins being compiled now.
+    pub fn compiling(&self) -> Vec<Compiling> {
+        self.compiling.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Plugins that were not loaded, and why.
-    pub fn refused(&self) -> &[Refusal] {
-        &self.refused
+    /// Whether the plugins configured at start are all loaded (or refused).
+    pub fn started(&self) -> bool {
+        *self.started.borrow()
     }
 
-    fn refuse(&mut self, source: PluginSource, reason: String) {
+    /// Waits until the plugins configured at start are loaded (or refused).
+    pub async fn wait_started(&self) {
+        let mut started = self.started.subscribe();
+        let _ = started.wait_for(|done| *done).await;
+    }
+
+    /// Changes whenever the set of plugins in service does.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// How many times the set of plugins in service has changed.
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    fn swap(&self, change: impl FnOnce(&PluginSet) -> Result<PluginSet, String>) -> Result<(), String> {
+        let mut set = self.set.write().unwrap_or_else(|p| p.into_inner());
+        *set = Arc::new(change(&set)?);
+        drop(set);
+        self.changes.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    fn refuse(&self, source: PluginSource, reason: String) {
         let refusal = Refusal { source: source.label(), reason };
         tracing::error!(source = %refusal.source, reason = %refusal.reason, "plugin refused");
-        self.refused.push(refusal);
+        let _ = self.swap(|set| {
+            let mut next = set.clone();
+            next.refused.retain(|r| r.source != refusal.source);
+            next.refused.push(refusal);
+            Ok(next)
+        });
     }
 
-    async fn add(&mut self, source: PluginSource, bytes: &[u8]) {
-        match self.prepare(&source, bytes).await {
-            Ok((plugin, tools)) => {
-                let index = self.plugins.len();
-                for tool in tools {
-                    self.tools.insert(tool.info.name.clone(), ToolEntry { plugin: index, validator: tool.validator });
-                }
-                tracing::info!(plugin = %plugin.info.name, source = %plugin.info.source, from_cache = plugin.info.from_cache, "plugin loaded");
-                self.plugins.push(plugin);
-            }
-            Err(reason) => self.refuse(source, reason),
+    /// Compiles, checks and puts a component in service; a failure is recorded as a refusal.
+    async fn add(&self, source: PluginSource, bytes: Vec<u8>) {
+        let outcome = match self.prepare(source.clone(), bytes).await {
+            Ok(prepared) => self.insert(prepared, None).map(|_| ()),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = outcome {
+            self.refuse(source, reason);
         }
     }
 
-    /// Compiles (or loads from cache), inspects, links and describes a component, and checks
-    /// what it describes.
-    async fn prepare(&self, source: &PluginSource, bytes: &[u8]) -> Result<(LoadedPlugin, Vec<CheckedTool>), String> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        super::inspect::check_imports(bytes)?;
-        let (component, from_cache) = self
-            .cache
-            .load_or_compile(&self.engine, bytes, &sha256)
-            .map_err(|e| format!("it is not a valid WebAssembly component: {}", e.root_cause()))?;
+    /// Compiles (or loads from cache, off the async threads), inspects, links and describes a
+    /// component. Nothing is put in service.
+    pub async fn prepare(&self, source: PluginSource, bytes: Vec<u8>) -> Result<Prepared, String> {
+        let label = source.label();
+        let since_ms = crate::store::now_ms();
+        self.compiling.lock().unwrap_or_else(|p| p.into_inner()).push(Compiling { source: label.clone(), since_ms });
+        let prepared = self.compile_and_describe(source, bytes).await;
+        self.compiling.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.source != label);
+        prepared
+    }
+
+    async fn compile_and_describe(&self, source: PluginSource, bytes: Vec<u8>) -> Result<Prepared, String> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        super::inspect::check_imports(&bytes)?;
+        let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), sha256.clone());
+        let compiled = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &bytes, &key))
+            .await
+            .map_err(|e| format!("compiling it failed: {e}"))?;
+        let (component, from_cache) =
+            compiled.map_err(|e| format!("it is not a valid WebAssembly component: {}", e.root_cause()))?;
         let facts = inspect(&self.engine, &component)?;
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| format!("it cannot be linked: {}", e.root_cause()))?;
         let pre = ToolPre::new(instance_pre)
             .map_err(|e| format!("it does not match the `tool` world: {}", e.root_cause()))?;
-        let label = source.label();
-        let limits = self.limits.defaults.clone();
         let identity = CallIdentity {
-            plugin: label.clone(),
+            plugin: source.label(),
             tool: "describe".into(),
             chat_id: String::new(),
             call_id: String::new(),
         };
+        let limits = self.limits.defaults.clone();
         let environment = CallEnvironment::default();
         let description =
             match self.run(&pre, identity, Grants::none(), environment, &limits, Operation::Describe).await {
@@ -246,32 +421,108 @@ impl PluginRuntime {
                 Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
                 Err(e) => return Err(format!("its `describe` failed: {e}")),
             };
-        let loaded_names: Vec<&str> = self.plugins.iter().map(|p| p.info.name.as_str()).collect();
-        let tools = check_description(&description, &loaded_names, |tool| {
-            self.tools.get(tool).map(|entry| self.plugins[entry.plugin].info.name.clone())
+        Ok(Prepared { source, description, pre, facts, sha256, from_cache })
+    }
+
+    /// Puts a prepared plugin in service under the configured limits with `extra` on top,
+    /// after checking its description against the plugins in service. An uploaded plugin
+    /// replaces the uploaded plugin of the same name (a new version); any other clash refuses it.
+    pub fn insert(&self, prepared: Prepared, extra: Option<&PluginLimitsPatch>) -> Result<PluginInfo, String> {
+        let Prepared { source, description, pre, facts, sha256, from_cache } = prepared;
+        let limits = self.limits.for_plugin_with(&description.name, extra);
+        limits.validate(&format!("limits of plugin `{}`", description.name))?;
+        let mut info = None;
+        self.swap(|set| {
+            let uploaded = matches!(source, PluginSource::Uploaded { .. });
+            let replaces = set
+                .plugins
+                .iter()
+                .find(|p| uploaded && p.info.name == description.name && matches!(p.source, PluginSource::Uploaded { .. }))
+                .map(|p| p.info.name.clone());
+            let others = set.without(|p| Some(&p.info.name) == replaces.as_ref());
+            let loaded_names: Vec<&str> = others.plugins.iter().map(|p| p.info.name.as_str()).collect();
+            let tools = check_description(&description, &loaded_names, |tool| {
+                others.tools.get(tool).map(|entry| entry.plugin.info.name.clone())
+            })?;
+            let plugin_info = PluginInfo {
+                name: description.name.clone(),
+                version: description.version.clone(),
+                summary: description.summary.clone(),
+                source: source.label(),
+                sha256: sha256.clone(),
+                wit_version: SUPPORTED_WIT_VERSION.to_string(),
+                capabilities: facts.capabilities.clone(),
+                system_imports: facts.system_imports.clone(),
+                tools: tools.iter().map(|t| t.info.clone()).collect(),
+                limits: limits.clone(),
+                from_cache,
+            };
+            let parts = tools
+                .into_iter()
+                .map(|t| ToolEntryParts { name: t.info.name, validator: Arc::new(t.validator) })
+                .collect();
+            info = Some(plugin_info.clone());
+            let plugin = LoadedPlugin { info: plugin_info, source: source.clone(), pre: pre.clone(), limits, tools: parts };
+            let mut next = set.with(plugin, replaces.as_deref());
+            next.refused.retain(|r| r.source != source.label());
+            Ok(next)
         })?;
-        let limits = self.limits.for_plugin(&description.name);
-        let info = PluginInfo {
-            name: description.name,
-            version: description.version,
-            summary: description.summary,
-            source: label,
-            sha256,
-            wit_version: SUPPORTED_WIT_VERSION.to_string(),
-            capabilities: facts.capabilities,
-            system_imports: facts.system_imports,
-            tools: tools.iter().map(|t| t.info.clone()).collect(),
-            limits: limits.clone(),
-            from_cache,
-        };
-        Ok((LoadedPlugin { info, pre, limits }, tools))
+        let info = info.unwrap_or_else(|| unreachable!("set by the swap that succeeded"));
+        tracing::info!(plugin = %info.name, source = %info.source, from_cache = info.from_cache, "plugin loaded");
+        Ok(info)
+    }
+
+    /// Takes the plugin named `name` out of service; calls already running finish.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut removed = false;
+        let _ = self.swap(|set| {
+            removed = set.plugin(name).is_some();
+            Ok(set.without(|p| p.info.name == name))
+        });
+        if removed {
+            tracing::info!(plugin = name, "plugin removed");
+        }
+        removed
+    }
+
+    /// Gives the plugin named `name` the configured limits with `extra` on top, for the calls
+    /// that start from now on.
+    pub fn set_limits(&self, name: &str, extra: Option<&PluginLimitsPatch>) -> Result<(), String> {
+        let limits = self.limits.for_plugin_with(name, extra);
+        limits.validate(&format!("limits of plugin `{name}`"))?;
+        self.swap(|set| {
+            let Some(current) = set.plugins.iter().find(|p| p.info.name == name) else { return Ok(set.clone()) };
+            let mut info = current.info.clone();
+            info.limits = limits.clone();
+            let (source, pre, tools) = (current.source.clone(), current.pre.clone(), current.tools.clone());
+            Ok(set.with(LoadedPlugin { info, source, pre, limits, tools }, Some(name)))
+        })
+    }
+
+    /// The sources of uploaded plugins in service, by name: what a sync compares with the
+    /// stored list.
+    pub fn uploaded(&self) -> BTreeMap<String, String> {
+        self.loaded()
+            .plugins
+            .iter()
+            .filter_map(|p| match &p.source {
+                PluginSource::Uploaded { sha256 } => Some((p.info.name.clone(), sha256.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Runs one tool call: checks the tool and its arguments, then runs it in a fresh
-    /// instance under the plugin's limits.
+    /// instance under the plugin's limits. While the plugins configured at start are still
+    /// loading, a call of a tool not known yet waits for them rather than failing.
     pub async fn call(&self, request: CallRequest) -> Result<ToolOutput, CallError> {
-        let Some(entry) = self.tools.get(&request.tool) else {
-            return Err(CallError::UnknownTool { suggestion: self.closest_tool(&request.tool), tool: request.tool });
+        let mut set = self.loaded();
+        if !set.tools.contains_key(&request.tool) && !self.started() {
+            self.wait_started().await;
+            set = self.loaded();
+        }
+        let Some(entry) = set.tools.get(&request.tool) else {
+            return Err(CallError::UnknownTool { suggestion: set.closest_tool(&request.tool), tool: request.tool });
         };
         let problems: Vec<String> = entry
             .validator
@@ -285,10 +536,10 @@ impl PluginRuntime {
         if !problems.is_empty() {
             return Err(CallError::InvalidArguments { tool: request.tool, problems });
         }
-        let plugin = &self.plugins[entry.plugin];
+        let plugin = entry.plugin.clone();
         let span = tracing::info_span!("tool_call", plugin = %plugin.info.name, tool = %request.tool,
             chat_id = %request.context.chat_id, call_id = %request.context.call_id);
-        self.invoke(plugin, request).instrument(span).await
+        self.invoke(&plugin, request).instrument(span).await
     }
 
     async fn invoke(&self, plugin: &LoadedPlugin, request: CallRequest) -> Result<ToolOutput, CallError> {
@@ -389,14 +640,6 @@ impl PluginRuntime {
         }
     }
 
-    fn closest_tool(&self, name: &str) -> Option<String> {
-        self.tools
-            .keys()
-            .map(|candidate| (strsim::levenshtein(name, candidate), candidate))
-            .filter(|(distance, _)| *distance <= 3)
-            .min()
-            .map(|(_, candidate)| candidate.clone())
-    }
 }
 
 /// What a call may reach besides its grants: the chat's workspace and progress reporting.

@@ -45,6 +45,8 @@ pub enum PolicyError {
 pub struct ActivePolicy {
     /// 0 for the built-in default.
     pub version: i64,
+    /// Which inventory (see [`PolicyEngine::set_inventory`]) its rules were built over.
+    pub inventory_generation: u64,
     pub text: String,
     pub author: String,
     pub created_at: i64,
@@ -62,7 +64,11 @@ pub struct Saved {
 
 pub struct PolicyEngine {
     schema: Schema,
-    inventory: Inventory,
+    /// The plugins in service and their generation: replaced when plugins come and go.
+    inventory: RwLock<(u64, Inventory)>,
+    /// Where the plugins in service come from, once the server follows them (see
+    /// [`PolicyEngine::follow_plugins`]); `None` for a fixed inventory (the CLI).
+    plugins: std::sync::OnceLock<Arc<crate::plugins::PluginRuntime>>,
     store: Store,
     active: RwLock<Arc<ActivePolicy>>,
     /// A stored version that failed to load, so that it is not rebuilt before every step.
@@ -96,6 +102,7 @@ impl PolicyEngine {
         let schema = schema();
         let default = Self::build(&schema, &inventory, 0, DEFAULT_POLICY.to_string(), "built-in".into(), 0)
             .unwrap_or_else(|e| panic!("the built-in default policy is invalid: {e}"));
+        let inventory = RwLock::new((0, inventory));
         let (audit, mut denials) = mpsc::channel::<Denial>(AUDIT_BACKLOG);
         let writer_store = store.clone();
         tokio::spawn(async move {
@@ -108,6 +115,7 @@ impl PolicyEngine {
         let engine = Arc::new(PolicyEngine {
             schema,
             inventory,
+            plugins: Default::default(),
             store,
             active: RwLock::new(Arc::new(default)),
             failed: Default::default(),
@@ -127,11 +135,79 @@ impl PolicyEngine {
         created_at: i64,
     ) -> Result<ActivePolicy, Invalid> {
         let checked = check::check(&text, schema, inventory)?;
-        Ok(ActivePolicy { version, text, author, created_at, rules: checked.rules, problem: None })
+        Ok(ActivePolicy {
+            version,
+            inventory_generation: 0,
+            text,
+            author,
+            created_at,
+            rules: checked.rules,
+            problem: None,
+        })
     }
 
-    pub fn inventory(&self) -> &Inventory {
-        &self.inventory
+    /// The plugins policy decides about now, and their generation.
+    pub fn inventory(&self) -> (u64, Inventory) {
+        self.inventory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on, the policy decides over the plugins `runtime` has in service, whichever
+    /// they are at the time (plugins load in the background and come and go while it runs).
+    pub fn follow_plugins(&self, runtime: Arc<crate::plugins::PluginRuntime>) {
+        let _ = self.plugins.set(runtime);
+    }
+
+    /// Rebuilds the policy in force over the plugins in service, if they changed since it was
+    /// built: a step, a call or an explanation never decides over a stale list.
+    async fn catch_up_with_plugins(&self) {
+        let Some(runtime) = self.plugins.get() else { return };
+        let generation = runtime.generation();
+        if generation > self.inventory().0 {
+            self.set_inventory(generation, Inventory::of(runtime.loaded().plugins())).await;
+        }
+    }
+
+    /// The plugins in service changed (one was installed, removed, or finished compiling): the
+    /// policy in force is rebuilt over them, so that rules about a new plugin's tools apply as
+    /// soon as it is in service. `generation` orders concurrent changes.
+    pub async fn set_inventory(&self, generation: u64, inventory: Inventory) {
+        {
+            let mut current = self.inventory.write().unwrap_or_else(|p| p.into_inner());
+            if generation <= current.0 {
+                return;
+            }
+            *current = (generation, inventory.clone());
+        }
+        // A save that lands meanwhile was built over the earlier plugins: build again until the
+        // policy in force is over these (or a later change takes over).
+        loop {
+            let current = self.active();
+            if current.inventory_generation >= generation || self.inventory().0 != generation {
+                return;
+            }
+            let schema = self.schema.clone();
+            let (text, plugins) =
+                (if current.problem.is_some() { String::new() } else { current.text.clone() }, inventory.clone());
+            match tokio::task::spawn_blocking(move || check::check(&text, &schema, &plugins)).await {
+                Ok(Ok(checked)) => {
+                    self.install(ActivePolicy {
+                        version: current.version,
+                        inventory_generation: generation,
+                        text: current.text.clone(),
+                        author: current.author.clone(),
+                        created_at: current.created_at,
+                        rules: checked.rules,
+                        problem: current.problem.clone(),
+                    });
+                }
+                // It validated over the earlier plugins, and unknown names are only warnings;
+                // it stays in force over the earlier plugins rather than being replaced by nothing.
+                Ok(Err(e)) => {
+                    return tracing::error!(error = %e, "the tool policy does not validate over the plugins in service");
+                }
+                Err(e) => return tracing::error!(error = %e, "rebuilding the tool policy failed"),
+            }
+        }
     }
 
     /// The policy in force now.
@@ -142,6 +218,7 @@ impl PolicyEngine {
     /// Loads the stored policy if it is newer than the one in force (another replica, or an
     /// admin, changed it). One small query; called before each model step.
     pub async fn refresh(&self) -> Result<Arc<ActivePolicy>, StoreError> {
+        self.catch_up_with_plugins().await;
         *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let current = self.active();
         let stored = self.store.policy_version().await?;
@@ -150,12 +227,15 @@ impl PolicyEngine {
             return Ok(current);
         }
         let Some(version) = self.store.policy(stored).await? else { return Ok(current) };
-        let (schema, inventory) = (self.schema.clone(), self.inventory.clone());
+        let (generation, inventory) = self.inventory();
+        let schema = self.schema.clone();
         let (text, author, created_at) = (version.text.clone(), version.author.clone(), version.created_at);
         // Parsing, validating and indexing a large policy is CPU work: off the async threads.
-        let built =
-            tokio::task::spawn_blocking(move || Self::build(&schema, &inventory, stored, text, author, created_at))
-                .await;
+        let built = tokio::task::spawn_blocking(move || {
+            Self::build(&schema, &inventory, stored, text, author, created_at)
+                .map(|policy| ActivePolicy { inventory_generation: generation, ..policy })
+        })
+        .await;
         match built {
             Ok(Ok(policy)) => {
                 tracing::info!(version = policy.version, "tool policy loaded");
@@ -186,9 +266,11 @@ impl PolicyEngine {
             version.version
         );
         tracing::error!(%problem, "tool policy");
-        match check::check("", &self.schema, &self.inventory) {
+        let (generation, inventory) = self.inventory();
+        match check::check("", &self.schema, &inventory) {
             Ok(nothing) => self.install(ActivePolicy {
                 version: version.version,
+                inventory_generation: generation,
                 text: version.text,
                 author: version.author,
                 created_at: version.created_at,
@@ -206,16 +288,17 @@ impl PolicyEngine {
     pub async fn recent(&self, within: std::time::Duration) -> Result<Arc<ActivePolicy>, StoreError> {
         let last = *self.checked.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|at| at.elapsed() < within) {
+            self.catch_up_with_plugins().await;
             return Ok(self.active());
         }
         self.refresh().await
     }
 
     /// Puts a policy in force unless a newer one already is (a slow reload must not undo a
-    /// save that finished first).
+    /// save that finished first, nor a rebuild over older plugins one over newer).
     fn install(&self, policy: ActivePolicy) -> Arc<ActivePolicy> {
         let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
-        if policy.version >= active.version {
+        if (policy.version, policy.inventory_generation) >= (active.version, active.inventory_generation) {
             *active = Arc::new(policy);
         }
         active.clone()
@@ -224,7 +307,8 @@ impl PolicyEngine {
     /// Validates and stores a new policy, which takes effect at once. An invalid policy is
     /// refused and the one in force is untouched.
     pub async fn save(&self, text: &str, author: &str, note: &str) -> Result<Saved, PolicyError> {
-        let (schema, inventory, owned) = (self.schema.clone(), self.inventory.clone(), text.to_string());
+        let (generation, inventory) = self.inventory();
+        let (schema, owned) = (self.schema.clone(), text.to_string());
         let checked =
             tokio::task::spawn_blocking(move || check::check(&owned, &schema, &inventory)).await.map_err(|e| {
                 Invalid {
@@ -242,6 +326,7 @@ impl PolicyEngine {
         let stored = self.store.add_policy_version(text, author, note).await?;
         self.install(ActivePolicy {
             version: stored.version,
+            inventory_generation: generation,
             text: stored.text,
             author: stored.author,
             created_at: stored.created_at,

@@ -32,6 +32,7 @@ use crate::chat::notices::{Notice, Reload};
 use crate::chat::runs::StopReason;
 use crate::chat::service::ChatService;
 use crate::config::ReplicasConfig;
+use crate::plugin_admin::PluginAdmin;
 use crate::policy::PolicyEngine;
 use crate::store::{Chat, ChatStatus, Store, StoreResult, now_ms};
 use crate::workspace::WorkspaceService;
@@ -85,6 +86,7 @@ pub struct RelayServices {
     pub chats: Arc<ChatService>,
     pub policy: Arc<PolicyEngine>,
     pub workspaces: Arc<WorkspaceService>,
+    pub plugins: Arc<PluginAdmin>,
 }
 
 /// This replica's part in the relay.
@@ -256,6 +258,7 @@ impl Relay {
                 }
             }
             Reload::Templates => drop(self.services.workspaces.reload_templates()),
+            Reload::Plugins => self.services.plugins.request_sync(),
             // The catalog is read from the database on every use: nothing cached to drop.
             Reload::Catalog => {}
         }
@@ -374,8 +377,9 @@ impl Relay {
                 }
             }
         }
-        // A chat may have become pending meanwhile.
+        // A chat may have become pending meanwhile, and plugins may have come and gone.
         chats.wake.notify_one();
+        self.services.plugins.request_sync();
     }
 }
 
