@@ -268,21 +268,20 @@ impl PluginAdmin {
         found.cloned().ok_or_else(|| not_found(id))
     }
 
-    /// Enables or disables an uploaded plugin, or sets its limit overrides (`null` clears them).
+    /// Enables or disables an uploaded plugin, or sets its limit overrides (all `None`: none).
     pub async fn configure(
         &self,
         id: &str,
         enabled: Option<bool>,
-        limits: Option<serde_json::Value>,
+        limits: Option<PluginLimitsPatch>,
     ) -> Result<PluginView, AdminError> {
         let row = self.uploaded(id).await?;
-        if let Some(limits) = &limits {
-            let patch = limit_patch(limits).map_err(|e| AdminError::Invalid(format!("`limits`: {e}")))?;
+        if let Some(patch) = &limits {
             let name = row.name.as_deref().unwrap_or("the plugin");
-            let effective = self.runtime.limits_for(name, Some(&patch));
+            let effective = self.runtime.limits_for(name, Some(patch));
             effective.validate(&format!("limits of plugin `{name}`")).map_err(AdminError::Invalid)?;
         }
-        let limits = limits.map(|l| if l.is_null() { serde_json::json!({}) } else { l });
+        let limits = limits.map(|patch| serde_json::to_value(patch).unwrap_or_else(|_| serde_json::json!({})));
         let row = self
             .store
             .configure_uploaded_plugin(&row.sha256, enabled, limits.as_ref())

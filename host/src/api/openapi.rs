@@ -206,10 +206,12 @@ pub fn document() -> Value {
             "delete": operation("Delete a secret (admins)", json!({"204": {"description": "Deleted"}})),
         }),
     );
-    let component = json!({"required": true, "content": {"application/wasm": {"schema": {"type": "string", "format": "binary"}}}});
+    // Also accepted as `application/wasm`; documented as the generic type that tools (and
+    // schemathesis) know how to send.
+    let component = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
     paths.insert("/plugins".into(), json!({
         "get": operation("Every plugin: bundled, from the plugins directory and uploaded, with where each stands on this replica (admins)", json!({"200": ok::<PluginList>(&mut g, "The plugins")})),
-        "post": with_body(operation("Upload a plugin component (admins): checked at once as at load (422 plugin_refused names what is wrong, such as an import the host does not provide), then compiled and put in service on every replica in the background; `enabled=false` keeps it stored and disabled", json!({
+        "post": with_body(operation("Upload a plugin component (admins; `Content-Type: application/wasm` or `application/octet-stream`): checked at once as at load (422 plugin_refused names what is wrong, such as an import the host does not provide), then compiled and put in service on every replica in the background; `enabled=false` keeps it stored and disabled", json!({
             "202": ok::<PluginView>(&mut g, "Stored; being checked and compiled (GET /plugins/{id} follows it)"),
             "200": ok::<PluginView>(&mut g, "These bytes were uploaded before"),
         })), component),

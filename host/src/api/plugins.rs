@@ -12,6 +12,7 @@ use super::auth::Admin;
 use super::error::ApiJson;
 use super::{ApiError, AppState};
 use crate::plugin_admin::{AdminError, PluginView};
+use crate::plugins::PluginLimitsPatch;
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PluginList {
@@ -34,19 +35,21 @@ fn yes() -> bool {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
 pub struct PluginPatch {
     /// Whether replicas load it.
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "bool")]
     pub enabled: Option<bool>,
-    /// Limit overrides (`timeout_ms`, `memory_mib`, `max_result_kib`, `http_timeout_ms`, ...)
-    /// over the configured limits; `{}` or `null` clears them.
-    #[serde(default, deserialize_with = "present")]
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub limits: Option<serde_json::Value>,
+    /// Limit overrides over the configured limits; `{}` or `null` clears them.
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<PluginLimitsPatch>")]
+    pub limits: Option<Option<PluginLimitsPatch>>,
 }
 
-/// `"limits": null` is a value (clear them), unlike a missing `limits`.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(deserializer).map(Some)
+/// A field that is present: `"limits": null` is a value (clear them), unlike a missing field.
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 impl From<AdminError> for ApiError {
@@ -112,7 +115,8 @@ pub async fn update(
     if patch.enabled.is_none() && patch.limits.is_none() {
         return Err(ApiError::bad_request("give `enabled`, `limits` or both"));
     }
-    Ok(Json(state.plugins.configure(&id, patch.enabled, patch.limits).await?))
+    let limits = patch.limits.map(Option::unwrap_or_default);
+    Ok(Json(state.plugins.configure(&id, patch.enabled, limits).await?))
 }
 
 /// `DELETE /plugins/{id}`

@@ -12,6 +12,13 @@ use super::LimitHit;
 /// address space for this much per slot.
 pub const MAX_MEMORY_MIB: u64 = 1024;
 
+/// Longest a call may be allowed to take: a day (and far from where adding it to a clock
+/// reading could overflow).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+/// Largest result or response size that may be configured, in KiB.
+pub const MAX_KIB: u64 = 1_048_576;
+
 /// Longest an outbound HTTP request may be allowed to take.
 pub const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 
@@ -72,14 +79,17 @@ impl PluginLimits {
 
     /// Refuses limits the runtime cannot honour, naming the setting to change.
     pub fn validate(&self, scope: &str) -> Result<(), String> {
-        if self.timeout_ms == 0 {
-            return Err(format!("{scope}: timeout_ms must be at least 1"));
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!("{scope}: timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a day), not {}", self.timeout_ms));
         }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
             return Err(format!("{scope}: memory_mib must be between 1 and {MAX_MEMORY_MIB}, not {}", self.memory_mib));
         }
-        if self.max_result_kib == 0 {
-            return Err(format!("{scope}: max_result_kib must be at least 1"));
+        if self.max_result_kib == 0 || self.max_result_kib > MAX_KIB {
+            return Err(format!("{scope}: max_result_kib must be between 1 and {MAX_KIB} (a GiB)"));
+        }
+        if self.http_max_response_kib > MAX_KIB {
+            return Err(format!("{scope}: http_max_response_kib must be at most {MAX_KIB} (a GiB)"));
         }
         if self.http_timeout_ms > MAX_HTTP_TIMEOUT_MS {
             return Err(format!("{scope}: http_timeout_ms must be at most {MAX_HTTP_TIMEOUT_MS} (an hour)"));
@@ -94,18 +104,38 @@ impl PluginLimits {
 }
 
 /// Some limits for one plugin; the rest come from the defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimitsPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 86_400_000))]
     pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 1024))]
     pub memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 1_048_576))]
     pub max_result_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(max = 4_294_967_295u32))]
     pub table_elements: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(max = 4_294_967_295u32))]
     pub instances: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(max = 4_294_967_295u32))]
     pub tables: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(max = 4_294_967_295u32))]
     pub memories: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 3_600_000))]
     pub http_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 1_048_576))]
     pub http_max_response_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(min = 1, max = 4_294_967_295u32))]
     pub http_max_concurrent: Option<u32>,
 }
 
