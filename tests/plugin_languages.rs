@@ -180,10 +180,10 @@ when {{ context.plugin.name == "{plugin}" && context has scope && context.scope 
     )
 }
 
-/// Loads `component` (plugin `plugin`, tool `page_title`), grants it one origin, and has a chat
+/// Loads `component` (plugin `plugin`, tool `tool`), grants it one origin, and has a chat
 /// call it for that origin and another: the first answers with the page's title, the second is
 /// refused by the host (the plugin's error says so, in its own words) and audited.
-async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, refusal: &str) {
+async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, tool: &str, refusal: &str) {
     let page = page_server().await;
     let server = TestServer::builder().plugin_files(&[component]).start().await;
     let admin = server.user("root", true).await;
@@ -202,8 +202,8 @@ async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, refus
     let refused = json!({"url": format!("http://127.0.0.1:{}/", page.port())}).to_string();
     server.llm.script([
         fake_llm::tool_calls(&[
-            ("granted", "page_title", granted.as_str()),
-            ("refused", "page_title", refused.as_str()),
+            ("granted", tool, granted.as_str()),
+            ("refused", tool, refused.as_str()),
         ]),
         fake_llm::text("done"),
     ]);
@@ -240,13 +240,13 @@ async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, refus
 async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it_is_granted() {
     let component = tokio::task::spawn_blocking(build_js_example).await.unwrap();
     // The JavaScript runtime's fetch reports only a NetworkError; the audit log has the reason.
-    fetches_only_what_it_is_granted(component, "page-title", "cannot fetch").await;
+    fetches_only_what_it_is_granted(component, "page-title", "page_title", "cannot fetch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_plugin_built_with_componentize_py_logs_and_fetches_what_it_is_granted() {
     let component = tokio::task::spawn_blocking(build_python_example).await.unwrap();
-    fetches_only_what_it_is_granted(component, "page-title-py", "the tool policy does not let this plugin reach").await;
+    fetches_only_what_it_is_granted(component, "page-title-py", "page_title_py", "the tool policy does not let this plugin reach").await;
 }
 
 /// `toolhost plugin new NAME --lang js|python` makes a plugin that builds with the command it
@@ -353,7 +353,8 @@ async fn a_server_listens_before_its_python_and_javascript_plugins_are_compiled(
     assert_eq!(live.status(), StatusCode::OK);
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.text().await.unwrap(), "loading plugins");
+    let not_ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(not_ready["error"]["code"], "loading_plugins", "{not_ready}");
     let models: serde_json::Value =
         http.get(format!("{base}/api/v1/models")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let compiling = models["plugins_compiling"].as_array().expect("the models list says what compiles");

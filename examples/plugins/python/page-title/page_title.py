@@ -78,7 +78,8 @@ class Tools(exports.Tools):
     def describe(self) -> PluginDescription:
         annotations = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=True)
         tool = ToolSpec(
-            name="page_title",
+            # Tool names are unique across a server's plugins: the JavaScript example has `page_title`.
+            name="page_title_py",
             description="Fetches a web page and returns its title.",
             input_schema=json.dumps(SCHEMA),
             annotations=annotations,
@@ -88,7 +89,7 @@ class Tools(exports.Tools):
     def invoke(self, ctx: CallContext, tool: str, arguments: str) -> ToolResult:
         # Arguments arrive as JSON text, already checked against the schema by the host. Raising
         # Err(ToolError_...) is a tool error (invalid-arguments, denied, not-found, failed).
-        if tool != "page_title":
+        if tool != "page_title_py":
             raise Err(ToolError_NotFound(f"this plugin has no tool {tool}"))
         url = json.loads(arguments)["url"]
         log.log(log.Level.INFO, f"fetching {url} for chat {ctx.chat_id}")
