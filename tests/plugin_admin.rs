@@ -73,15 +73,19 @@ async fn visible_tools(server: &TestServer, token: &str) -> Vec<String> {
 }
 
 /// Runs a chat through `server` whose model (`model`'s fake, shared by the replicas) calls
-/// `fetch`; returns the call's result text.
-async fn call_fetch(server: &TestServer, model: &TestServer, token: &str) -> String {
-    model.llm.script([fake_llm::tool_calls(&[("f1", "fetch", r#"{"url": "http://example.invalid/"}"#)]), fake_llm::text("done")]);
+/// `tool` with `arguments`; returns the call's result text.
+async fn call(server: &TestServer, model: &TestServer, token: &str, tool: &str, arguments: &str) -> String {
+    model.llm.script([fake_llm::tool_calls(&[("c1", tool, arguments)]), fake_llm::text("done")]);
     let (status, chat) = server.post(token, "/api/v1/chats", json!({"content": [{"type": "text", "text": "fetch"}]})).await;
     assert_eq!(status, StatusCode::CREATED, "{chat}");
     let messages = server.finished(chat["id"].as_str().unwrap()).await;
     let results = support::tool_results(&messages);
-    let (_, result, _) = results.iter().find(|(tool, _, _)| tool == "fetch").expect("the call has a result");
+    let (_, result, _) = results.iter().find(|(called, _, _)| called == tool).expect("the call has a result");
     result.clone()
+}
+
+async fn call_fetch(server: &TestServer, model: &TestServer, token: &str) -> String {
+    call(server, model, token, "fetch", r#"{"url": "http://example.invalid/"}"#).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -121,6 +125,17 @@ async fn an_upload_is_checked_compiled_and_served_by_every_replica_and_follows_e
     first.stop_worker().await;
     let result = call_fetch(&second, &first, &admin).await;
     assert!(!result.contains("no tool named"), "the tool runs: {result}");
+
+    // Settings: the plugin reads them in `describe` (it is described again) and in its calls.
+    let (status, set) = patch(&first, &admin, "fetcher", json!({"settings": {"motto": "carpe diem"}})).await;
+    assert_eq!((status, &set["settings"]), (StatusCode::OK, &json!({"motto": "carpe diem"})), "{set}");
+    wait_until(|| async {
+        let (_, plugin) = second.get(&admin, "/api/v1/plugins/fetcher").await;
+        plugin["tools"].to_string().contains("motto: carpe diem")
+    })
+    .await;
+    let settings = call(&second, &first, &admin, "fetcher_settings", "{}").await;
+    assert_eq!(serde_json::from_str::<Value>(&settings).unwrap(), json!({"motto": "carpe diem"}), "{settings}");
 
     // Limits are checked, then follow on every replica.
     let (status, refused) = patch(&first, &admin, "fetcher", json!({"limits": {"timeout_ms": 0}})).await;

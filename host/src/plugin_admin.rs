@@ -72,6 +72,8 @@ pub struct PluginView {
     pub limits: Option<PluginLimits>,
     /// What an admin set through the API, over the configured limits.
     pub limit_overrides: Option<serde_json::Value>,
+    /// What the plugin reads through its `settings` capability (uploaded plugins).
+    pub settings: Option<serde_json::Value>,
     pub uploaded_by: Option<String>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,
@@ -132,10 +134,19 @@ impl PluginAdmin {
             let newer_sha = r.name.as_ref().and_then(|name| in_service.get(name));
             newer_sha.is_some_and(|sha| rows.iter().any(|x| x.sha256 == *sha && x.created_at > r.created_at))
         };
+        // In service with other settings: described again with the new ones (the compile is cached).
+        let settings_changed = |r: &UploadedPlugin| {
+            let name = r.name.as_deref().unwrap_or_default();
+            in_service.get(name) == Some(&r.sha256)
+                && self.runtime.settings_of(name).is_some_and(|s| *s != r.settings)
+        };
         let to_load: Vec<&UploadedPlugin> = wanted
             .iter()
             .copied()
-            .filter(|r| !in_service.values().any(|sha| *sha == r.sha256) && !failed_here.contains_key(&r.sha256))
+            .filter(|r| {
+                (!in_service.values().any(|sha| *sha == r.sha256) || settings_changed(r))
+                    && !failed_here.contains_key(&r.sha256)
+            })
             .filter(|r| !superseded(r))
             .collect();
         for (name, sha256) in &in_service {
@@ -165,7 +176,7 @@ impl PluginAdmin {
         let Some(bytes) = self.store.uploaded_component(&row.sha256).await? else { return Ok(()) };
         let source = PluginSource::Uploaded { sha256: row.sha256.clone() };
         let overrides = limit_patch(&row.limits).map_err(|e| format!("its limits are not usable: {e}"));
-        let loaded = match (self.runtime.prepare(source, bytes).await, overrides) {
+        let loaded = match (self.runtime.prepare(source, bytes, row.settings.clone()).await, overrides) {
             (Ok(prepared), Ok(overrides)) => {
                 let checked = (prepared.name().to_string(), prepared.version().to_string());
                 self.runtime.insert(prepared, Some(&overrides)).map(|_| checked)
@@ -239,6 +250,7 @@ impl PluginAdmin {
                 tools: p.tools.clone(),
                 limits: Some(p.limits.clone()),
                 limit_overrides: None,
+                settings: None,
                 uploaded_by: None,
                 created_at: None,
                 updated_at: None,
@@ -268,12 +280,14 @@ impl PluginAdmin {
         found.cloned().ok_or_else(|| not_found(id))
     }
 
-    /// Enables or disables an uploaded plugin, or sets its limit overrides (all `None`: none).
+    /// Enables or disables an uploaded plugin, or sets its limit overrides (all `None`: none) or
+    /// its settings.
     pub async fn configure(
         &self,
         id: &str,
         enabled: Option<bool>,
         limits: Option<PluginLimitsPatch>,
+        settings: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<PluginView, AdminError> {
         let row = self.uploaded(id).await?;
         if let Some(patch) = &limits {
@@ -284,7 +298,7 @@ impl PluginAdmin {
         let limits = limits.map(|patch| serde_json::to_value(patch).unwrap_or_else(|_| serde_json::json!({})));
         let row = self
             .store
-            .configure_uploaded_plugin(&row.sha256, enabled, limits.as_ref())
+            .configure_uploaded_plugin(&row.sha256, enabled, limits.as_ref(), settings.map(serde_json::Value::Object).as_ref())
             .await?
             .ok_or_else(|| not_found(id))?;
         if !row.enabled {
@@ -371,6 +385,7 @@ impl PluginAdmin {
             tools: loaded.map(|p| p.tools.clone()).unwrap_or_default(),
             limits: loaded.map(|p| p.limits.clone()),
             limit_overrides: Some(row.limits.clone()),
+            settings: Some(row.settings.clone()),
             uploaded_by: Some(row.uploaded_by.clone()),
             created_at: Some(row.created_at),
             updated_at: Some(row.updated_at),
@@ -397,6 +412,7 @@ impl PluginView {
             tools: Vec::new(),
             limits: None,
             limit_overrides: None,
+            settings: None,
             uploaded_by: None,
             created_at: None,
             updated_at: None,

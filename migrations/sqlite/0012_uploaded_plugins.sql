@@ -2,8 +2,9 @@
 -- addressed: the same bytes uploaded twice are one plugin). `name` and `version` are what the
 -- component's `describe` said when it was first checked (NULL while `state` is `checking`);
 -- a component that failed that check is kept as `refused` with its `problem`, so the admin
--- sees why. `limits` (a JSON object of limit overrides) is the admin's configuration;
--- `imports` is a JSON array.
+-- sees why. `limits` (a JSON object of limit overrides) and `settings` (a JSON object the
+-- plugin reads through its `settings` capability) are the admin's configuration; `imports` is a
+-- JSON array.
 CREATE TABLE uploaded_plugins (
     sha256        TEXT PRIMARY KEY,
     name          TEXT,
@@ -13,6 +14,7 @@ CREATE TABLE uploaded_plugins (
     enabled       BIGINT NOT NULL DEFAULT 1,
     imports       TEXT NOT NULL,
     limits        TEXT NOT NULL DEFAULT '{}',
+    settings      TEXT NOT NULL DEFAULT '{}',
     size_bytes    BIGINT NOT NULL,
     component     BLOB NOT NULL,
     uploaded_by   TEXT NOT NULL,

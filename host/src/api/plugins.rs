@@ -45,6 +45,11 @@ pub struct PluginPatch {
     #[serde(default, deserialize_with = "given")]
     #[schemars(with = "Option<PluginLimitsPatch>")]
     pub limits: Option<Option<PluginLimitsPatch>>,
+    /// What the plugin reads through its `settings` capability, in `describe` and every call
+    /// (it is described again with them); replaces the settings it had. Not for secrets.
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A field that is present: `"limits": null` is a value (clear them), unlike a missing field.
@@ -112,11 +117,11 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<PluginPatch>,
 ) -> Result<Json<PluginView>, ApiError> {
-    if patch.enabled.is_none() && patch.limits.is_none() {
-        return Err(ApiError::bad_request("give `enabled`, `limits` or both"));
+    if patch.enabled.is_none() && patch.limits.is_none() && patch.settings.is_none() {
+        return Err(ApiError::bad_request("give `enabled`, `limits` or `settings`"));
     }
     let limits = patch.limits.map(Option::unwrap_or_default);
-    Ok(Json(state.plugins.configure(&id, patch.enabled, limits).await?))
+    Ok(Json(state.plugins.configure(&id, patch.enabled, limits, patch.settings).await?))
 }
 
 /// `DELETE /plugins/{id}`

@@ -32,7 +32,8 @@ use super::{
     CallError, CallLimiter, LimitHit, LimitsConfig, LoadError, PluginLimits, PluginLimitsPatch, Refusal, ToolOutput,
 };
 use crate::domain::{ChatKind, ToolInfo};
-use crate::plugins::capabilities::{self, CallIdentity, CallSetup, CallState, Grants, ProgressSink};
+use crate::plugins::capabilities::settings::Settings;
+use crate::plugins::capabilities::{self, CallIdentity, CallSetup, CallState, Capability, Grants, ProgressSink};
 
 /// Wasm stack available to a call; deeper recursion traps as a stack overflow.
 const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
@@ -97,6 +98,8 @@ struct LoadedPlugin {
     source: PluginSource,
     pre: ToolPre<CallState>,
     limits: PluginLimits,
+    /// What an admin set for it (capability `settings`).
+    settings: Arc<serde_json::Value>,
     /// What `describe` returned, kept to re-derive the plugin with other limits.
     tools: Vec<ToolEntryParts>,
 }
@@ -188,6 +191,7 @@ impl PluginSet {
 /// A component compiled, linked and described, not yet in service.
 pub struct Prepared {
     source: PluginSource,
+    settings: Arc<serde_json::Value>,
     description: wit::PluginDescription,
     pre: ToolPre<CallState>,
     facts: super::ComponentFacts,
@@ -373,7 +377,7 @@ impl PluginRuntime {
 
     /// Compiles, checks and puts a component in service; a failure is recorded as a refusal.
     async fn add(&self, source: PluginSource, bytes: Vec<u8>) {
-        let outcome = match self.prepare(source.clone(), bytes).await {
+        let outcome = match self.prepare(source.clone(), bytes, serde_json::json!({})).await {
             Ok(prepared) => self.insert(prepared, None).map(|_| ()),
             Err(reason) => Err(reason),
         };
@@ -383,17 +387,27 @@ impl PluginRuntime {
     }
 
     /// Compiles (or loads from cache, off the async threads), inspects, links and describes a
-    /// component. Nothing is put in service.
-    pub async fn prepare(&self, source: PluginSource, bytes: Vec<u8>) -> Result<Prepared, String> {
+    /// component with its `settings` (an object; `{}` for none). Nothing is put in service.
+    pub async fn prepare(
+        &self,
+        source: PluginSource,
+        bytes: Vec<u8>,
+        settings: serde_json::Value,
+    ) -> Result<Prepared, String> {
         let label = source.label();
         let since_ms = crate::store::now_ms();
         self.compiling.lock().unwrap_or_else(|p| p.into_inner()).push(Compiling { source: label.clone(), since_ms });
-        let prepared = self.compile_and_describe(source, bytes).await;
+        let prepared = self.compile_and_describe(source, bytes, Arc::new(settings)).await;
         self.compiling.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.source != label);
         prepared
     }
 
-    async fn compile_and_describe(&self, source: PluginSource, bytes: Vec<u8>) -> Result<Prepared, String> {
+    async fn compile_and_describe(
+        &self,
+        source: PluginSource,
+        bytes: Vec<u8>,
+        settings: Arc<serde_json::Value>,
+    ) -> Result<Prepared, String> {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         super::inspect::check_imports(&bytes)?;
         let (engine, cache, key) = (self.engine.clone(), self.cache.clone(), sha256.clone());
@@ -414,21 +428,23 @@ impl PluginRuntime {
             call_id: String::new(),
         };
         let limits = self.limits.defaults.clone();
-        let environment = CallEnvironment::default();
-        let description =
-            match self.run(&pre, identity, Grants::none(), environment, &limits, Operation::Describe).await {
+        let environment = CallEnvironment { settings: settings.clone(), ..CallEnvironment::default() };
+        // No chat asks for a description, so no policy decides: it may read its own settings
+        // (what it offers may depend on them), and nothing else.
+        let grants = Grants::of(facts.capabilities.iter().filter(|c| *c == Settings::NAME).cloned());
+        let description = match self.run(&pre, identity, grants, environment, &limits, Operation::Describe).await {
                 Ok(Outcome::Described(description)) => description,
                 Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
                 Err(e) => return Err(format!("its `describe` failed: {e}")),
             };
-        Ok(Prepared { source, description, pre, facts, sha256, from_cache })
+        Ok(Prepared { source, settings, description, pre, facts, sha256, from_cache })
     }
 
     /// Puts a prepared plugin in service under the configured limits with `extra` on top,
     /// after checking its description against the plugins in service. An uploaded plugin
     /// replaces the uploaded plugin of the same name (a new version); any other clash refuses it.
     pub fn insert(&self, prepared: Prepared, extra: Option<&PluginLimitsPatch>) -> Result<PluginInfo, String> {
-        let Prepared { source, description, pre, facts, sha256, from_cache } = prepared;
+        let Prepared { source, settings, description, pre, facts, sha256, from_cache } = prepared;
         let limits = self.limits.for_plugin_with(&description.name, extra);
         limits.validate(&format!("limits of plugin `{}`", description.name))?;
         let mut info = None;
@@ -462,7 +478,14 @@ impl PluginRuntime {
                 .map(|t| ToolEntryParts { name: t.info.name, validator: Arc::new(t.validator) })
                 .collect();
             info = Some(plugin_info.clone());
-            let plugin = LoadedPlugin { info: plugin_info, source: source.clone(), pre: pre.clone(), limits, tools: parts };
+            let plugin = LoadedPlugin {
+                info: plugin_info,
+                source: source.clone(),
+                pre: pre.clone(),
+                limits,
+                settings: settings.clone(),
+                tools: parts,
+            };
             let mut next = set.with(plugin, replaces.as_deref());
             next.refused.retain(|r| r.source != source.label());
             Ok(next)
@@ -495,8 +518,14 @@ impl PluginRuntime {
             let mut info = current.info.clone();
             info.limits = limits.clone();
             let (source, pre, tools) = (current.source.clone(), current.pre.clone(), current.tools.clone());
-            Ok(set.with(LoadedPlugin { info, source, pre, limits, tools }, Some(name)))
+            let settings = current.settings.clone();
+            Ok(set.with(LoadedPlugin { info, source, pre, limits, settings, tools }, Some(name)))
         })
+    }
+
+    /// The settings the plugin named `name` is in service with.
+    pub fn settings_of(&self, name: &str) -> Option<Arc<serde_json::Value>> {
+        self.loaded().plugins.iter().find(|p| p.info.name == name).map(|p| p.settings.clone())
     }
 
     /// The sources of uploaded plugins in service, by name: what a sync compares with the
@@ -555,8 +584,12 @@ impl PluginRuntime {
         let arguments = request.arguments.to_string();
         let operation = Operation::Invoke { context: &context, tool: &request.tool, arguments: &arguments };
         let started = std::time::Instant::now();
-        let environment =
-            CallEnvironment { workspace: request.workspace, chat: request.chat, progress: request.progress };
+        let environment = CallEnvironment {
+            workspace: request.workspace,
+            chat: request.chat,
+            progress: request.progress,
+            settings: plugin.settings.clone(),
+        };
         let outcome = self.run(&plugin.pre, identity, grants, environment, &plugin.limits, operation).await;
         let result = match outcome? {
             Outcome::Invoked(result) => result,
@@ -599,7 +632,7 @@ impl PluginRuntime {
         let plugin = identity.plugin.clone();
         let tool = identity.tool.clone();
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let CallEnvironment { workspace, chat, progress } = environment;
+        let CallEnvironment { workspace, chat, progress, settings } = environment;
         // The slot is taken before the store is made, so that it is given back only after the
         // store (and the instance it holds in the engine's pool) is gone.
         let Ok(slot) = tokio::time::timeout(limits.timeout(), self.slots.acquire()).await else {
@@ -613,6 +646,7 @@ impl PluginRuntime {
             progress,
             limits: limits.clone(),
             issued_secrets: Default::default(),
+            settings,
         };
         let state = CallState::new(setup, CallLimiter::new(limits), output.clone(), slot.clone());
         let host_waits = state.host_waits.clone();
@@ -642,12 +676,14 @@ impl PluginRuntime {
 
 }
 
-/// What a call may reach besides its grants: the chat's workspace and progress reporting.
+/// What a call may reach besides its grants: the chat's workspace, progress reporting and the
+/// plugin's settings.
 #[derive(Default)]
 struct CallEnvironment {
     workspace: Option<WorkspaceRoot>,
     chat: Option<capabilities::ChatServices>,
     progress: Option<ProgressSink>,
+    settings: Arc<serde_json::Value>,
 }
 
 /// Runs `work` until it ends or has used `limit` of its own time; time spent waiting on the

@@ -307,6 +307,8 @@ impl PolicyEngine {
     /// Validates and stores a new policy, which takes effect at once. An invalid policy is
     /// refused and the one in force is untouched.
     pub async fn save(&self, text: &str, author: &str, note: &str) -> Result<Saved, PolicyError> {
+        // Checked (its warnings about unknown names) against the plugins in service now.
+        self.catch_up_with_plugins().await;
         let (generation, inventory) = self.inventory();
         let (schema, owned) = (self.schema.clone(), text.to_string());
         let checked =

@@ -47,6 +47,8 @@ pub struct UploadedPlugin {
     pub imports: Vec<String>,
     /// Limit overrides, a JSON object (see `plugins::PluginLimitsPatch`).
     pub limits: serde_json::Value,
+    /// What the plugin reads through its `settings` capability, a JSON object.
+    pub settings: serde_json::Value,
     pub size_bytes: i64,
     pub uploaded_by: String,
     pub created_at: i64,
@@ -54,7 +56,7 @@ pub struct UploadedPlugin {
 }
 
 const COLUMNS: &str =
-    "sha256, name, version, state, problem, enabled, imports, limits, size_bytes, uploaded_by, created_at, updated_at";
+    "sha256, name, version, state, problem, enabled, imports, limits, settings, size_bytes, uploaded_by, created_at, updated_at";
 
 fn json<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<T> {
     let text: String = row.try_get(column)?;
@@ -71,6 +73,7 @@ fn uploaded_from(row: &sqlx::any::AnyRow) -> StoreResult<UploadedPlugin> {
         enabled: row.try_get::<i64, _>("enabled")? != 0,
         imports: json(row, "imports")?,
         limits: json(row, "limits")?,
+        settings: json(row, "settings")?,
         size_bytes: row.try_get("size_bytes")?,
         uploaded_by: row.try_get("uploaded_by")?,
         created_at: row.try_get("created_at")?,
@@ -142,8 +145,8 @@ impl Store {
     }
 
     /// Records the first check's success: the component's name and version. An earlier upload
-    /// of the same name is replaced (this is its new version): it is deleted, and its enabled
-    /// state and limits carry over. Returns the sha256 of the upload replaced, if any. A no-op
+    /// of the same name is replaced (this is its new version): it is deleted, and its limits
+    /// and settings carry over. Returns the sha256 of the upload replaced, if any. A no-op
     /// when the plugin was already checked (by another replica) or removed.
     pub async fn mark_uploaded_installed(
         &self,
@@ -162,16 +165,20 @@ impl Store {
             return Ok(None);
         }
         let previous = sqlx::query(
-            "SELECT sha256, limits FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2 \
+            "SELECT sha256, limits, settings FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2 \
              ORDER BY created_at DESC",
         )
         .bind(name)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?;
-        let (replaced, limits) = match &previous {
-            Some(row) => (Some(row.try_get::<String, _>("sha256")?), row.try_get::<String, _>("limits")?),
-            None => (None, "{}".to_string()),
+        let (replaced, limits, settings) = match &previous {
+            Some(row) => (
+                Some(row.try_get::<String, _>("sha256")?),
+                row.try_get::<String, _>("limits")?,
+                row.try_get::<String, _>("settings")?,
+            ),
+            None => (None, "{}".to_string(), "{}".to_string()),
         };
         sqlx::query("DELETE FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2")
             .bind(name)
@@ -180,12 +187,13 @@ impl Store {
             .await?;
         sqlx::query(
             "UPDATE uploaded_plugins SET name = $2, version = $3, state = 'installed', problem = NULL, limits = $4, \
-             updated_at = $5 WHERE sha256 = $1",
+             settings = $5, updated_at = $6 WHERE sha256 = $1",
         )
         .bind(sha256)
         .bind(name)
         .bind(version)
         .bind(limits)
+        .bind(settings)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -207,22 +215,25 @@ impl Store {
         Ok(())
     }
 
-    /// Sets whether replicas load it and its limit overrides; `None` leaves either as it is.
+    /// Sets whether replicas load it, its limit overrides and its settings; `None` leaves each
+    /// as it is.
     pub async fn configure_uploaded_plugin(
         &self,
         sha256: &str,
         enabled: Option<bool>,
         limits: Option<&serde_json::Value>,
+        settings: Option<&serde_json::Value>,
     ) -> StoreResult<Option<UploadedPlugin>> {
-        let limits = limits.map(|l| l.to_string());
+        let (limits, settings) = (limits.map(|l| l.to_string()), settings.map(|s| s.to_string()));
         let query = format!(
-            "UPDATE uploaded_plugins SET enabled = COALESCE($2, enabled), limits = COALESCE($3, limits), updated_at = $4 \
-             WHERE sha256 = $1 RETURNING {COLUMNS}"
+            "UPDATE uploaded_plugins SET enabled = COALESCE($2, enabled), limits = COALESCE($3, limits), \
+             settings = COALESCE($4, settings), updated_at = $5 WHERE sha256 = $1 RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&query)
             .bind(sha256)
             .bind(enabled.map(|e| e as i64))
             .bind(limits)
+            .bind(settings)
             .bind(now_ms())
             .fetch_optional(&self.pool)
             .await?;

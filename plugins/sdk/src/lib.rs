@@ -54,6 +54,7 @@ pub mod http;
 pub mod log;
 pub mod progress;
 pub mod secrets;
+pub mod settings;
 mod tool;
 pub mod workspaces;
 

@@ -92,6 +92,7 @@ capabilities! {
     desktop::DesktopCapability,
     http::Http,
     secrets::Secrets,
+    settings::Settings,
 }
 
 /// A capability that is not an interface: a workspace command may reach the network. Asked
@@ -305,6 +306,8 @@ pub struct CallSetup {
     pub limits: crate::plugins::PluginLimits,
     /// The secrets handed out in this call (shared by `secrets` and `http`).
     pub issued_secrets: secrets::IssuedSecrets,
+    /// What an admin set for the plugin (a JSON object), for `settings`.
+    pub settings: Arc<serde_json::Value>,
 }
 
 /// Everything a single tool call carries into the sandbox. One per call, dropped with it.
@@ -316,6 +319,8 @@ pub struct CallState {
     /// The call's slot in the engine's pool, given up for a waiting one during agent waits.
     pub(crate) slot: CallSlot,
     pub(crate) limiter: CallLimiter,
+    /// What an admin set for the plugin.
+    pub(crate) settings: Arc<serde_json::Value>,
     states: CapabilityStates,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -333,6 +338,7 @@ impl CallState {
             host_waits: HostWaits::default(),
             slot,
             limiter,
+            settings: setup.settings,
             states,
             wasi,
             table: ResourceTable::new(),
