@@ -76,7 +76,8 @@ async fn visible_tools(server: &TestServer, token: &str) -> Vec<String> {
 /// `tool` with `arguments`; returns the call's result text.
 async fn call(server: &TestServer, model: &TestServer, token: &str, tool: &str, arguments: &str) -> String {
     model.llm.script([fake_llm::tool_calls(&[("c1", tool, arguments)]), fake_llm::text("done")]);
-    let (status, chat) = server.post(token, "/api/v1/chats", json!({"content": [{"type": "text", "text": "fetch"}]})).await;
+    let (status, chat) =
+        server.post(token, "/api/v1/chats", json!({"content": [{"type": "text", "text": "fetch"}]})).await;
     assert_eq!(status, StatusCode::CREATED, "{chat}");
     let messages = server.finished(chat["id"].as_str().unwrap()).await;
     let results = support::tool_results(&messages);
@@ -106,7 +107,11 @@ async fn an_upload_is_checked_compiled_and_served_by_every_replica_and_follows_e
     let sha = uploaded["sha256"].as_str().unwrap().to_string();
     assert_eq!(sha.len(), 64);
     assert!(
-        uploaded["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("wasi:http/outgoing-handler@")),
+        uploaded["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("wasi:http/outgoing-handler@")),
         "its imports are shown at once: {uploaded}"
     );
     // Content-addressed: the same bytes again are the same plugin.
@@ -143,7 +148,8 @@ async fn an_upload_is_checked_compiled_and_served_by_every_replica_and_follows_e
     assert!(refused["error"]["message"].as_str().unwrap().contains("timeout_ms"), "{refused}");
     let (status, limited) = patch(&first, &admin, "fetcher", json!({"limits": {"timeout_ms": 4321}})).await;
     assert_eq!(status, StatusCode::OK, "{limited}");
-    wait_until(|| async { second.get(&admin, "/api/v1/plugins/fetcher").await.1["limits"]["timeout_ms"] == 4321 }).await;
+    wait_until(|| async { second.get(&admin, "/api/v1/plugins/fetcher").await.1["limits"]["timeout_ms"] == 4321 })
+        .await;
 
     // Disabled: out of service everywhere, kept stored; a chat's call no longer finds it.
     let (status, disabled) = patch(&first, &admin, &sha, json!({"enabled": false})).await;
@@ -165,7 +171,8 @@ async fn an_upload_is_checked_compiled_and_served_by_every_replica_and_follows_e
     once_in_state(&first, &admin, &newer_sha, "loaded").await;
     once_in_state(&second, &admin, &newer_sha, "loaded").await;
     let (_, listed) = first.get(&admin, "/api/v1/plugins").await;
-    let fetchers: Vec<&Value> = listed["plugins"].as_array().unwrap().iter().filter(|p| p["name"] == "fetcher").collect();
+    let fetchers: Vec<&Value> =
+        listed["plugins"].as_array().unwrap().iter().filter(|p| p["name"] == "fetcher").collect();
     assert_eq!(fetchers.len(), 1, "the old version is gone: {listed}");
     assert_eq!(fetchers[0]["limit_overrides"]["timeout_ms"], 4321, "{listed}");
 
@@ -209,7 +216,10 @@ async fn uploads_the_host_cannot_run_are_refused_with_the_messages_of_loading() 
     let future = wat::parse_str(r#"(component (import "wasi:cli/environment@0.3.0" (instance)))"#).unwrap();
     let (status, refused) = upload(&server, &admin, future, "").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(refused["error"]["message"].as_str().unwrap().contains("wasi:cli/environment@0.3.0"), "names it: {refused}");
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains("wasi:cli/environment@0.3.0"),
+        "names it: {refused}"
+    );
     let response = reqwest::Client::new()
         .post(server.url("/api/v1/plugins"))
         .bearer_auth(&admin)

@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod support;
 #[path = "support/process.rs"]
 mod process;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -201,10 +201,7 @@ async fn fetches_only_what_it_is_granted(component: PathBuf, plugin: &str, tool:
     let granted = json!({"url": format!("http://localhost:{}/", page.port())}).to_string();
     let refused = json!({"url": format!("http://127.0.0.1:{}/", page.port())}).to_string();
     server.llm.script([
-        fake_llm::tool_calls(&[
-            ("granted", tool, granted.as_str()),
-            ("refused", tool, refused.as_str()),
-        ]),
+        fake_llm::tool_calls(&[("granted", tool, granted.as_str()), ("refused", tool, refused.as_str())]),
         fake_llm::text("done"),
     ]);
     let (status, chat) =
@@ -246,7 +243,13 @@ async fn a_javascript_plugin_built_with_componentize_js_logs_and_fetches_what_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_plugin_built_with_componentize_py_logs_and_fetches_what_it_is_granted() {
     let component = tokio::task::spawn_blocking(build_python_example).await.unwrap();
-    fetches_only_what_it_is_granted(component, "page-title-py", "page_title_py", "the tool policy does not let this plugin reach").await;
+    fetches_only_what_it_is_granted(
+        component,
+        "page-title-py",
+        "page_title_py",
+        "the tool policy does not let this plugin reach",
+    )
+    .await;
 }
 
 /// `toolhost plugin new NAME --lang js|python` makes a plugin that builds with the command it
@@ -339,7 +342,9 @@ async fn a_server_listens_before_its_python_and_javascript_plugins_are_compiled(
         }
     });
     let next_line = |what: &str| {
-        lines.recv_timeout(std::time::Duration::from_secs(300)).unwrap_or_else(|_| panic!("the server never said {what}"))
+        lines
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("the server never said {what}"))
     };
     let base = loop {
         let line = next_line("where it listens");

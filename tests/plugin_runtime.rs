@@ -377,7 +377,8 @@ async fn files_that_are_not_tool_components_are_refused_with_the_reason() {
     let runtime = PluginRuntime::load(options(Some(dir.path()), quick_limits())).await.unwrap();
     let set = runtime.loaded();
     let reason = |file: &str| {
-        let refusal = set.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
+        let refusal =
+            set.refused().iter().find(|r| r.source.ends_with(file)).unwrap_or_else(|| panic!("{file} refused"));
         refusal.reason.clone()
     };
     assert!(reason("garbage.wasm").contains("not a valid WebAssembly component"), "{}", reason("garbage.wasm"));

@@ -93,7 +93,9 @@ fn main() {
         cold_listen.push(listen);
         cold_ready.push(ready);
         let (listen, ready) = one_start(data.path(), plugins.path());
-        println!("run {run}: compiled before:   listening after {listen:.0} ms, plugins in service after {ready:.0} ms");
+        println!(
+            "run {run}: compiled before:   listening after {listen:.0} ms, plugins in service after {ready:.0} ms"
+        );
         warm_listen.push(listen);
         warm_ready.push(ready);
     }

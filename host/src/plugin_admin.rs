@@ -137,8 +137,7 @@ impl PluginAdmin {
         // In service with other settings: described again with the new ones (the compile is cached).
         let settings_changed = |r: &UploadedPlugin| {
             let name = r.name.as_deref().unwrap_or_default();
-            in_service.get(name) == Some(&r.sha256)
-                && self.runtime.settings_of(name).is_some_and(|s| *s != r.settings)
+            in_service.get(name) == Some(&r.sha256) && self.runtime.settings_of(name).is_some_and(|s| *s != r.settings)
         };
         let to_load: Vec<&UploadedPlugin> = wanted
             .iter()
@@ -273,9 +272,10 @@ impl PluginAdmin {
     pub async fn get(&self, id: &str) -> Result<PluginView, AdminError> {
         let views = self.list().await?;
         let found = views.iter().find(|v| v.sha256.as_deref() == Some(id) && v.origin == "uploaded").or_else(|| {
-            views.iter().find(|v| v.name.as_deref() == Some(id) && v.state == "loaded").or_else(|| {
-                views.iter().find(|v| v.name.as_deref() == Some(id) || v.sha256.as_deref() == Some(id))
-            })
+            views
+                .iter()
+                .find(|v| v.name.as_deref() == Some(id) && v.state == "loaded")
+                .or_else(|| views.iter().find(|v| v.name.as_deref() == Some(id) || v.sha256.as_deref() == Some(id)))
         });
         found.cloned().ok_or_else(|| not_found(id))
     }
@@ -298,7 +298,12 @@ impl PluginAdmin {
         let limits = limits.map(|patch| serde_json::to_value(patch).unwrap_or_else(|_| serde_json::json!({})));
         let row = self
             .store
-            .configure_uploaded_plugin(&row.sha256, enabled, limits.as_ref(), settings.map(serde_json::Value::Object).as_ref())
+            .configure_uploaded_plugin(
+                &row.sha256,
+                enabled,
+                limits.as_ref(),
+                settings.map(serde_json::Value::Object).as_ref(),
+            )
             .await?
             .ok_or_else(|| not_found(id))?;
         if !row.enabled {
@@ -325,7 +330,10 @@ impl PluginAdmin {
         let rows = self.store.uploaded_plugins().await?;
         let by_name = |r: &&UploadedPlugin| r.name.as_deref() == Some(id);
         let found = rows.iter().find(|r| r.sha256 == id).or_else(|| {
-            rows.iter().filter(by_name).find(|r| r.state == UploadState::Installed).or_else(|| rows.iter().find(by_name))
+            rows.iter()
+                .filter(by_name)
+                .find(|r| r.state == UploadState::Installed)
+                .or_else(|| rows.iter().find(by_name))
         });
         if let Some(row) = found {
             return Ok(row.clone());
@@ -333,7 +341,11 @@ impl PluginAdmin {
         if let Some(plugin) = self.runtime.loaded().plugin(id) {
             return Err(AdminError::NotManaged(format!(
                 "plugin `{id}` comes from {}; it is configured in the server's configuration file, not through the API",
-                if plugin.source.starts_with("bundled:") { "the server itself (bundled)" } else { "the plugins directory" }
+                if plugin.source.starts_with("bundled:") {
+                    "the server itself (bundled)"
+                } else {
+                    "the plugins directory"
+                }
             )));
         }
         Err(not_found(id))

@@ -21,7 +21,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'stat
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "loading_plugins",
-            format!("the plugins the server started with are not all in service yet (compiling: {})", compiling.join(", ")),
+            format!(
+                "the plugins the server started with are not all in service yet (compiling: {})",
+                compiling.join(", ")
+            ),
         ));
     }
     Ok(if state.store.ping().await {

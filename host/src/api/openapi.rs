@@ -216,7 +216,8 @@ pub fn document() -> Value {
             "200": ok::<PluginView>(&mut g, "These bytes were uploaded before"),
         })), component),
     }));
-    paths["/plugins"]["post"]["parameters"] = json!([{"name": "enabled", "in": "query", "required": false, "schema": {"type": "boolean"}}]);
+    paths["/plugins"]["post"]["parameters"] =
+        json!([{"name": "enabled", "in": "query", "required": false, "schema": {"type": "boolean"}}]);
     paths.insert("/plugins/{id}".into(), json!({
         "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "An uploaded plugin's SHA-256, or a plugin's name"}],
         "get": operation("One plugin (admins)", json!({"200": ok::<PluginView>(&mut g, "The plugin")})),

@@ -80,7 +80,11 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<P
 }
 
 /// `GET /plugins/{id}`: by an uploaded plugin's SHA-256, or by name.
-pub async fn get(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<Json<PluginView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
     Ok(Json(state.plugins.get(&id).await?))
 }
 
@@ -125,7 +129,11 @@ pub async fn update(
 }
 
 /// `DELETE /plugins/{id}`
-pub async fn remove(State(state): State<AppState>, _admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.plugins.remove(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -393,7 +393,11 @@ async fn answer_calls_cut_off_by_a_restart(
         return Ok(());
     }
     let repeatable = |tool: &str| {
-        run.services().runtime.loaded().tools().any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
+        run.services()
+            .runtime
+            .loaded()
+            .tools()
+            .any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
     };
     let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
     tracing::warn!(

@@ -294,7 +294,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PluginCommand::Install { file, disabled, server } => {
                     plugin_admin::install(&config, &file, &server, disabled).await
                 }
-                PluginCommand::Enable { plugin, server } => plugin_admin::set_enabled(&config, &plugin, &server, true).await,
+                PluginCommand::Enable { plugin, server } => {
+                    plugin_admin::set_enabled(&config, &plugin, &server, true).await
+                }
                 PluginCommand::Disable { plugin, server } => {
                     plugin_admin::set_enabled(&config, &plugin, &server, false).await
                 }

@@ -49,7 +49,12 @@ impl Server {
 }
 
 /// Uploads a component, then follows its check and compile on the server with a spinner.
-pub(super) async fn install(config: &Config, file: &Path, args: &ServerArgs, disabled: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn install(
+    config: &Config,
+    file: &Path,
+    args: &ServerArgs,
+    disabled: bool,
+) -> anyhow::Result<ExitCode> {
     let bytes = match std::fs::read(file) {
         Ok(bytes) => bytes,
         Err(e) => return refuse(format!("cannot read {}: {e}", file.display())),
@@ -79,7 +84,9 @@ async fn follow(server: &Server, sha256: &str, mut plugin: Value) -> anyhow::Res
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
-    while matches!(plugin["state"].as_str(), Some("checking" | "loading" | "compiling")) && started.elapsed() < FOLLOW_LIMIT {
+    while matches!(plugin["state"].as_str(), Some("checking" | "loading" | "compiling"))
+        && started.elapsed() < FOLLOW_LIMIT
+    {
         let doing = if plugin["state"] == "compiling" { "compiling on the server" } else { "waiting to be checked" };
         spinner.set_message(format!("{doing} ({:.1} s)", started.elapsed().as_secs_f64()));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -101,7 +108,8 @@ fn report(plugin: &Value) -> anyhow::Result<ExitCode> {
     let short = &sha[..sha.len().min(12)];
     match plugin["state"].as_str().unwrap_or("") {
         "loaded" => {
-            let tools: Vec<&str> = plugin["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+            let tools: Vec<&str> =
+                plugin["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
             let version = plugin["version"].as_str().unwrap_or("");
             println!("installed {name} {version} ({short}): {}", tools.join(", "));
             Ok(ExitCode::SUCCESS)
@@ -119,7 +127,12 @@ fn report(plugin: &Value) -> anyhow::Result<ExitCode> {
 }
 
 /// Enables or disables an uploaded plugin on every replica.
-pub(super) async fn set_enabled(config: &Config, plugin: &str, args: &ServerArgs, enabled: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn set_enabled(
+    config: &Config,
+    plugin: &str,
+    args: &ServerArgs,
+    enabled: bool,
+) -> anyhow::Result<ExitCode> {
     let server = Server::new(config, args)?;
     let request = server.client.patch(server.url(&format!("/{plugin}"))).json(&json!({ "enabled": enabled }));
     let (_, view) = match server.send(request).await? {

@@ -80,7 +80,10 @@ impl PluginLimits {
     /// Refuses limits the runtime cannot honour, naming the setting to change.
     pub fn validate(&self, scope: &str) -> Result<(), String> {
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(format!("{scope}: timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a day), not {}", self.timeout_ms));
+            return Err(format!(
+                "{scope}: timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a day), not {}",
+                self.timeout_ms
+            ));
         }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
             return Err(format!("{scope}: memory_mib must be between 1 and {MAX_MEMORY_MIB}, not {}", self.memory_mib));

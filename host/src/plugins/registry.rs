@@ -45,7 +45,9 @@ pub enum PluginSource {
     Bundled(&'static str),
     File(PathBuf),
     /// Uploaded by an admin through the API, stored in the database by its content's hash.
-    Uploaded { sha256: String },
+    Uploaded {
+        sha256: String,
+    },
 }
 
 impl PluginSource {

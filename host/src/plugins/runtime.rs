@@ -2,8 +2,8 @@
 //! store and instance for every call, so calls never share state and run concurrently.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -183,7 +183,8 @@ impl PluginSet {
 
     fn without(&self, remove: impl Fn(&LoadedPlugin) -> bool) -> PluginSet {
         let plugins: Vec<Arc<LoadedPlugin>> = self.plugins.iter().filter(|p| !remove(p)).cloned().collect();
-        let tools = self.tools.iter().filter(|(_, e)| !remove(&e.plugin)).map(|(k, e)| (k.clone(), e.clone())).collect();
+        let tools =
+            self.tools.iter().filter(|(_, e)| !remove(&e.plugin)).map(|(k, e)| (k.clone(), e.clone())).collect();
         PluginSet { plugins, tools, refused: self.refused.clone() }
     }
 }
@@ -433,10 +434,10 @@ impl PluginRuntime {
         // (what it offers may depend on them), and nothing else.
         let grants = Grants::of(facts.capabilities.iter().filter(|c| *c == Settings::NAME).cloned());
         let description = match self.run(&pre, identity, grants, environment, &limits, Operation::Describe).await {
-                Ok(Outcome::Described(description)) => description,
-                Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
-                Err(e) => return Err(format!("its `describe` failed: {e}")),
-            };
+            Ok(Outcome::Described(description)) => description,
+            Ok(Outcome::Invoked(_)) => unreachable!("describe returns a description"),
+            Err(e) => return Err(format!("its `describe` failed: {e}")),
+        };
         Ok(Prepared { source, settings, description, pre, facts, sha256, from_cache })
     }
 
@@ -453,7 +454,9 @@ impl PluginRuntime {
             let replaces = set
                 .plugins
                 .iter()
-                .find(|p| uploaded && p.info.name == description.name && matches!(p.source, PluginSource::Uploaded { .. }))
+                .find(|p| {
+                    uploaded && p.info.name == description.name && matches!(p.source, PluginSource::Uploaded { .. })
+                })
                 .map(|p| p.info.name.clone());
             let others = set.without(|p| Some(&p.info.name) == replaces.as_ref());
             let loaded_names: Vec<&str> = others.plugins.iter().map(|p| p.info.name.as_str()).collect();
@@ -673,7 +676,6 @@ impl PluginRuntime {
             }
         }
     }
-
 }
 
 /// What a call may reach besides its grants: the chat's workspace, progress reporting and the

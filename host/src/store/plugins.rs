@@ -55,8 +55,7 @@ pub struct UploadedPlugin {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "sha256, name, version, state, problem, enabled, imports, limits, settings, size_bytes, uploaded_by, created_at, updated_at";
+const COLUMNS: &str = "sha256, name, version, state, problem, enabled, imports, limits, settings, size_bytes, uploaded_by, created_at, updated_at";
 
 fn json<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow, column: &str) -> StoreResult<T> {
     let text: String = row.try_get(column)?;
@@ -111,7 +110,9 @@ impl Store {
             Some(row) => Ok((uploaded_from(&row)?, true)),
             None => {
                 let existing = self.uploaded_plugin(sha256).await?;
-                existing.map(|p| (p, false)).ok_or_else(|| StoreError::Conflict("the plugin was removed meanwhile".into()))
+                existing
+                    .map(|p| (p, false))
+                    .ok_or_else(|| StoreError::Conflict("the plugin was removed meanwhile".into()))
             }
         }
     }
