@@ -2,6 +2,8 @@
 //! every replica checks, compiles, serves, disables, reconfigures and removes them without a
 //! restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod support;
 
 use std::path::Path;
@@ -249,5 +251,49 @@ async fn uploads_the_host_cannot_run_are_refused_with_the_messages_of_loading() 
     let (status, kept) = upload(&server, &admin, fixture("fixture_fetcher.wasm"), "?enabled=false").await;
     assert_eq!((status, kept["state"].as_str()), (StatusCode::ACCEPTED, Some("disabled")), "{kept}");
     assert!(!visible_tools(&server, &admin).await.contains(&"fetch".to_string()));
+    server.finish().await;
+}
+
+/// Runs `toolhost ARGS` against `server` as the holder of `token`: (success, stdout, stderr).
+async fn toolhost(server: &TestServer, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    command.args(args).arg("--url").arg(server.url("")).env("TOOLHOST_TOKEN", token);
+    let done = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+    (done.status.success(), text(&done.stdout), text(&done.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_installs_disables_enables_and_removes_a_plugin_on_a_running_server() {
+    let server = TestServer::start(support::Backend::Sqlite).await;
+    let admin = server.user("root", true).await;
+    let component = Path::new(env!("TOOLHOST_WASM_DIR")).join("fixture_fetcher.wasm");
+    let file = component.to_str().unwrap();
+
+    let (ok, out, err) = toolhost(&server, &admin, &["plugin", "install", file]).await;
+    assert!(
+        ok && out.starts_with("installed fetcher 0.1.0 (") && out.contains("fetch, fetcher_settings"),
+        "{out}{err}"
+    );
+    assert!(visible_tools(&server, &admin).await.contains(&"fetch".to_string()));
+    let (ok, out, err) = toolhost(&server, &admin, &["plugin", "disable", "fetcher"]).await;
+    assert!(ok && out.trim() == "disabled fetcher", "{out}{err}");
+    assert!(!visible_tools(&server, &admin).await.contains(&"fetch".to_string()));
+    let (ok, out, err) = toolhost(&server, &admin, &["plugin", "enable", "fetcher"]).await;
+    assert!(ok && out.starts_with("installed fetcher"), "{out}{err}");
+    let (ok, out, err) = toolhost(&server, &admin, &["plugin", "remove", "fetcher"]).await;
+    assert!(ok && out.trim() == "removed fetcher", "{out}{err}");
+    assert!(!visible_tools(&server, &admin).await.contains(&"fetch".to_string()));
+
+    // Refusals come back as the API says them, with a failing exit.
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), b"not wasm").unwrap();
+    let (ok, _, err) = toolhost(&server, &admin, &["plugin", "install", garbage.path().to_str().unwrap()]).await;
+    assert!(!ok && err.contains("not a valid WebAssembly component"), "{err}");
+    let member = server.user("alice", false).await;
+    let (ok, _, err) = toolhost(&server, &member, &["plugin", "install", file]).await;
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, _, err) = toolhost(&server, &admin, &["plugin", "remove", "files"]).await;
+    assert!(!ok && err.contains("configured in the server's configuration file"), "{err}");
     server.finish().await;
 }

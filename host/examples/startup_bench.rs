@@ -73,6 +73,7 @@ fn one_start(data_dir: &Path, plugins_dir: &Path) -> (f64, f64) {
             return (listening.expect("it listens before its plugins are ready"), at);
         }
     }
+    let _ = child.wait();
     panic!("the server ended before its plugins were ready");
 }
 
