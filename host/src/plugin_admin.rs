@@ -156,12 +156,14 @@ impl PluginAdmin {
                 self.runtime.remove(name);
             }
         }
+        let set = self.runtime.loaded();
         for row in wanted.iter().filter(|r| in_service.values().any(|sha| *sha == r.sha256)) {
-            if let Some(name) = &row.name {
-                let overrides = limit_patch(&row.limits).ok();
-                if let Err(e) = self.runtime.set_limits(name, overrides.as_ref()) {
-                    tracing::error!(plugin = %name, error = %e, "the limits set for an uploaded plugin are not usable");
-                }
+            let Some(name) = &row.name else { continue };
+            let overrides = limit_patch(&row.limits).ok();
+            let changed =
+                set.plugin(name).is_some_and(|p| p.limits != self.runtime.limits_for(name, overrides.as_ref()));
+            if changed && let Err(e) = self.runtime.set_limits(name, overrides.as_ref()) {
+                tracing::error!(plugin = %name, error = %e, "the limits set for an uploaded plugin are not usable");
             }
         }
         for row in to_load {
