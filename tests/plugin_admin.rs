@@ -251,6 +251,12 @@ async fn uploads_the_host_cannot_run_are_refused_with_the_messages_of_loading() 
     let (status, kept) = upload(&server, &admin, fixture("fixture_fetcher.wasm"), "?enabled=false").await;
     assert_eq!((status, kept["state"].as_str()), (StatusCode::ACCEPTED, Some("disabled")), "{kept}");
     assert!(!visible_tools(&server, &admin).await.contains(&"fetch".to_string()));
+    // What is set before its first check is kept by the check.
+    let sha = kept["sha256"].as_str().unwrap();
+    let (status, set) = patch(&server, &admin, sha, json!({"limits": {"timeout_ms": 1234}, "enabled": true})).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let loaded = once_in_state(&server, &admin, sha, "loaded").await;
+    assert_eq!(loaded["limits"]["timeout_ms"], 1234, "{loaded}");
     server.finish().await;
 }
 

@@ -147,14 +147,9 @@ impl Store {
 
     /// Records the first check's success: the component's name and version. An earlier upload
     /// of the same name is replaced (this is its new version): it is deleted, and its limits
-    /// and settings carry over. Returns the sha256 of the upload replaced, if any. A no-op
+    /// and settings carry over (without one, those set while it was checked stay). A no-op
     /// when the plugin was already checked (by another replica) or removed.
-    pub async fn mark_uploaded_installed(
-        &self,
-        sha256: &str,
-        name: &str,
-        version: &str,
-    ) -> StoreResult<Option<String>> {
+    pub async fn mark_uploaded_installed(&self, sha256: &str, name: &str, version: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let checking = sqlx::query("SELECT state FROM uploaded_plugins WHERE sha256 = $1")
             .bind(sha256)
@@ -163,23 +158,19 @@ impl Store {
             .map(|row| row.try_get::<String, _>("state"))
             .transpose()?;
         if checking.as_deref() != Some(UploadState::Checking.name()) {
-            return Ok(None);
+            return Ok(());
         }
         let previous = sqlx::query(
-            "SELECT sha256, limits, settings FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2 \
+            "SELECT limits, settings FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2 \
              ORDER BY created_at DESC",
         )
         .bind(name)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?;
-        let (replaced, limits, settings) = match &previous {
-            Some(row) => (
-                Some(row.try_get::<String, _>("sha256")?),
-                row.try_get::<String, _>("limits")?,
-                row.try_get::<String, _>("settings")?,
-            ),
-            None => (None, "{}".to_string(), "{}".to_string()),
+        let (limits, settings): (Option<String>, Option<String>) = match &previous {
+            Some(row) => (Some(row.try_get("limits")?), Some(row.try_get("settings")?)),
+            None => (None, None),
         };
         sqlx::query("DELETE FROM uploaded_plugins WHERE name = $1 AND state = 'installed' AND sha256 <> $2")
             .bind(name)
@@ -187,8 +178,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE uploaded_plugins SET name = $2, version = $3, state = 'installed', problem = NULL, limits = $4, \
-             settings = $5, updated_at = $6 WHERE sha256 = $1",
+            "UPDATE uploaded_plugins SET name = $2, version = $3, state = 'installed', problem = NULL, \
+             limits = COALESCE($4, limits), settings = COALESCE($5, settings), updated_at = $6 WHERE sha256 = $1",
         )
         .bind(sha256)
         .bind(name)
@@ -199,7 +190,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(replaced)
+        Ok(())
     }
 
     /// Records the first check's failure. A no-op once checked.
