@@ -235,5 +235,48 @@ async fn the_gateway_refuses_strangers_foreign_pages_and_other_peoples_workspace
     let tools = body["result"]["tools"].as_array().unwrap();
     assert!(tools.iter().any(|t| t["name"] == "read_file"), "{body}");
     assert!(!tools.iter().any(|t| t["name"] == "spawn_agent"), "{body}");
+
+    // A plain `tools/call` is answered without rmcp's service (see `api::mcp`), one with `_meta`
+    // by rmcp: the client cannot tell them apart, for a result, a tool's error and an unknown tool.
+    std::fs::write(server.workspace_files(workspace["id"].as_str().unwrap()).join("note.txt"), "hi\n").unwrap();
+    for (tool, arguments) in [
+        ("read_file", json!({"path": "note.txt"})),
+        ("read_file", json!({"path": "missing.txt"})),
+        ("no_such_tool", json!({})),
+    ] {
+        let plain = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+        let mut with_meta = plain.clone();
+        with_meta["params"]["_meta"] = json!({});
+        let (fast_status, fast) = call_mcp(&server, &theirs, &alice, &plain).await;
+        let (rmcp_status, answered_by_rmcp) = call_mcp(&server, &theirs, &alice, &with_meta).await;
+        assert_eq!((fast_status, &fast), (rmcp_status, &answered_by_rmcp), "{tool} {arguments}");
+        assert_eq!(fast["id"], 7, "{fast}");
+    }
+    let (_, read) = call_mcp(
+        &server,
+        &theirs,
+        &alice,
+        &json!({"jsonrpc": "2.0", "id": "s", "method": "tools/call", "params": {"name": "read_file", "arguments": {"path": "note.txt"}}}),
+    )
+    .await;
+    assert_eq!(read["result"]["isError"], false, "{read}");
+    assert!(read["result"]["content"][0]["text"].as_str().unwrap().contains("hi"), "{read}");
     server.finish().await;
+}
+
+/// A raw JSON-RPC message to `/mcp` with `token`, as a client of the 2025-11-25 revision sends it.
+async fn call_mcp(server: &TestServer, query: &str, token: &str, message: &Value) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(format!("{}{query}", server.url("/mcp")))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }

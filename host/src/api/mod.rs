@@ -138,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{id}", get(plugins::get).patch(plugins::update).delete(plugins::remove));
     let mcp = Router::new()
         .route_service("/mcp", mcp::service(&state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::answer_plain_calls))
         .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::authenticate));
     Router::new()
         .merge(mcp)

@@ -98,12 +98,27 @@ impl ServerHandler for McpHandler {
         if let Some(forwarded) = forwarded {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), forwarded).await;
         }
-        let called = called.map_err(protocol_error)?;
-        Ok(CallToolResponse::Complete(match called {
-            Called::Output(output) => to_mcp_result(output),
-            Called::Failed(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
-        }))
+        answer(called).map(CallToolResponse::Complete)
     }
+}
+
+/// `tools/call` without progress reports, for a session: what [`McpHandler::call_tool`] answers
+/// when the client asks for none. The HTTP transport's fast path for plain calls uses it.
+pub async fn call_without_progress(
+    gateway: &McpGateway,
+    session: &McpSession,
+    tool: &str,
+    arguments: serde_json::Map<String, serde_json::Value>,
+) -> Result<CallToolResult, ErrorData> {
+    answer(gateway.call(session, tool, serde_json::Value::Object(arguments), None).await)
+}
+
+/// How a call ended, as an MCP result (a failed tool is `isError` inside it) or a protocol error.
+fn answer(called: Result<Called, GatewayError>) -> Result<CallToolResult, ErrorData> {
+    Ok(match called.map_err(protocol_error)? {
+        Called::Output(output) => to_mcp_result(output),
+        Called::Failed(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
+    })
 }
 
 /// Where a call's progress reports go when the client asked for them (`_meta.progressToken`):

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-pub use handler::McpHandler;
+pub use handler::{McpHandler, call_without_progress};
 
 use crate::domain::{ChatKind, ToolInfo};
 use crate::plugins::capabilities::agents::AgentBackend;
