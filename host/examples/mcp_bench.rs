@@ -34,13 +34,19 @@ fn toolhost() -> PathBuf {
 
 /// CPU time (user + system) process `pid` has used, in ms.
 fn cpu_ms(pid: u32) -> f64 {
+    let (user, system) = cpu_split_ms(pid);
+    user + system
+}
+
+/// CPU time process `pid` has used in its own code (user) and in the kernel for it (system), in ms.
+fn cpu_split_ms(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     // SAFETY: sysconf only reads a constant of the system.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks * 1000.0 / per_second
+    let ms = |ticks: &str| ticks.parse::<f64>().unwrap() * 1000.0 / per_second;
+    (ms(fields[11]), ms(fields[12]))
 }
 
 fn call_message(id: usize) -> String {
@@ -82,6 +88,7 @@ async fn over_http(url: &str, token: &str, calls: usize, server: u32) -> Value {
         check_answer(&call(id).await.unwrap().json().await.unwrap());
     }
     let cpu = cpu_ms(server);
+    let user = cpu_split_ms(server).0;
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(calls);
     for id in 0..calls {
@@ -90,7 +97,12 @@ async fn over_http(url: &str, token: &str, calls: usize, server: u32) -> Value {
         latencies.push(sent.elapsed().as_secs_f64() * 1e6);
         check_answer(&answer);
     }
-    summary("http", latencies, started.elapsed(), cpu_ms(server) - cpu)
+    let calls = latencies.len() as f64;
+    let mut figures = summary("http", latencies, started.elapsed(), cpu_ms(server) - cpu);
+    // The server's own code, without the kernel's work for it (loopback TCP, waking threads).
+    figures["server_user_cpu_us_per_call"] = json!(((cpu_split_ms(server).0 - user) * 1000.0 / calls).round());
+    println!("http, user CPU: {}", figures["server_user_cpu_us_per_call"]);
+    figures
 }
 
 async fn over_stdio(base: &str, token: &str, calls: usize, server: u32) -> Value {

@@ -12,6 +12,8 @@ pub mod check;
 pub mod entities;
 pub mod rules;
 
+use crate::metrics::{Counter, EncodeLabelSet};
+use prometheus_client::metrics::family::Family;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::Schema;
@@ -76,6 +78,16 @@ pub struct PolicyEngine {
     /// When the stored version was last compared with the one in force.
     checked: std::sync::Mutex<Option<std::time::Instant>>,
     audit: mpsc::Sender<Denial>,
+    /// Decisions by action and result, for `/metrics`.
+    decisions: Family<DecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    /// `call_tool` or `use_capability`.
+    action: &'static str,
+    /// `allow` or `deny`.
+    decision: &'static str,
 }
 
 /// Denials waiting to be written; beyond this, more are dropped (and counted in the log)
@@ -121,6 +133,7 @@ impl PolicyEngine {
             failed: Default::default(),
             checked: Default::default(),
             audit,
+            decisions: Family::default(),
         });
         engine.refresh().await?;
         Ok(engine)
@@ -151,6 +164,12 @@ impl PolicyEngine {
         self.inventory.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The generation of the plugins the policy was last built over (without copying them:
+    /// every step and call asks).
+    fn inventory_generation(&self) -> u64 {
+        self.inventory.read().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     /// From now on, the policy decides over the plugins `runtime` has in service, whichever
     /// they are at the time (plugins load in the background and come and go while it runs).
     pub fn follow_plugins(&self, runtime: Arc<crate::plugins::PluginRuntime>) {
@@ -162,7 +181,7 @@ impl PolicyEngine {
     async fn catch_up_with_plugins(&self) {
         let Some(runtime) = self.plugins.get() else { return };
         let generation = runtime.generation();
-        if generation > self.inventory().0 {
+        if generation > self.inventory_generation() {
             self.set_inventory(generation, Inventory::of(runtime.loaded().plugins())).await;
         }
     }
@@ -182,7 +201,7 @@ impl PolicyEngine {
         // policy in force is over these (or a later change takes over).
         loop {
             let current = self.active();
-            if current.inventory_generation >= generation || self.inventory().0 != generation {
+            if current.inventory_generation >= generation || self.inventory_generation() != generation {
                 return;
             }
             let schema = self.schema.clone();
@@ -362,6 +381,24 @@ impl PolicyEngine {
     }
 
     /// Records a denial in the audit log (written in the background).
+    /// Adds the decision counts to a server's registry.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        registry.register(
+            "toolhost_policy_decisions",
+            "Tool call and capability decisions of the tool policy, allowed and denied",
+            self.decisions.clone(),
+        );
+    }
+
+    fn count_decision(&self, action: Action, allowed: bool) {
+        let action = match action {
+            Action::UseCapability => "use_capability",
+            _ => "call_tool",
+        };
+        let labels = DecisionLabels { action, decision: if allowed { "allow" } else { "deny" } };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
     pub fn record(&self, denial: Denial) {
         if let Err(e) = self.audit.try_send(denial) {
             tracing::warn!(error = %e, "the audit log is falling behind; a denial was not recorded");
@@ -386,6 +423,7 @@ impl PolicyEngine {
             let audience = if principal.kind == ChatKind::Mcp { "MCP clients" } else { "this chat" };
             Decision { allowed: false, decided_by: format!("{} (not visible to {audience})", seen.decided_by) }
         };
+        self.count_decision(Action::CallTool, decision.allowed);
         if decision.allowed {
             return decision;
         }
@@ -483,6 +521,7 @@ impl ScopeCheck for CapabilityGate {
             policy.rules.decide_capability(&principal, &plugin, &tool, &name, scoped.as_deref())
         })
         .unwrap_or_else(|| Decision { allowed: false, decided_by: "the policy thread is not running".into() });
+        self.engine.count_decision(Action::UseCapability, decision.allowed);
         if decision.allowed {
             return Ok(());
         }
