@@ -2,6 +2,7 @@
 //! [`Config`] and wired to each other. `serve`, the CLI, the tests and the benchmarks all build
 //! what they run here, so a new service is wired once.
 
+use crate::metrics::ServerMetrics;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -68,6 +69,8 @@ pub struct App {
     pub vault: Arc<Vault>,
     /// Plugins admins upload and manage through the API.
     pub plugins: Arc<PluginAdmin>,
+    /// Every module's metrics, for `/metrics`.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 impl App {
@@ -123,7 +126,14 @@ impl App {
         });
         let session_length = std::time::Duration::from_secs(config.api.session_days.max(1) * 24 * 3600);
         let accounts = Accounts::new(store.clone(), session_length);
+        let metrics = Arc::new(ServerMetrics::new(|registry| {
+            chats.register_metrics(registry);
+            runtime.register_metrics(registry);
+            policy.register_metrics(registry);
+            workspaces.register_metrics(registry);
+        }));
         Ok(App {
+            metrics,
             config: config.clone(),
             accounts,
             store,
@@ -174,6 +184,7 @@ impl App {
             vault: self.vault.clone(),
             mcp: self.mcp_gateway(),
             plugins: self.plugins.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -169,11 +169,20 @@ pub struct ApiConfig {
     /// Mark the session cookie `Secure` (sent over HTTPS only): set it when people reach the
     /// server through HTTPS, as they should from anywhere but this machine.
     pub secure_cookies: bool,
+    /// Where `/metrics` is served without a token (Prometheus's scrape), off the public port;
+    /// `off` for nowhere. The API's port serves it to admins' tokens either way.
+    pub metrics_listen: String,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { max_message_kib: 256, shutdown_timeout_secs: 10, session_days: 14, secure_cookies: false }
+        ApiConfig {
+            max_message_kib: 256,
+            shutdown_timeout_secs: 10,
+            session_days: 14,
+            secure_cookies: false,
+            metrics_listen: crate::metrics::DEFAULT_LISTEN.to_string(),
+        }
     }
 }
 
@@ -232,6 +241,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub model: Option<String>,
     pub relay_address: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Where `serve` listens unless told otherwise.
@@ -252,7 +262,10 @@ impl Config {
             model: overrides.model.clone().or(file.model),
             secret_key_file: file.secret_key_file,
             plugins: file.plugins,
-            api: file.api,
+            api: ApiConfig {
+                metrics_listen: overrides.metrics_listen.clone().unwrap_or(file.api.metrics_listen.clone()),
+                ..file.api
+            },
             providers: file.providers,
             models: file.models,
             workspaces: file.workspaces,

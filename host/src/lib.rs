@@ -15,6 +15,8 @@
 //! - [`llm`]: model providers (OpenAI, Anthropic wire formats), error classes, retries.
 //! - [`catalog`]: providers and model configs as admins administer them.
 //! - [`secrets`]: API keys sealed at rest.
+//! - [`metrics`]: the Prometheus registry each module adds its own metrics to; imports nothing
+//!   of the host.
 //! - [`net`]: which addresses are the public internet.
 //! - [`vault`]: secrets admins bind to plugins, sealed at rest, given to plugins as placeholders.
 //! - [`plugin_admin`]: plugins uploaded, enabled, configured and removed by admins, followed
@@ -39,6 +41,7 @@ pub mod domain;
 pub mod keyed_lock;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod net;
 pub mod plugin_admin;
 pub mod plugins;

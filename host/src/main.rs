@@ -20,11 +20,10 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let cli = toolhost::cli::Cli::parse();
-    // Logs go to stderr so that command output on stdout stays machine-readable.
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(message) = start_logging() {
+        eprintln!("toolhost: {message}");
+        return ExitCode::FAILURE;
+    }
     match toolhost::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {
@@ -32,4 +31,18 @@ async fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, so that command output on stdout stays machine-readable: as text, or as
+/// one JSON object per line (`TOOLHOST_LOG_FORMAT=json`) with the fields of the spans each
+/// line happened in (`chat_id`, `tool`, `plugin`, ...), for a log collector.
+fn start_logging() -> Result<(), String> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("TOOLHOST_LOG_FORMAT").unwrap_or_default().as_str() {
+        "" | "text" => logs.init(),
+        "json" => logs.json().with_current_span(true).with_span_list(true).init(),
+        other => return Err(format!("TOOLHOST_LOG_FORMAT is `{other}`: use `text` (the default) or `json`")),
+    }
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}; pick another address with --listen", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
+    let metrics_listener = bind_metrics(&config.api.metrics_listen).await?;
     // Joined before the worker takes a chat, so that the others can reach the chats it runs.
     let stop_relay = CancellationToken::new();
     let relay_address = config.replicas.relay_address.clone().or_else(|| crate::relay::default_address(address));
@@ -35,6 +36,16 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let lifecycle = Lifecycle::default();
     let mut state = app.api_state(lifecycle.clone());
     state.relay = relay.clone();
+    // Said before "listening", which tells a supervisor the server is up.
+    if let Some(listener) = metrics_listener {
+        eprintln!("toolhost: metrics on http://{}/metrics", listener.local_addr()?);
+        let closing = lifecycle.closing.clone();
+        tokio::spawn(
+            axum::serve(listener, api::metrics::router(state.clone()))
+                .with_graceful_shutdown(async move { closing.cancelled().await })
+                .into_future(),
+        );
+    }
     eprintln!("toolhost: listening on http://{address} (database: {})", redact(&config.database_url()));
     let closing = lifecycle.closing.clone();
     let mut server = tokio::spawn(
@@ -74,6 +85,27 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The metrics address's listener: `None` when it is `off`, or when the default address is
+/// taken (another server on this machine has it; this one's metrics are then on its API port,
+/// for admins). An address the operator chose that cannot be had stops the start.
+async fn bind_metrics(address: &str) -> anyhow::Result<Option<TcpListener>> {
+    if address == "off" {
+        return Ok(None);
+    }
+    match TcpListener::bind(address).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) if address == crate::metrics::DEFAULT_LISTEN => {
+            eprintln!(
+                "toolhost: metrics are not served on {address} ({error}); admins can read /metrics on the API's port, or set --metrics-listen"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::anyhow!(
+            "cannot serve metrics on {address} ({error}); pick another address with --metrics-listen, or `off`"
+        )),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the

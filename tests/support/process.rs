@@ -52,6 +52,8 @@ impl Deployment {
             .args(["serve", "--listen", "127.0.0.1:0", "--model", "test-model"])
             .env("OPENAI_BASE_URL", model_url)
             .env_remove("OPENAI_API_KEY")
+            // Each server its own metrics port (the default one is a single machine-wide port).
+            .env("TOOLHOST_METRICS_LISTEN", "127.0.0.1:0")
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         for (name, value) in env {
@@ -62,11 +64,14 @@ impl Deployment {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         // It listens at once and loads plugins in the background: the tests start once both
         // are done, as an operator's server is after its first start.
-        let (mut base, mut plugins_ready) = (None, false);
+        let (mut base, mut plugins_ready, mut metrics) = (None, false, None);
         while base.is_none() || !plugins_ready {
             let line = lines.next().expect("serve says where it listens and when its plugins are ready").unwrap();
             if let Some(rest) = line.strip_prefix("toolhost: listening on ") {
                 base = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("toolhost: metrics on ") {
+                metrics = Some(rest.trim().to_string());
             }
             plugins_ready |= line.starts_with("toolhost: plugins ready");
             said.push(line);
@@ -78,7 +83,7 @@ impl Deployment {
                 eprintln!("[server] {line}");
             }
         });
-        Served { child: Some(child), base, said }
+        Served { child: Some(child), base, metrics, said }
     }
 }
 
@@ -86,6 +91,8 @@ impl Deployment {
 pub struct Served {
     child: Option<Child>,
     pub base: String,
+    /// Its `/metrics` URL on the metrics address, unless the environment turned that off.
+    pub metrics: Option<String>,
     /// What it printed until it listened and its plugins were ready.
     pub said: Vec<String>,
 }

@@ -118,7 +118,9 @@ pub async fn answer_plain_calls(State(state): State<AppState>, request: Request,
     };
     match serde_json::to_vec(&message) {
         Ok(body) => ([(CONTENT_TYPE, "application/json")], Bytes::from(body)).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the answer could not be written: {error}")).into_response(),
+        Err(error) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("the answer could not be written: {error}")).into_response()
+        }
     }
 }
 
@@ -127,9 +129,12 @@ pub async fn answer_plain_calls(State(state): State<AppState>, request: Request,
 /// protocol revision (when named) older than the one that adds headers checked against the body.
 fn plain_headers(headers: &HeaderMap) -> bool {
     let accepts = |wanted: &str| {
-        headers.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|media| {
-            media.split(';').next().is_some_and(|essence| essence.trim().eq_ignore_ascii_case(wanted))
-        })
+        headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|media| media.split(';').next().is_some_and(|essence| essence.trim().eq_ignore_ascii_case(wanted)))
     };
     let json_body = headers
         .get(CONTENT_TYPE)

@@ -8,6 +8,7 @@ mod error;
 mod git_watch;
 mod health;
 mod mcp;
+pub mod metrics;
 mod openapi;
 mod plugins;
 mod policy;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub mcp: Arc<crate::mcp::McpGateway>,
     /// Plugins administered live.
     pub plugins: Arc<crate::plugin_admin::PluginAdmin>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 /// Where the server is in its shutdown.
@@ -144,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mcp)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::for_admins))
         .nest("/api/v1", api)
         .route("/internal/v1/chats/{id}/stream", get(relay::stream))
         .route("/internal/v1/workspaces/{id}/desktop/{mode}", get(relay::desktop))

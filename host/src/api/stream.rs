@@ -179,7 +179,8 @@ pub(super) async fn chat_events(
         snapshot.push(Outgoing::raw("relay_ready", serde_json::json!({"type": "relay_ready"}).to_string()));
     }
 
-    let live = live.scan((cursor, false), |(cursor, ended), received| {
+    let metrics = state.metrics.clone();
+    let live = live.scan((cursor, false), move |(cursor, ended), received| {
         if *ended {
             return std::future::ready(None);
         }
@@ -192,7 +193,8 @@ pub(super) async fn chat_events(
                 Some(Outgoing::shared(event))
             }
             Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(_)) => {
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                metrics.events_dropped.inc_by(missed);
                 // A slow subscriber never holds up the turn: it is told where to resume.
                 *ended = true;
                 Some(Outgoing::error(format!("this subscriber fell behind; reconnect with after={cursor}")))
@@ -211,6 +213,7 @@ pub async fn watch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let owner = user.id.clone();
+    let metrics = state.metrics.clone();
     let events = BroadcastStream::new(state.chats.hub.watch())
         .scan(false, move |ended, received| {
             if *ended {
@@ -222,7 +225,8 @@ pub async fn watch(
                     Some(Outgoing::raw(value["type"].as_str().unwrap_or_default(), value.to_string()))
                 }
                 Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(_)) => {
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    metrics.events_dropped.inc_by(missed);
                     *ended = true;
                     Some(Outgoing::error("this subscriber fell behind; reconnect and reload the chat list".into()))
                 }

@@ -246,6 +246,12 @@ impl EventHub {
         self.watch.subscribe()
     }
 
+    /// Live subscribers in this process: of chats' streams and of the watch stream.
+    pub fn subscriber_count(&self) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.values().map(|c| c.subscribers()).sum::<usize>() + self.watch.receiver_count()
+    }
+
     pub fn channel(&self, chat_id: &str) -> Arc<ChatChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         channels

@@ -3,6 +3,7 @@
 
 mod compaction;
 pub mod events;
+mod metrics;
 pub mod notices;
 pub mod prompt;
 pub mod run;

@@ -49,6 +49,8 @@ pub struct ChatService {
     pub wake: Notify,
     /// This process's worker id, once it shares the database with other replicas.
     pub replica_id: std::sync::OnceLock<String>,
+    /// Turns and model calls, for `/metrics`.
+    pub(crate) metrics: super::metrics::ChatMetrics,
 }
 
 impl ChatService {
@@ -59,7 +61,13 @@ impl ChatService {
             runs: Runs::default(),
             wake: Notify::new(),
             replica_id: std::sync::OnceLock::new(),
+            metrics: super::metrics::ChatMetrics::new(),
         })
+    }
+
+    /// Adds the chat metrics (turns, model calls, tokens, cost, retries) to a server's registry.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        self.metrics.register(registry);
     }
 
     /// Wakes this process's worker, and the other replicas' (a chat became pending).

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::compaction::{self, Compaction, Outcome, View};
 use super::events::{DiscardReason, EventBody, PartDelta};
+use super::metrics::error_class;
 use super::run::{Run, RunContext, Stop};
 use crate::catalog::Resolved;
 use crate::domain::Role;
@@ -35,7 +36,9 @@ pub(super) async fn run_chat(context: &RunContext, chat: Chat) {
             tracing::warn!(error = %e, "could not announce the turn");
         }
         // The turn watches its handle itself, so that an interrupt keeps what was streamed.
-        match turn(run).await {
+        let ended = turn(run).await;
+        context.services.chats.metrics.turn_ended(turn_outcome(&ended));
+        match ended {
             Ok(()) | Err(Stop::Interrupted) => record(run, "finish the turn", || finish(run)).await,
             // Interrupted, then shut down before the end: the interrupt's queued message runs
             // next, as it would have; a turn cut off while running goes back to pending.
@@ -60,6 +63,19 @@ pub(super) async fn run_chat(context: &RunContext, chat: Chat) {
     }
     .instrument(span)
     .await
+}
+
+/// How a turn ended, as the metrics count it.
+fn turn_outcome(ended: &Result<(), Stop>) -> &'static str {
+    match ended {
+        Ok(()) => "completed",
+        Err(Stop::Interrupted) => "interrupted",
+        Err(Stop::Shutdown) => "shutdown",
+        Err(Stop::LostOwnership) => "lost_ownership",
+        Err(Stop::Failed(_)) => "failed",
+        Err(Stop::ContextTooLong(_)) => "context_too_long",
+        Err(Stop::Store(_)) => "database_error",
+    }
 }
 
 /// Tries to record how a turn ended until the database takes it, backing off (up to a second
@@ -500,10 +516,13 @@ async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) 
     let channel = run.services().chats.hub.channel(&run.chat.id);
     let mut attempts = stream_with_retry(model.client.clone(), request, run.context.retry);
     let mut step = Step::default();
+    let metrics = &run.services().chats.metrics;
+    let mut timer = metrics.model_call(model);
     loop {
         let next = tokio::select! {
             biased;
             _ = run.handle.stopped() => {
+                timer.ended(Some("cancelled"), false);
                 let stop = run.stopped();
                 if matches!(stop, Stop::Interrupted) {
                     store_partial(run, step).await?;
@@ -513,14 +532,20 @@ async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) 
             next = attempts.next() => next,
         };
         match next {
-            None => return Ok(step),
+            None => {
+                timer.ended(None, false);
+                metrics.usage(model, &step.usage);
+                return Ok(step);
+            }
             Some(Ok(Attempted::Event(event))) => {
+                timer.chunk();
                 if let Some(part) = step.apply(event) {
                     let mut guard = channel.lock().await;
                     guard.emit(store, EventBody::MessagePart { part }).await?;
                 }
             }
             Some(Ok(Attempted::Retrying { attempt, delay, error, discarded_output })) => {
+                timer.ended(Some(&error_class(error.kind)), true);
                 // A provider error mid-answer is retried, and clients drop what it streamed.
                 let mut guard = channel.lock().await;
                 if discarded_output {
@@ -538,10 +563,12 @@ async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) 
                 step = Step::default();
             }
             Some(Err(GaveUp { error, .. })) if error.kind == ErrorKind::ContextTooLong && !step.has_output() => {
+                timer.ended(Some(&error_class(error.kind)), false);
                 return Err(Stop::ContextTooLong(error.to_string()));
             }
             // A cut connection after output is not retried: what arrived stays, once.
             Some(Err(GaveUp { error, attempts, retryable })) => {
+                timer.ended(Some(&error_class(error.kind)), false);
                 store_partial(run, step).await?;
                 return Err(Stop::Failed(give_up_message(&error, attempts, retryable)));
             }

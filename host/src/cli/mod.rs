@@ -53,6 +53,9 @@ pub enum Command {
         /// (http://HOST:PORT) [default: the listening address].
         #[arg(long, env = "TOOLHOST_RELAY_ADDRESS", value_name = "URL")]
         relay_address: Option<String>,
+        /// Where Prometheus scrapes /metrics without a token, or `off` [default: 127.0.0.1:9464].
+        #[arg(long, env = "TOOLHOST_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Create or update the database schema.
     Migrate,
@@ -261,9 +264,11 @@ pub struct BenchArgs {
 
 impl Cli {
     fn overrides(&self) -> Overrides {
-        let (listen, model, relay_address) = match &self.command {
-            Command::Serve { listen, model, relay_address } => (listen.clone(), model.clone(), relay_address.clone()),
-            _ => (None, None, None),
+        let (listen, model, relay_address, metrics_listen) = match &self.command {
+            Command::Serve { listen, model, relay_address, metrics_listen } => {
+                (listen.clone(), model.clone(), relay_address.clone(), metrics_listen.clone())
+            }
+            _ => (None, None, None, None),
         };
         Overrides {
             config_file: self.config.clone(),
@@ -273,6 +278,7 @@ impl Cli {
             listen,
             model,
             relay_address,
+            metrics_listen,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod capabilities;
 mod errors;
 mod inspect;
 mod limits;
+mod metrics;
 mod output;
 mod registry;
 mod runtime;

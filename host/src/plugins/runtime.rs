@@ -233,6 +233,7 @@ pub struct PluginRuntime {
     /// `true` once the plugins configured at start are loaded (or refused).
     started: watch::Sender<bool>,
     slots: CallSlots,
+    metrics: super::metrics::RuntimeMetrics,
 }
 
 impl PluginRuntime {
@@ -317,7 +318,14 @@ impl PluginRuntime {
             changes: watch::Sender::new(0),
             started: watch::Sender::new(false),
             slots: CallSlots::new(options.max_concurrent_calls as usize, options.max_waiting_calls as usize),
+            metrics: super::metrics::RuntimeMetrics::new(),
         })
+    }
+
+    /// Adds the runtime's metrics (tool calls, instantiation, compile cache, limits hit) to a
+    /// server's registry.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        self.metrics.register(registry);
     }
 
     /// Calls that wait on other chats in a waiting slot right now (their chats wait on
@@ -417,6 +425,7 @@ impl PluginRuntime {
             .map_err(|e| format!("compiling it failed: {e}"))?;
         let (component, from_cache) =
             compiled.map_err(|e| format!("it is not a valid WebAssembly component: {}", e.root_cause()))?;
+        self.metrics.compiled(from_cache);
         let facts = inspect(&self.engine, &component)?;
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| format!("it cannot be linked: {}", e.root_cause()))?;
@@ -571,7 +580,23 @@ impl PluginRuntime {
         let plugin = entry.plugin.clone();
         let span = tracing::info_span!("tool_call", plugin = %plugin.info.name, tool = %request.tool,
             chat_id = %request.context.chat_id, call_id = %request.context.call_id);
-        self.invoke(&plugin, request).instrument(span).await
+        let tool = request.tool.clone();
+        let started = std::time::Instant::now();
+        let called = self.invoke(&plugin, request).instrument(span).await;
+        self.count_call(&plugin.info.name, &tool, &called, started.elapsed());
+        called
+    }
+
+    fn count_call(&self, plugin: &str, tool: &str, called: &Result<ToolOutput, CallError>, took: Duration) {
+        let outcome = match called {
+            Ok(output) if output.is_error => "tool_error",
+            Ok(_) => "ok",
+            Err(error) => error.code(),
+        };
+        self.metrics.tool_call(plugin, tool, outcome, took);
+        if let Err(CallError::LimitExceeded { limit, .. }) = called {
+            self.metrics.limit_hit(plugin, limit.code());
+        }
     }
 
     async fn invoke(&self, plugin: &LoadedPlugin, request: CallRequest) -> Result<ToolOutput, CallError> {
@@ -657,8 +682,14 @@ impl PluginRuntime {
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        // Instances made for calls are counted (a load's `describe` runs under the file's name).
+        let counted = matches!(operation, Operation::Invoke { .. }).then_some(&self.metrics);
         let work = async {
+            let instantiating = std::time::Instant::now();
             let instance: Tool = pre.instantiate_async(&mut store).await?;
+            if let Some(metrics) = counted {
+                metrics.instantiated(&plugin, instantiating.elapsed());
+            }
             let tools = instance.toolhost_plugin_tools();
             Ok::<_, wasmtime::Error>(match operation {
                 Operation::Describe => Outcome::Described(tools.call_describe(&mut store).await?),

@@ -139,6 +139,11 @@ impl Relay {
         Ok(relay)
     }
 
+    /// Chats this replica relays live from the replica running them, right now.
+    pub fn relaying(&self) -> usize {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|f| f.relaying()).count()
+    }
+
     pub fn identity(&self) -> &Identity {
         &self.identity
     }

@@ -99,6 +99,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The pool's connections: (in use, idle).
+    pub fn pool_connections(&self) -> (usize, usize) {
+        let idle = self.pool.num_idle();
+        ((self.pool.size() as usize).saturating_sub(idle), idle)
+    }
+
     /// A transaction that writes. SQLite's default (deferred) transaction takes the write lock
     /// at its first write and fails at once with "database is locked" when another connection
     /// wrote since it began reading (the busy timeout cannot help there); `BEGIN IMMEDIATE`

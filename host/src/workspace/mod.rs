@@ -10,6 +10,7 @@ pub mod desktop;
 pub mod desktops;
 mod disk;
 pub mod git;
+mod metrics;
 mod netns;
 pub mod processes;
 pub mod sandbox;
@@ -163,6 +164,7 @@ pub struct WorkspaceService {
     /// The machine whose disk holds this server's workspaces (see [`node_id`]).
     node_id: String,
     desktops: desktops::Desktops,
+    metrics: metrics::WorkspaceMetrics,
 }
 
 /// The node id of the machine whose disk holds `data_dir`: made once, kept in the directory,
@@ -215,6 +217,7 @@ impl WorkspaceService {
             lifecycle: Arc::new(KeyedLock::default()),
             node_id,
             desktops: desktops::Desktops::new(config.desktop.clone()),
+            metrics: metrics::WorkspaceMetrics::new(),
         };
         service.recover().await.map_err(|e| format!("cannot recover workspaces: {e}"))?;
         let service = Arc::new(service);
@@ -241,6 +244,11 @@ impl WorkspaceService {
     }
 
     /// The machine whose disk holds this server's workspaces.
+    /// Adds the workspace metrics (commands, starts) to a server's registry.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        self.metrics.register(registry);
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
@@ -383,8 +391,11 @@ impl WorkspaceService {
             let changed = self.changed.clone();
             let lifecycle = self.lifecycle.clone();
             let cancel = self.stop_token(id);
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let (status, detail) = run_startup(backend.as_ref(), &workspace, template.as_ref(), &cancel).await;
+                metrics.started(status.as_str(), started.elapsed());
                 let _turn = lifecycle.lock(&workspace.id).await;
                 // A stop (or delete) cancelled this start and recorded its own status; any start
                 // since then is another one, whose outcome is its own to record.
@@ -537,7 +548,10 @@ impl WorkspaceService {
         spec.private_destinations.retain(|_| spec.network);
         self.share_display(workspace, &mut spec);
         let cancel = self.stop_token(&workspace.id);
-        self.backend.run(workspace, &spec, timeout.min(self.max_command), &cancel).await
+        let started = std::time::Instant::now();
+        let ran = self.backend.run(workspace, &spec, timeout.min(self.max_command), &cancel).await;
+        self.metrics.command(&ran, started.elapsed());
+        ran
     }
 
     /// Starts a background command in a ready workspace.
