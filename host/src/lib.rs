@@ -28,6 +28,7 @@
 //! - [`accounts`]: signing in: passwords, browser sessions, limits on attempts.
 //! - [`web`]: the browser app, built into the binary and served at `/`.
 //! - [`cli`]: the `toolhost` commands.
+//! - [`telemetry`]: where logs and traces go (stderr as text or JSON; OTLP when configured).
 
 pub mod accounts;
 pub mod agents;
@@ -50,6 +51,7 @@ pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod vault;
 pub mod web;
 pub mod workspace;

@@ -27,7 +27,7 @@ use crate::workspace::ChatScope;
 use std::sync::Arc;
 
 pub(super) async fn run_chat(context: &RunContext, chat: Chat) {
-    let span = tracing::info_span!("turn", chat_id = %chat.id);
+    let span = tracing::info_span!("turn", chat_id = %chat.id, "gen_ai.conversation.id" = %chat.id);
     async {
         let runs = &context.services.chats.runs;
         let handle = runs.register(&chat.id);
@@ -509,8 +509,24 @@ async fn unservable_tools(run: &Run<'_>) -> BTreeSet<&'static str> {
 }
 
 /// One model call, streamed to clients, tried again on failures worth retrying. Returns the
-/// finished step; on a failure that ends the turn, what was streamed is stored once.
-async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) -> Result<Step, Stop> {
+/// finished step; on a failure that ends the turn, what was streamed is stored once. Its span
+/// carries the GenAI conventions' attributes (a trace's `chat MODEL` span).
+async fn call_model(run: &Run<'_>, model: &Resolved, request: ModelRequest) -> Result<Step, Stop> {
+    let span = tracing::info_span!(
+        "model_call",
+        "otel.name" = %format!("chat {}", model.record.name),
+        "otel.kind" = "client",
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.provider.name" = %model.provider_name,
+        "gen_ai.request.model" = %model.record.name,
+        "gen_ai.usage.input_tokens" = tracing::field::Empty,
+        "gen_ai.usage.output_tokens" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+    );
+    stream_model(run, model, request).instrument(span).await
+}
+
+async fn stream_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) -> Result<Step, Stop> {
     let store = &run.services().chats.store;
     keep_recent_images(&mut request.messages, run.services().workspaces.desktops().config.keep_screenshots);
     let channel = run.services().chats.hub.channel(&run.chat.id);
@@ -535,6 +551,9 @@ async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) 
             None => {
                 timer.ended(None, false);
                 metrics.usage(model, &step.usage);
+                let span = tracing::Span::current();
+                span.record("gen_ai.usage.input_tokens", step.usage.input_tokens);
+                span.record("gen_ai.usage.output_tokens", step.usage.output_tokens);
                 return Ok(step);
             }
             Some(Ok(Attempted::Event(event))) => {
@@ -564,11 +583,13 @@ async fn call_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest) 
             }
             Some(Err(GaveUp { error, .. })) if error.kind == ErrorKind::ContextTooLong && !step.has_output() => {
                 timer.ended(Some(&error_class(error.kind)), false);
+                tracing::Span::current().record("error.type", error_class(error.kind));
                 return Err(Stop::ContextTooLong(error.to_string()));
             }
             // A cut connection after output is not retried: what arrived stays, once.
             Some(Err(GaveUp { error, attempts, retryable })) => {
                 timer.ended(Some(&error_class(error.kind)), false);
+                tracing::Span::current().record("error.type", error_class(error.kind));
                 store_partial(run, step).await?;
                 return Err(Stop::Failed(give_up_message(&error, attempts, retryable)));
             }

@@ -578,16 +578,28 @@ impl PluginRuntime {
             return Err(CallError::InvalidArguments { tool: request.tool, problems });
         }
         let plugin = entry.plugin.clone();
+        // Named and attributed as the GenAI conventions' `execute_tool` span.
         let span = tracing::info_span!("tool_call", plugin = %plugin.info.name, tool = %request.tool,
-            chat_id = %request.context.chat_id, call_id = %request.context.call_id);
+            chat_id = %request.context.chat_id, call_id = %request.context.call_id,
+            "otel.name" = %format!("execute_tool {}", request.tool),
+            "gen_ai.operation.name" = "execute_tool", "gen_ai.tool.name" = %request.tool,
+            "gen_ai.tool.call.id" = %request.context.call_id, outcome = tracing::field::Empty);
         let tool = request.tool.clone();
         let started = std::time::Instant::now();
-        let called = self.invoke(&plugin, request).instrument(span).await;
-        self.count_call(&plugin.info.name, &tool, &called, started.elapsed());
+        let called = self.invoke(&plugin, request).instrument(span.clone()).await;
+        let outcome = self.count_call(&plugin.info.name, &tool, &called, started.elapsed());
+        span.record("outcome", outcome);
         called
     }
 
-    fn count_call(&self, plugin: &str, tool: &str, called: &Result<ToolOutput, CallError>, took: Duration) {
+    /// Counts a finished call; returns its outcome (`ok`, `tool_error` or the error's code).
+    fn count_call(
+        &self,
+        plugin: &str,
+        tool: &str,
+        called: &Result<ToolOutput, CallError>,
+        took: Duration,
+    ) -> &'static str {
         let outcome = match called {
             Ok(output) if output.is_error => "tool_error",
             Ok(_) => "ok",
@@ -597,6 +609,7 @@ impl PluginRuntime {
         if let Err(CallError::LimitExceeded { limit, .. }) = called {
             self.metrics.limit_hit(plugin, limit.code());
         }
+        outcome
     }
 
     async fn invoke(&self, plugin: &LoadedPlugin, request: CallRequest) -> Result<ToolOutput, CallError> {

@@ -1,17 +1,19 @@
 //! What operators see without reading logs: `/metrics` in Prometheus's format after a scripted
 //! session (turns, model calls with a retry, tokens, tool calls, policy decisions, instances),
-//! where it is served (its own address without a token; the API's port to admins only), and
-//! logs as JSON lines.
+//! where it is served (its own address without a token; the API's port to admins only), logs
+//! as JSON lines, and traces exported over OTLP to a collector (a receiver of the test's own).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/process.rs"]
 mod process;
 mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::fake_llm::{self, Script};
+use support::fake_llm::{self, FakeLlm, Script};
 use support::{Backend, TestServer};
 use toolhost::plugins::PluginLimitsPatch;
 
@@ -177,4 +179,110 @@ async fn a_server_serves_metrics_without_a_token_on_its_own_address_and_logs_jso
     let refused = deployment.command().env("TOOLHOST_LOG_FORMAT", "xml").arg("migrate").output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("use `text` (the default) or `json`"));
+}
+
+/// An OTLP/HTTP collector of the test's own: it keeps every `POST /v1/traces` body (JSON).
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}"), received)
+}
+
+/// The spans of the exports received: (name, trace id, span id, parent span id, attributes).
+fn spans(exports: &[Value]) -> Vec<Value> {
+    let mut spans = Vec::new();
+    for export in exports {
+        for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+            let service = attribute(&resource["resource"], "service.name");
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    let mut span = span.clone();
+                    span["service"] = service.clone();
+                    spans.push(span);
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// An attribute's value, as a string or a number.
+fn attribute(holder: &Value, key: &str) -> Value {
+    let found = holder["attributes"].as_array().into_iter().flatten().find(|a| a["key"] == key);
+    let Some(value) = found.map(|a| &a["value"]) else { return Value::Null };
+    match (&value["stringValue"], &value["intValue"]) {
+        (Value::String(text), _) => json!(text),
+        (_, Value::String(number)) => json!(number.parse::<i64>().unwrap()),
+        (_, number) => number.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_traced_over_otlp_with_its_model_and_tool_calls() {
+    let (endpoint, received) = collector().await;
+    let data = tempfile::tempdir().unwrap();
+    let (deployment, _database) = process::deployment(Backend::Sqlite, data.path()).await;
+    let token = deployment.user_token("alice");
+    let llm = FakeLlm::start().await;
+    llm.script([fake_llm::tool_calls(&[("t1", "list_templates", "{}")]), fake_llm::text("Two templates.")]);
+    let mut server = deployment.serve(
+        &llm.base_url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_SERVICE_NAME", "toolhost-test"),
+        ],
+    );
+    let chat = client::create_chat(&server.base, &token, "which templates are there?").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let state = client::chat_state(&server.base, &token, &chat).await;
+        if state["status"] == "waiting" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turn ends: {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A clean stop exports what the batch still holds.
+    server.stop();
+
+    let spans = spans(&received.lock().unwrap());
+    let named =
+        |name: &str| spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no `{name}` in {spans:#?}"));
+    let turn = named("turn");
+    assert_eq!(attribute(turn, "gen_ai.conversation.id"), json!(chat));
+    assert_eq!(turn["service"], "toolhost-test");
+    let model_calls: Vec<&Value> = spans.iter().filter(|s| s["name"] == "chat test-model").collect();
+    assert_eq!(model_calls.len(), 2, "one per step: {spans:#?}");
+    for call in &model_calls {
+        assert_eq!(call["traceId"], turn["traceId"], "in the turn's trace");
+        assert_eq!(call["parentSpanId"], turn["spanId"], "a child of the turn");
+        assert_eq!(call["kind"], 3, "a client span");
+        assert_eq!(attribute(call, "gen_ai.operation.name"), "chat");
+        assert_eq!(attribute(call, "gen_ai.request.model"), "test-model");
+        assert_eq!(attribute(call, "gen_ai.provider.name"), "openai");
+    }
+    let input: Vec<Value> = model_calls.iter().map(|c| attribute(c, "gen_ai.usage.input_tokens")).collect();
+    assert!(input.contains(&json!(30)) && input.contains(&json!(20)), "the fake's usage: {input:?}");
+    let tool = named("execute_tool list_templates");
+    assert_eq!(tool["traceId"], turn["traceId"]);
+    assert_eq!(attribute(tool, "gen_ai.tool.name"), "list_templates");
+    assert_eq!(attribute(tool, "gen_ai.tool.call.id"), "t1");
+    assert_eq!(attribute(tool, "plugin"), "workspaces");
+    assert_eq!(attribute(tool, "outcome"), "ok");
+    assert_eq!(attribute(tool, "chat_id"), json!(chat));
 }
