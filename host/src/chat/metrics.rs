@@ -146,19 +146,22 @@ impl ModelCallTimer<'_> {
         }
     }
 
-    /// The call ended: `None` when it succeeded, else its error's class. A failed call that
-    /// is tried again is counted as a retry too, and timing starts over for the next attempt.
-    pub(crate) fn ended(&mut self, error: Option<&str>, retried: bool) {
+    /// The call ended: `None` when it succeeded, else its error's class.
+    pub(crate) fn ended(&mut self, error: Option<&str>) {
         self.observe(self.started.elapsed(), error);
-        if let (Some(error), true) = (error, retried) {
-            let labels = Retry {
-                gen_ai_provider_name: self.model.gen_ai_provider_name.clone(),
-                gen_ai_request_model: self.model.gen_ai_request_model.clone(),
-                error_type: error.to_string(),
-            };
-            self.metrics.retries.get_or_create(&labels).inc();
-        }
-        self.started = std::time::Instant::now();
+    }
+
+    /// The call failed with `error` and is tried again after `delay`: it counts as a failed
+    /// call and a retry, and the next attempt is timed from when it starts.
+    pub(crate) fn retrying(&mut self, error: &str, delay: Duration) {
+        self.observe(self.started.elapsed(), Some(error));
+        let labels = Retry {
+            gen_ai_provider_name: self.model.gen_ai_provider_name.clone(),
+            gen_ai_request_model: self.model.gen_ai_request_model.clone(),
+            error_type: error.to_string(),
+        };
+        self.metrics.retries.get_or_create(&labels).inc();
+        self.started = std::time::Instant::now() + delay;
         self.first_chunk = false;
     }
 

@@ -538,7 +538,7 @@ async fn stream_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest
         let next = tokio::select! {
             biased;
             _ = run.handle.stopped() => {
-                timer.ended(Some("cancelled"), false);
+                timer.ended(Some("cancelled"));
                 let stop = run.stopped();
                 if matches!(stop, Stop::Interrupted) {
                     store_partial(run, step).await?;
@@ -549,7 +549,7 @@ async fn stream_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest
         };
         match next {
             None => {
-                timer.ended(None, false);
+                timer.ended(None);
                 metrics.usage(model, &step.usage);
                 let span = tracing::Span::current();
                 span.record("gen_ai.usage.input_tokens", step.usage.input_tokens);
@@ -564,7 +564,7 @@ async fn stream_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest
                 }
             }
             Some(Ok(Attempted::Retrying { attempt, delay, error, discarded_output })) => {
-                timer.ended(Some(&error_class(error.kind)), true);
+                timer.retrying(&error_class(error.kind), delay);
                 // A provider error mid-answer is retried, and clients drop what it streamed.
                 let mut guard = channel.lock().await;
                 if discarded_output {
@@ -582,13 +582,13 @@ async fn stream_model(run: &Run<'_>, model: &Resolved, mut request: ModelRequest
                 step = Step::default();
             }
             Some(Err(GaveUp { error, .. })) if error.kind == ErrorKind::ContextTooLong && !step.has_output() => {
-                timer.ended(Some(&error_class(error.kind)), false);
+                timer.ended(Some(&error_class(error.kind)));
                 tracing::Span::current().record("error.type", error_class(error.kind));
                 return Err(Stop::ContextTooLong(error.to_string()));
             }
             // A cut connection after output is not retried: what arrived stays, once.
             Some(Err(GaveUp { error, attempts, retryable })) => {
-                timer.ended(Some(&error_class(error.kind)), false);
+                timer.ended(Some(&error_class(error.kind)));
                 tracing::Span::current().record("error.type", error_class(error.kind));
                 store_partial(run, step).await?;
                 return Err(Stop::Failed(give_up_message(&error, attempts, retryable)));
