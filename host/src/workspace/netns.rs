@@ -6,7 +6,12 @@
 //!
 //! bubblewrap makes the namespaces, writes its sandbox's PID to an info pipe and waits on a
 //! block pipe; slirp4netns joins that PID's network namespace and brings up `tap0`; then the
-//! block pipe releases the command. The sandbox holds the write end of slirp4netns's exit pipe,
+//! block pipe releases the command. bubblewrap reports the PID before it sets up the sandbox's
+//! loopback, and sets it up while the block pipe holds the command; so slirp4netns is not asked
+//! to configure the namespace (`--configure` brings `lo` up too, and when it wins that race the
+//! kernel gives `lo` its address first and bubblewrap's own setup fails, killing the command).
+//! Toolhost configures `tap0` itself and never touches `lo`. The sandbox holds the write end of
+//! slirp4netns's exit pipe,
 //! so slirp4netns ends when the last process of the sandbox does. If slirp4netns cannot start,
 //! the command runs with no network, and its output says why.
 //!
@@ -28,8 +33,13 @@ use std::os::unix::process::CommandExt;
 use crate::net::NOT_PUBLIC;
 
 const SLIRP4NETNS: &str = "slirp4netns";
-/// slirp4netns's gateway (`--configure`), through which every route leaves.
+/// slirp4netns's gateway, through which every route leaves.
 const GATEWAY: &str = "10.0.2.2";
+/// The command's address on slirp4netns's network (10.0.2.0/24, the gateway and DNS forwarder
+/// at .2 and .3), the one slirp4netns itself would give.
+const ADDRESS: &str = "10.0.2.100/24";
+/// Large frames through the user-mode stack: fewer, cheaper trips for bulk transfers.
+const MTU: &str = "65520";
 
 /// How a command's network is set up: who slirp4netns runs as, and the private destinations
 /// it may reach all the same.
@@ -86,7 +96,7 @@ impl Handshake {
                 let netns = open_netns(&sandbox)?;
                 let mut slirp = attach(&netns, &exit, &setup)?;
                 // Fail closed: without the routes that keep it off private networks, no network.
-                restrict(&netns, &setup).inspect_err(|_| {
+                configure(&netns, &setup).inspect_err(|_| {
                     let _ = slirp.kill();
                     let _ = slirp.wait();
                 })?;
@@ -166,7 +176,7 @@ fn open_netns(sandbox: &Sandbox) -> Result<std::fs::File, String> {
     Ok(netns)
 }
 
-/// Starts slirp4netns on the sandbox's network namespace and waits until `tap0` is up.
+/// Starts slirp4netns on the sandbox's network namespace and waits until it has made `tap0`.
 fn attach(
     netns: &std::fs::File,
     exit: &std::io::PipeReader,
@@ -176,7 +186,8 @@ fn attach(
     let mut command = Command::new(SLIRP4NETNS);
     command.env_clear().env("PATH", super::sandbox::HELPER_PATH);
     command
-        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        .arg(format!("--mtu={MTU}"))
+        .arg("--disable-host-loopback")
         .arg(format!("--ready-fd={}", ready_for_slirp.as_raw_fd()))
         .arg(format!("--exit-fd={}", exit.as_raw_fd()));
     // Without privileges, slirp4netns gets its rights over the namespace by joining the user
@@ -232,11 +243,14 @@ fn attach(
     }
 }
 
-/// Sets the routes that keep the command off everything but the public internet and the
-/// destinations it is allowed (see the module's comment), from inside its namespace.
-fn restrict(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
+/// Brings `tap0` up with its address and default route, and sets the routes that keep the
+/// command off everything but the public internet and the destinations it is allowed (see the
+/// module's comment), from inside its namespace.
+fn configure(netns: &std::fs::File, setup: &NetworkSetup) -> Result<(), String> {
     // IPv4 first, and all of it or no network: slirp4netns gives the command IPv4 only.
-    let mut ipv4 = String::new();
+    let mut ipv4 = format!(
+        "link set dev tap0 mtu {MTU} up\naddr add {ADDRESS} dev tap0\nroute add default via {GATEWAY} dev tap0\n"
+    );
     for range in NOT_PUBLIC.iter().filter(|r| !r.contains(':')) {
         ipv4.push_str(&format!("route add prohibit {range}\n"));
     }
