@@ -31,7 +31,7 @@ const PACKAGES: &[&str] = &[
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_path_buf();
-    for watched in ["wit", "plugins", "tests/fixtures", "Cargo.lock"] {
+    for watched in ["wit", "plugins", "tests/fixtures", "migrations", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     let target_root =

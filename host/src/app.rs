@@ -122,6 +122,7 @@ impl App {
             // A run heartbeats its chat three times per stale window: a live run is never
             // taken for a vanished one, whatever the window.
             heartbeat: std::time::Duration::from_secs(config.replicas.stale_after_secs) / 3,
+            approval_timeout: std::time::Duration::from_secs(config.approvals.timeout_secs),
             ..WorkerSettings::default()
         });
         let session_length = std::time::Duration::from_secs(config.api.session_days.max(1) * 24 * 3600);

@@ -57,6 +57,9 @@ use crate::plugins::{LimitsConfig, PluginLimits, PluginLimitsPatch, RuntimeOptio
 /// max_concurrent_per_root = 8   # children of one tree running at once
 /// max_spawns_per_turn = 16      # children one chat spawns in one turn
 ///
+/// [approvals]                   # tool calls the policy's `require_approval` holds
+/// timeout_secs = 900            # unanswered this long, a call is denied
+///
 /// [replicas]                    # several servers on one PostgreSQL database
 /// relay_address = "http://10.0.0.5:7420"   # where the other replicas reach this one
 /// stale_after_secs = 30         # a replica silent this long is gone: its chats run elsewhere
@@ -78,7 +81,26 @@ pub struct FileConfig {
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
     pub agents: AgentsConfig,
+    pub approvals: ApprovalsConfig,
     pub replicas: ReplicasConfig,
+}
+
+/// How long a tool call waits for a person's approval unless configured: long enough to
+/// answer from another room, short enough that a forgotten chat does not hold its turn all day.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 900;
+
+/// `[approvals]`: tool calls that the policy's `require_approval` holds for a person.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Unanswered this long, a call is denied (the model is told nobody approved it).
+    pub timeout_secs: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> ApprovalsConfig {
+        ApprovalsConfig { timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS }
+    }
 }
 
 /// How replicas sharing a PostgreSQL database find and trust each other (see `relay`).
@@ -228,6 +250,7 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     pub workspaces: crate::workspace::WorkspacesConfig,
     pub agents: AgentsConfig,
+    pub approvals: ApprovalsConfig,
     pub replicas: ReplicasConfig,
 }
 
@@ -270,6 +293,7 @@ impl Config {
             models: file.models,
             workspaces: file.workspaces,
             agents: file.agents,
+            approvals: file.approvals,
             replicas: ReplicasConfig {
                 relay_address: overrides.relay_address.clone().or(file.replicas.relay_address),
                 ..file.replicas
@@ -279,6 +303,9 @@ impl Config {
         config.limits().validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.workspaces.limits.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.agents.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if config.approvals.timeout_secs == 0 {
+            anyhow::bail!("configuration: approvals.timeout_secs must be at least 1");
+        }
         if config.api.shutdown_timeout_secs == 0 {
             anyhow::bail!("configuration: api.shutdown_timeout_secs must be at least 1");
         }
@@ -304,6 +331,7 @@ impl Config {
             models: self.models.clone(),
             workspaces: self.workspaces.clone(),
             agents: self.agents.clone(),
+            approvals: self.approvals.clone(),
             replicas: self.replicas.clone(),
         };
         Ok(toml::to_string(&file)?)

@@ -65,6 +65,25 @@ export interface QueuedMessage {
   created_at: number;
 }
 
+/** A tool call waiting for the chat owner's approval (the tool policy's require_approval). */
+export interface ToolApproval {
+  id: string;
+  chat_id: string;
+  root_chat_id: string;
+  tool_call_id: string;
+  tool: string;
+  arguments: unknown;
+  /** The rules that asked. */
+  rule: string;
+  status: "pending" | "approved" | "denied" | "expired" | "cancelled";
+  scope: "once" | "chat" | null;
+  reason: string | null;
+  created_at: number;
+  deadline_at: number;
+}
+
+export type ApprovalDecision = "approve_once" | "approve_for_chat" | "deny";
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -265,6 +284,8 @@ export const api = {
   send: (id: string, text: string) =>
     request<{ queued: boolean }>("POST", `/chats/${id}/messages`, { content: [{ type: "text", text }] }),
   interrupt: (id: string) => request<Chat>("POST", `/chats/${id}/interrupt`),
+  answerApproval: (id: string, approvalId: string, decision: ApprovalDecision, reason?: string) =>
+    request<ToolApproval>("POST", `/chats/${id}/approvals/${encodeURIComponent(approvalId)}`, { decision, reason }),
   edit: (id: string, messageId: number, text: string) =>
     request<unknown>("PATCH", `/chats/${id}/messages/${messageId}`, { content: [{ type: "text", text }] }),
   deleteQueued: (id: string, queuedId: number) => request<void>("DELETE", `/chats/${id}/queue/${queuedId}`),

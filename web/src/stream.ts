@@ -11,7 +11,7 @@
 // as one event per message, and drawing after each of a thousand would freeze the page.
 
 import { batch, signal } from "@preact/signals";
-import type { ChatStatus, Message, QueuedMessage } from "./api";
+import type { ChatStatus, Message, QueuedMessage, ToolApproval } from "./api";
 
 /** A part of the step being streamed, as its deltas have built it so far. */
 export type LivePart =
@@ -39,6 +39,8 @@ export class ChatStream {
   readonly status = signal<ChatStatus>("waiting");
   readonly lastError = signal<string | null>(null);
   readonly queue = signal<QueuedMessage[]>([]);
+  /** Tool calls waiting for the person's approval, oldest first. */
+  readonly approvals = signal<ToolApproval[]>([]);
   readonly notice = signal<string | null>(null);
   readonly connection = signal<Connection>("connecting");
 
@@ -100,6 +102,15 @@ export class ChatStream {
     on("message", (e) => this.addMessage(e.message));
     on("message_part", (e) => this.addDelta(e.part));
     on("queue_update", (e) => (this.queue.value = e.queued_messages));
+    on("approval_request", (e: { approvals: ToolApproval[] }) => {
+      const known = new Set(this.approvals.value.map((a) => a.id));
+      const waiting = e.approvals.filter((a) => a.status === "pending" && !known.has(a.id));
+      if (waiting.length > 0) this.approvals.value = [...this.approvals.value, ...waiting];
+    });
+    on("approval_answered", (e: { approvals: ToolApproval[] }) => {
+      const answered = new Set(e.approvals.map((a) => a.id));
+      this.approvals.value = this.approvals.value.filter((a) => !answered.has(a.id));
+    });
     on("discard", () => (this.nextParts = []));
     on("retry", (e) => {
       if (e.discarded_output) this.nextParts = [];

@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1`: one file per resource, one JSON error shape.
 
+mod approvals;
 mod auth;
 mod catalog;
 mod chats;
@@ -121,6 +122,9 @@ pub fn router(state: AppState) -> Router {
         .route("/chats/{id}/git/watch", get(git_watch::watch))
         .route("/chats/{id}/desktop", get(desktop::connect))
         .route("/chats/{id}/children", get(chats::children))
+        .route("/chats/{id}/approvals", get(approvals::list_for_chat))
+        .route("/chats/{id}/approvals/{approval_id}", post(approvals::answer))
+        .route("/approvals", get(approvals::list_mine))
         .route("/auth/sign-in", post(sessions::sign_in))
         .route("/auth/sign-out", post(sessions::sign_out))
         .route("/auth/session", get(sessions::session))

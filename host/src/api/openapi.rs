@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use super::approvals::{Answer, ApprovalList};
 use super::catalog::{ModelList, ProviderList};
 use super::chats::{ChildList, CreateChat, EditMessage, SendMessage};
 use super::plugins::{PluginList, PluginPatch};
@@ -22,7 +23,7 @@ use crate::chat::service::SendOutcome;
 use crate::plugin_admin::PluginView;
 use crate::policy::Saved;
 use crate::store::Workspace;
-use crate::store::{Chat, Message, QueuedMessage};
+use crate::store::{Chat, Message, QueuedMessage, ToolApproval};
 use crate::vault::SecretInfo;
 
 pub async fn openapi() -> Json<Value> {
@@ -277,6 +278,17 @@ pub fn document() -> Value {
     paths.insert("/chats/{id}/children".into(), json!({
         "parameters": chat_path,
         "get": operation("The chats this chat spawned (its subagents), oldest first; each carries parent_chat_id and root_chat_id", json!({"200": ok::<ChildList>(&mut g, "The children")})),
+    }));
+    paths.insert("/chats/{id}/approvals".into(), json!({
+        "parameters": chat_path,
+        "get": operation("The chat's tool calls waiting for the owner's approval (the policy's require_approval), oldest first", json!({"200": ok::<ApprovalList>(&mut g, "The waiting calls")})),
+    }));
+    paths.insert("/chats/{id}/approvals/{approval_id}".into(), json!({
+        "parameters": [chat_path[0].clone(), {"name": "approval_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "post": with_body(operation("Answer a waiting tool call: approve_once, approve_for_chat, or deny with a reason the model reads (409 when already answered)", json!({"200": ok::<ToolApproval>(&mut g, "The answered approval")})), body::<Answer>(&mut g)),
+    }));
+    paths.insert("/approvals".into(), json!({
+        "get": operation("Every tool call waiting for the caller's approval, across their chats and subagents", json!({"200": ok::<ApprovalList>(&mut g, "The waiting calls")})),
     }));
     paths.insert("/chats/{id}/git/watch".into(), json!({
         "parameters": chat_path,

@@ -175,6 +175,14 @@ pub(super) async fn chat_events(
             false,
         ));
     }
+    // Calls waiting for the person's answer, however long ago they asked.
+    let waiting = store.approvals_of_chat(chat_id, None).await?;
+    if !waiting.is_empty() {
+        snapshot.push(Outgoing::of(
+            &ChatEvent { seq: after, body: EventBody::ApprovalRequest { approvals: waiting } },
+            false,
+        ));
+    }
     if marking == Snapshot::Marked {
         snapshot.push(Outgoing::raw("relay_ready", serde_json::json!({"type": "relay_ready"}).to_string()));
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard, broadcast};
 
 use super::notices::{Announcer, Notice, WatchChange};
-use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult};
+use crate::store::{Chat, ChatStatus, Message, QueuedMessage, Store, StoreError, StoreResult, ToolApproval};
 
 /// Numbers a channel reserves at a time: one database write per this many live events.
 const LEASE: i64 = 256;
@@ -76,6 +76,17 @@ pub enum EventBody {
         message: String,
         /// Between 0 and 1 when the plugin knows.
         fraction: Option<f32>,
+    },
+    /// Tool calls waiting for the chat owner's approval (the policy's `require_approval`): the
+    /// calls of one step, asked together; on a reconnect, every call still waiting. The step
+    /// goes on once each is answered (`POST /api/v1/chats/{id}/approvals/{approval}`) or its
+    /// deadline passes (a denial).
+    ApprovalRequest {
+        approvals: Vec<ToolApproval>,
+    },
+    /// Approvals answered: approved, denied (with the person's reason), expired or cancelled.
+    ApprovalAnswered {
+        approvals: Vec<ToolApproval>,
     },
     /// The parts streamed since the last message will not be stored: drop them. What replaces
     /// them (a run of the step again, or an error) follows.
@@ -150,11 +161,27 @@ pub enum PartDelta {
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WatchEvent {
-    Created { chat: Chat },
-    StatusChange { chat: Chat },
-    TitleChange { chat: Chat },
-    Archived { chat: Chat },
-    Unarchived { chat: Chat },
+    Created {
+        chat: Chat,
+    },
+    StatusChange {
+        chat: Chat,
+    },
+    TitleChange {
+        chat: Chat,
+    },
+    Archived {
+        chat: Chat,
+    },
+    Unarchived {
+        chat: Chat,
+    },
+    /// Calls of the chat (a root chat, or a subagent of one of the person's chats) wait for the
+    /// person's approval: every call of the chat still waiting.
+    ApprovalRequest {
+        chat: Chat,
+        approvals: Vec<ToolApproval>,
+    },
 }
 
 impl WatchEvent {
@@ -166,6 +193,7 @@ impl WatchEvent {
             WatchChange::TitleChange => WatchEvent::TitleChange { chat },
             WatchChange::Archived => WatchEvent::Archived { chat },
             WatchChange::Unarchived => WatchEvent::Unarchived { chat },
+            WatchChange::ApprovalRequest => WatchEvent::ApprovalRequest { chat, approvals: Vec::new() },
         }
     }
 
@@ -176,6 +204,7 @@ impl WatchEvent {
             WatchEvent::TitleChange { .. } => WatchChange::TitleChange,
             WatchEvent::Archived { .. } => WatchChange::Archived,
             WatchEvent::Unarchived { .. } => WatchChange::Unarchived,
+            WatchEvent::ApprovalRequest { .. } => WatchChange::ApprovalRequest,
         }
     }
 
@@ -185,7 +214,8 @@ impl WatchEvent {
             | WatchEvent::StatusChange { chat }
             | WatchEvent::TitleChange { chat }
             | WatchEvent::Archived { chat }
-            | WatchEvent::Unarchived { chat } => chat,
+            | WatchEvent::Unarchived { chat }
+            | WatchEvent::ApprovalRequest { chat, .. } => chat,
         }
     }
 }
@@ -481,6 +511,8 @@ impl ChannelGuard<'_> {
             EventBody::Status { .. } => Some("status"),
             EventBody::QueueUpdate { .. } => Some("queue_update"),
             EventBody::Error { .. } => Some("error"),
+            EventBody::ApprovalRequest { .. } => Some("approval_request"),
+            EventBody::ApprovalAnswered { .. } => Some("approval_answered"),
             _ => None,
         };
         self.publish(ChatEvent { seq, body });

@@ -1,6 +1,7 @@
 //! Chats: the message model, events, the service the API and worker share, and the worker that
 //! runs turns.
 
+pub mod approvals;
 mod compaction;
 pub mod events;
 mod metrics;

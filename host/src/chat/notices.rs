@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Notice {
-    /// A chat's durable event (`message`, `status`, `queue_update`, `error`), numbered `seq`.
+    /// A chat's durable event (`message`, `status`, `queue_update`, `error`, `approval_request`,
+    /// `approval_answered`), numbered `seq`.
     Event { chat: String, seq: i64, kind: String },
     /// A change its owner's watch streams show.
     Watch { chat: String, change: WatchChange },
@@ -27,6 +28,7 @@ pub enum WatchChange {
     TitleChange,
     Archived,
     Unarchived,
+    ApprovalRequest,
 }
 
 /// Cached configuration another replica changed.

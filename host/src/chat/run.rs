@@ -43,6 +43,8 @@ pub struct RunContext {
     pub retry: RetryPolicy,
     /// Model calls per turn at most.
     pub max_steps: usize,
+    /// How long a tool call waits for a person's approval before it is denied.
+    pub approval_timeout: std::time::Duration,
 }
 
 /// One run of one chat's turn.

@@ -47,6 +47,9 @@ pub struct ChatService {
     pub runs: Runs,
     /// Wakes the worker when a chat becomes pending.
     pub wake: Notify,
+    /// Wakes steps waiting for tool call approvals when one is answered (here, or on another
+    /// replica: the relay passes its notice on).
+    pub approval_answered: Notify,
     /// This process's worker id, once it shares the database with other replicas.
     pub replica_id: std::sync::OnceLock<String>,
     /// Turns and model calls, for `/metrics`.
@@ -60,6 +63,7 @@ impl ChatService {
             hub: EventHub::default(),
             runs: Runs::default(),
             wake: Notify::new(),
+            approval_answered: Notify::new(),
             replica_id: std::sync::OnceLock::new(),
             metrics: super::metrics::ChatMetrics::new(),
         })

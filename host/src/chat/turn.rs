@@ -386,11 +386,14 @@ async fn run_tools_until_stopped(
         _ = run.handle.stopped() => {
             let stop = run.stopped();
             if matches!(stop, Stop::Interrupted) {
+                // Calls still waiting for approval never run now. (After a shutdown they stay
+                // pending: the step runs again and waits for them.)
+                super::approvals::cancel_waiting(&run.services().chats, &run.chat.id).await?;
                 run.store_message(Role::Tool, if_interrupted, None, None).await?;
             }
             Err(stop)
         }
-        results = run_tools(caller, calls) => Ok(results),
+        results = run_tools(caller, calls) => results,
     }
 }
 
@@ -408,14 +411,25 @@ async fn answer_calls_cut_off_by_a_restart(
     if calls.is_empty() {
         return Ok(());
     }
-    let repeatable = |tool: &str| {
-        run.services()
-            .runtime
-            .loaded()
-            .tools()
-            .any(|t| t.name == tool && (t.annotations.read_only || t.annotations.idempotent))
+    // Calls that were waiting for approval (or approved, and not started) never ran: they go
+    // through the step's checks again, and find their approvals as they were.
+    let mut not_started = BTreeSet::new();
+    for (id, _, _) in &calls {
+        let approval = run.services().chats.store.approval_of_call(&run.chat.id, id).await?;
+        if approval.is_some_and(|a| a.started_at.is_none()) {
+            not_started.insert(id.clone());
+        }
+    }
+    let repeatable = |(id, tool, _): &(String, String, Value)| {
+        not_started.contains(id)
+            || run
+                .services()
+                .runtime
+                .loaded()
+                .tools()
+                .any(|t| t.name == *tool && (t.annotations.read_only || t.annotations.idempotent))
     };
-    let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|(_, tool, _)| repeatable(tool));
+    let (again, unknown): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|call| repeatable(call));
     tracing::warn!(
         repeated = ?again.iter().map(|c| &c.1).collect::<Vec<_>>(),
         unknown = ?unknown.iter().map(|c| &c.1).collect::<Vec<_>>(),
@@ -427,7 +441,7 @@ async fn answer_calls_cut_off_by_a_restart(
         let mut cut_off = error_results(&unknown, CUT_OFF_CALL).into_iter();
         calls
             .iter()
-            .filter_map(|(_, tool, _)| if repeatable(tool) { repeated.next() } else { cut_off.next() })
+            .filter_map(|call| if repeatable(call) { repeated.next() } else { cut_off.next() })
             .collect::<Vec<_>>()
     };
     let policy = run.services().policy.refresh().await?;
@@ -639,9 +653,60 @@ struct Caller<'a> {
 }
 
 /// Runs a step's tool calls concurrently; results come back in call order. Each call is checked
-/// against the policy again, since a model may call a tool it was not told about.
-async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Vec<MessagePart> {
+/// against the policy again, since a model may call a tool it was not told about; the calls the
+/// policy lets through that need a person's approval wait for it, asked together.
+async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Result<Vec<MessagePart>, Stop> {
     let Caller { run, principal, policy, visible } = *caller;
+    let mut answers: Vec<Option<String>> =
+        calls.iter().map(|(_, name, args)| refusal(run, principal, policy, visible, name, args)).collect();
+    let admissible: Vec<usize> = (0..calls.len()).filter(|i| answers[*i].is_none()).collect();
+    let asked: Vec<&super::approvals::Call> = admissible.iter().map(|i| &calls[*i]).collect();
+    let admitted = super::approvals::admit(run, principal, policy, &asked).await?;
+    for (index, answer) in admissible.into_iter().zip(admitted) {
+        answers[index] = answer;
+    }
+    let runs = calls.iter().zip(answers).map(|((id, name, args), answer)| async move {
+        let (result, is_error, images) = match answer {
+            Some(refused) => (refused, true, Vec::new()),
+            None => call_tool(caller, id, name, args).await,
+        };
+        MessagePart::ToolResult {
+            tool_call_id: id.clone(),
+            tool_name: name.clone(),
+            result: Value::String(result),
+            is_error,
+            images,
+        }
+    });
+    Ok(futures::future::join_all(runs).await)
+}
+
+/// Why a call is not made at all (the policy denies it, or its arguments are no JSON object),
+/// as the model reads it.
+fn refusal(
+    run: &Run<'_>,
+    principal: &Principal,
+    policy: &ActivePolicy,
+    visible: &BTreeSet<String>,
+    name: &str,
+    args: &Value,
+) -> Option<String> {
+    if let Some(denied) = denial(run, principal, policy, visible, name) {
+        return Some(denied);
+    }
+    match args {
+        Value::Object(_) => None,
+        Value::String(raw) => {
+            Some(format!("the arguments of `{name}` are not valid JSON ({raw:.200}); send a JSON object"))
+        }
+        other => Some(format!("the arguments of `{name}` must be a JSON object, not {other}")),
+    }
+}
+
+/// Makes one call the policy admitted: its output as the model reads it, whether it is an
+/// error, and its images.
+async fn call_tool(caller: &Caller<'_>, id: &str, name: &str, args: &Value) -> (String, bool, Vec<ImageData>) {
+    let Caller { run, principal, policy, .. } = *caller;
     let chat = run.chat;
     let access = ChatServices {
         workspaces: run.services().workspaces.clone(),
@@ -655,55 +720,28 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Ve
             workspace_id: None,
         },
     };
-    let runs = calls.iter().map(|(id, name, args)| {
-        let access = access.clone();
-        async move {
-            let denied = denial(run, principal, policy, visible, name);
-            let mut images = Vec::new();
-            let (result, is_error) = match (denied, args) {
-                (Some(message), _) => (message, true),
-                (None, Value::Object(_)) => {
-                    // Looked up per call: an earlier call of this step may have made it.
-                    let workspace = chat_files_root(run, &chat.id).await;
-                    let request = CallRequest {
-                        tool: name.clone(),
-                        arguments: args.clone(),
-                        context: CallContext {
-                            chat_id: chat.id.clone(),
-                            root_chat_id: chat.root_chat_id.clone(),
-                            parent_chat_id: chat.parent_chat_id.clone(),
-                            kind: chat.kind,
-                            user_id: chat.owner_id.clone(),
-                            call_id: id.clone(),
-                        },
-                        workspace,
-                        chat: Some(access),
-                        grants: Some(run.services().policy.grants(policy, principal, name)),
-                        progress: Some(progress_to_stream(run, id)),
-                    };
-                    match run.services().runtime.call(request).await {
-                        Ok(output) => {
-                            images = output_images(&output);
-                            (output_text(&output), output.is_error)
-                        }
-                        Err(error) => (error.to_string(), true),
-                    }
-                }
-                (None, Value::String(raw)) => {
-                    (format!("the arguments of `{name}` are not valid JSON ({raw:.200}); send a JSON object"), true)
-                }
-                (None, other) => (format!("the arguments of `{name}` must be a JSON object, not {other}"), true),
-            };
-            MessagePart::ToolResult {
-                tool_call_id: id.clone(),
-                tool_name: name.clone(),
-                result: Value::String(result),
-                is_error,
-                images,
-            }
-        }
-    });
-    futures::future::join_all(runs).await
+    // Looked up per call: an earlier call of this step may have made it.
+    let workspace = chat_files_root(run, &chat.id).await;
+    let request = CallRequest {
+        tool: name.to_string(),
+        arguments: args.clone(),
+        context: CallContext {
+            chat_id: chat.id.clone(),
+            root_chat_id: chat.root_chat_id.clone(),
+            parent_chat_id: chat.parent_chat_id.clone(),
+            kind: chat.kind,
+            user_id: chat.owner_id.clone(),
+            call_id: id.to_string(),
+        },
+        workspace,
+        chat: Some(access),
+        grants: Some(run.services().policy.grants(policy, principal, name)),
+        progress: Some(progress_to_stream(run, id)),
+    };
+    match run.services().runtime.call(request).await {
+        Ok(output) => (output_text(&output), output.is_error, output_images(&output)),
+        Err(error) => (error.to_string(), true, Vec::new()),
+    }
 }
 
 /// Where the files of the chat's workspace are on this machine, if it has a workspace.

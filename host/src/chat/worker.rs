@@ -19,6 +19,8 @@ pub struct WorkerSettings {
     /// How failed model calls are retried.
     pub retry: RetryPolicy,
     pub max_steps: usize,
+    /// How long a tool call waits for a person's approval before it is denied.
+    pub approval_timeout: Duration,
     pub max_concurrent_chats: usize,
     pub heartbeat: Duration,
     /// A running chat whose heartbeat is older than this is given back to pending (a replica
@@ -39,6 +41,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             retry: RetryPolicy::default(),
             max_steps: 100,
+            approval_timeout: Duration::from_secs(crate::config::DEFAULT_APPROVAL_TIMEOUT_SECS),
             max_concurrent_chats: 256,
             heartbeat: Duration::from_secs(10),
             stale_after: Duration::from_secs(30),
@@ -63,6 +66,7 @@ impl Worker {
             worker_id: format!("worker-{}", crate::store::new_id()),
             retry: settings.retry,
             max_steps: settings.max_steps,
+            approval_timeout: settings.approval_timeout,
         };
         Arc::new(Worker { context: Arc::new(context), settings })
     }

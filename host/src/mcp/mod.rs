@@ -24,7 +24,7 @@ use crate::plugins::capabilities::workspace_exec::WorkspaceExec;
 use crate::plugins::capabilities::workspace_fs::WorkspaceFs;
 use crate::plugins::capabilities::{Capability, ChatServices, ProgressSink};
 use crate::plugins::{CallContext, CallRequest, ContentPart, PluginRuntime, ToolOutput};
-use crate::policy::{ActivePolicy, PolicyEngine, Principal};
+use crate::policy::{ActivePolicy, Attendance, PolicyEngine, Principal};
 use crate::store::{User, Workspace};
 use crate::workspace::{ChatScope, WorkspaceService};
 
@@ -145,12 +145,22 @@ impl McpGateway {
     fn denial(&self, policy: &ActivePolicy, principal: &Principal, plugin: &str, tool: &str) -> Option<String> {
         let shown = policy.rules.visible_tools(principal).contains(tool);
         let decision = self.policy.decide_call(policy, principal, shown, plugin, tool);
-        (!decision.allowed).then(|| {
-            format!(
+        if !decision.allowed {
+            return Some(format!(
                 "tool `{tool}` is not available to MCP clients: the tool policy denies it ({}); an admin can change the policy",
                 decision.decided_by
-            )
-        })
+            ));
+        }
+        // An MCP call has nobody to ask while it waits: a call that needs approval is refused.
+        match self.policy.attendance(policy, principal, plugin, tool) {
+            Attendance::Unattended => None,
+            Attendance::Ask { rule } => Some(format!(
+                "tool `{tool}` needs a person's approval under the tool policy ({rule}), which MCP calls cannot ask for; call it from a chat, or ask an admin to change the policy"
+            )),
+            Attendance::Undecidable { rule } => Some(format!(
+                "tool `{tool}` did not run: the tool policy's approval rules cannot be evaluated ({rule}); an admin must fix the policy"
+            )),
+        }
     }
 
     /// The session's workspace, when it has one and this server holds it.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 pub use check::{Invalid, MAX_NESTING, MAX_OPERATORS_PER_RULE, MAX_POLICY_BYTES, Problem};
 pub use entities::{Inventory, Principal};
-pub use rules::{Action, Decision, Explanation, NO_RULE_PERMITS, Rules};
+pub use rules::{Action, Attendance, Decision, Explanation, NO_RULE_PERMITS, Rules};
 
 use crate::domain::ChatKind;
 use crate::plugins::capabilities::{Grants, ScopeCheck};
@@ -84,7 +84,7 @@ pub struct PolicyEngine {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    /// `call_tool` or `use_capability`.
+    /// `call_tool`, `use_capability` or `require_approval`.
     action: &'static str,
     /// `allow` or `deny`.
     decision: &'static str,
@@ -380,7 +380,6 @@ impl PolicyEngine {
         })
     }
 
-    /// Records a denial in the audit log (written in the background).
     /// Adds the decision counts to a server's registry.
     pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
         registry.register(
@@ -391,14 +390,11 @@ impl PolicyEngine {
     }
 
     fn count_decision(&self, action: Action, allowed: bool) {
-        let action = match action {
-            Action::UseCapability => "use_capability",
-            _ => "call_tool",
-        };
-        let labels = DecisionLabels { action, decision: if allowed { "allow" } else { "deny" } };
+        let labels = DecisionLabels { action: action.name(), decision: if allowed { "allow" } else { "deny" } };
         self.decisions.get_or_create(&labels).inc();
     }
 
+    /// Records a denial in the audit log (written in the background).
     pub fn record(&self, denial: Denial) {
         if let Err(e) = self.audit.try_send(denial) {
             tracing::warn!(error = %e, "the audit log is falling behind; a denial was not recorded");
@@ -441,6 +437,29 @@ impl PolicyEngine {
             created_at: now_ms(),
         });
         decision
+    }
+
+    /// Whether a call that `call_tool` permits needs its chat owner's approval. A call whose
+    /// approval rules fail to evaluate is denied (and audited as such): never run unasked.
+    pub fn attendance(&self, policy: &ActivePolicy, principal: &Principal, plugin: &str, tool: &str) -> Attendance {
+        let attendance = policy.rules.attendance(principal, tool);
+        if let Attendance::Undecidable { rule } = &attendance {
+            tracing::warn!(tool, plugin, chat_id = %principal.id, decided_by = %rule, "tool call denied: its approval rules cannot be evaluated");
+            self.count_decision(Action::RequireApproval, false);
+            self.record(Denial {
+                id: 0,
+                chat_id: principal.id.clone(),
+                tool: tool.to_string(),
+                plugin: plugin.to_string(),
+                action: Action::RequireApproval.name().into(),
+                capability: None,
+                scope: None,
+                decided_by: rule.clone(),
+                policy_version: policy.version,
+                created_at: now_ms(),
+            });
+        }
+        attendance
     }
 
     /// The capabilities a call of `tool` may use, decided now, with a check of each scoped use.
@@ -643,6 +662,38 @@ mod tests {
             .unwrap()
             .join()
             .expect("checking, evaluating and dropping the policy fit an ordinary stack");
+    }
+
+    #[test]
+    fn only_rules_naming_require_approval_ask_forbids_exempt_and_a_failing_rule_is_undecidable() {
+        let text = format!(
+            "{DEFAULT_POLICY}\n@id(\"allow-all\")\npermit (principal, action, resource);\n\
+             @id(\"members-approve-writes\")\npermit (principal, action == Action::\"require_approval\", resource)\n\
+             when {{ principal.owner_role == \"member\" && [\"write_file\", \"forecast\"].contains(resource.name) }};\n\
+             @id(\"root-chats-forecast-unasked\")\nforbid (principal, action == Action::\"require_approval\", resource == Tool::\"forecast\")\n\
+             when {{ principal.kind == \"root\" }};\n\
+             @id(\"overflows-below-the-root\")\npermit (principal, action == Action::\"require_approval\", resource == Tool::\"read_file\")\n\
+             when {{ principal.depth * 9223372036854775807 * 2 > 0 }};\n"
+        );
+        let rules = check_text(&text, &sample_inventory(0)).unwrap_or_else(|e| panic!("{e}")).rules;
+        let root = chat(ChatKind::Root);
+        // `allow-all` names no action: it permits every call, and asks about none.
+        assert_eq!(rules.attendance(&root, "list_templates"), Attendance::Unattended);
+        assert_eq!(rules.attendance(&root, "write_file"), Attendance::Ask { rule: "members-approve-writes".into() });
+        assert_eq!(rules.attendance(&root, "forecast"), Attendance::Unattended, "a forbid exempts");
+        let admins = Principal { owner_role: "admin".into(), ..root.clone() };
+        assert_eq!(rules.attendance(&admins, "write_file"), Attendance::Unattended);
+        // The failing rule could have asked: the call is undecidable, which denies it.
+        assert_eq!(rules.attendance(&root, "read_file"), Attendance::Unattended, "no overflow at depth 0");
+        let failing = rules.attendance(&chat(ChatKind::Subagent), "read_file");
+        assert_eq!(failing, Attendance::Undecidable { rule: "overflows-below-the-root (failed to evaluate)".into() });
+        assert_eq!(rules.attendance(&root, "no_such_tool"), Attendance::Unattended, "its call fails anyway");
+        let explained = rules.explain(&root);
+        let verdict = explained.tools.iter().find(|t| t.tool == "write_file").unwrap();
+        assert_eq!(
+            (verdict.needs_approval, verdict.approval_decided_by.as_deref()),
+            (true, Some("members-approve-writes"))
+        );
     }
 
     fn chat(kind: ChatKind) -> Principal {

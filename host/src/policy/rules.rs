@@ -21,6 +21,8 @@ pub enum Action {
     SeeTool,
     CallTool,
     UseCapability,
+    /// Whether a call waits for a person's approval (a `permit` asks for it).
+    RequireApproval,
 }
 
 impl Action {
@@ -33,6 +35,7 @@ impl Action {
             Action::SeeTool => "see_tool",
             Action::CallTool => "call_tool",
             Action::UseCapability => "use_capability",
+            Action::RequireApproval => "require_approval",
         }
     }
 }
@@ -64,6 +67,11 @@ pub struct ToolVerdict {
     /// Whether a call runs (`call_tool`).
     pub callable: bool,
     pub call_decided_by: String,
+    /// Whether a call waits for the chat owner's approval (`require_approval`); a call whose
+    /// approval rules cannot be evaluated is denied.
+    pub needs_approval: bool,
+    /// The rules that ask for approval (or failed to evaluate), if any.
+    pub approval_decided_by: Option<String>,
 }
 
 /// Whether a tool may use a capability its plugin imports (`use_capability` without a scope;
@@ -75,6 +83,17 @@ pub struct CapabilityVerdict {
     pub capability: String,
     pub allowed: bool,
     pub decided_by: String,
+}
+
+/// Whether a permitted call may run unattended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attendance {
+    /// No rule asks for approval (or a `forbid` exempts the call).
+    Unattended,
+    /// The call waits for its chat's owner; `rule` names the rules that asked.
+    Ask { rule: String },
+    /// A rule about approval failed to evaluate: the call is denied, never run unasked.
+    Undecidable { rule: String },
 }
 
 /// The label of a denial no rule made.
@@ -107,7 +126,7 @@ pub type CallRights = (Decision, Arc<Vec<String>>);
 fn index(set: &PolicySet, inventory: &Inventory) -> HashMap<(Action, EntityUid), PolicySet> {
     let mut resources: Vec<(Action, EntityUid, Vec<EntityUid>)> = Vec::new();
     for tool in &inventory.tools {
-        for action in [Action::SeeTool, Action::CallTool] {
+        for action in [Action::SeeTool, Action::CallTool, Action::RequireApproval] {
             resources.push((action, uid("Tool", &tool.name), vec![uid("Plugin", &tool.plugin)]));
         }
     }
@@ -131,7 +150,9 @@ fn index(set: &PolicySet, inventory: &Inventory) -> HashMap<(Action, EntityUid),
 
 fn may_apply(policy: &Policy, action: &EntityUid, resource: &EntityUid, parents: &[EntityUid]) -> bool {
     let action_matches = match policy.action_constraint() {
-        ActionConstraint::Any => true,
+        // Only rules that name `require_approval` ask for approval: `permit (principal, action,
+        // resource)`, written to allow everything, must not make every call wait for a person.
+        ActionConstraint::Any => *action != Action::RequireApproval.uid(),
         ActionConstraint::Eq(a) => &a == action,
         ActionConstraint::In(actions) => actions.contains(action),
     };
@@ -217,6 +238,29 @@ impl Rules {
         rights
     }
 
+    /// Whether a call of `tool` (which `call_tool` permits) needs a person's approval first.
+    /// Fails closed: a rule that cannot be evaluated makes the call undecidable, which denies
+    /// it, whether the rule would have asked (a `permit`) or exempted (a `forbid`).
+    pub fn attendance(&self, principal: &Principal, tool: &str) -> Attendance {
+        // Evaluated on the indexed rules only (those naming the action). A tool no plugin offers
+        // has none, and its call fails anyway.
+        if self.inventory.tool(tool).is_none() {
+            return Attendance::Unattended;
+        }
+        if !self.index.contains_key(&(Action::RequireApproval, uid("Tool", tool))) {
+            return Attendance::Undecidable { rule: "the approval rules could not be indexed".into() };
+        }
+        let (decision, failed) = self.evaluate(principal, Action::RequireApproval, uid("Tool", tool), Context::empty());
+        if !failed.is_empty() {
+            let labels: Vec<&str> = failed.iter().map(|(label, _)| label.as_str()).collect();
+            return Attendance::Undecidable { rule: format!("{} (failed to evaluate)", labels.join(", ")) };
+        }
+        match decision.allowed {
+            true => Attendance::Ask { rule: decision.decided_by },
+            false => Attendance::Unattended,
+        }
+    }
+
     /// Whether the chat may see or call the tool.
     pub fn decide_tool(&self, principal: &Principal, action: Action, tool: &str) -> Decision {
         self.decide(principal, action, uid("Tool", tool), Context::empty())
@@ -253,6 +297,10 @@ impl Rules {
         for tool in &self.inventory.tools {
             let see = self.decide_tool(principal, Action::SeeTool, &tool.name);
             let call = self.decide_tool(principal, Action::CallTool, &tool.name);
+            let (needs_approval, approval_decided_by) = match self.attendance(principal, &tool.name) {
+                Attendance::Unattended => (false, None),
+                Attendance::Ask { rule } | Attendance::Undecidable { rule } => (true, Some(rule)),
+            };
             tools.push(ToolVerdict {
                 tool: tool.name.clone(),
                 plugin: tool.plugin.clone(),
@@ -260,6 +308,8 @@ impl Rules {
                 decided_by: see.decided_by,
                 callable: call.allowed,
                 call_decided_by: call.decided_by,
+                needs_approval,
+                approval_decided_by,
             });
             let mut imports = self.inventory.plugin(&tool.plugin).map(|p| p.capabilities.clone()).unwrap_or_default();
             // Asked per use: the network of a command, a private address of a request.
@@ -281,48 +331,69 @@ impl Rules {
     }
 
     fn decide(&self, principal: &Principal, action: Action, resource: EntityUid, context: Context) -> Decision {
+        let (decision, failed) = self.evaluate(principal, action, resource, context);
+        if !decision.allowed {
+            return decision;
+        }
+        // Cedar skips a rule that fails to evaluate. A skipped `forbid` must not let a
+        // `permit` through: such a failure denies, naming the rule.
+        let mut failed_forbids: Vec<&str> = failed
+            .iter()
+            .filter(|(_, effect)| *effect == cedar_policy::Effect::Forbid)
+            .map(|(label, _)| label.as_str())
+            .collect();
+        if failed_forbids.is_empty() {
+            return decision;
+        }
+        failed_forbids.sort_unstable();
+        Decision { allowed: false, decided_by: format!("{} (failed to evaluate)", failed_forbids.join(", ")) }
+    }
+
+    /// Cedar's decision, with the rules that failed to evaluate (their labels and effects).
+    fn evaluate(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: EntityUid,
+        context: Context,
+    ) -> (Decision, Vec<(String, cedar_policy::Effect)>) {
         let resource_key = resource.clone();
         let entities = match self.entities(principal) {
             Ok(entities) => entities,
             Err(e) => {
-                return Decision {
-                    allowed: false,
-                    decided_by: format!("the chat could not be described to the policy: {e}"),
-                };
+                let why = format!("the chat could not be described to the policy: {e}");
+                return (
+                    Decision { allowed: false, decided_by: why.clone() },
+                    vec![(why, cedar_policy::Effect::Forbid)],
+                );
             }
         };
         let request = match Request::new(uid("Chat", &principal.id), action.uid(), resource, context, None) {
             Ok(request) => request,
             Err(e) => {
-                return Decision { allowed: false, decided_by: format!("the request could not be evaluated: {e}") };
+                let why = format!("the request could not be evaluated: {e}");
+                return (
+                    Decision { allowed: false, decided_by: why.clone() },
+                    vec![(why, cedar_policy::Effect::Forbid)],
+                );
             }
         };
         let rules = self.index.get(&(action, resource_key)).unwrap_or(&self.set);
         let response = self.authorizer.is_authorized(&request, rules, &entities);
-        // Cedar skips a rule that fails to evaluate. A skipped `forbid` must not let a
-        // `permit` through: such a failure denies, naming the rule.
-        let mut failed_forbids = Vec::new();
+        let label = |id: &PolicyId| self.labels.get(id).map_or_else(|| id.to_string(), Clone::clone);
+        let mut failed = Vec::new();
         for error in response.diagnostics().errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(failure) = error;
             let id = failure.policy_id();
-            tracing::warn!(rule = self.labels.get(id).map_or(id.as_ref(), String::as_str), error = %error, "a policy rule failed to evaluate");
-            if self.set.policy(id).is_some_and(|p| p.effect() == cedar_policy::Effect::Forbid) {
-                failed_forbids.push(self.labels.get(id).map_or(id.as_ref(), String::as_str));
-            }
+            tracing::warn!(rule = %label(id), error = %error, "a policy rule failed to evaluate");
+            let effect = self.set.policy(id).map_or(cedar_policy::Effect::Forbid, |p| p.effect());
+            failed.push((label(id), effect));
         }
-        if !failed_forbids.is_empty() {
-            failed_forbids.sort_unstable();
-            return Decision {
-                allowed: false,
-                decided_by: format!("{} (failed to evaluate)", failed_forbids.join(", ")),
-            };
-        }
-        let mut rules: Vec<&str> =
-            response.diagnostics().reason().map(|id| self.labels.get(id).map_or(id.as_ref(), String::as_str)).collect();
+        let mut rules: Vec<String> = response.diagnostics().reason().map(label).collect();
         rules.sort_unstable();
         let allowed = response.decision() == CedarDecision::Allow;
         let decided_by = if rules.is_empty() { NO_RULE_PERMITS.to_string() } else { rules.join(", ") };
-        Decision { allowed, decided_by }
+        (Decision { allowed, decided_by }, failed)
     }
 
     fn entities(&self, principal: &Principal) -> Result<Arc<Entities>, String> {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::events::{ChatChannel, EventBody, WatchEvent};
-use crate::chat::notices::{Notice, Reload};
+use crate::chat::notices::{Notice, Reload, WatchChange};
 use crate::chat::runs::StopReason;
 use crate::chat::service::ChatService;
 use crate::config::ReplicasConfig;
@@ -239,6 +239,10 @@ impl Relay {
         let chats = &self.services.chats;
         match notice {
             Notice::Event { chat, seq, kind } => {
+                if kind == "approval_answered" {
+                    // A step here may be waiting for that answer.
+                    chats.approval_answered.notify_waiters();
+                }
                 if let Err(e) = self.on_chat_event(&chat, seq, &kind).await {
                     tracing::warn!(chat_id = chat, error = %e, "cannot follow another replica's event");
                 }
@@ -247,7 +251,17 @@ impl Relay {
                 if chats.hub.watched()
                     && let Ok(Some(chat)) = self.store().chat(&chat).await
                 {
-                    chats.hub.notify_from_elsewhere(WatchEvent::of(change, chat));
+                    let event = match change {
+                        WatchChange::ApprovalRequest => match self.store().approvals_of_chat(&chat.id, None).await {
+                            Ok(approvals) => WatchEvent::ApprovalRequest { chat, approvals },
+                            Err(e) => {
+                                tracing::warn!(chat_id = chat.id, error = %e, "cannot read the approvals another replica asked for");
+                                return;
+                            }
+                        },
+                        change => WatchEvent::of(change, chat),
+                    };
+                    chats.hub.notify_from_elsewhere(event);
                 }
             }
             Notice::Pending => chats.wake.notify_one(),
@@ -362,6 +376,18 @@ impl Relay {
                 let queued_messages = self.store().queued_messages(chat_id).await?;
                 publish(&mut guard, seq, EventBody::QueueUpdate { queued_messages });
             }
+            // Which approvals the notice was about is not in it: the ones waiting, or the ones
+            // answered just now (clients take each approval by its id, so a repeat is harmless).
+            "approval_request" => {
+                let approvals = self.store().approvals_of_chat(chat_id, None).await?;
+                publish(&mut guard, seq, EventBody::ApprovalRequest { approvals });
+            }
+            "approval_answered" => {
+                let since = now_ms() - RECENTLY_ANSWERED_MS;
+                let approvals = self.store().approvals_of_chat(chat_id, Some(since)).await?;
+                let approvals = approvals.into_iter().filter(|a| a.answered_at.is_some()).collect();
+                publish(&mut guard, seq, EventBody::ApprovalAnswered { approvals });
+            }
             _ => {}
         }
         Ok(())
@@ -376,7 +402,7 @@ impl Relay {
         ids.sort();
         ids.dedup();
         for chat_id in ids {
-            for kind in ["message", "status", "queue_update"] {
+            for kind in ["message", "status", "queue_update", "approval_request"] {
                 if let Err(e) = self.on_chat_event(&chat_id, CATCH_UP, kind).await {
                     tracing::warn!(chat_id, error = %e, "cannot catch up with a chat after losing the notice connection");
                 }
@@ -397,6 +423,9 @@ fn publish(guard: &mut crate::chat::events::ChannelGuard<'_>, seq: i64, body: Ev
         guard.publish_from_elsewhere(seq, body);
     }
 }
+
+/// How far back an `approval_answered` notice's approvals are looked for.
+const RECENTLY_ANSWERED_MS: i64 = 10_000;
 
 /// The number a catch-up passes for events it cannot know the number of.
 const CATCH_UP: i64 = i64::MAX;

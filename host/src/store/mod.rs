@@ -3,6 +3,7 @@
 //! (acquiring work) branch on [`Backend`].
 
 mod agents;
+mod approvals;
 mod catalog;
 mod chats;
 mod liveness;
@@ -15,6 +16,7 @@ mod users;
 mod work;
 mod workspaces;
 
+pub use approvals::{ApprovalScope, ApprovalStatus, NewApproval, ToolApproval};
 pub use catalog::{ModelRecord, Pricing, ProviderRecord, Source};
 pub use chats::{Chat, ChatStatus, Message, NewChat, QueuedMessage};
 pub use liveness::WorkerLock;

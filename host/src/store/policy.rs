@@ -25,7 +25,7 @@ pub struct Denial {
     pub chat_id: String,
     pub tool: String,
     pub plugin: String,
-    /// `call_tool` or `use_capability`.
+    /// `call_tool`, `use_capability`, or `require_approval` (its rules failed to evaluate).
     pub action: String,
     pub capability: Option<String>,
     pub scope: Option<String>,

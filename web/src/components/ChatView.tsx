@@ -2,7 +2,7 @@
 
 import { memo } from "preact/compat";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, type Chat, type Message, type MessagePart, type QueuedMessage } from "../api";
+import { api, type ApprovalDecision, type Chat, type Message, type MessagePart, type QueuedMessage, type ToolApproval } from "../api";
 import { chats, markSeen } from "../chats";
 import { ChatStream, type LivePart } from "../stream";
 import { Composer } from "./Composer";
@@ -117,6 +117,51 @@ function Queue({ chatId, queued }: { chatId: string; queued: QueuedMessage[] }) 
             <button class="link" onClick={() => act(api.deleteQueued(chatId, q.id))} aria-label="Delete queued message">
               Delete
             </button>
+          </li>
+        ))}
+      </ol>
+      {error && <p class="error">{error}</p>}
+    </section>
+  );
+}
+
+/** Tool calls waiting for the person: each approved once, approved for the chat, or denied
+ * with a reason the model reads. */
+function Approvals({ chatId, waiting }: { chatId: string; waiting: ToolApproval[] }) {
+  const [error, setError] = useState<string | null>(null);
+  const [reasons, setReasons] = useState<Record<string, string>>({});
+  if (waiting.length === 0) return null;
+  const answer = (approval: ToolApproval, decision: ApprovalDecision) =>
+    api
+      .answerApproval(chatId, approval.id, decision, decision === "deny" ? reasons[approval.id] || undefined : undefined)
+      .then(() => setError(null), (e) => setError((e as Error).message));
+  return (
+    <section class="approvals" aria-label="Tool calls waiting for your approval">
+      <h2>Waiting for your approval</h2>
+      <ol>
+        {waiting.map((a) => (
+          <li key={a.id}>
+            <div class="call">
+              <code>{a.tool}</code> <code class="args">{JSON.stringify(a.arguments)}</code>
+              <span class="rule" title="The policy rule that asks">
+                {a.rule} · until {new Date(a.deadline_at).toLocaleTimeString()}
+              </span>
+            </div>
+            <div class="actions">
+              <button onClick={() => answer(a, "approve_once")}>Approve</button>
+              <button class="secondary" onClick={() => answer(a, "approve_for_chat")}>
+                Approve for this chat
+              </button>
+              <input
+                aria-label={`Why deny ${a.tool}`}
+                placeholder="Reason (optional)"
+                value={reasons[a.id] ?? ""}
+                onInput={(e) => setReasons({ ...reasons, [a.id]: (e.target as HTMLInputElement).value })}
+              />
+              <button class="secondary" onClick={() => answer(a, "deny")}>
+                Deny
+              </button>
+            </div>
           </li>
         ))}
       </ol>
@@ -283,6 +328,7 @@ export function ChatView({ chatId }: { chatId: string }) {
         )}
         <div ref={bottom} />
       </div>
+      <Approvals chatId={chatId} waiting={stream.approvals.value} />
       <Queue chatId={chatId} queued={stream.queue.value} />
       {error && (
         <p class="error" role="alert">
