@@ -41,6 +41,10 @@ fn script_the_model(server: &TestServer) {
         "TOOL:",
         [fake_llm::tool_calls(&[("t1", "list_templates", "{}")]), fake_llm::text("There is a blank template.")],
     );
+    llm.script_for(
+        "APPROVE:",
+        [fake_llm::tool_calls(&[("p1", "list_templates", "{}")]), fake_llm::text("Listed, once you approved.")],
+    );
     let spawn = serde_json::json!({"prompt": "CHILD: write the report", "title": "helper"}).to_string();
     llm.script_for(
         "AGENT:",

@@ -335,6 +335,37 @@ await step("the theme switch picks dark and light over the system's, and a reloa
   await page.getByRole("button", { name: /^Theme: dark/ }).click();
 });
 
+await step("a call the policy holds for approval waits in the chat until the person approves it", async () => {
+  await page.getByRole("link", { name: "Administration" }).click();
+  const editor = page.getByLabel("Policy (Cedar)");
+  await editor.waitFor();
+  const inForce = await editor.inputValue();
+  const held = [
+    inForce.trimEnd(),
+    "",
+    '@id("approve-template-listings")',
+    'permit (principal, action == Action::"require_approval", resource)',
+    'when { resource.name == "list_templates" };',
+    "",
+  ].join("\n");
+  await editor.fill(held);
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("status").filter({ hasText: /Saved as version/ }).waitFor();
+  await startChat("APPROVE: which templates are there");
+  const waiting = page.getByRole("region", { name: "Tool calls waiting for your approval" });
+  await waiting.waitFor({ timeout: 30_000 });
+  const asked = await waiting.innerText();
+  assert.match(asked, /list_templates/);
+  assert.match(asked, /approve-template-listings/, "the rule that asked is shown");
+  await page.screenshot({ path: `${screenshots}/approval.png` });
+  await waiting.getByRole("button", { name: "Approve", exact: true }).click();
+  const card = page.getByRole("region", { name: "tool list_templates" });
+  await card.locator(".output").waitFor({ timeout: 30_000 });
+  assert.match(await card.locator(".output").innerText(), /blank/, "approved, the call ran");
+  await waitUntilWaiting();
+  assert.equal(await waiting.count(), 0, "nothing waits any more");
+});
+
 await step("signing out ends the session", async () => {
   await signOut();
   await page.reload();

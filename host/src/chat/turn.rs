@@ -656,9 +656,8 @@ struct Caller<'a> {
 /// against the policy again, since a model may call a tool it was not told about; the calls the
 /// policy lets through that need a person's approval wait for it, asked together.
 async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Result<Vec<MessagePart>, Stop> {
-    let Caller { run, principal, policy, visible } = *caller;
-    let mut answers: Vec<Option<String>> =
-        calls.iter().map(|(_, name, args)| refusal(run, principal, policy, visible, name, args)).collect();
+    let Caller { run, principal, policy, .. } = *caller;
+    let mut answers: Vec<Option<String>> = calls.iter().map(|(_, name, args)| refusal(caller, name, args)).collect();
     let admissible: Vec<usize> = (0..calls.len()).filter(|i| answers[*i].is_none()).collect();
     let asked: Vec<&super::approvals::Call> = admissible.iter().map(|i| &calls[*i]).collect();
     let admitted = super::approvals::admit(run, principal, policy, &asked).await?;
@@ -683,15 +682,8 @@ async fn run_tools(caller: &Caller<'_>, calls: &[(String, String, Value)]) -> Re
 
 /// Why a call is not made at all (the policy denies it, or its arguments are no JSON object),
 /// as the model reads it.
-fn refusal(
-    run: &Run<'_>,
-    principal: &Principal,
-    policy: &ActivePolicy,
-    visible: &BTreeSet<String>,
-    name: &str,
-    args: &Value,
-) -> Option<String> {
-    if let Some(denied) = denial(run, principal, policy, visible, name) {
+fn refusal(caller: &Caller<'_>, name: &str, args: &Value) -> Option<String> {
+    if let Some(denied) = denial(caller, name) {
         return Some(denied);
     }
     match args {
@@ -759,13 +751,8 @@ async fn chat_files_root(run: &Run<'_>, chat_id: &str) -> Option<crate::workspac
 /// When the policy denies the call: the error the model reads (the denial is audited). A call
 /// runs only if the chat was told of the tool this step and `call_tool` permits it. Tools no
 /// plugin offers are left to the runtime, which names the closest one.
-fn denial(
-    run: &Run<'_>,
-    principal: &Principal,
-    policy: &ActivePolicy,
-    visible: &BTreeSet<String>,
-    tool: &str,
-) -> Option<String> {
+fn denial(caller: &Caller<'_>, tool: &str) -> Option<String> {
+    let Caller { run, principal, policy, visible } = *caller;
     let installed = run.services().runtime.loaded().tool(tool)?.clone();
     let decision =
         run.services().policy.decide_call(policy, principal, visible.contains(tool), &installed.plugin, tool);

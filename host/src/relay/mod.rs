@@ -380,13 +380,17 @@ impl Relay {
             // answered just now (clients take each approval by its id, so a repeat is harmless).
             "approval_request" => {
                 let approvals = self.store().approvals_of_chat(chat_id, None).await?;
-                publish(&mut guard, seq, EventBody::ApprovalRequest { approvals });
+                if !approvals.is_empty() {
+                    publish(&mut guard, seq, EventBody::ApprovalRequest { approvals });
+                }
             }
             "approval_answered" => {
                 let since = now_ms() - RECENTLY_ANSWERED_MS;
                 let approvals = self.store().approvals_of_chat(chat_id, Some(since)).await?;
-                let approvals = approvals.into_iter().filter(|a| a.answered_at.is_some()).collect();
-                publish(&mut guard, seq, EventBody::ApprovalAnswered { approvals });
+                let approvals: Vec<_> = approvals.into_iter().filter(|a| a.answered_at.is_some()).collect();
+                if !approvals.is_empty() {
+                    publish(&mut guard, seq, EventBody::ApprovalAnswered { approvals });
+                }
             }
             _ => {}
         }
