@@ -110,12 +110,13 @@ async fn wait_for_answers(run: &Run<'_>, ids: &[String]) -> Result<Vec<ToolAppro
         let answered = service.approval_answered.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();
+        let mut found = service.store.approvals(ids).await?;
         let mut current = Vec::with_capacity(ids.len());
         for id in ids {
-            let approval = service.store.approval(id).await?.ok_or_else(|| {
+            let position = found.iter().position(|a| a.id == *id).ok_or_else(|| {
                 Stop::Failed("a tool call's approval disappeared while the turn waited for it".into())
             })?;
-            current.push(approval);
+            current.push(found.swap_remove(position));
         }
         let now = now_ms();
         let mut expired = Vec::new();

@@ -164,6 +164,21 @@ impl Store {
         row.as_ref().map(approval_from).transpose()
     }
 
+    /// The approvals with these ids, in no particular order (one read for a step's calls).
+    pub async fn approvals(&self, ids: &[String]) -> StoreResult<Vec<ToolApproval>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT {COLUMNS} FROM tool_approvals WHERE id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(approval_from).collect()
+    }
+
     pub async fn approval_of_call(&self, chat_id: &str, tool_call_id: &str) -> StoreResult<Option<ToolApproval>> {
         let row =
             sqlx::query(&format!("SELECT {COLUMNS} FROM tool_approvals WHERE chat_id = $1 AND tool_call_id = $2"))
